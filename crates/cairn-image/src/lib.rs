@@ -1,0 +1,1 @@
+//! Image assembly for cairn.

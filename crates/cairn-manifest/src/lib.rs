@@ -1,0 +1,7 @@
+//! The cairn manifest: what the user writes (`cairn.toml`), how it is
+//! validated, and the runtime subset (`SystemConfig`) that the builder bakes
+//! into the image at `/etc/cairn/system.toml` for `cairn-init` to read.
+
+pub mod system;
+
+pub use system::{ExitAction, RestartPolicy, ServiceConfig, SystemConfig, PanicAction, SYSTEM_CONFIG_PATH};
