@@ -2,6 +2,10 @@
 //! validated, and the runtime subset (`SystemConfig`) that the builder bakes
 //! into the image at `/etc/cairn/system.toml` for `cairn-init` to read.
 
+pub mod compression;
 pub mod system;
 
-pub use system::{ExitAction, RestartPolicy, ServiceConfig, SystemConfig, PanicAction, SYSTEM_CONFIG_PATH};
+pub use compression::Compression;
+pub use system::{
+    ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,
+};
