@@ -1,1 +1,180 @@
-//! Harness for end-to-end tests.
+//! Harness for cairn's end-to-end tests: find (or build) the `cairn` CLI and
+//! the static `cairn-init`, build example manifests, boot them in QEMU under
+//! TCG with a timeout, and hand back what the serial console printed.
+//!
+//! `cargo xtask test` sets `CAIRN_BIN` and `CAIRN_INIT`; without them the
+//! harness builds both itself.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// The `cairn` binary.
+pub fn cairn_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CAIRN_BIN") {
+            return PathBuf::from(p);
+        }
+        let status = Command::new(cargo())
+            .current_dir(root())
+            .args(["build", "--quiet", "-p", "cairn"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building cairn failed");
+        root().join("target/debug/cairn")
+    })
+    .clone()
+}
+
+/// The static `cairn-init` binary.
+pub fn init_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CAIRN_INIT") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new(cargo())
+            .current_dir(root())
+            .args(["run", "--quiet", "-p", "xtask", "--", "build-init"])
+            .output()
+            .expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building cairn-init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// A finished process: exit status and output.
+#[derive(Debug)]
+pub struct Outcome {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+}
+
+impl Outcome {
+    /// Panics with the whole output when `needle` is absent.
+    pub fn assert_stdout_has(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "expected {needle:?} in stdout\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    pub fn assert_ok(&self) {
+        assert!(
+            self.success && !self.timed_out,
+            "command failed (code {:?}, timed out: {})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code,
+            self.timed_out,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Run `cmd` with stdin closed, capture its output, and kill it (by pid)
+/// when `timeout` passes.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Outcome {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let start = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait works") {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait works");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Outcome {
+        success: status.success(),
+        code: status.code(),
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+        timed_out,
+    }
+}
+
+/// A `cairn` command with the test's init and a fixed SOURCE_DATE_EPOCH.
+pub fn cairn() -> Command {
+    let mut c = Command::new(cairn_bin());
+    c.current_dir(root())
+        .env("CAIRN_INIT", init_bin())
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    c
+}
+
+/// `cairn build MANIFEST -o OUT`.
+pub fn build(manifest: &Path, out: &Path) -> Outcome {
+    let mut c = cairn();
+    c.arg("build").arg(manifest).arg("-o").arg(out);
+    run_with_timeout(c, Duration::from_secs(300))
+}
+
+/// QEMU boots are serialised: two TCG guests on a 2-core machine only slow
+/// each other down past their timeouts.
+static QEMU: Mutex<()> = Mutex::new(());
+
+/// `cairn run MANIFEST -o OUT --accel tcg ARGS...` with a timeout.
+pub fn boot(manifest: &Path, out: &Path, args: &[&str], timeout: Duration) -> Outcome {
+    let _guard = QEMU.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = cairn();
+    c.arg("run")
+        .arg(manifest)
+        .arg("-o")
+        .arg(out)
+        .args(["--accel", "tcg", "--timeout"])
+        .arg(timeout.as_secs().to_string())
+        .args(args);
+    // The runner stops QEMU at --timeout; ours is the backstop.
+    run_with_timeout(c, timeout + Duration::from_secs(120))
+}
+
+/// Path of an example manifest.
+pub fn example(name: &str) -> PathBuf {
+    root().join("examples").join(name).join("cairn.toml")
+}

@@ -1,1 +1,201 @@
-fn main() {}
+//! Project tasks: `cargo xtask deps | build-init | demo | test`.
+//!
+//! `demo` and `test` are the README's two commands: each installs what is
+//! missing (Debian/Ubuntu packages through apt-get), builds what it needs,
+//! then boots the example or runs the whole test suite.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the build, the runner and the tests need.
+const APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "ovmf",
+    "systemd-boot-efi",
+    "cpio",
+    "zstd",
+    "xz-utils",
+    "sbsigntool",
+    "jq",
+    "coreutils",
+    "binutils",
+];
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Install the apt packages that are missing (with sudo when not root).
+fn deps() -> Result<()> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let is_root = is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if is_root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        c
+    };
+    run(&mut apt(&["update", "-qq"]))?;
+    let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
+    install.args(&missing);
+    run(&mut install)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Build the static PID 1 and return its path.
+fn build_init() -> Result<PathBuf> {
+    // --target keeps RUSTFLAGS away from proc-macros and build scripts, and
+    // gives the static build its own directory.
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "cairn-init",
+            "--target",
+            TARGET,
+        ]))?;
+    Ok(root()
+        .join("target")
+        .join(TARGET)
+        .join("release/cairn-init"))
+}
+
+fn build_cli(release: bool) -> Result<PathBuf> {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root())
+        .args(["build", "--quiet", "-p", "cairn"]);
+    if release {
+        c.arg("--release");
+    }
+    run(&mut c)?;
+    Ok(root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("cairn"))
+}
+
+fn demo(args: &[String]) -> Result<()> {
+    deps()?;
+    let init = build_init()?;
+    let cairn = build_cli(true)?;
+    let mut c = Command::new(cairn);
+    c.current_dir(root())
+        .env("CAIRN_INIT", init)
+        .args(["run", "examples/hello/cairn.toml", "-o", "out"])
+        .args(args);
+    run(&mut c)
+}
+
+fn test(args: &[String]) -> Result<()> {
+    deps()?;
+    let init = build_init()?;
+    let cairn = build_cli(false)?;
+    let ci = std::env::var_os("CI").is_some();
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["fmt", "--all", "--check"]))?;
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "clippy",
+        "--quiet",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root())
+        .env("CAIRN_INIT", &init)
+        .env("CAIRN_BIN", &cairn)
+        .args(["test", "--workspace"])
+        .args(args);
+    if ci {
+        c.env("CAIRN_CI", "1");
+    }
+    run(&mut c)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args
+        .split_first()
+        .map(|(t, r)| (t.as_str(), r))
+        .unwrap_or(("help", &[]));
+    match task {
+        "deps" => deps(),
+        "build-init" => {
+            let p = build_init()?;
+            println!("{}", p.display());
+            Ok(())
+        }
+        "demo" => demo(rest),
+        "test" => test(rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask TASK\n\n\
+                 tasks:\n  \
+                 demo         install what is missing, build and boot examples/hello in QEMU\n  \
+                 test         install what is missing, run fmt, clippy and the whole test suite\n  \
+                 deps         install the Debian packages cairn needs\n  \
+                 build-init   build the static cairn-init and print its path"
+            );
+            if task == "help" {
+                Ok(())
+            } else {
+                bail!("unknown task {task}")
+            }
+        }
+    }
+}

@@ -1,11 +1,28 @@
 //! The cairn manifest: what the user writes (`cairn.toml`), how it is
 //! validated, and the runtime subset (`SystemConfig`) that the builder bakes
 //! into the image at `/etc/cairn/system.toml` for `cairn-init` to read.
+//!
+//! ```no_run
+//! # use std::path::Path;
+//! let manifest = cairn_manifest::Manifest::load(Path::new("cairn.toml"))
+//!     .unwrap_or_else(|diag| panic!("{diag}"));
+//! let runtime = manifest.system_config(Vec::new());
+//! # let _ = runtime;
+//! ```
 
 pub mod compression;
+pub mod diagnostic;
+pub mod manifest;
+mod raw;
 pub mod system;
+pub mod validate;
 
 pub use compression::Compression;
+pub use diagnostic::{Diagnostic, Located, Span};
+pub use manifest::{
+    BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, DEFAULT_CMDLINE,
+    DEFAULT_FILE_MODE,
+};
 pub use system::{
     ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,
 };

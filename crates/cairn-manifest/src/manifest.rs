@@ -1,0 +1,1055 @@
+//! The validated manifest (`cairn.toml`) and how it is loaded.
+//!
+//! ```toml
+//! name = "hello"                 # required; output file names
+//! hostname = "hello"             # optional
+//! on_panic = "continue"          # optional: continue | reboot
+//!
+//! [kernel]                       # required
+//! package = "linux-image-cloud-amd64"   # or: path = "...", modules_dir = "..."
+//! cmdline = "console=ttyS0"
+//! modules = ["virtio_net"]
+//!
+//! [initramfs]
+//! compression = "zstd"           # zstd | gzip | xz | none
+//!
+//! [[service]]
+//! name = "greet"
+//! exec = ["/bin/echo", "hi"]
+//! env = { LANG = "C" }
+//! restart = "never"              # always | on-failure | never
+//! on_exit = "poweroff"           # poweroff | reboot
+//! after = ["network-online"]     # services, or targets network-online / mounts
+//!
+//! [[file]]
+//! src = "www/index.html"
+//! dst = "/srv/www/index.html"
+//! mode = "0644"
+//!
+//! [[binary]]
+//! path = "/usr/bin/jq"
+//! dst = "/usr/bin/jq"
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use crate::compression::Compression;
+use crate::diagnostic::{Diagnostic, Located, Span};
+use crate::raw::{self, RawBinary, RawFile, RawKernel, RawManifest, RawService};
+use crate::system::{ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig};
+use crate::validate::{self as check, Invalid, TARGETS};
+
+/// Kernel command line used when `[kernel] cmdline` is not set.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
+
+/// Permissions of a `[[file]]` without `mode`.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
+
+/// A parsed and validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The manifest file as it was given.
+    pub path: PathBuf,
+    /// The directory holding the manifest; relative paths in it are
+    /// resolved against this (`.` when the manifest path has no directory).
+    pub dir: PathBuf,
+    /// The full manifest text, for diagnostics.
+    pub source: String,
+    /// `name`: the appliance name, `[a-z0-9][a-z0-9-]*`, at most 64
+    /// characters; output files are called `NAME.efi`, `NAME.initrd`, ...
+    pub name: String,
+    /// `hostname`: the host name to set at boot (RFC 1123, at most 64
+    /// characters); `None` leaves the kernel default.
+    pub hostname: Option<String>,
+    /// `on_panic`: what PID 1 does after catching a panic in its own code:
+    /// `continue` (default) or `reboot`.
+    pub on_panic: PanicAction,
+    /// `[kernel]`: which kernel to boot, its command line and modules.
+    pub kernel: KernelSpec,
+    /// `[initramfs] compression`: `zstd` (default), `gzip`, `xz` or `none`.
+    pub compression: Compression,
+    /// `[[service]]` entries, in manifest order.
+    pub services: Vec<Service>,
+    /// `[[file]]` entries, in manifest order.
+    pub files: Vec<FileEntry>,
+    /// `[[binary]]` entries, in manifest order.
+    pub binaries: Vec<BinaryEntry>,
+}
+
+/// The `[kernel]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSpec {
+    /// Where the kernel comes from: `package` or `path` (+ `modules_dir`).
+    /// The span is that of the `package` or `path` value.
+    pub source: Located<KernelSource>,
+    /// `cmdline`: the kernel command line; default `console=ttyS0`. No
+    /// control characters, at most 2047 bytes.
+    pub cmdline: String,
+    /// `modules`: kernel modules to load at boot, by name (`virtio_net`).
+    /// Only their spelling is checked here; the builder checks that the
+    /// kernel has them and adds their dependencies.
+    pub modules: Vec<Located<String>>,
+}
+
+/// Where the kernel comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// `package`: a Debian kernel package, such as `linux-image-cloud-amd64`.
+    Package(String),
+    /// `path`: a kernel image on the host, with `modules_dir`, its modules
+    /// directory (`/lib/modules/VERSION`), if modules are needed. Both are
+    /// resolved against the manifest's directory.
+    Path {
+        image: PathBuf,
+        modules_dir: Option<PathBuf>,
+    },
+}
+
+/// A `[[service]]` entry: a program PID 1 starts and supervises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// `name`: unique, `[a-zA-Z0-9_.-]+`, not `network-online` or `mounts`.
+    pub name: Located<String>,
+    /// `exec`: the argv; `exec[0]` is an absolute path inside the image.
+    pub exec: Located<Vec<String>>,
+    /// `env`: environment variables (names without `=` or NUL).
+    pub env: BTreeMap<String, String>,
+    /// `restart`: `always`, `on-failure` or `never` (default).
+    pub restart: RestartPolicy,
+    /// `on_exit`: `poweroff` or `reboot` the machine when the service has
+    /// exited for good; `None` (default) leaves the machine running.
+    pub on_exit: Option<ExitAction>,
+    /// `after`: services or targets (`network-online`, `mounts`) to wait
+    /// for before starting; cycles are refused.
+    pub after: Vec<Located<String>>,
+}
+
+/// A `[[file]]` entry: a host file copied into the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// `src`: the host file, resolved against the manifest's directory.
+    pub src: Located<PathBuf>,
+    /// `dst`: where it goes in the image: absolute, no `..`, not `/`.
+    pub dst: Located<String>,
+    /// `mode`: permission bits, written as an octal string (`"0755"`);
+    /// default `0644`.
+    pub mode: u32,
+}
+
+/// A `[[binary]]` entry: a host program copied into the image together
+/// with the shared libraries it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryEntry {
+    /// `path`: the program on the host (absolute).
+    pub path: Located<PathBuf>,
+    /// `dst`: where it goes in the image; default: the same as `path`.
+    pub dst: String,
+}
+
+impl Manifest {
+    /// Reads, parses and validates the manifest at `path`.
+    ///
+    /// A file that cannot be read gives a [`Diagnostic`] without position
+    /// (`line == 0`), shown as `PATH: error: cannot read manifest: ...`.
+    pub fn load(path: &Path) -> Result<Manifest, Diagnostic> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostic::without_position(path, format!("cannot read manifest: {e}"))
+        })?;
+        Manifest::parse(&text, path)
+    }
+
+    /// Parses and validates manifest `text`; `path` is where it came from
+    /// (for messages and to resolve relative paths), it is not read.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest, Diagnostic> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let raw = raw::parse(text).map_err(|(span, message)| {
+            Diagnostic::at(path, text, span.unwrap_or_default(), message)
+        })?;
+        let builder = Builder { text, dir: &dir };
+        builder
+            .build(raw)
+            .map_err(|(span, err)| Diagnostic::at(path, text, span, err.to_string()))
+            .map(|parts| Manifest {
+                path: path.to_path_buf(),
+                dir,
+                source: text.to_string(),
+                ..parts
+            })
+    }
+
+    /// A diagnostic about `span` of this manifest, for checks made later
+    /// (for example by the builder: a `[[file]] src` that does not exist).
+    pub fn error_at(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(&self.path, &self.source, span, message)
+    }
+
+    /// The runtime configuration for `cairn-init`. `modules` are the paths
+    /// inside the image of the modules to load, in load order, as resolved
+    /// by the builder.
+    pub fn system_config(&self, modules: Vec<String>) -> SystemConfig {
+        SystemConfig {
+            name: self.name.clone(),
+            hostname: self.hostname.clone(),
+            modules,
+            on_panic: self.on_panic,
+            services: self
+                .services
+                .iter()
+                .map(|s| ServiceConfig {
+                    name: s.name.value.clone(),
+                    exec: s.exec.value.clone(),
+                    env: s.env.clone(),
+                    restart: s.restart,
+                    on_exit: s.on_exit,
+                    after: s.after.iter().map(|a| a.value.clone()).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+type Failure = (Span, Invalid);
+
+fn span<T>(s: &Spanned<T>) -> Span {
+    s.span().into()
+}
+
+fn at<T>(s: &Spanned<T>) -> impl FnOnce(Invalid) -> Failure {
+    let sp = span(s);
+    move |e| (sp, e)
+}
+
+fn located<T>(s: Spanned<T>) -> Located<T> {
+    let sp = span(&s);
+    Located::new(s.into_inner(), sp)
+}
+
+/// Turns the raw manifest into the validated one (without path/source,
+/// which the caller fills in).
+struct Builder<'a> {
+    text: &'a str,
+    dir: &'a Path,
+}
+
+impl Builder<'_> {
+    fn resolve(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+
+    fn line_of(&self, span: Span) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn build(&self, raw: RawManifest) -> Result<Manifest, Failure> {
+        check::check_name(raw.name.get_ref()).map_err(at(&raw.name))?;
+        if let Some(h) = &raw.hostname {
+            check::check_hostname(h.get_ref()).map_err(at(h))?;
+        }
+        let kernel = self.kernel(raw.kernel)?;
+        let services = self.services(raw.service)?;
+        let files = raw
+            .file
+            .into_iter()
+            .map(|f| self.file(f.into_inner()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let binaries = raw
+            .binary
+            .into_iter()
+            .map(|b| self.binary(b.into_inner()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.unique_destinations(&files, &binaries)?;
+        Ok(Manifest {
+            path: PathBuf::new(),
+            dir: PathBuf::new(),
+            source: String::new(),
+            name: raw.name.into_inner(),
+            hostname: raw.hostname.map(Spanned::into_inner),
+            on_panic: raw.on_panic.unwrap_or_default(),
+            kernel,
+            compression: raw.initramfs.map(|i| i.compression).unwrap_or_default(),
+            services,
+            files,
+            binaries,
+        })
+    }
+
+    fn kernel(&self, raw: Spanned<RawKernel>) -> Result<KernelSpec, Failure> {
+        let table = span(&raw);
+        let k = raw.into_inner();
+        let source = match (k.package, k.path) {
+            (Some(pkg), Some(path)) => {
+                // Point at whichever of the two comes second.
+                let (a, b) = (span(&pkg), span(&path));
+                let later = if b.start > a.start { b } else { a };
+                return Err((later, Invalid::KernelBoth));
+            }
+            (None, None) => return Err((table, Invalid::KernelMissing)),
+            (Some(pkg), None) => {
+                if let Some(md) = &k.modules_dir {
+                    return Err((span(md), Invalid::ModulesDirWithoutPath));
+                }
+                check::check_package(pkg.get_ref()).map_err(at(&pkg))?;
+                let sp = span(&pkg);
+                Located::new(KernelSource::Package(pkg.into_inner()), sp)
+            }
+            (None, Some(path)) => {
+                check::check_host_path("path", path.get_ref()).map_err(at(&path))?;
+                let modules_dir = match &k.modules_dir {
+                    Some(md) => {
+                        check::check_host_path("modules_dir", md.get_ref()).map_err(at(md))?;
+                        Some(self.resolve(md.get_ref()))
+                    }
+                    None => None,
+                };
+                Located::new(
+                    KernelSource::Path {
+                        image: self.resolve(path.get_ref()),
+                        modules_dir,
+                    },
+                    span(&path),
+                )
+            }
+        };
+        let cmdline = match k.cmdline {
+            Some(c) => {
+                check::check_cmdline(c.get_ref()).map_err(at(&c))?;
+                c.into_inner()
+            }
+            None => DEFAULT_CMDLINE.to_string(),
+        };
+        for m in &k.modules {
+            check::check_module(m.get_ref()).map_err(at(m))?;
+        }
+        Ok(KernelSpec {
+            source,
+            cmdline,
+            modules: k.modules.into_iter().map(located).collect(),
+        })
+    }
+
+    fn services(&self, raw: Vec<Spanned<RawService>>) -> Result<Vec<Service>, Failure> {
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        let mut services = Vec::with_capacity(raw.len());
+        for s in raw {
+            let s = s.into_inner();
+            check::check_service_name(s.name.get_ref()).map_err(at(&s.name))?;
+            if let Some(first) = seen.get(s.name.get_ref()) {
+                return Err((
+                    span(&s.name),
+                    Invalid::DuplicateService {
+                        name: s.name.get_ref().clone(),
+                        first_line: self.line_of(*first),
+                    },
+                ));
+            }
+            seen.insert(s.name.get_ref().clone(), span(&s.name));
+            services.push(self.service(s)?);
+        }
+        check_after(&services)?;
+        Ok(services)
+    }
+
+    fn service(&self, s: RawService) -> Result<Service, Failure> {
+        let exec_span = span(&s.exec);
+        let exec: Vec<Spanned<String>> = s.exec.into_inner();
+        let plain: Vec<String> = exec.iter().map(|a| a.get_ref().clone()).collect();
+        if let Err(e) = check::check_exec(&plain) {
+            // Point at the offending argument where there is one.
+            let sp = match &e {
+                Invalid::RelativeExec(_) => exec.first().map_or(exec_span, span),
+                Invalid::Nul(_) => exec
+                    .iter()
+                    .find(|a| a.get_ref().contains('\0'))
+                    .map_or(exec_span, span),
+                _ => exec_span,
+            };
+            return Err((sp, e));
+        }
+        let mut env = BTreeMap::new();
+        for (k, v) in s.env {
+            check::check_env_name(k.get_ref()).map_err(at(&k))?;
+            if v.get_ref().contains('\0') {
+                return Err((span(&v), Invalid::Nul("env")));
+            }
+            env.insert(k.into_inner(), v.into_inner());
+        }
+        Ok(Service {
+            name: located(s.name),
+            exec: Located::new(plain, exec_span),
+            env,
+            restart: s.restart,
+            on_exit: s.on_exit,
+            after: s.after.into_iter().map(located).collect(),
+        })
+    }
+
+    fn file(&self, f: RawFile) -> Result<FileEntry, Failure> {
+        check::check_host_path("src", f.src.get_ref()).map_err(at(&f.src))?;
+        check::check_destination("dst", f.dst.get_ref()).map_err(at(&f.dst))?;
+        let mode = match &f.mode {
+            Some(m) => check::mode_from_value(m.get_ref()).map_err(at(m))?,
+            None => DEFAULT_FILE_MODE,
+        };
+        let src_span = span(&f.src);
+        Ok(FileEntry {
+            src: Located::new(self.resolve(f.src.get_ref()), src_span),
+            dst: located(f.dst),
+            mode,
+        })
+    }
+
+    fn binary(&self, b: RawBinary) -> Result<BinaryEntry, Failure> {
+        let p = b.path.get_ref();
+        check::check_host_path("path", p).map_err(at(&b.path))?;
+        if !p.starts_with('/') {
+            return Err((span(&b.path), Invalid::RelativeBinary(p.clone())));
+        }
+        let dst = match &b.dst {
+            Some(d) => {
+                check::check_destination("dst", d.get_ref()).map_err(at(d))?;
+                d.get_ref().clone()
+            }
+            None => {
+                check::check_destination("path", p).map_err(at(&b.path))?;
+                p.clone()
+            }
+        };
+        Ok(BinaryEntry {
+            path: Located::new(PathBuf::from(p), span(&b.path)),
+            dst,
+        })
+    }
+
+    /// Two entries writing the same image path is a mistake; point at the
+    /// second. (Binaries without `dst` are located at their `path`.)
+    fn unique_destinations(
+        &self,
+        files: &[FileEntry],
+        binaries: &[BinaryEntry],
+    ) -> Result<(), Failure> {
+        let mut all: Vec<(&str, Span)> = files
+            .iter()
+            .map(|f| (f.dst.value.as_str(), f.dst.span))
+            .chain(binaries.iter().map(|b| (b.dst.as_str(), b.path.span)))
+            .collect();
+        // Compare in text order so that "first" really is the earlier one.
+        all.sort_by_key(|(_, sp)| sp.start);
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        for (dst, sp) in all {
+            let key = normalize(dst);
+            if let Some(first) = seen.get(&key) {
+                return Err((
+                    sp,
+                    Invalid::DuplicateDestination {
+                        dst: dst.to_string(),
+                        first_line: self.line_of(*first),
+                    },
+                ));
+            }
+            seen.insert(key, sp);
+        }
+        Ok(())
+    }
+}
+
+/// `/srv//www/./x` and `/srv/www/x` are the same file.
+fn normalize(path: &str) -> String {
+    path.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every `after` entry names a service or a target, and the services do
+/// not wait for each other in a cycle. A cycle is reported at the entry
+/// that closes it.
+fn check_after(services: &[Service]) -> Result<(), Failure> {
+    let index: HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.value.as_str(), i))
+        .collect();
+    let mut edges: Vec<Vec<(usize, Span)>> = vec![Vec::new(); services.len()];
+    for (i, s) in services.iter().enumerate() {
+        for a in &s.after {
+            if TARGETS.contains(&a.value.as_str()) {
+                continue;
+            }
+            match index.get(a.value.as_str()) {
+                Some(&j) => edges[i].push((j, a.span)),
+                None => {
+                    let expected = TARGETS
+                        .iter()
+                        .copied()
+                        .chain(services.iter().map(|s| s.name.value.as_str()))
+                        .filter(|n| *n != s.name.value)
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err((
+                        a.span,
+                        Invalid::UnknownAfter {
+                            name: a.value.clone(),
+                            expected,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let mut mark = vec![Mark::New; services.len()];
+    for root in 0..services.len() {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        // Iterative depth-first search: (service, next edge to follow).
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        mark[root] = Mark::OnPath;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let Some(&(to, sp)) = edges[node].get(*next) else {
+                mark[node] = Mark::Done;
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            match mark[to] {
+                Mark::New => {
+                    mark[to] = Mark::OnPath;
+                    stack.push((to, 0));
+                }
+                Mark::OnPath => {
+                    let from = stack.iter().position(|&(n, _)| n == to).unwrap_or(0);
+                    let mut cycle: Vec<usize> = stack[from..].iter().map(|&(n, _)| n).collect();
+                    // Tell it from the service whose entry closes the cycle.
+                    let closing = cycle.len() - 1;
+                    cycle.rotate_left(closing);
+                    cycle.push(node);
+                    let names: Vec<&str> = cycle
+                        .iter()
+                        .map(|&n| services[n].name.value.as_str())
+                        .collect();
+                    return Err((sp, Invalid::Cycle(describe_cycle(&names))));
+                }
+                Mark::Done => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `["b", "a", "b"]` -> "`b` starts after `a`, which starts after `b`".
+fn describe_cycle(names: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, n) in names.iter().enumerate() {
+        match i {
+            0 => out.push_str(&format!("`{n}`")),
+            1 => out.push_str(&format!(" starts after `{n}`")),
+            _ => out.push_str(&format!(", which starts after `{n}`")),
+        }
+    }
+    if names.len() == 2 {
+        out.push_str(" (itself)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KERNEL: &str = "[kernel]\npackage = \"linux-image-cloud-amd64\"\n";
+
+    fn parse(text: &str) -> Result<Manifest, Diagnostic> {
+        Manifest::parse(text, Path::new("app/cairn.toml"))
+    }
+
+    /// Parses `text`, expecting an error; returns (line, col, message).
+    fn err(text: &str) -> (usize, usize, String) {
+        let d = parse(text).expect_err("manifest should be refused");
+        assert_eq!(d.file, Path::new("app/cairn.toml"));
+        (d.line, d.col, d.message)
+    }
+
+    fn with_kernel(before: &str, after: &str) -> String {
+        format!("{before}{KERNEL}{after}")
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let (line, col, msg) = err(&with_kernel("name = \"x\"\nbogus = 1\n", ""));
+        assert_eq!((line, col), (2, 1), "{msg}");
+        assert!(
+            msg.starts_with("unknown key `bogus` at the top level"),
+            "{msg}"
+        );
+        for key in ["name", "hostname", "on_panic", "kernel", "service", "file"] {
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_service() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = [\"/a\"]\n\n[[service]]\nname = \"b\"\nexec = [\"/b\"]\n  restrat = \"always\"\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (11, 3), "{msg}");
+        assert!(
+            msg.starts_with("unknown key `restrat` in [[service]] #2"),
+            "{msg}"
+        );
+        for key in ["name", "exec", "env", "restart", "on_exit", "after"] {
+            assert!(msg.contains(&format!("`{key}`")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_kernel_and_inline_table() {
+        let (line, col, msg) = err("name = \"x\"\nkernel = { package = \"ab\", pkg = 1 }\n");
+        assert_eq!((line, col), (2, 28), "{msg}");
+        assert!(msg.starts_with("unknown key `pkg` in [kernel]"), "{msg}");
+    }
+
+    #[test]
+    fn string_where_array_expected() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = \"/bin/echo hi\"\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (6, 8), "{msg}");
+        assert!(msg.contains("`exec` in [[service]] #1"), "{msg}");
+        assert!(msg.contains("expected an array"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_restart_lists_allowed_values() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nrestart = \"sometimes\"\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (7, 11), "{msg}");
+        assert!(msg.contains("`sometimes`"), "{msg}");
+        for v in ["always", "on-failure", "never"] {
+            assert!(msg.contains(&format!("`{v}`")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn missing_name() {
+        let (line, col, msg) = err(&with_kernel("hostname = \"x\"\n", ""));
+        assert_eq!((line, col), (1, 1), "{msg}");
+        assert_eq!(msg, "missing required key `name` at the top level");
+    }
+
+    #[test]
+    fn missing_kernel() {
+        let (line, col, msg) = err("name = \"x\"\n");
+        assert_eq!((line, col), (1, 1), "{msg}");
+        assert_eq!(msg, "missing required key `kernel` at the top level");
+    }
+
+    #[test]
+    fn missing_key_in_service_points_at_its_header() {
+        let text = with_kernel("name = \"x\"\n", "\n[[service]]\nexec = [\"/a\"]\n");
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (5, 1), "{msg}");
+        assert_eq!(msg, "missing required key `name` in [[service]] #1");
+    }
+
+    #[test]
+    fn both_package_and_path() {
+        let text =
+            "name = \"x\"\n[kernel]\npackage = \"linux-image-amd64\"\npath = \"/boot/vmlinuz\"\n";
+        let (line, col, msg) = err(text);
+        assert_eq!((line, col), (4, 8), "{msg}");
+        assert!(msg.contains("both `package` and `path`"), "{msg}");
+    }
+
+    #[test]
+    fn neither_package_nor_path() {
+        let (line, col, msg) = err("name = \"x\"\n\n[kernel]\ncmdline = \"quiet\"\n");
+        assert_eq!((line, col), (3, 1), "{msg}");
+        assert_eq!(msg, Invalid::KernelMissing.to_string());
+    }
+
+    #[test]
+    fn modules_dir_needs_path() {
+        let text = "name = \"x\"\n[kernel]\npackage = \"linux-image-amd64\"\nmodules_dir = \"/lib/modules/6.1\"\n";
+        let (line, col, msg) = err(text);
+        assert_eq!((line, col), (4, 15), "{msg}");
+        assert_eq!(msg, Invalid::ModulesDirWithoutPath.to_string());
+    }
+
+    #[test]
+    fn duplicate_service_points_at_second() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = [\"/a\"]\n[[service]]\nname = \"a\"\nexec = [\"/b\"]\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (8, 8), "{msg}");
+        assert_eq!(msg, "duplicate service name `a` (already used on line 5)");
+    }
+
+    #[test]
+    fn after_unknown_service() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nafter = [\"network-online\", \"dbb\"]\n[[service]]\nname = \"db\"\nexec = [\"/b\"]\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (7, 28), "{msg}");
+        assert!(msg.contains("`dbb`"), "{msg}");
+        assert!(msg.ends_with("`network-online`, `mounts`, `db`"), "{msg}");
+    }
+
+    #[test]
+    fn after_cycle() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nafter = [\"b\"]\n\n[[service]]\nname = \"b\"\nexec = [\"/b\"]\nafter = [\"mounts\", \"a\"]\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (12, 20), "{msg}");
+        assert!(
+            msg.ends_with("`b` starts after `a`, which starts after `b`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn after_longer_cycle_and_self() {
+        let svc = |n: &str, after: &str| {
+            format!("[[service]]\nname = \"{n}\"\nexec = [\"/x\"]\nafter = [{after}]\n")
+        };
+        let text = with_kernel(
+            "name = \"x\"\n",
+            &[svc("a", "\"b\""), svc("b", "\"c\""), svc("c", "\"a\"")].concat(),
+        );
+        let (line, _, msg) = err(&text);
+        assert_eq!(line, 15, "{msg}");
+        assert!(
+            msg.ends_with("`c` starts after `a`, which starts after `b`, which starts after `c`"),
+            "{msg}"
+        );
+        let text = with_kernel("name = \"x\"\n", &svc("a", "\"a\""));
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (7, 10), "{msg}");
+        assert!(msg.ends_with("`a` starts after `a` (itself)"), "{msg}");
+    }
+
+    #[test]
+    fn after_without_cycle_is_fine() {
+        let svc = |n: &str, after: &str| {
+            format!("[[service]]\nname = \"{n}\"\nexec = [\"/x\"]\nafter = [{after}]\n")
+        };
+        // A diamond: d waits for b and c, both wait for a.
+        let text = with_kernel(
+            "name = \"x\"\n",
+            &[
+                svc("d", "\"b\", \"c\""),
+                svc("b", "\"a\""),
+                svc("c", "\"a\""),
+                svc("a", "\"network-online\""),
+            ]
+            .concat(),
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(m.services.len(), 4);
+    }
+
+    #[test]
+    fn relative_exec() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = [ \"echo\", \"hi\"]\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (6, 10), "{msg}");
+        assert!(msg.contains("absolute path"), "{msg}");
+    }
+
+    #[test]
+    fn bad_mode() {
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[file]]\nsrc = \"a\"\ndst = \"/a\"\nmode = \"0948\"\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (7, 8), "{msg}");
+        assert!(msg.contains("invalid mode `0948`"), "{msg}");
+
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[file]]\nsrc = \"a\"\ndst = \"/a\"\nmode = 644\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (7, 8), "{msg}");
+        assert!(msg.contains("decimal"), "{msg}");
+    }
+
+    #[test]
+    fn bad_hostname() {
+        let (line, col, msg) = err(&with_kernel("name = \"x\"\nhostname = \"web_1\"\n", ""));
+        assert_eq!((line, col), (2, 12), "{msg}");
+        assert!(msg.starts_with("invalid hostname `web_1`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_name() {
+        let (line, col, msg) = err(&with_kernel("name = \"Hello\"\n", ""));
+        assert_eq!((line, col), (1, 8), "{msg}");
+        assert!(msg.starts_with("invalid name `Hello`"), "{msg}");
+    }
+
+    #[test]
+    fn column_counts_characters_after_multibyte_text() {
+        // "é" is 2 bytes and "€" 3: the column must count them once each.
+        let text = with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"a\"\nexec = [\"/a\"]\nenv = { \"É€\" = \"ü\", \"A=B\" = \"c\" }\n",
+        );
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (7, 21), "{msg}");
+        assert!(msg.contains("`A=B`"), "{msg}");
+    }
+
+    #[test]
+    fn destinations_are_checked() {
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[[file]]\nsrc = \"a\"\ndst = \"/srv/../etc/passwd\"\n",
+        ));
+        assert_eq!((line, col), (6, 7), "{msg}");
+        assert!(msg.contains("`..`"), "{msg}");
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[[file]]\nsrc = \"a\"\ndst = \"/usr/bin/jq\"\n[[binary]]\npath = \"/usr/bin/jq\"\n",
+        ));
+        assert_eq!((line, col), (8, 8), "{msg}");
+        assert!(
+            msg.contains("already installed by the entry on line 6"),
+            "{msg}"
+        );
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[[binary]]\npath = \"bin/jq\"\n",
+        ));
+        assert_eq!((line, col), (5, 8), "{msg}");
+        assert!(msg.contains("absolute host path"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let (line, col, msg) = err("name = \"x\"\n[kernel\n");
+        assert_eq!(line, 2, "{msg}");
+        assert!(col > 1, "{msg}");
+    }
+
+    #[test]
+    fn display_shows_source_line_and_caret() {
+        let d = parse(&with_kernel("name = \"x\"\nbogus = 1\n", "")).unwrap_err();
+        let shown = d.to_string();
+        let mut lines = shown.lines();
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("app/cairn.toml:2:1: error: unknown key `bogus`"),
+            "{shown}"
+        );
+        assert_eq!(lines.next(), Some("  |"), "{shown}");
+        assert_eq!(lines.next(), Some("2 | bogus = 1"), "{shown}");
+        assert_eq!(lines.next(), Some("  | ^^^^^"), "{shown}");
+        assert_eq!(lines.next(), None);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let d = Manifest::load(Path::new("/nonexistent/cairn.toml")).unwrap_err();
+        assert_eq!((d.line, d.col), (0, 0));
+        let shown = d.to_string();
+        assert!(
+            shown.starts_with("/nonexistent/cairn.toml: error: cannot read manifest:"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let dir = std::env::temp_dir().join(format!("cairn-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cairn.toml");
+        std::fs::write(&path, with_kernel("name = \"x\"\n", "")).unwrap();
+        let m = Manifest::load(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let m = m.unwrap();
+        assert_eq!(m.dir, dir);
+        assert_eq!(m.name, "x");
+    }
+
+    #[test]
+    fn defaults() {
+        let m =
+            Manifest::parse(&with_kernel("name = \"x\"\n", ""), Path::new("cairn.toml")).unwrap();
+        assert_eq!(m.dir, Path::new("."));
+        assert_eq!(m.hostname, None);
+        assert_eq!(m.on_panic, PanicAction::Continue);
+        assert_eq!(m.kernel.cmdline, DEFAULT_CMDLINE);
+        assert!(m.kernel.modules.is_empty());
+        assert_eq!(m.compression, Compression::Zstd);
+        assert!(m.services.is_empty() && m.files.is_empty() && m.binaries.is_empty());
+    }
+
+    const FULL: &str = r#"name = "hello"
+hostname = "hello"
+on_panic = "reboot"
+
+[kernel]
+path = "kernel/vmlinuz"
+modules_dir = "/lib/modules/6.1.0-56-cloud-amd64"
+cmdline = "console=ttyS0 quiet"
+modules = ["virtio_net", "virtio_blk"]
+
+[initramfs]
+compression = "xz"
+
+[[service]]
+name = "greet"
+exec = ["/bin/echo", "hi"]
+env = { LANG = "C", GREETING = "héllo" }
+restart = "on-failure"
+on_exit = "poweroff"
+after = ["network-online", "web"]
+
+[[service]]
+name = "web"
+exec = ["/bin/busybox", "httpd", "-f"]
+restart = "always"
+
+[[file]]
+src = "www/index.html"
+dst = "/srv/www/index.html"
+
+[[file]]
+src = "/etc/motd"
+dst = "/etc/motd"
+mode = "0600"
+
+[[binary]]
+path = "/usr/bin/jq"
+
+[[binary]]
+path = "/usr/bin/jq"
+dst = "/bin/jq2"
+"#;
+
+    #[test]
+    fn full_manifest_into_system_config() {
+        let m = parse(FULL).unwrap();
+        assert_eq!(m.path, Path::new("app/cairn.toml"));
+        assert_eq!(m.dir, Path::new("app"));
+        assert_eq!(m.source, FULL);
+        assert_eq!(m.name, "hello");
+        assert_eq!(m.hostname.as_deref(), Some("hello"));
+        assert_eq!(m.on_panic, PanicAction::Reboot);
+        assert_eq!(
+            m.kernel.source.value,
+            KernelSource::Path {
+                image: PathBuf::from("app/kernel/vmlinuz"),
+                modules_dir: Some(PathBuf::from("/lib/modules/6.1.0-56-cloud-amd64")),
+            }
+        );
+        assert_eq!(
+            &FULL[m.kernel.source.span.start..m.kernel.source.span.end],
+            "\"kernel/vmlinuz\""
+        );
+        assert_eq!(m.kernel.cmdline, "console=ttyS0 quiet");
+        let modules: Vec<&str> = m.kernel.modules.iter().map(|m| m.value.as_str()).collect();
+        assert_eq!(modules, ["virtio_net", "virtio_blk"]);
+        assert_eq!(m.compression, Compression::Xz);
+
+        assert_eq!(m.files.len(), 2);
+        assert_eq!(m.files[0].src.value, Path::new("app/www/index.html"));
+        assert_eq!(m.files[0].mode, 0o644);
+        assert_eq!(m.files[1].src.value, Path::new("/etc/motd"));
+        assert_eq!(m.files[1].mode, 0o600);
+        let e = m.error_at(m.files[0].src.span, "no such file");
+        assert_eq!((e.line, e.col), (28, 7));
+        assert!(
+            e.to_string().contains("28 | src = \"www/index.html\""),
+            "{e}"
+        );
+
+        assert_eq!(m.binaries[0].path.value, Path::new("/usr/bin/jq"));
+        assert_eq!(m.binaries[0].dst, "/usr/bin/jq");
+        assert_eq!(m.binaries[1].dst, "/bin/jq2");
+
+        let sys = m.system_config(vec!["/lib/modules/6.1/virtio_net.ko".into()]);
+        let expected = SystemConfig {
+            name: "hello".into(),
+            hostname: Some("hello".into()),
+            modules: vec!["/lib/modules/6.1/virtio_net.ko".into()],
+            on_panic: PanicAction::Reboot,
+            services: vec![
+                ServiceConfig {
+                    name: "greet".into(),
+                    exec: vec!["/bin/echo".into(), "hi".into()],
+                    env: BTreeMap::from([
+                        ("GREETING".into(), "héllo".into()),
+                        ("LANG".into(), "C".into()),
+                    ]),
+                    restart: RestartPolicy::OnFailure,
+                    on_exit: Some(ExitAction::Poweroff),
+                    after: vec!["network-online".into(), "web".into()],
+                },
+                ServiceConfig {
+                    name: "web".into(),
+                    exec: vec!["/bin/busybox".into(), "httpd".into(), "-f".into()],
+                    env: BTreeMap::new(),
+                    restart: RestartPolicy::Always,
+                    on_exit: None,
+                    after: vec![],
+                },
+            ],
+        };
+        assert_eq!(sys, expected);
+        // And it survives the trip through the file baked into the image.
+        assert_eq!(SystemConfig::from_toml(&sys.to_toml()).unwrap(), expected);
+    }
+
+    #[test]
+    fn package_kernel() {
+        let m = parse(&with_kernel("name = \"x\"\n", "")).unwrap();
+        assert_eq!(
+            m.kernel.source.value,
+            KernelSource::Package("linux-image-cloud-amd64".into())
+        );
+        let (line, col, msg) = err("name = \"x\"\n[kernel]\npackage = \"Linux\"\n");
+        assert_eq!((line, col), (3, 11), "{msg}");
+        let (line, col, msg) = err(&with_kernel("name = \"x\"\n", "modules = [\"a.ko\"]\n"));
+        assert_eq!((line, col), (4, 12), "{msg}");
+        assert!(msg.contains("`a.ko`"), "{msg}");
+    }
+}

@@ -1,0 +1,458 @@
+//! `cairn build`: manifest -> initramfs, kernel, UKI, written atomically.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use cairn_image::{compress, cpio, elfdeps, kernel, kmod, output, uki};
+use cairn_manifest::{Diagnostic, KernelSource, Manifest, SYSTEM_CONFIG_PATH};
+
+/// Where the init binary lives inside the image; the kernel runs `/init`.
+pub const INIT_PATH: &str = "/init";
+/// `cairnctl` is the init binary under another name.
+pub const CAIRNCTL_PATH: &str = "/usr/bin/cairnctl";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Manifest(#[from] Box<Diagnostic>),
+    #[error("kernel: {0}")]
+    Kernel(#[from] kernel::KernelError),
+    #[error("kernel modules: {0}")]
+    Kmod(#[from] kmod::KmodError),
+    #[error("initramfs: {0}")]
+    Cpio(#[from] cpio::CpioError),
+    #[error("compression: {0}")]
+    Compress(#[from] compress::CompressError),
+    #[error("UKI: {0}")]
+    Uki(#[from] uki::UkiError),
+    #[error("output: {0}")]
+    Output(#[from] output::OutputError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cairn-init binary not found (looked in: {looked}); build it with `cargo xtask build-init` \
+         or pass --init PATH / set CAIRN_INIT"
+    )]
+    InitNotFound { looked: String },
+    #[error("{path} is not a statically linked executable; cairn-init must be built with `cargo xtask build-init`")]
+    InitNotStatic { path: PathBuf },
+}
+
+impl From<Diagnostic> for BuildError {
+    fn from(d: Diagnostic) -> Self {
+        BuildError::Manifest(Box::new(d))
+    }
+}
+
+/// Inputs of a build besides the manifest.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    /// The cairn-init binary; `None` = search the usual places.
+    pub init: Option<PathBuf>,
+    /// systemd-stub to build the UKI on.
+    pub stub: PathBuf,
+    /// Kernel/package cache.
+    pub cache_dir: PathBuf,
+    /// Host root for `[[binary]]` resolution.
+    pub host_root: PathBuf,
+    /// mtime of every initramfs entry (SOURCE_DATE_EPOCH or 0).
+    pub mtime: u32,
+}
+
+impl BuildOptions {
+    pub fn new(out_dir: PathBuf) -> Self {
+        BuildOptions {
+            out_dir,
+            init: None,
+            stub: PathBuf::from(uki::DEFAULT_STUB),
+            cache_dir: kernel::cache_dir(),
+            host_root: PathBuf::from("/"),
+            mtime: source_date_epoch(),
+        }
+    }
+}
+
+/// SOURCE_DATE_EPOCH if set and valid, else 0.
+pub fn source_date_epoch() -> u32 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// One line of the build report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportLine {
+    pub what: String,
+    pub origin: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub name: String,
+    pub kernel_version: String,
+    pub inputs: Vec<ReportLine>,
+    pub outputs: Vec<(PathBuf, u64)>,
+    pub initrd_uncompressed: u64,
+}
+
+impl fmt::Display for BuildReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self
+            .inputs
+            .iter()
+            .map(|l| l.what.len())
+            .max()
+            .unwrap_or(0)
+            .max(20);
+        writeln!(f, "{:<w$}  {:>10}  origin", "input", "bytes")?;
+        for l in &self.inputs {
+            writeln!(f, "{:<w$}  {:>10}  {}", l.what, human(l.bytes), l.origin)?;
+        }
+        writeln!(
+            f,
+            "{:<w$}  {:>10}  (uncompressed)",
+            "initramfs",
+            human(self.initrd_uncompressed)
+        )?;
+        writeln!(f)?;
+        writeln!(f, "{:<w$}  {:>10}", "output", "bytes")?;
+        for (p, n) in &self.outputs {
+            writeln!(f, "{:<w$}  {:>10}", p.display(), human(*n))?;
+        }
+        Ok(())
+    }
+}
+
+fn human(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64)
+    } else if n >= 1 << 10 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Locate the cairn-init binary: explicit path, `CAIRN_INIT`, or beside
+/// this executable in the cargo target tree.
+pub fn find_init(explicit: Option<&Path>) -> Result<PathBuf, BuildError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("CAIRN_INIT") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut looked = vec!["$CAIRN_INIT".to_string()];
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            // target/{debug,release}/cairn -> target/x86_64-unknown-linux-gnu/release/cairn-init
+            let candidates = [
+                dir.join("cairn-init"),
+                dir.join("../x86_64-unknown-linux-gnu/release/cairn-init"),
+                dir.join("../../x86_64-unknown-linux-gnu/release/cairn-init"),
+            ];
+            for c in candidates {
+                if c.is_file() {
+                    return Ok(c);
+                }
+                looked.push(c.display().to_string());
+            }
+        }
+    }
+    Err(BuildError::InitNotFound {
+        looked: looked.join(", "),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(path).map_err(|source| BuildError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A static ELF executable has no PT_INTERP.
+fn check_static(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    match goblin::elf::Elf::parse(bytes) {
+        Ok(elf) if elf.interpreter.is_none() => Ok(()),
+        _ => Err(BuildError::InitNotStatic {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+fn os_release(m: &Manifest) -> String {
+    format!(
+        "NAME=cairn\nID=cairn\nPRETTY_NAME=\"cairn appliance {name}\"\nIMAGE_ID={name}\nVERSION_ID={ver}\n",
+        name = m.name,
+        ver = env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Build everything the manifest describes into `opts.out_dir`.
+/// Nothing in `out_dir` changes unless the whole build succeeds.
+pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let m = Manifest::load(manifest_path)?;
+    let mut inputs = Vec::new();
+    let mut archive = cpio::Archive::default();
+
+    // Kernel.
+    let kern = match &m.kernel.source.value {
+        KernelSource::Package(pkg) => kernel::resolve_package(pkg, &opts.cache_dir),
+        KernelSource::Path { image, modules_dir } => {
+            kernel::resolve_path(image, modules_dir.as_deref())
+        }
+    }
+    .map_err(|e| BuildError::from(m.error_at(m.kernel.source.span, e.to_string())))?;
+    let vmlinuz = read(&kern.image)?;
+    inputs.push(ReportLine {
+        what: "kernel".into(),
+        origin: kern.origin.clone(),
+        bytes: vmlinuz.len() as u64,
+    });
+
+    // Base layout.
+    for d in [
+        "/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/root", "/usr/bin", "/bin", "/sbin",
+        "/var",
+    ] {
+        archive.add_dir(d, 0o755)?;
+    }
+    archive.add_dir("/tmp", 0o1777)?;
+    archive.add_dir("/root", 0o700)?;
+    archive.add_char_dev("/dev/console", 0o600, 5, 1)?;
+    archive.add_char_dev("/dev/null", 0o666, 1, 3)?;
+
+    // Init.
+    let init_path = find_init(opts.init.as_deref())?;
+    let init = read(&init_path)?;
+    check_static(&init_path, &init)?;
+    inputs.push(ReportLine {
+        what: INIT_PATH.into(),
+        origin: format!("cairn-init {}", init_path.display()),
+        bytes: init.len() as u64,
+    });
+    archive.add_file(INIT_PATH, 0o755, init)?;
+    archive.add_symlink(CAIRNCTL_PATH, INIT_PATH)?;
+
+    // Kernel modules.
+    let mut module_paths = Vec::new();
+    if !m.kernel.modules.is_empty() {
+        let first = &m.kernel.modules[0];
+        let dir = kern.modules_dir.as_deref().ok_or_else(|| {
+            m.error_at(
+                first.span,
+                "modules are listed but the kernel has no modules directory; set kernel.modules_dir",
+            )
+        })?;
+        let index = kmod::ModuleIndex::load(dir)?;
+        let names: Vec<&str> = m.kernel.modules.iter().map(|l| l.value.as_str()).collect();
+        let mods = index.closure(&names).map_err(|e| match &e {
+            kmod::KmodError::Unknown { name, .. } => {
+                let span = m
+                    .kernel
+                    .modules
+                    .iter()
+                    .find(|l| &l.value == name)
+                    .map(|l| l.span)
+                    .unwrap_or(first.span);
+                BuildError::from(m.error_at(span, e.to_string()))
+            }
+            _ => BuildError::from(e),
+        })?;
+        let base = format!("/lib/modules/{}", index.version());
+        for module in &mods {
+            let bytes = kmod::load_bytes(module)?;
+            let path = format!("{base}/{}", module.rel_path);
+            inputs.push(ReportLine {
+                what: path.clone(),
+                origin: format!("module {}", module.name),
+                bytes: bytes.len() as u64,
+            });
+            archive.add_file(&path, 0o644, bytes)?;
+            module_paths.push(path);
+        }
+        archive.add_file(
+            &format!("{base}/modules.dep"),
+            0o644,
+            kmod::modules_dep(&mods).into_bytes(),
+        )?;
+    }
+
+    // Host binaries with their libraries.
+    let mut seen = BTreeMap::new();
+    for b in &m.binaries {
+        let files = elfdeps::closure(&b.path.value, &b.dst, &opts.host_root)
+            .map_err(|e| BuildError::from(m.error_at(b.path.span, e.to_string())))?;
+        for f in files {
+            if seen.insert(f.image_path.clone(), ()).is_some() {
+                continue;
+            }
+            match f.kind {
+                elfdeps::HostFileKind::File { host_path, mode } => {
+                    let bytes = read(&host_path)?;
+                    inputs.push(ReportLine {
+                        what: f.image_path.clone(),
+                        origin: format!("host {}", host_path.display()),
+                        bytes: bytes.len() as u64,
+                    });
+                    archive.add_file(&f.image_path, mode & 0o7777, bytes)?;
+                }
+                elfdeps::HostFileKind::Symlink { target } => {
+                    archive.add_symlink(&f.image_path, &target)?;
+                }
+            }
+        }
+    }
+
+    // Plain files.
+    for f in &m.files {
+        let bytes = std::fs::read(&f.src.value).map_err(|e| {
+            BuildError::from(m.error_at(
+                f.src.span,
+                format!("cannot read {}: {e}", f.src.value.display()),
+            ))
+        })?;
+        inputs.push(ReportLine {
+            what: f.dst.value.clone(),
+            origin: format!("file {}", f.src.value.display()),
+            bytes: bytes.len() as u64,
+        });
+        archive.add_file(&f.dst.value, f.mode, bytes)?;
+    }
+
+    // Every service's program must be in the image.
+    for s in &m.services {
+        let prog = &s.exec.value[0];
+        if !is_executable_in(&archive, prog) {
+            return Err(m
+                .error_at(
+                    s.exec.span,
+                    format!(
+                        "service `{}` runs {prog}, which is not in the image; add it with \
+                         [[binary]] path = \"{prog}\" or a [[file]] with mode \"0755\"",
+                        s.name.value
+                    ),
+                )
+                .into());
+        }
+    }
+
+    // Runtime config.
+    let system = m.system_config(module_paths);
+    archive.add_file(SYSTEM_CONFIG_PATH, 0o644, system.to_toml().into_bytes())?;
+    archive.add_file("/etc/os-release", 0o644, os_release(&m).into_bytes())?;
+    if let Some(h) = &m.hostname {
+        archive.add_file("/etc/hostname", 0o644, format!("{h}\n").into_bytes())?;
+    }
+
+    let cpio_bytes = archive.to_bytes(opts.mtime);
+    let initrd = compress::compress(&cpio_bytes, m.compression)?;
+
+    let stub = read(&opts.stub)?;
+    let efi = uki::build(
+        &stub,
+        &uki::UkiParts {
+            osrel: os_release(&m).as_bytes(),
+            cmdline: m.kernel.cmdline.as_bytes(),
+            linux: &vmlinuz,
+            initrd: &initrd,
+        },
+    )?;
+
+    let mut out = output::OutputSet::new(&opts.out_dir)?;
+    let mut outputs = Vec::new();
+    for (suffix, bytes) in [
+        ("vmlinuz", &vmlinuz[..]),
+        ("initrd", &initrd[..]),
+        ("efi", &efi[..]),
+    ] {
+        let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
+        outputs.push((p, bytes.len() as u64));
+    }
+    out.commit()?;
+
+    Ok(BuildReport {
+        name: m.name.clone(),
+        kernel_version: kern.version,
+        inputs,
+        outputs,
+        initrd_uncompressed: cpio_bytes.len() as u64,
+    })
+}
+
+/// Is `path` a regular executable file in the archive, following symlinks?
+fn is_executable_in(archive: &cpio::Archive, path: &str) -> bool {
+    let mut cur = path.trim_start_matches('/').to_string();
+    for _ in 0..16 {
+        let Some(e) = archive
+            .entries()
+            .find(|e| e.path.trim_start_matches('/') == cur)
+        else {
+            return false;
+        };
+        match e.mode & 0o170000 {
+            0o100000 => return e.mode & 0o111 != 0,
+            0o120000 => {
+                let target = String::from_utf8_lossy(&e.data).to_string();
+                cur = if target.starts_with('/') {
+                    target.trim_start_matches('/').to_string()
+                } else {
+                    let parent = Path::new(&cur).parent().unwrap_or(Path::new(""));
+                    normalize(&parent.join(target))
+                };
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn normalize(p: &Path) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.to_str().unwrap_or("").split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executable_lookup_follows_symlinks() {
+        let mut a = cpio::Archive::default();
+        a.add_file("/usr/bin/real", 0o755, b"x".to_vec()).unwrap();
+        a.add_file("/usr/bin/data", 0o644, b"x".to_vec()).unwrap();
+        a.add_symlink("/bin/rel", "../usr/bin/real").unwrap();
+        a.add_symlink("/bin/abs", "/usr/bin/real").unwrap();
+        a.add_symlink("/bin/loop", "/bin/loop").unwrap();
+        assert!(is_executable_in(&a, "/usr/bin/real"));
+        assert!(is_executable_in(&a, "/bin/rel"));
+        assert!(is_executable_in(&a, "/bin/abs"));
+        assert!(!is_executable_in(&a, "/usr/bin/data"));
+        assert!(!is_executable_in(&a, "/bin/loop"));
+        assert!(!is_executable_in(&a, "/bin/missing"));
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(12), "12 B");
+        assert_eq!(human(2048), "2.0 KiB");
+        assert_eq!(human(3 << 20), "3.00 MiB");
+    }
+}

@@ -1,0 +1,6 @@
+//! The `cairn` command's logic: build, run, inspect. `main.rs` only parses
+//! arguments and calls into here.
+
+pub mod build;
+pub mod inspect;
+pub mod run;

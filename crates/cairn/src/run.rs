@@ -1,0 +1,316 @@
+//! `cairn run`: boot built outputs in QEMU with the serial console on the
+//! terminal.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{what} not found at {path}; install it with `cargo xtask deps` ({hint})")]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("cannot prepare the EFI boot directory {path}: {source}")]
+    EfiDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for QEMU (pid {pid}): {source}")]
+    Wait { pid: u32, source: std::io::Error },
+    #[error("the guest did not power off within {0:?}; QEMU was stopped")]
+    Timeout(Duration),
+    #[error("QEMU exited with {0}")]
+    Failed(ExitStatus),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// KVM if /dev/kvm is usable, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Net {
+    /// QEMU user networking (slirp) with a virtio-net NIC, IPv6 off so its
+    /// DHCPv4 server answers.
+    User,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub uefi: bool,
+    pub accel: Accel,
+    pub mem: String,
+    pub net: Net,
+    pub timeout: Option<Duration>,
+    pub qemu: PathBuf,
+    /// Extra arguments appended to QEMU's command line.
+    pub extra: Vec<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            uefi: false,
+            accel: Accel::Tcg,
+            mem: "256M".into(),
+            net: Net::User,
+            timeout: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The built files `cairn run` boots.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+    pub efi: PathBuf,
+    pub cmdline: String,
+}
+
+impl Boot {
+    pub fn in_dir(dir: &Path, name: &str, cmdline: &str) -> Self {
+        Boot {
+            vmlinuz: dir.join(format!("{name}.vmlinuz")),
+            initrd: dir.join(format!("{name}.initrd")),
+            efi: dir.join(format!("{name}.efi")),
+            cmdline: cmdline.to_string(),
+        }
+    }
+}
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn require(path: &Path, what: &'static str, hint: &'static str) -> Result<(), RunError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(RunError::Missing {
+            what,
+            path: path.to_path_buf(),
+            hint,
+        })
+    }
+}
+
+/// The QEMU command line for `boot`. `work` is a scratch directory that must
+/// outlive QEMU (EFI boot dir, writable OVMF variable store).
+pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Command, RunError> {
+    let mut cmd = Command::new(&opts.qemu);
+    let accel = match opts.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+        Accel::Auto if kvm_usable() => "kvm",
+        Accel::Auto => "tcg",
+    };
+    cmd.args(["-accel", accel, "-m", &opts.mem, "-no-reboot"]);
+    cmd.args(["-smp", "1", "-display", "none", "-vga", "none"]);
+    if std::io::stdin().is_terminal() {
+        // Serial and monitor multiplexed on the terminal: Ctrl-A X quits.
+        cmd.args(["-serial", "mon:stdio"]);
+    } else {
+        cmd.args(["-serial", "stdio", "-monitor", "none"]);
+    }
+    match opts.net {
+        Net::User => cmd.args([
+            "-netdev",
+            "user,id=n0,ipv6=off",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ]),
+        Net::None => cmd.args(["-nic", "none"]),
+    };
+    if opts.uefi {
+        require(Path::new(OVMF_CODE), "OVMF firmware", "package ovmf")?;
+        require(&boot.efi, "the UKI", "run `cairn build` first")?;
+        let efi_dir = work.join("esp/EFI/BOOT");
+        let vars = work.join("OVMF_VARS.fd");
+        let prep = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&efi_dir)?;
+            std::fs::copy(&boot.efi, efi_dir.join("BOOTX64.EFI"))?;
+            std::fs::copy(OVMF_VARS, &vars)?;
+            Ok(())
+        };
+        prep().map_err(|source| RunError::EfiDir {
+            path: work.to_path_buf(),
+            source,
+        })?;
+        cmd.args(["-machine", "q35"]);
+        cmd.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ));
+        cmd.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
+        cmd.arg("-drive").arg(format!(
+            "file=fat:rw:{},format=raw,if=virtio",
+            work.join("esp").display()
+        ));
+    } else {
+        require(&boot.vmlinuz, "the kernel", "run `cairn build` first")?;
+        require(&boot.initrd, "the initramfs", "run `cairn build` first")?;
+        cmd.arg("-kernel").arg(&boot.vmlinuz);
+        cmd.arg("-initrd").arg(&boot.initrd);
+        cmd.arg("-append").arg(&boot.cmdline);
+    }
+    cmd.args(&opts.extra);
+    Ok(cmd)
+}
+
+/// Boot and wait for QEMU to exit. Returns Ok when the guest powered off
+/// (or rebooted: QEMU runs with -no-reboot) and QEMU exited 0.
+pub fn run(boot: &Boot, opts: &RunOptions) -> Result<(), RunError> {
+    let work = tempfile::Builder::new()
+        .prefix("cairn-run-")
+        .tempdir()
+        .map_err(|source| RunError::EfiDir {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let mut cmd = qemu_command(boot, opts, work.path())?;
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn().map_err(|source| RunError::Spawn {
+        program: opts.qemu.display().to_string(),
+        source,
+    })?;
+    let status = wait_with_timeout(child, opts.timeout)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(RunError::Failed(status))
+    }
+}
+
+/// Ask the kernel to SIGKILL the child if `cairn run` itself dies, so a
+/// killed runner never leaves a QEMU behind.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // one async-signal-safe syscall (prctl), allocating nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Wait for `child`; past `timeout`, kill it (by its pid) and report it.
+pub fn wait_with_timeout(
+    mut child: Child,
+    timeout: Option<Duration>,
+) -> Result<ExitStatus, RunError> {
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => {}
+            Err(source) => return Err(RunError::Wait { pid, source }),
+        }
+        if let Some(t) = timeout {
+            if start.elapsed() >= t {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RunError::Timeout(t));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn direct_boot_command() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["x.vmlinuz", "x.initrd"] {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+        }
+        let boot = Boot::in_dir(dir.path(), "x", "console=ttyS0 quiet");
+        let opts = RunOptions {
+            net: Net::None,
+            mem: "64M".into(),
+            ..RunOptions::default()
+        };
+        let cmd = qemu_command(&boot, &opts, dir.path()).unwrap();
+        let a = args(&cmd);
+        let pos = a.iter().position(|x| x == "-append").unwrap();
+        assert_eq!(a[pos + 1], "console=ttyS0 quiet");
+        assert!(a.windows(2).any(|w| w == ["-m", "64M"]));
+        assert!(a.windows(2).any(|w| w == ["-nic", "none"]));
+        assert!(a.windows(2).any(|w| w == ["-accel", "tcg"]));
+        assert!(a.contains(&"-no-reboot".to_string()));
+    }
+
+    #[test]
+    fn missing_kernel_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = Boot::in_dir(dir.path(), "nope", "");
+        let err = qemu_command(&boot, &RunOptions::default(), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("nope.vmlinuz"), "{err}");
+    }
+
+    #[test]
+    fn uefi_command_prepares_esp() {
+        if !Path::new(OVMF_VARS).exists() {
+            eprintln!("skipped: OVMF not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.efi"), b"MZ").unwrap();
+        let boot = Boot::in_dir(dir.path(), "x", "");
+        let opts = RunOptions {
+            uefi: true,
+            ..RunOptions::default()
+        };
+        let work = dir.path().join("work");
+        let cmd = qemu_command(&boot, &opts, &work).unwrap();
+        assert!(work.join("esp/EFI/BOOT/BOOTX64.EFI").is_file());
+        assert!(work.join("OVMF_VARS.fd").is_file());
+        assert!(args(&cmd).iter().any(|a| a.starts_with("file=fat:rw:")));
+    }
+
+    #[test]
+    fn timeout_kills_the_child() {
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let err = wait_with_timeout(child, Some(Duration::from_millis(200))).unwrap_err();
+        assert!(matches!(err, RunError::Timeout(_)));
+        // The process is gone (reaped): /proc/PID no longer exists.
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+}

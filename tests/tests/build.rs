@@ -1,0 +1,203 @@
+//! `cairn build` and `cairn inspect` end to end, checked with external tools.
+
+use std::path::Path;
+use std::process::Command;
+
+use cairn_e2e::{build, cairn, example, run_with_timeout, Outcome};
+
+fn inspect(file: &Path) -> Outcome {
+    let mut c = cairn();
+    c.arg("inspect").arg(file);
+    run_with_timeout(c, std::time::Duration::from_secs(60))
+}
+
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn build_writes_three_outputs_and_a_table() {
+    let out = tempfile::tempdir().unwrap();
+    let o = build(&example("hello"), out.path());
+    o.assert_ok();
+    for f in ["hello.vmlinuz", "hello.initrd", "hello.efi"] {
+        assert!(out.path().join(f).is_file(), "{f} missing");
+    }
+    // The table names what went in.
+    o.assert_stdout_has("/init");
+    o.assert_stdout_has("/bin/echo");
+    o.assert_stdout_has("libc.so.6");
+    o.assert_stdout_has("hello.efi");
+    // Only the three outputs, no temporary files.
+    assert_eq!(listing(out.path()).len(), 3);
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    build(&example("jq"), a.path()).assert_ok();
+    build(&example("jq"), b.path()).assert_ok();
+    assert_eq!(listing(a.path()), listing(b.path()));
+}
+
+#[test]
+fn uki_layout_is_accepted_by_objdump_and_sbverify() {
+    let out = tempfile::tempdir().unwrap();
+    build(&example("hello"), out.path()).assert_ok();
+    let efi = out.path().join("hello.efi");
+    let o = Command::new("objdump")
+        .arg("-h")
+        .arg(&efi)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for s in [".osrel", ".cmdline", ".linux", ".initrd"] {
+        assert!(text.contains(s), "objdump -h lacks {s}:\n{text}");
+    }
+    // The .initrd section is exactly the initrd output.
+    let initrd_len = std::fs::metadata(out.path().join("hello.initrd"))
+        .unwrap()
+        .len();
+    let line = text.lines().find(|l| l.contains(".initrd")).unwrap();
+    let size = u64::from_str_radix(line.split_whitespace().nth(2).unwrap(), 16).unwrap();
+    assert_eq!(size, initrd_len, "{line}");
+    // sbverify parses it (and says there is no signature yet).
+    let o = Command::new("sbverify")
+        .arg("--list")
+        .arg(&efi)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(all.contains("No signature table present"), "{all}");
+}
+
+#[test]
+fn inspect_lists_uki_sections_and_initramfs_entries() {
+    let out = tempfile::tempdir().unwrap();
+    build(&example("hello"), out.path()).assert_ok();
+    let o = inspect(&out.path().join("hello.efi"));
+    o.assert_ok();
+    for s in [
+        ".osrel",
+        ".cmdline",
+        ".linux",
+        ".initrd",
+        "console=ttyS0",
+        "IMAGE_ID=hello",
+    ] {
+        o.assert_stdout_has(s);
+    }
+    let o = inspect(&out.path().join("hello.initrd"));
+    o.assert_ok();
+    o.assert_stdout_has("crw-------    0    0        5,1 /dev/console");
+    o.assert_stdout_has("-rwxr-xr-x    0    0");
+    o.assert_stdout_has("/init\n");
+    o.assert_stdout_has("/etc/cairn/system.toml");
+    o.assert_stdout_has("/usr/bin/cairnctl -> /init");
+}
+
+#[test]
+fn initramfs_is_read_by_gnu_cpio() {
+    let out = tempfile::tempdir().unwrap();
+    build(&example("jq"), out.path()).assert_ok();
+    let raw = Command::new("zstd")
+        .args(["-dc"])
+        .arg(out.path().join("jq.initrd"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    let mut cpio = Command::new("cpio")
+        .args(["-itv", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    cpio.stdin.take().unwrap().write_all(&raw.stdout).unwrap();
+    let o = cpio.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "usr/bin/jq",
+        "srv/inventory.json",
+        "virtio_net.ko",
+        "modules.dep",
+        "libjq.so",
+    ] {
+        assert!(text.contains(needle), "cpio -t lacks {needle}:\n{text}");
+    }
+    // Fixed owners: every entry is root root.
+    assert!(
+        text.lines()
+            .all(|l| l.contains(" root     root ") || l.contains(" 0        0 ")),
+        "{text}"
+    );
+}
+
+/// A failing build leaves earlier outputs untouched and writes nothing.
+fn assert_refused_cleanly(manifest_text: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::copy(
+        example("hello").parent().unwrap().join("cairn.toml"),
+        dir.path().join("good.toml"),
+    )
+    .unwrap();
+    build(&dir.path().join("good.toml"), &out).assert_ok();
+    let before = listing(&out);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, manifest_text).unwrap();
+    let o = build(&bad, &out);
+    assert!(!o.success, "bad manifest was accepted:\n{}", o.stdout);
+    for e in expect {
+        assert!(o.stderr.contains(e), "expected {e:?} in:\n{}", o.stderr);
+    }
+    assert_eq!(
+        listing(&out),
+        before,
+        "outputs changed after a failed build"
+    );
+}
+
+const BASE: &str = "name = \"hello\"\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n";
+
+#[test]
+fn missing_file_is_refused_with_its_place() {
+    let text = format!("{BASE}[[file]]\nsrc = \"nope.txt\"\ndst = \"/x\"\n");
+    assert_refused_cleanly(&text, &["bad.toml:5:7", "nope.txt"]);
+}
+
+#[test]
+fn unknown_module_is_refused_with_its_place() {
+    let text = "name = \"hello\"\n[kernel]\npackage = \"linux-image-cloud-amd64\"\nmodules = [\"virtio_nett\"]\n";
+    assert_refused_cleanly(text, &["bad.toml:4:12", "virtio_nett", "virtio_net"]);
+}
+
+#[test]
+fn service_program_missing_from_image_is_refused() {
+    let text = format!("{BASE}[[service]]\nname = \"x\"\nexec = [\"/usr/bin/jq\"]\n");
+    assert_refused_cleanly(&text, &["bad.toml:6:8", "/usr/bin/jq", "not in the image"]);
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let text = format!("{BASE}colour = \"blue\"\n");
+    assert_refused_cleanly(&text, &["bad.toml:", "colour"]);
+}
