@@ -1,1 +1,11 @@
-fn main() {}
+//! cairn-init entry point: a multi-call binary (`init` or `cairnctl`).
+
+use cairn_init::{applet, ctl, init, Applet};
+
+fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match applet(args.first().map(|a| a.as_os_str())) {
+        Applet::Cairnctl => std::process::exit(ctl::main(&args)),
+        Applet::Init => init::run(),
+    }
+}

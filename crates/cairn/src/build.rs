@@ -153,10 +153,12 @@ pub fn find_init(explicit: Option<&Path>) -> Result<PathBuf, BuildError> {
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
             // target/{debug,release}/cairn -> target/x86_64-unknown-linux-gnu/release/cairn-init
+            // Prefer the static build in the cargo target tree over a host
+            // build that may sit beside us in target/debug.
             let candidates = [
-                dir.join("cairn-init"),
                 dir.join("../x86_64-unknown-linux-gnu/release/cairn-init"),
                 dir.join("../../x86_64-unknown-linux-gnu/release/cairn-init"),
+                dir.join("cairn-init"),
             ];
             for c in candidates {
                 if c.is_file() {

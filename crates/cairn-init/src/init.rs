@@ -1,0 +1,291 @@
+//! The init program: boot, supervise, shut down. See the crate docs for the
+//! sequence and for test mode.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cairn_manifest::{PanicAction, SystemConfig, SYSTEM_CONFIG_PATH};
+use rustix::system::RebootCommand;
+
+use crate::boot::{self, MountOutcome, MountTable, SysMounter};
+use crate::cmdline::Cmdline;
+use crate::modules::{self, FinitLoader};
+use crate::signals::Waiter;
+use crate::supervise::shutdown::{self, reboot_forever};
+use crate::supervise::{Shutdown, Supervisor};
+use crate::{debug, info, log, net, Mode};
+
+/// Test mode only: overrides the config path.
+pub const CONFIG_ENV: &str = "CAIRN_CONFIG";
+/// Test mode only: replaces the contents of `/proc/cmdline`.
+pub const CMDLINE_ENV: &str = "CAIRN_CMDLINE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+/// Reads and parses the runtime config.
+pub fn load_config(path: &Path) -> Result<SystemConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    SystemConfig::from_toml(&text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The config path: [`SYSTEM_CONFIG_PATH`], or `overridden` (the value of
+/// `$CAIRN_CONFIG`) in test mode.
+pub fn config_path(mode: Mode, overridden: Option<std::ffi::OsString>) -> PathBuf {
+    match (mode, overridden) {
+        (Mode::Test, Some(p)) => p.into(),
+        _ => SYSTEM_CONFIG_PATH.into(),
+    }
+}
+
+/// Reads the kernel command line and applies what init understands
+/// (`cairn.debug`).
+fn apply_cmdline(mode: Mode) -> Cmdline {
+    let cmdline = read_cmdline(mode);
+    log::set_debug(cmdline.debug());
+    debug!("kernel command line: {:?}", cmdline.params);
+    cmdline
+}
+
+fn read_cmdline(mode: Mode) -> Cmdline {
+    if mode == Mode::Test {
+        if let Ok(text) = std::env::var(CMDLINE_ENV) {
+            return Cmdline::parse(&text);
+        }
+    }
+    match std::fs::read_to_string("/proc/cmdline") {
+        Ok(text) => Cmdline::parse(&text),
+        Err(e) => {
+            info!("cannot read /proc/cmdline: {e}");
+            Cmdline::default()
+        }
+    }
+}
+
+/// Logs a possibly multi-line message, one timestamped line each.
+fn info_lines(text: &str) {
+    for line in text.lines() {
+        info!("{line}");
+    }
+}
+
+/// Runs one unit of work of the boot sequence, catching a panic. With
+/// `on_panic = continue` a panic yields `None`; with `reboot` it waits 5 s
+/// and reboots (test mode: exits with status 1).
+fn unit<T>(what: &str, on_panic: PanicAction, mode: Mode, f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(_) => match on_panic {
+            PanicAction::Continue => {
+                info!("{what} panicked; carrying on (on_panic = continue)");
+                None
+            }
+            PanicAction::Reboot => {
+                info!("{what} panicked; rebooting in 5s (on_panic = reboot)");
+                std::thread::sleep(Duration::from_secs(5));
+                match mode {
+                    Mode::Test => std::process::exit(1),
+                    Mode::Pid1 => reboot_forever(Shutdown::Reboot),
+                }
+            }
+        },
+    }
+}
+
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        info!("panic: {}", info.to_string().replace('\n', ": "));
+    }));
+}
+
+/// Modules, hostname, loopback (PID 1 only).
+fn system_setup(cfg: &SystemConfig) {
+    let report = modules::load_all(&cfg.modules, &mut FinitLoader);
+    info!(
+        "modules loaded ({} ok, {} failed)",
+        report.ok,
+        report.failed.len()
+    );
+    if let Some(name) = &cfg.hostname {
+        match boot::set_hostname(name) {
+            Ok(()) => debug!("hostname set to {name}"),
+            Err(e) => info!("{e}"),
+        }
+    }
+    match net::loopback_up() {
+        Ok(()) => debug!("lo up"),
+        Err(e) => info!("{e}"),
+    }
+}
+
+/// PID 1's main program. Never returns: as PID 1 it ends in
+/// `reboot(2)`, in test mode in `exit`.
+pub fn run() -> ! {
+    let mode = Mode::detect();
+    install_panic_hook();
+    // Before any child exists, so no SIGCHLD is missed.
+    let waiter = Waiter::setup();
+    if mode == Mode::Pid1 {
+        // Nothing to log to if this fails; it is retried after /dev exists.
+        let _ = boot::ensure_console();
+    }
+    log::write_line(&format!("cairn-init {}", env!("CARGO_PKG_VERSION")));
+    info!("init started");
+
+    let mut mounts = MountTable::default();
+    match mode {
+        Mode::Pid1 => {
+            // /proc/cmdline (and with it cairn.debug) needs /proc: mount
+            // first, report after.
+            let outcomes = unit("mounting", PanicAction::Continue, mode, || {
+                boot::mount_all(&mut SysMounter, boot::API_MOUNTS, &mut mounts)
+            });
+            let console = boot::ensure_console();
+            apply_cmdline(mode);
+            for (spec, outcome) in outcomes.unwrap_or_default() {
+                match outcome {
+                    MountOutcome::Mounted => debug!("mounted {} on {}", spec.fstype, spec.target),
+                    MountOutcome::AlreadyMounted => debug!("{} already mounted", spec.target),
+                    MountOutcome::Failed(e) => info!("{e}"),
+                }
+            }
+            match console {
+                Ok(true) => debug!("opened /dev/console"),
+                Ok(false) => {}
+                Err(e) => info!("{e}"),
+            }
+            // Ctrl-Alt-Del then sends SIGINT to PID 1 instead of rebooting.
+            if let Err(e) = rustix::system::reboot(RebootCommand::CadOff) {
+                info!("cannot disable Ctrl-Alt-Del: {e}");
+            }
+        }
+        Mode::Test => {
+            apply_cmdline(mode);
+            info!(
+                "test mode (pid {}): no mounts or system changes; exit instead of power off",
+                rustix::process::getpid().as_raw_nonzero()
+            );
+            if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+                info!("cannot become a child subreaper: {e}");
+            }
+        }
+    }
+
+    let path = config_path(mode, std::env::var_os(CONFIG_ENV));
+    let (mut sup, on_panic) = match load_config(&path) {
+        Ok(cfg) => {
+            debug!("config {} loaded", path.display());
+            let on_panic = cfg.on_panic;
+            if mode == Mode::Pid1 {
+                let _ = unit("system setup", on_panic, mode, || system_setup(&cfg));
+            } else {
+                debug!("test mode: skipping modules, hostname and lo");
+            }
+            (Supervisor::new(cfg.services), on_panic)
+        }
+        Err(e) => {
+            info_lines(&e.to_string());
+            info!("no usable config: running as an idle reaper without services");
+            (Supervisor::idle(), PanicAction::Continue)
+        }
+    };
+
+    let kind = supervise(&mut sup, &waiter, on_panic);
+    let _ = unit("shutdown", PanicAction::Continue, mode, || {
+        shutdown::shutdown(&mut sup, &waiter, kind, mode, &mut mounts)
+    });
+    match mode {
+        Mode::Test => std::process::exit(0),
+        // Only reached if shutdown panicked before rebooting.
+        Mode::Pid1 => reboot_forever(kind),
+    }
+}
+
+/// The main loop: one supervisor step per unit of work, until a shutdown
+/// is requested (or a panic asks for a reboot).
+fn supervise(sup: &mut Supervisor, waiter: &Waiter, on_panic: PanicAction) -> Shutdown {
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| sup.step(waiter))) {
+            Ok(Some(kind)) => return kind,
+            Ok(None) => {}
+            Err(_) => match on_panic {
+                PanicAction::Continue => {
+                    info!("supervisor step panicked; carrying on (on_panic = continue)");
+                    // Never spin on a panic that repeats every step.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                PanicAction::Reboot => {
+                    info!("supervisor step panicked; rebooting in 5s (on_panic = reboot)");
+                    std::thread::sleep(Duration::from_secs(5));
+                    return Shutdown::Reboot;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_override_only_in_test_mode() {
+        let over = || Some(std::ffi::OsString::from("/tmp/x.toml"));
+        assert_eq!(
+            config_path(Mode::Test, over()),
+            PathBuf::from("/tmp/x.toml")
+        );
+        assert_eq!(
+            config_path(Mode::Pid1, over()),
+            PathBuf::from(SYSTEM_CONFIG_PATH)
+        );
+        assert_eq!(
+            config_path(Mode::Test, None),
+            PathBuf::from(SYSTEM_CONFIG_PATH)
+        );
+    }
+
+    #[test]
+    fn config_errors_name_file_and_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let e = load_config(&missing).unwrap_err().to_string();
+        assert!(e.contains("none.toml"), "{e}");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "name = \"x\"\n[[service]]\nname = 3\n").unwrap();
+        let e = load_config(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.toml"), "{e}");
+        assert!(e.contains("line 3, column 8"), "{e}");
+    }
+
+    #[test]
+    fn panicking_unit_continues() {
+        let r: Option<()> = unit("test unit", PanicAction::Continue, Mode::Test, || {
+            panic!("boom")
+        });
+        assert_eq!(r, None);
+        assert_eq!(
+            unit("ok unit", PanicAction::Continue, Mode::Test, || 7),
+            Some(7)
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Runs the built cairn-init as an ordinary process (test mode) with a
+//! config given through `CAIRN_CONFIG`, and checks its console output.
+//! Every child gets a deadline and is killed when it passes.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn-init");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Run {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl Run {
+    fn start(config: &Path, cmdline: &str) -> Run {
+        let mut child = Command::new(BIN)
+            .env("CAIRN_CONFIG", config)
+            .env("CAIRN_CMDLINE", cmdline)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cairn-init");
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        Run {
+            child,
+            lines,
+            seen: Vec::new(),
+            stdout,
+        }
+    }
+
+    /// Reads console lines until one contains `needle`.
+    fn wait_for(&mut self, needle: &str) {
+        let end = Instant::now() + DEADLINE;
+        while !self.seen.iter().any(|l| l.contains(needle)) {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!(
+                        "no line containing {needle:?}; got:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+
+    /// Waits for exit (killing the child at the deadline); returns the
+    /// status, all stderr lines and stdout.
+    fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        let end = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("cairn-init did not exit; output:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.seen.extend(self.lines.iter());
+        let stdout = self.stdout.join().unwrap();
+        (status, self.seen, stdout)
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("system.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn index_of(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line containing {needle:?} in:\n{}", lines.join("\n")))
+}
+
+/// `[    1.234567] text`
+fn assert_timestamped(line: &str) {
+    let b = line.as_bytes();
+    let ok = b.len() > 15
+        && b[0] == b'['
+        && b[1..6].iter().all(|c| c.is_ascii_digit() || *c == b' ')
+        && b[6] == b'.'
+        && b[7..13].iter().all(u8::is_ascii_digit)
+        && &b[13..15] == b"] ";
+    assert!(ok, "not a timestamped line: {line:?}");
+}
+
+#[test]
+fn services_start_in_after_order_and_on_exit_powers_off() {
+    let dir = tempfile::tempdir().unwrap();
+    // `second` comes first in the manifest but must start after `first`.
+    let cfg = write_config(
+        dir.path(),
+        r#"
+name = "t"
+hostname = "must-not-be-set-in-test-mode"
+
+[[service]]
+name = "second"
+exec = ["/bin/sh", "-c", "sleep 30"]
+after = ["first"]
+
+[[service]]
+name = "first"
+exec = ["/bin/sh", "-c", "echo hi"]
+on_exit = "poweroff"
+"#,
+    );
+    let started = Instant::now();
+    let run = Run::start(&cfg, "");
+    let (status, lines, stdout) = run.finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{status}\n{all}");
+    assert!(stdout.contains("hi"), "stdout: {stdout:?}\n{all}");
+    assert!(lines[0].ends_with(&format!("cairn-init {}", env!("CARGO_PKG_VERSION"))));
+    for l in &lines {
+        assert_timestamped(l);
+    }
+    let init = index_of(&lines, "cairn: init started");
+    let first = index_of(&lines, "cairn: service first started (pid ");
+    let second = index_of(&lines, "cairn: service second started (pid ");
+    let ready = index_of(&lines, "cairn: ready");
+    let exited = index_of(&lines, "cairn: service first exited (status 0)");
+    let off = index_of(&lines, "cairn: powering off");
+    assert!(init < first && first < second && second < ready, "{all}");
+    assert!(exited < off, "{all}");
+    // `second` (sleep 30) was stopped with SIGTERM, well within the grace.
+    index_of(&lines, "cairn: service second exited (signal 15)");
+    index_of(&lines, "test mode: exiting instead of power off");
+    assert!(
+        !all.contains("modules loaded"),
+        "test mode loads no modules\n{all}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{all}");
+}
+
+#[test]
+fn on_failure_restarts_then_on_exit_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    // Fails the first time, succeeds the second; env and PATH reach it.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"
+name = "t"
+[[service]]
+name = "flaky"
+exec = ["/bin/sh", "-c", "[ -e \"$MARK\" ] && exit 0; touch \"$MARK\"; exit 3"]
+env = {{ MARK = "{}" }}
+restart = "on-failure"
+on_exit = "reboot"
+"#,
+            marker.display()
+        ),
+    );
+    let (status, lines, _) = Run::start(&cfg, "").finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+    let fail = index_of(&lines, "service flaky exited (status 3)");
+    let restart = index_of(&lines, "service flaky restarting in 1.000s");
+    let ok = index_of(&lines, "service flaky exited (status 0)");
+    let reboot = index_of(&lines, "cairn: rebooting");
+    assert!(fail < restart && restart < ok && ok < reboot, "{all}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("service flaky started"))
+            .count(),
+        2,
+        "{all}"
+    );
+    assert!(marker.exists());
+}
+
+#[test]
+fn exec_failure_counts_as_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"
+name = "t"
+[[service]]
+name = "broken"
+exec = ["/nonexistent/cairn-test-program"]
+on_exit = "poweroff"
+"#,
+    );
+    let (status, lines, _) = Run::start(&cfg, "").finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+    index_of(
+        &lines,
+        "service broken: cannot run /nonexistent/cairn-test-program: No such file",
+    );
+    index_of(&lines, "cairn: ready (1 of 1 services failed to start)");
+    index_of(&lines, "cairn: powering off");
+}
+
+#[test]
+fn invalid_config_gives_line_and_column_then_idles_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "name = \"t\"\nbogus = 1\n");
+    let mut run = Run::start(&cfg, "");
+    run.wait_for("idle reaper");
+    // Still alive after the error.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(run.child.try_wait().unwrap().is_none(), "init exited");
+    run.signal(rustix::process::Signal::TERM);
+    let (status, lines, _) = run.finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+    assert!(all.contains("line 2, column 1"), "{all}");
+    assert!(all.contains("bogus"), "{all}");
+    index_of(&lines, "SIGTERM received: power off");
+    index_of(&lines, "cairn: powering off");
+    assert!(!all.contains("cairn: ready"), "{all}");
+}
+
+#[test]
+fn missing_config_idles_and_sigusr2_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Run::start(&dir.path().join("absent.toml"), "");
+    run.wait_for("idle reaper");
+    run.signal(rustix::process::Signal::USR2);
+    let (status, lines, _) = run.finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+    index_of(&lines, "cannot read config");
+    index_of(&lines, "absent.toml");
+    index_of(&lines, "cairn: rebooting");
+}
+
+#[test]
+fn orphans_are_reaped_and_debug_flag_is_verbose() {
+    let dir = tempfile::tempdir().unwrap();
+    // The service leaves a background child behind, which becomes ours.
+    let cfg = write_config(
+        dir.path(),
+        r#"
+name = "t"
+[[service]]
+name = "parent"
+exec = ["/bin/sh", "-c", "sleep 0.2 & exit 0"]
+
+[[service]]
+name = "timer"
+exec = ["/bin/sh", "-c", "sleep 1"]
+on_exit = "poweroff"
+"#,
+    );
+    let (status, lines, _) = Run::start(&cfg, "console=ttyS0 cairn.debug").finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+    index_of(&lines, "kernel command line");
+    let parent = index_of(&lines, "service parent exited (status 0)");
+    let orphan = index_of(&lines, "cairn: reaped pid ");
+    let off = index_of(&lines, "powering off");
+    assert!(parent < orphan && orphan < off, "{all}");
+}
+
+#[test]
+fn cairnctl_is_a_placeholder() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("cairnctl");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let out = Command::new(&link).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cairnctl: not implemented yet"), "{err}");
+}
