@@ -60,7 +60,14 @@ fn missing_packages() -> Vec<&'static str> {
 /// Install the apt packages that are missing (with sudo when not root).
 fn deps() -> Result<()> {
     let missing = missing_packages();
-    if missing.is_empty() {
+    // `apt-get download` (kernel packages) needs the package lists too.
+    let have_lists = std::fs::read_dir("/var/lib/apt/lists")
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        })
+        .unwrap_or(false);
+    if missing.is_empty() && have_lists {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
@@ -77,6 +84,9 @@ fn deps() -> Result<()> {
         c
     };
     run(&mut apt(&["update", "-qq"]))?;
+    if missing.is_empty() {
+        return Ok(());
+    }
     let mut install = apt(&["install", "-y", "-qq", "--no-install-recommends"]);
     install.args(&missing);
     run(&mut install)
@@ -142,7 +152,6 @@ fn test(args: &[String]) -> Result<()> {
     deps()?;
     let init = build_init()?;
     let cairn = build_cli(false)?;
-    let ci = std::env::var_os("CI").is_some();
     run(Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["fmt", "--all", "--check"]))?;
@@ -161,13 +170,20 @@ fn test(args: &[String]) -> Result<()> {
         .env("CAIRN_BIN", &cairn)
         .args(["test", "--workspace"])
         .args(args);
-    if ci {
-        c.env("CAIRN_CI", "1");
-    }
     run(&mut c)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = args
         .split_first()

@@ -1,9 +1,9 @@
 //! Image assembly for cairn.
 pub mod compress;
 pub mod cpio;
+pub mod elfdeps;
 pub mod kernel;
 pub mod kmod;
 pub mod output;
-pub mod elfdeps;
 pub mod pe;
 pub mod uki;
