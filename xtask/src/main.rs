@@ -64,7 +64,7 @@ fn deps() -> Result<()> {
     let have_lists = std::fs::read_dir("/var/lib/apt/lists")
         .map(|d| {
             d.flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
         })
         .unwrap_or(false);
     if missing.is_empty() && have_lists {
