@@ -29,6 +29,15 @@ pub(crate) struct RawManifest {
     pub file: Vec<Spanned<RawFile>>,
     #[serde(default)]
     pub binary: Vec<Spanned<RawBinary>>,
+    #[serde(default)]
+    pub sign: Option<Spanned<RawSign>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSign {
+    pub key: Spanned<String>,
+    pub cert: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

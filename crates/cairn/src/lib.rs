@@ -4,3 +4,5 @@
 pub mod build;
 pub mod inspect;
 pub mod run;
+pub mod keys;
+pub mod sign;
