@@ -22,7 +22,14 @@ const GAVE_UP: &str = "No bootable option or device was found";
 fn snakeoil_key(dir: &Path) -> PathBuf {
     let key = dir.join("snakeoil.key");
     let st = Command::new("openssl")
-        .args(["rsa", "-passin", "pass:snakeoil", "-in", SNAKEOIL_KEY, "-out"])
+        .args([
+            "rsa",
+            "-passin",
+            "pass:snakeoil",
+            "-in",
+            SNAKEOIL_KEY,
+            "-out",
+        ])
         .arg(&key)
         .status()
         .unwrap();

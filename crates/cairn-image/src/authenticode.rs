@@ -37,7 +37,9 @@ pub enum AuthenticodeError {
     Pe(#[from] PeError),
     #[error("certificate table at file offset {offset:#x}: {reason}")]
     CertTable { offset: usize, reason: String },
-    #[error("PKCS#7 signature (certificate table entry at {entry:#x}), byte {offset:#x}: {reason}")]
+    #[error(
+        "PKCS#7 signature (certificate table entry at {entry:#x}), byte {offset:#x}: {reason}"
+    )]
     Pkcs7 {
         entry: usize,
         offset: usize,
@@ -103,7 +105,11 @@ pub fn cert_table(bytes: &[u8]) -> Result<Option<(usize, usize)>, AuthenticodeEr
 /// Offset of the certificate-table data directory entry, if the optional
 /// header has one.
 fn security_dir_offset(bytes: &[u8], layout: &pe::Layout) -> Result<Option<usize>, PeError> {
-    let n = pe::read_u32(bytes, layout.opt + 108, "optional header NumberOfRvaAndSizes")? as usize;
+    let n = pe::read_u32(
+        bytes,
+        layout.opt + 108,
+        "optional header NumberOfRvaAndSizes",
+    )? as usize;
     Ok((n > pe::DIR_SECURITY).then_some(layout.opt + 112 + pe::DIR_SECURITY * 8))
 }
 
@@ -281,7 +287,10 @@ impl<'a> Der<'a> {
         };
         let at = start + hdr;
         if at.checked_add(len).map_or(true, |e| e > self.end) {
-            return Err(self.err(start, format!("DER element of {len} bytes runs past its parent")));
+            return Err(self.err(
+                start,
+                format!("DER element of {len} bytes runs past its parent"),
+            ));
         }
         self.pos = at + len;
         Ok(Tlv {
@@ -384,7 +393,10 @@ fn parse_pkcs7(entry: usize, blob: &[u8]) -> Result<Signature, AuthenticodeError
         Some(c) => {
             let (iss, _) = cert_issuer_serial(&sd, c)?;
             let subj = cert_subject(&sd, c)?;
-            (Some(name_string(&sd, &subj)?), Some(name_string(&sd, &iss)?))
+            (
+                Some(name_string(&sd, &subj)?),
+                Some(name_string(&sd, &iss)?),
+            )
         }
         None => (None, None),
     };

@@ -282,10 +282,7 @@ impl Builder<'_> {
             .map(|b| self.binary(b.into_inner()))
             .collect::<Result<Vec<_>, _>>()?;
         self.unique_destinations(&files, &binaries)?;
-        let sign = raw
-            .sign
-            .map(|s| self.sign(s.into_inner()))
-            .transpose()?;
+        let sign = raw.sign.map(|s| self.sign(s.into_inner())).transpose()?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -847,7 +844,10 @@ mod tests {
         let s = m.sign.unwrap();
         assert_eq!(s.key.value, Path::new("app/keys/db.key"));
         assert_eq!(s.cert.value, Path::new("/etc/db.pem"));
-        assert!(parse(&with_kernel("name = \"x\"\n", "")).unwrap().sign.is_none());
+        assert!(parse(&with_kernel("name = \"x\"\n", ""))
+            .unwrap()
+            .sign
+            .is_none());
     }
 
     #[test]

@@ -411,7 +411,9 @@ fn sign_uki(m: &Manifest, opts: &BuildOptions, efi: Vec<u8>) -> Result<Vec<u8>, 
         cert: s.cert.value.clone(),
     };
     sign(&efi, &k).map_err(|e| match &e {
-        SignError::Input { path, .. } if *path == k.cert => m.error_at(s.cert.span, e.to_string()).into(),
+        SignError::Input { path, .. } if *path == k.cert => {
+            m.error_at(s.cert.span, e.to_string()).into()
+        }
         SignError::Input { .. } | SignError::Sbsign { .. } => {
             m.error_at(s.key.span, e.to_string()).into()
         }

@@ -123,7 +123,11 @@ fn inspect_pe(path: &Path, bytes: &[u8]) -> Result<String, InspectError> {
 /// The Authenticode section of `cairn inspect`: the digest cairn computes,
 /// each signature's signer and signed digest, and (with `cert`) sbverify's
 /// verdict.
-fn signature_report(path: &Path, bytes: &[u8], cert: Option<&Path>) -> Result<String, InspectError> {
+fn signature_report(
+    path: &Path,
+    bytes: &[u8],
+    cert: Option<&Path>,
+) -> Result<String, InspectError> {
     let err = |source| InspectError::Signature {
         path: path.to_path_buf(),
         source,
@@ -132,9 +136,16 @@ fn signature_report(path: &Path, bytes: &[u8], cert: Option<&Path>) -> Result<St
     let sigs = authenticode::signatures(bytes).map_err(err)?;
     let mut out = String::new();
     let _ = writeln!(out, "\nAuthenticode:");
-    let _ = writeln!(out, "  image digest (sha256): {}", authenticode::hex(&computed));
+    let _ = writeln!(
+        out,
+        "  image digest (sha256): {}",
+        authenticode::hex(&computed)
+    );
     if sigs.is_empty() {
-        let _ = writeln!(out, "  signatures: none (Secure Boot firmware will refuse this image)");
+        let _ = writeln!(
+            out,
+            "  signatures: none (Secure Boot firmware will refuse this image)"
+        );
     }
     for (i, s) in sigs.iter().enumerate() {
         let alg = s
@@ -144,13 +155,19 @@ fn signature_report(path: &Path, bytes: &[u8], cert: Option<&Path>) -> Result<St
         let _ = writeln!(
             out,
             "    signer: {}",
-            s.signer_subject.as_deref().unwrap_or("(certificate not included)")
+            s.signer_subject
+                .as_deref()
+                .unwrap_or("(certificate not included)")
         );
         if let Some(issuer) = &s.signer_issuer {
             let _ = writeln!(out, "    issuer: {issuer}");
         }
         let _ = writeln!(out, "    digest algorithm: {alg}");
-        let _ = writeln!(out, "    signed digest: {}", authenticode::hex(&s.signed_digest));
+        let _ = writeln!(
+            out,
+            "    signed digest: {}",
+            authenticode::hex(&s.signed_digest)
+        );
         let matches = match s.algorithm {
             Some(a) => authenticode::digest(bytes, a)
                 .map_err(err)?

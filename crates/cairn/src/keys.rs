@@ -330,7 +330,11 @@ pub struct KeySet {
 impl std::fmt::Display for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let d = self.dir.display();
-        writeln!(f, "Secure Boot keys written to {d} (owner GUID {}):", self.owner)?;
+        writeln!(
+            f,
+            "Secure Boot keys written to {d} (owner GUID {}):",
+            self.owner
+        )?;
         for p in &self.files {
             writeln!(f, "  {}", p.display())?;
         }
@@ -455,7 +459,11 @@ pub fn generate(dir: &Path, common_name: &str, now: u64) -> Result<KeySet, KeysE
             ],
         )?;
         write_new(&cer, &der, 0o644)?;
-        write_new(&dir.join(format!("{name}.esl")), &esl_x509(owner, &der), 0o644)?;
+        write_new(
+            &dir.join(format!("{name}.esl")),
+            &esl_x509(owner, &der),
+            0o644,
+        )?;
         files.extend([key, crt, cer, dir.join(format!("{name}.esl"))]);
     }
     for (name, signer, vendor) in LEVELS {

@@ -3,6 +3,6 @@
 
 pub mod build;
 pub mod inspect;
-pub mod run;
 pub mod keys;
+pub mod run;
 pub mod sign;

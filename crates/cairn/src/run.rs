@@ -168,7 +168,11 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             .vars
             .clone()
             .unwrap_or_else(|| PathBuf::from(default_vars));
-        require(&src_vars, "the OVMF variable store", "package ovmf, or --vars FILE")?;
+        require(
+            &src_vars,
+            "the OVMF variable store",
+            "package ovmf, or --vars FILE",
+        )?;
         require(&boot.efi, "the UKI", "run `cairn build` first")?;
         let efi_dir = work.join("esp/EFI/BOOT");
         let vars = work.join("OVMF_VARS.fd");
@@ -348,7 +352,10 @@ mod tests {
         };
         let work = dir.path().join("work");
         let a = args(&qemu_command(&boot, &opts, &work).unwrap());
-        assert!(a.windows(2).any(|w| w == ["-machine", "q35,smm=on"]), "{a:?}");
+        assert!(
+            a.windows(2).any(|w| w == ["-machine", "q35,smm=on"]),
+            "{a:?}"
+        );
         assert!(a
             .iter()
             .any(|x| x == "driver=cfi.pflash01,property=secure,value=on"));

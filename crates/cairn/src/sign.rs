@@ -28,7 +28,9 @@ pub enum SignError {
         program: &'static str,
         source: std::io::Error,
     },
-    #[error("sbsign failed (key {key}, cert {cert}; the key must be an unencrypted PEM key): {stderr}")]
+    #[error(
+        "sbsign failed (key {key}, cert {cert}; the key must be an unencrypted PEM key): {stderr}"
+    )]
     Sbsign {
         key: PathBuf,
         cert: PathBuf,
@@ -94,7 +96,10 @@ pub fn sign(efi: &[u8], k: &SignKey) -> Result<Vec<u8>, SignError> {
 fn check(bytes: &[u8]) -> Result<(), SignError> {
     let computed = authenticode::sha256(bytes)?;
     let sigs = authenticode::signatures(bytes)?;
-    let signed = sigs.last().map(|s| s.signed_digest.clone()).unwrap_or_default();
+    let signed = sigs
+        .last()
+        .map(|s| s.signed_digest.clone())
+        .unwrap_or_default();
     if signed != computed {
         return Err(SignError::DigestMismatch {
             signed: authenticode::hex(&signed),
@@ -139,7 +144,14 @@ pub(crate) mod tests {
     pub fn snakeoil(dir: &Path) -> SignKey {
         let key = dir.join("snakeoil.key");
         let st = Command::new("openssl")
-            .args(["rsa", "-passin", "pass:snakeoil", "-in", SNAKEOIL_KEY, "-out"])
+            .args([
+                "rsa",
+                "-passin",
+                "pass:snakeoil",
+                "-in",
+                SNAKEOIL_KEY,
+                "-out",
+            ])
             .arg(&key)
             .stderr(Stdio::null())
             .status()
