@@ -90,7 +90,7 @@ pub fn cert_table(bytes: &[u8]) -> Result<Option<(usize, usize)>, AuthenticodeEr
     if addr == 0 && size == 0 {
         return Ok(None);
     }
-    if addr.checked_add(size).map_or(true, |end| end > bytes.len()) {
+    if addr.checked_add(size).is_none_or(|end| end > bytes.len()) {
         return Err(AuthenticodeError::CertTable {
             offset: addr,
             reason: format!(
@@ -286,7 +286,7 @@ impl<'a> Der<'a> {
             (len, 2 + n)
         };
         let at = start + hdr;
-        if at.checked_add(len).map_or(true, |e| e > self.end) {
+        if at.checked_add(len).is_none_or(|e| e > self.end) {
             return Err(self.err(
                 start,
                 format!("DER element of {len} bytes runs past its parent"),
