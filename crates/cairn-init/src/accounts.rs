@@ -207,7 +207,8 @@ impl Accounts {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/false\n# comment\n\napp:x:1000:1000:app:/srv:/bin/false\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/false\n# comment\n\napp:x:1000:1000:app:/srv:/bin/false\n";
     const GROUP: &str = "root:x:0:\napp:x:1000:\naudio:x:29:app,other\nvideo:x:44:\n";
 
     fn db() -> Accounts {
@@ -228,8 +229,12 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_file_and_line() {
-        let e = parse_passwd("/etc/passwd", "root:x:0:0:root:/root:/bin/false\nbad:x:1\n").unwrap_err();
-        assert_eq!(e.to_string(), "/etc/passwd:2: malformed entry (expected 7 `:`-separated fields)");
+        let e =
+            parse_passwd("/etc/passwd", "root:x:0:0:root:/root:/bin/false\nbad:x:1\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/passwd:2: malformed entry (expected 7 `:`-separated fields)"
+        );
         let e = parse_group("/etc/group", "a:x:zz:\n").unwrap_err();
         assert_eq!(e.to_string(), "/etc/group:1: invalid number `zz`");
         assert!(parse_group("g", ":x:1:\n").is_err());
@@ -239,7 +244,9 @@ mod tests {
     #[test]
     fn resolves_names_numbers_and_memberships() {
         let d = db();
-        let c = d.resolve(Some("app"), None, &["video".into(), "44".into()]).unwrap();
+        let c = d
+            .resolve(Some("app"), None, &["video".into(), "44".into()])
+            .unwrap();
         assert_eq!((c.uid, c.gid), (1000, 1000));
         assert_eq!(c.groups, [44, 29]);
         assert_eq!(c.home.as_deref(), Some("/srv"));
@@ -247,8 +254,14 @@ mod tests {
         assert_eq!((c.uid, c.gid, c.groups.len()), (4242, 29, 0));
         let c = d.resolve(None, None, &[]).unwrap();
         assert_eq!((c.uid, c.gid), (0, 0));
-        assert_eq!(d.resolve(Some("ghost"), None, &[]), Err(AccountError::NoUser("ghost".into())));
-        assert_eq!(d.resolve(None, Some("wheel"), &[]), Err(AccountError::NoGroup("wheel".into())));
+        assert_eq!(
+            d.resolve(Some("ghost"), None, &[]),
+            Err(AccountError::NoUser("ghost".into()))
+        );
+        assert_eq!(
+            d.resolve(None, Some("wheel"), &[]),
+            Err(AccountError::NoGroup("wheel".into()))
+        );
     }
 
     #[test]

@@ -32,8 +32,13 @@ pub const MAX_REQUEST: usize = 1024;
 /// A checked request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Status { json: bool },
-    Logs { follow: bool, service: Option<String> },
+    Status {
+        json: bool,
+    },
+    Logs {
+        follow: bool,
+        service: Option<String>,
+    },
     Start(String),
     Stop(String),
     Restart(String),
@@ -48,7 +53,8 @@ pub const USAGE: &str =
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// Parses one request line (without the newline).
@@ -298,7 +304,10 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let line = words.join(" ");
-    if matches!(words.first().map(String::as_str), None | Some("-h" | "--help" | "help")) {
+    if matches!(
+        words.first().map(String::as_str),
+        None | Some("-h" | "--help" | "help")
+    ) {
         eprintln!("{USAGE}");
         return 2;
     }
@@ -354,7 +363,10 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
     if first == "ok" {
         0
     } else {
-        eprintln!("cairnctl: {}", first.strip_prefix("error: ").unwrap_or(&first));
+        eprintln!(
+            "cairnctl: {}",
+            first.strip_prefix("error: ").unwrap_or(&first)
+        );
         let _ = std::io::stderr().write_all(&rest);
         1
     }
@@ -367,7 +379,10 @@ mod tests {
     #[test]
     fn requests() {
         assert_eq!(parse("status"), Ok(Request::Status { json: false }));
-        assert_eq!(parse("  status   --json "), Ok(Request::Status { json: true }));
+        assert_eq!(
+            parse("  status   --json "),
+            Ok(Request::Status { json: true })
+        );
         assert_eq!(
             parse("logs -f web"),
             Ok(Request::Logs {

@@ -119,7 +119,12 @@ fn install_panic_hook() {
 
 /// Everything the supervisor needs besides the config: accounts, cgroups,
 /// control socket, kernel log, power button, console, log file.
-fn supervisor_setup(sup: &mut Supervisor, cfg: Option<&SystemConfig>, mode: Mode, cmdline: &Cmdline) {
+fn supervisor_setup(
+    sup: &mut Supervisor,
+    cfg: Option<&SystemConfig>,
+    mode: Mode,
+    cmdline: &Cmdline,
+) {
     if let Some(cfg) = cfg {
         log::configure(cfg.log.lines, cfg.log.console);
         if let Some(dir) = &cfg.log.dir {

@@ -417,7 +417,8 @@ mod tests {
 
     #[test]
     fn kmsg_records() {
-        let (lvl, t, msg) = parse_kmsg(b"6,339,5140900,-;NET: Registered protocol\n SUBSYSTEM=net").unwrap();
+        let (lvl, t, msg) =
+            parse_kmsg(b"6,339,5140900,-;NET: Registered protocol\n SUBSYSTEM=net").unwrap();
         assert_eq!(lvl, Level::Info);
         assert_eq!(t, Duration::from_micros(5_140_900));
         assert_eq!(msg, "NET: Registered protocol");

@@ -40,9 +40,7 @@ impl Screen {
             }
             self.shown = true;
             log::pause_console();
-            let text = format!(
-                "\n{screen}[Enter: refresh, q Enter: back to the log]\n"
-            );
+            let text = format!("\n{screen}[Enter: refresh, q Enter: back to the log]\n");
             let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
         }
     }
@@ -155,18 +153,19 @@ pub fn json_str(s: &str) -> String {
 /// `cairnctl status --json`: one object.
 pub fn json(sup: &Supervisor) -> String {
     let (total, avail) = meminfo(&read("/proc/meminfo"));
-    let services: Vec<String> = rows(sup)
-        .into_iter()
-        .map(|(name, state, pid, restarts, last)| {
-            format!(
+    let services: Vec<String> =
+        rows(sup)
+            .into_iter()
+            .map(|(name, state, pid, restarts, last)| {
+                format!(
                 "{{\"name\":{},\"state\":{},\"pid\":{},\"restarts\":{restarts},\"last_exit\":{}}}",
                 json_str(&name),
                 json_str(state),
                 pid.map_or("null".into(), |p| p.to_string()),
                 if last == "-" { "null".into() } else { json_str(&last) }
             )
-        })
-        .collect();
+            })
+            .collect();
     let addrs: Vec<String> = addresses()
         .unwrap_or_default()
         .into_iter()
@@ -222,7 +221,9 @@ pub fn parse_addrs(buf: &[u8], out: &mut Vec<(u32, IpAddr, u8)>) -> bool {
                 }
                 let data = &msg[a + 4..a + alen];
                 let ip = match (family as i32, data.len()) {
-                    (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(data[0], data[1], data[2], data[3]))),
+                    (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
+                        data[0], data[1], data[2], data[3],
+                    ))),
                     (libc::AF_INET6, 16) => {
                         let mut b = [0u8; 16];
                         b.copy_from_slice(data);
@@ -251,9 +252,12 @@ pub fn parse_addrs(buf: &[u8], out: &mut Vec<(u32, IpAddr, u8)>) -> bool {
 fn ifname(index: u32) -> String {
     if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
         for e in dir.flatten() {
-            if read(&format!("/sys/class/net/{}/ifindex", e.file_name().to_string_lossy()))
-                .trim()
-                .parse::<u32>()
+            if read(&format!(
+                "/sys/class/net/{}/ifindex",
+                e.file_name().to_string_lossy()
+            ))
+            .trim()
+            .parse::<u32>()
                 == Ok(index)
             {
                 return e.file_name().to_string_lossy().into_owned();
@@ -292,10 +296,7 @@ pub fn addresses() -> Result<Vec<(String, IpAddr, u8)>, rustix::io::Errno> {
             break;
         }
     }
-    Ok(raw
-        .into_iter()
-        .map(|(i, a, p)| (ifname(i), a, p))
-        .collect())
+    Ok(raw.into_iter().map(|(i, a, p)| (ifname(i), a, p)).collect())
 }
 
 #[cfg(test)]

@@ -361,9 +361,23 @@ stop_timeout_ms = 3000
         assert!(Instant::now() < end, "crash never failed: {out}");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(status.contains("hostname:") && status.contains("uptime:"), "{status}");
-    assert!(status.lines().any(|l| l.contains("crash") && l.contains("failed") && l.contains("status 3") && l.contains(" 4 ")), "{status}");
-    assert!(status.lines().any(|l| l.contains("web") && l.contains("running")), "{status}");
+    assert!(
+        status.contains("hostname:") && status.contains("uptime:"),
+        "{status}"
+    );
+    assert!(
+        status.lines().any(|l| l.contains("crash")
+            && l.contains("failed")
+            && l.contains("status 3")
+            && l.contains(" 4 ")),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("web") && l.contains("running")),
+        "{status}"
+    );
 
     let (code, logs, _) = ctl(&sock, &["logs", "cairn"]);
     assert_eq!(code, 0);
@@ -372,9 +386,16 @@ stop_timeout_ms = 3000
         .filter_map(|l| l.split("service crash restarting in ").nth(1))
         .collect();
     assert_eq!(delays, ["0.100s", "0.200s", "0.400s", "0.400s"], "{logs}");
-    assert!(logs.contains("service crash failed: 4 quick restarts in a row; giving up"), "{logs}");
+    assert!(
+        logs.contains("service crash failed: 4 quick restarts in a row; giving up"),
+        "{logs}"
+    );
     let (_, crash_logs, _) = ctl(&sock, &["logs", "crash"]);
-    assert_eq!(crash_logs.matches("crash: crashing").count(), 5, "{crash_logs}");
+    assert_eq!(
+        crash_logs.matches("crash: crashing").count(),
+        5,
+        "{crash_logs}"
+    );
 
     let (code, json, _) = ctl(&sock, &["status", "--json"]);
     assert_eq!(code, 0);
@@ -413,7 +434,11 @@ stop_timeout_ms = 3000
     assert_eq!(code, 0);
     std::thread::sleep(Duration::from_millis(500));
     let (_, st, _) = ctl(&sock, &["status"]);
-    assert!(st.lines().any(|l| l.contains("web") && l.contains("stopped")), "{st}");
+    assert!(
+        st.lines()
+            .any(|l| l.contains("web") && l.contains("stopped")),
+        "{st}"
+    );
     let (code, _, _) = ctl(&sock, &["start", "crash"]);
     assert_eq!(code, 0);
 

@@ -122,7 +122,9 @@ pub const MAX_LOG_LINES: usize = 1_000_000;
 /// Everything the supervision keys can get wrong.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RunInvalid {
-    #[error("invalid duration `{0}`: expected a number with a unit, like \"500ms\", \"5s\" or \"2m\"")]
+    #[error(
+        "invalid duration `{0}`: expected a number with a unit, like \"500ms\", \"5s\" or \"2m\""
+    )]
     Duration(String),
     #[error("invalid size `{0}`: expected bytes as a number, or a string like \"512K\", \"64M\", \"1G\"")]
     Size(String),
@@ -136,7 +138,9 @@ pub enum RunInvalid {
     Umask(String),
     #[error("`workdir` must be an absolute path inside the image; got `{0}`")]
     Workdir(String),
-    #[error("user `{0}` is not defined: add a [[user]] (root and nobody always exist) or use a number")]
+    #[error(
+        "user `{0}` is not defined: add a [[user]] (root and nobody always exist) or use a number"
+    )]
     UnknownUser(String),
     #[error("group `{0}` is not defined: add a [[group]] (root and nogroup always exist) or use a number")]
     UnknownGroup(String),
@@ -392,9 +396,7 @@ pub fn rlimit_number(name: &str) -> Option<u32> {
 /// `[a-z_][a-z0-9_-]*`, at most 32 characters (useradd's rule, without `$`).
 pub fn check_account_name(name: &str) -> Result<(), RunInvalid> {
     let mut c = name.chars();
-    let first = c
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let first = c.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest = c.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if first && rest && name.len() <= 32 {
         Ok(())
@@ -753,10 +755,21 @@ mod tests {
         assert_eq!(s.umask, Some(0o027));
         assert_eq!(s.limits["nofile"], 64);
         assert_eq!(s.limits["core"], UNLIMITED);
-        assert_eq!(s.capabilities.as_deref(), Some(&["CAP_NET_BIND_SERVICE".to_string()][..]));
+        assert_eq!(
+            s.capabilities.as_deref(),
+            Some(&["CAP_NET_BIND_SERVICE".to_string()][..])
+        );
         assert_eq!(s.memory_max, Some(16 << 20));
         assert_eq!(s.pids_max, Some(8));
-        assert_eq!((s.stop_timeout_ms, s.restart_delay_ms, s.restart_delay_max_ms, s.restart_limit), (2000, 100, 1000, 3));
+        assert_eq!(
+            (
+                s.stop_timeout_ms,
+                s.restart_delay_ms,
+                s.restart_delay_max_ms,
+                s.restart_limit
+            ),
+            (2000, 100, 1000, 3)
+        );
         assert_eq!(c.log.lines, 50);
         assert_eq!(c.log.console, Level::Warn);
         assert_eq!(

@@ -84,7 +84,10 @@ pub enum AfterStop {
 pub enum State {
     /// Not started yet (waiting for its `after` list).
     Waiting,
-    Running { pid: Pid, since: Instant },
+    Running {
+        pid: Pid,
+        since: Instant,
+    },
     /// SIGTERM sent; SIGKILL at `deadline`.
     Stopping {
         pid: Pid,
@@ -93,7 +96,9 @@ pub enum State {
         then: AfterStop,
     },
     /// Ended; starts again at `at`.
-    Restarting { at: Instant },
+    Restarting {
+        at: Instant,
+    },
     /// Ended for good (or stopped by request).
     Stopped(Exit),
     /// Gave up after `restart_limit` quick failures.
@@ -589,7 +594,12 @@ impl Supervisor {
                     info!("cairnctl: restart {n}");
                     match self.states[i].state {
                         State::Running { .. } => self.begin_stop(i, AfterStop::Restart),
-                        State::Stopping { pid, since, deadline, .. } => {
+                        State::Stopping {
+                            pid,
+                            since,
+                            deadline,
+                            ..
+                        } => {
                             self.states[i].state = State::Stopping {
                                 pid,
                                 since,
@@ -769,10 +779,7 @@ impl Supervisor {
 
     fn on_reaped(&mut self, pid: Pid, status: WaitStatus) {
         let exit = exit_of(status);
-        let found = self
-            .states
-            .iter()
-            .position(|s| s.state.pid() == Some(pid));
+        let found = self.states.iter().position(|s| s.state.pid() == Some(pid));
         match found {
             Some(i) => {
                 let (since, then) = match self.states[i].state {

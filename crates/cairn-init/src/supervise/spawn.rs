@@ -80,9 +80,10 @@ pub fn spawn(
     cgroup_procs: Option<OwnedFd>,
 ) -> Result<Spawned, SpawnError> {
     let service = || cfg.name.clone();
-    let (program, args) = cfg.exec.split_first().ok_or_else(|| SpawnError::EmptyExec {
-        service: service(),
-    })?;
+    let (program, args) = cfg
+        .exec
+        .split_first()
+        .ok_or_else(|| SpawnError::EmptyExec { service: service() })?;
     let creds = accounts
         .resolve(cfg.user.as_deref(), cfg.group.as_deref(), &cfg.groups)
         .map_err(|source| SpawnError::Account {
