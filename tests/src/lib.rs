@@ -294,7 +294,13 @@ pub fn qmp(path: &Path, command: &str) {
     r.read_line(&mut line).expect("QMP capabilities reply");
     w.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())
         .unwrap();
-    line.clear();
-    r.read_line(&mut line).expect("QMP reply");
-    assert!(line.contains("return"), "QMP {command}: {line}");
+    // Events (such as POWERDOWN) may come before the reply.
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("QMP reply");
+        if line.contains("\"return\"") {
+            return;
+        }
+        assert!(line.contains("\"event\""), "QMP {command}: {line}");
+    }
 }
