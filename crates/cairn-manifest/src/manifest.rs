@@ -77,6 +77,15 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// `[[binary]]` entries, in manifest order.
     pub binaries: Vec<BinaryEntry>,
+    /// `[disk]` with its `[[partition]]`s: write `NAME.img` (see
+    /// [`crate::disk`]).
+    pub disk: Option<crate::disk::DiskSpec>,
+    /// `[[mount]]` entries, in manifest order.
+    pub mounts: Vec<crate::disk::Mount>,
+    /// `[config] mount`: the mount point holding the secondary config.
+    pub config_mount: Option<Located<String>>,
+    /// `log_dir`: where the init writes its log files (on a mount).
+    pub log_dir: Option<Located<String>>,
 }
 
 /// The `[kernel]` table.
@@ -125,6 +134,9 @@ pub struct Service {
     /// `after`: services or targets (`network-online`, `mounts`) to wait
     /// for before starting; cycles are refused.
     pub after: Vec<Located<String>>,
+    /// `enabled`: `false` keeps the service from starting (default `true`;
+    /// a secondary config can change it).
+    pub enabled: bool,
 }
 
 /// A `[[file]]` entry: a host file copied into the image.
@@ -208,8 +220,12 @@ impl Manifest {
                     restart: s.restart,
                     on_exit: s.on_exit,
                     after: s.after.iter().map(|a| a.value.clone()).collect(),
+                    enabled: s.enabled,
                 })
                 .collect(),
+            mounts: self.mounts.iter().map(|m| m.config.clone()).collect(),
+            config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
+            log_dir: self.log_dir.as_ref().map(|l| l.value.clone()),
         }
     }
 }
@@ -269,6 +285,16 @@ impl Builder<'_> {
             .map(|b| self.binary(b.into_inner()))
             .collect::<Result<Vec<_>, _>>()?;
         self.unique_destinations(&files, &binaries)?;
+        let disk = crate::disk::build(
+            self.text,
+            self.dir,
+            raw.disk,
+            raw.partition,
+            raw.mount,
+            raw.config,
+            raw.log_dir,
+        )
+        .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -281,6 +307,10 @@ impl Builder<'_> {
             services,
             files,
             binaries,
+            disk: disk.disk,
+            mounts: disk.mounts,
+            config_mount: disk.config_mount,
+            log_dir: disk.log_dir,
         })
     }
 
@@ -391,6 +421,7 @@ impl Builder<'_> {
             restart: s.restart,
             on_exit: s.on_exit,
             after: s.after.into_iter().map(located).collect(),
+            enabled: s.enabled.unwrap_or(true),
         })
     }
 
@@ -1023,6 +1054,7 @@ dst = "/bin/jq2"
                     restart: RestartPolicy::OnFailure,
                     on_exit: Some(ExitAction::Poweroff),
                     after: vec!["network-online".into(), "web".into()],
+                    enabled: true,
                 },
                 ServiceConfig {
                     name: "web".into(),
@@ -1031,8 +1063,10 @@ dst = "/bin/jq2"
                     restart: RestartPolicy::Always,
                     on_exit: None,
                     after: vec![],
+                    enabled: true,
                 },
             ],
+            ..Default::default()
         };
         assert_eq!(sys, expected);
         // And it survives the trip through the file baked into the image.

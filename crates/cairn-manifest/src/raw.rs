@@ -29,6 +29,16 @@ pub(crate) struct RawManifest {
     pub file: Vec<Spanned<RawFile>>,
     #[serde(default)]
     pub binary: Vec<Spanned<RawBinary>>,
+    #[serde(default)]
+    pub disk: Option<Spanned<crate::disk::RawDisk>>,
+    #[serde(default)]
+    pub partition: Vec<Spanned<crate::disk::RawPartition>>,
+    #[serde(default)]
+    pub mount: Vec<Spanned<crate::disk::RawMount>>,
+    #[serde(default)]
+    pub config: Option<Spanned<crate::disk::RawConfig>>,
+    #[serde(default)]
+    pub log_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +76,8 @@ pub(crate) struct RawService {
     pub on_exit: Option<ExitAction>,
     #[serde(default)]
     pub after: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,6 +29,15 @@ pub struct SystemConfig {
     /// Services in manifest order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// Filesystems to mount before any service starts (`[[mount]]`).
+    #[serde(default, rename = "mount", skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::storage::MountConfig>,
+    /// Mount point holding the secondary config (`[config] mount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_mount: Option<String>,
+    /// Directory (on a mount) for the log files (`log_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +56,18 @@ pub struct ServiceConfig {
     /// starts after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// `false` keeps the service from starting (the secondary config can
+    /// turn services on and off).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -103,7 +124,9 @@ mod tests {
                 restart: RestartPolicy::OnFailure,
                 on_exit: Some(ExitAction::Poweroff),
                 after: vec!["network-online".into()],
+                enabled: false,
             }],
+            ..Default::default()
         };
         let text = cfg.to_toml();
         assert_eq!(SystemConfig::from_toml(&text).unwrap(), cfg);

@@ -85,6 +85,7 @@ mod tests {
             restart: RestartPolicy::Never,
             on_exit: None,
             after: after.iter().map(|s| s.to_string()).collect(),
+            enabled: true,
         }
     }
 
