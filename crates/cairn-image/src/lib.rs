@@ -1,6 +1,7 @@
 //! Image assembly for cairn.
 pub mod compress;
 pub mod cpio;
+pub mod disk;
 pub mod elfdeps;
 pub mod kernel;
 pub mod kmod;

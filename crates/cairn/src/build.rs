@@ -28,6 +28,8 @@ pub enum BuildError {
     Uki(#[from] uki::UkiError),
     #[error("output: {0}")]
     Output(#[from] output::OutputError),
+    #[error("disk image: {0}")]
+    Disk(#[from] cairn_image::disk::DiskError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -62,6 +64,9 @@ pub struct BuildOptions {
     pub host_root: PathBuf,
     /// mtime of every initramfs entry (SOURCE_DATE_EPOCH or 0).
     pub mtime: u32,
+    /// Keep the state on an existing `NAME.img` (`cairn run --disk`): only
+    /// its ESP is rewritten with the new UKI, in place.
+    pub keep_disk: bool,
 }
 
 impl BuildOptions {
@@ -73,6 +78,7 @@ impl BuildOptions {
             cache_dir: kernel::cache_dir(),
             host_root: PathBuf::from("/"),
             mtime: source_date_epoch(),
+            keep_disk: false,
         }
     }
 }
@@ -290,9 +296,15 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
 
     // Host binaries with their libraries.
     let mut seen = BTreeMap::new();
-    for b in &m.binaries {
-        let files = elfdeps::closure(&b.path.value, &b.dst, &opts.host_root)
-            .map_err(|e| BuildError::from(m.error_at(b.path.span, e.to_string())))?;
+    let mut bins: Vec<(PathBuf, String, cairn_manifest::Span)> = m
+        .binaries
+        .iter()
+        .map(|b| (b.path.value.clone(), b.dst.clone(), b.path.span))
+        .collect();
+    bins.extend(crate::disk::auto_binaries(&m));
+    for (path, dst, span) in &bins {
+        let files = elfdeps::closure(path, dst, &opts.host_root)
+            .map_err(|e| BuildError::from(m.error_at(*span, e.to_string())))?;
         for f in files {
             if seen.insert(f.image_path.clone(), ()).is_some() {
                 continue;
@@ -378,6 +390,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     ] {
         let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
         outputs.push((p, bytes.len() as u64));
+    }
+    if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
+        outputs.push(img);
     }
     out.commit()?;
 

@@ -2,5 +2,6 @@
 //! arguments and calls into here.
 
 pub mod build;
+pub mod disk;
 pub mod inspect;
 pub mod run;

@@ -42,6 +42,11 @@ enum Cmd {
         /// Boot the UKI through OVMF instead of direct kernel boot.
         #[arg(long)]
         uefi: bool,
+        /// Boot NAME.img (the manifest's [disk]) through OVMF. The image is
+        /// booted in place, so what the appliance writes persists across
+        /// runs; only its ESP is refreshed with the new UKI.
+        #[arg(long, conflicts_with = "uefi")]
+        disk: bool,
         #[arg(long, value_enum, default_value = "tcg")]
         accel: Accel,
         /// Guest memory, as QEMU takes it (64M, 1G).
@@ -76,18 +81,30 @@ fn main() -> ExitCode {
         Cmd::Run {
             build: a,
             uefi,
+            disk,
             accel,
             mem,
             net,
             timeout,
             qemu_args,
         } => (|| {
-            let report = build(&a.manifest, &build_options(&a))?;
+            let mut bo = build_options(&a);
+            bo.keep_disk = disk;
+            let report = build(&a.manifest, &bo)?;
             eprint!("{report}");
             let m = cairn_manifest::Manifest::load(&a.manifest)?;
-            let boot = Boot::in_dir(&a.out, &report.name, &m.kernel.cmdline);
+            let mut boot = Boot::in_dir(&a.out, &report.name, &m.kernel.cmdline);
+            if disk {
+                let Some(d) = &m.disk else {
+                    anyhow::bail!("--disk needs a [disk] table in {}", a.manifest.display());
+                };
+                boot.disk = Some((
+                    a.out.join(format!("{}.img", report.name)),
+                    d.format == cairn_manifest::ImageFormat::Qcow2,
+                ));
+            }
             let opts = RunOptions {
-                uefi,
+                uefi: uefi || disk,
                 accel,
                 mem,
                 net,

@@ -84,6 +84,9 @@ pub struct Boot {
     pub initrd: PathBuf,
     pub efi: PathBuf,
     pub cmdline: String,
+    /// With `uefi`: boot this disk image (path, is qcow2) instead of a FAT
+    /// directory holding the UKI.
+    pub disk: Option<(PathBuf, bool)>,
 }
 
 impl Boot {
@@ -93,6 +96,7 @@ impl Boot {
             initrd: dir.join(format!("{name}.initrd")),
             efi: dir.join(format!("{name}.efi")),
             cmdline: cmdline.to_string(),
+            disk: None,
         }
     }
 }
@@ -144,7 +148,32 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
         ]),
         Net::None => cmd.args(["-nic", "none"]),
     };
-    if opts.uefi {
+    if let (true, Some((img, qcow2))) = (opts.uefi, &boot.disk) {
+        require(Path::new(OVMF_CODE), "OVMF firmware", "package ovmf")?;
+        require(
+            img,
+            "the disk image",
+            "add a [disk] table and run `cairn build`",
+        )?;
+        let vars = work.join("OVMF_VARS.fd");
+        std::fs::copy(OVMF_VARS, &vars).map_err(|source| RunError::EfiDir {
+            path: work.to_path_buf(),
+            source,
+        })?;
+        cmd.args(["-machine", "q35"]);
+        cmd.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ));
+        cmd.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
+        cmd.arg("-drive").arg(format!(
+            "file={},format={},if=virtio",
+            img.display(),
+            if *qcow2 { "qcow2" } else { "raw" }
+        ));
+    } else if opts.uefi {
         require(Path::new(OVMF_CODE), "OVMF firmware", "package ovmf")?;
         require(&boot.efi, "the UKI", "run `cairn build` first")?;
         let efi_dir = work.join("esp/EFI/BOOT");
