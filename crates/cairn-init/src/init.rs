@@ -199,7 +199,18 @@ pub fn run() -> ! {
             } else {
                 debug!("test mode: skipping modules, hostname and lo");
             }
-            (Supervisor::new(cfg.services), on_panic)
+            // Disks (mounts, disk log, secondary config) before any service.
+            let disks = match mode {
+                Mode::Pid1 => unit("disks", on_panic, mode, || {
+                    crate::disk::prepare(cfg.clone(), &mut mounts)
+                }),
+                Mode::Test => Some(Some(crate::config2::without_disabled(cfg.clone()))),
+            };
+            match disks {
+                Some(Some(cfg)) => (Supervisor::new(cfg.services), on_panic),
+                Some(None) => (Supervisor::idle(), on_panic),
+                None => (Supervisor::new(cfg.services), on_panic),
+            }
         }
         Err(e) => {
             info_lines(&e.to_string());

@@ -35,7 +35,9 @@
 
 pub mod boot;
 pub mod cmdline;
+pub mod config2;
 pub mod ctl;
+pub mod disk;
 pub mod init;
 pub mod log;
 pub mod modules;

@@ -54,11 +54,22 @@ pub fn format_line(since_boot: Duration, text: &str) -> String {
     )
 }
 
+static SINK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Also sends every line to `sink` (the disk log, see
+/// [`crate::disk::log`]). Only the first call takes effect.
+pub fn set_sink(sink: fn(&str)) {
+    let _ = SINK.set(sink);
+}
+
 /// Writes `text` as one timestamped line. Errors are ignored: there is
 /// nowhere else to report them.
 pub fn write_line(text: &str) {
     let line = format_line(boottime(), text);
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    if let Some(sink) = SINK.get() {
+        sink(&line);
+    }
 }
 
 /// Logs `cairn: MESSAGE`, always.
