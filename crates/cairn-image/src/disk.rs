@@ -380,7 +380,7 @@ fn write_fat(f: &mut File, name: &str, p: &PlacedPartition, uki: &[u8]) -> Resul
             Window::new(f, p.offset, p.len),
             fatfs::FsOptions::new().time_provider(&FIXED_TIME),
         )
-            .map_err(fat_err)?;
+        .map_err(fat_err)?;
         {
             let root = fs.root_dir();
             if p.label == ESP_LABEL {
@@ -569,8 +569,7 @@ pub fn fix_dot_entries<S: Read + Write + Seek>(s: &mut S) -> io::Result<()> {
             if let (Some(d), Some(dd)) = (dot, dotdot) {
                 let mut dot_e = slots[d].to_vec();
                 let mut dotdot_e = slots[dd].to_vec();
-                let parent = (u32::from(u16::from_le_bytes([dotdot_e[20], dotdot_e[21]]))
-                    << 16)
+                let parent = (u32::from(u16::from_le_bytes([dotdot_e[20], dotdot_e[21]])) << 16)
                     | u32::from(u16::from_le_bytes([dotdot_e[26], dotdot_e[27]]));
                 if g.fat_bits == 32 && parent == g.root_cluster {
                     dotdot_e[20..22].copy_from_slice(&[0, 0]);

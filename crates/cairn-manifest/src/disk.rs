@@ -58,7 +58,11 @@ pub enum DiskInvalid {
     #[error("invalid size {0}: expected a number of bytes or a string such as \"64M\", \"512K\", \"2G\" (a whole number of MiB)")]
     Size(String),
     #[error("`{key}` is {size} bytes; at least {min} bytes ({} MiB) are needed", min / MIB)]
-    TooSmall { key: &'static str, size: u64, min: u64 },
+    TooSmall {
+        key: &'static str,
+        size: u64,
+        min: u64,
+    },
     #[error("the disk would be {0} bytes; at most 1 TiB is allowed")]
     TooLarge(u64),
     #[error("[disk] size is {size} bytes but the partitions need {needed} bytes (ESP, partitions, 1 MiB for each GPT copy)")]
@@ -197,7 +201,11 @@ fn span<T>(s: &Spanned<T>) -> Span {
 
 fn line_of(text: &str, span: Span) -> usize {
     let end = span.start.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// `"64M"`, `"512K"`, `"2G"`, `"1T"` (binary units, optional `iB`), or a
@@ -208,7 +216,10 @@ pub fn parse_size(v: &toml::Value) -> Result<u64, DiskInvalid> {
         toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad())?,
         toml::Value::String(s) => {
             let t = s.trim();
-            let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+            let t = t
+                .strip_suffix("iB")
+                .or_else(|| t.strip_suffix('B'))
+                .unwrap_or(t);
             let (num, mult) = match t.char_indices().last() {
                 Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
                 Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
@@ -274,7 +285,11 @@ pub fn check_uuid(u: &str) -> Result<(), DiskInvalid> {
     let groups: Vec<&str> = u.split('-').collect();
     let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
     let shape_ok = lens == [8, 4, 4, 4, 12] || lens == [4, 4];
-    if shape_ok && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if shape_ok
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         Ok(())
     } else {
         Err(DiskInvalid::Uuid(u.to_string()))
@@ -422,7 +437,10 @@ pub(crate) fn build(
         Some(c) => {
             let c = c.into_inner();
             let p = c.mount.get_ref();
-            if !out.iter().any(|m| normalize(&m.config.path) == normalize(p)) {
+            if !out
+                .iter()
+                .any(|m| normalize(&m.config.path) == normalize(p))
+            {
                 return Err((span(&c.mount), DiskInvalid::ConfigMount(p.clone())));
             }
             Some(Located::new(normalize(p), span(&c.mount)))
@@ -558,11 +576,17 @@ mod tests {
         assert_eq!(parse_size(&v("64MiB")).unwrap(), 64 * MIB);
         assert_eq!(parse_size(&v("1G")).unwrap(), 1024 * MIB);
         assert_eq!(parse_size(&v("2048K")).unwrap(), 2 * MIB);
-        assert_eq!(
-            parse_size(&toml::Value::Integer(MIB as i64)).unwrap(),
-            MIB
-        );
-        for bad in ["", "M", "1.5M", "-1M", "12X", "100K", "0M", "99999999999999999999T"] {
+        assert_eq!(parse_size(&toml::Value::Integer(MIB as i64)).unwrap(), MIB);
+        for bad in [
+            "",
+            "M",
+            "1.5M",
+            "-1M",
+            "12X",
+            "100K",
+            "0M",
+            "99999999999999999999T",
+        ] {
             assert!(parse_size(&v(bad)).is_err(), "{bad}");
         }
         assert!(parse_size(&toml::Value::Integer(-1)).is_err());
@@ -599,7 +623,10 @@ mod tests {
     const HEAD: &str = "name = \"x\"\nkernel = { package = \"linux-image-cloud-amd64\" }\n";
 
     fn parse(rest: &str) -> Result<crate::Manifest, crate::Diagnostic> {
-        crate::Manifest::parse(&format!("{HEAD}{rest}"), std::path::Path::new("app/cairn.toml"))
+        crate::Manifest::parse(
+            &format!("{HEAD}{rest}"),
+            std::path::Path::new("app/cairn.toml"),
+        )
     }
 
     /// (line, col, message) of the error; lines count from the HEAD's 3rd.
@@ -643,7 +670,10 @@ mount = "/data"
         assert_eq!(d.format, ImageFormat::Qcow2);
         assert_eq!(d.esp_size, DEFAULT_ESP_SIZE);
         assert_eq!(d.size, DEFAULT_ESP_SIZE + 24 * MIB + 2 * MIB);
-        assert_eq!(d.partitions[0].content.as_ref().unwrap().value, PathBuf::from("app/seed"));
+        assert_eq!(
+            d.partitions[0].content.as_ref().unwrap().value,
+            PathBuf::from("app/seed")
+        );
         assert_eq!(d.partitions[1].fs, PartitionFs::None);
         assert_eq!(m.mounts.len(), 2);
         assert_eq!(m.mounts[1].config.format, FormatPolicy::IfEmpty);
@@ -672,7 +702,9 @@ mount = "/data"
         let e = err("[disk]\n[[partition]]\nlabel = \"A\"\nsize = \"1M\"\nfs = \"ext4\"\n[[partition]]\nlabel = \"A\"\nsize = \"1M\"\nfs = \"none\"\n");
         assert_eq!((e.0, e.1), (7, 9), "{}", e.2);
         assert!(e.2.contains("line 5"), "{}", e.2);
-        let e = err("[disk]\n[[partition]]\nlabel = \"A\"\nsize = \"1M\"\nfs = \"none\"\ncontent = \"d\"\n");
+        let e = err(
+            "[disk]\n[[partition]]\nlabel = \"A\"\nsize = \"1M\"\nfs = \"none\"\ncontent = \"d\"\n",
+        );
         assert_eq!((e.0, e.1), (6, 11), "{}", e.2);
         let e = err("[disk]\n[[partition]]\nlabel = \"A\"\nsize = \"1M\"\nfs = \"btrfs\"\n");
         assert_eq!(e.0, 5, "{}", e.2);
@@ -683,25 +715,34 @@ mount = "/data"
         let e = err("[[mount]]\npath = \"/d\"\nfs = \"ext4\"\n");
         assert_eq!(e.0, 1, "{}", e.2);
         assert!(e.2.contains("exactly one"), "{}", e.2);
-        let e = err("[[mount]]\nlabel = \"A\"\nuuid = \"ABCD-0000\"\npath = \"/d\"\nfs = \"ext4\"\n");
+        let e =
+            err("[[mount]]\nlabel = \"A\"\nuuid = \"ABCD-0000\"\npath = \"/d\"\nfs = \"ext4\"\n");
         assert!(e.2.contains("exactly one"), "{}", e.2);
         let e = err("[[mount]]\nlabel = \"A\"\npath = \"/proc\"\nfs = \"ext4\"\n");
         assert_eq!((e.0, e.1), (3, 8), "{}", e.2);
         let e = err("[[mount]]\nuuid = \"nope\"\npath = \"/d\"\nfs = \"ext4\"\n");
         assert_eq!((e.0, e.1), (2, 8), "{}", e.2);
-        let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"vfat\"\nformat = \"if-empty\"\n");
+        let e =
+            err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"vfat\"\nformat = \"if-empty\"\n");
         assert_eq!((e.0, e.1), (5, 10), "{}", e.2);
         let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\noptions = \"a,,b\"\n");
         assert_eq!((e.0, e.1), (5, 11), "{}", e.2);
         let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\nwait = -1\n");
         assert_eq!((e.0, e.1), (5, 8), "{}", e.2);
         let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\nbogus = 1\n");
-        assert!(e.2.contains("unknown key `bogus` in [[mount]] #1"), "{}", e.2);
+        assert!(
+            e.2.contains("unknown key `bogus` in [[mount]] #1"),
+            "{}",
+            e.2
+        );
         let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\n[[mount]]\nlabel = \"B\"\npath = \"/d/\"\nfs = \"ext4\"\n");
         assert_eq!((e.0, e.1), (7, 8), "{}", e.2);
-        let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\n[config]\nmount = \"/e\"\n");
+        let e = err(
+            "[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\n[config]\nmount = \"/e\"\n",
+        );
         assert_eq!((e.0, e.1), (6, 9), "{}", e.2);
-        let e = err("log_dir = \"/var/log\"\n[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\n");
+        let e =
+            err("log_dir = \"/var/log\"\n[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\n");
         assert_eq!((e.0, e.1), (1, 11), "{}", e.2);
     }
 }
