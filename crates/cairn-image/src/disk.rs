@@ -88,7 +88,8 @@ pub fn derive_id(parts: &[&str]) -> [u8; 16] {
 /// first three groups little-endian). `None` if malformed.
 pub fn guid_bytes(s: &str) -> Option<[u8; 16]> {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || s.len() != 36 {
+    let dashes: Vec<usize> = s.match_indices('-').map(|(i, _)| i).collect();
+    if hex.len() != 32 || s.len() != 36 || dashes != [8, 13, 18, 23] {
         return None;
     }
     let mut be = [0u8; 16];

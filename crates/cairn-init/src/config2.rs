@@ -259,13 +259,9 @@ mod tests {
 
     fn primary() -> SystemConfig {
         let svc = |n: &str, after: &[&str]| ServiceConfig {
-            name: n.into(),
-            exec: vec!["/bin/x".into()],
             env: BTreeMap::from([("A".into(), "1".into())]),
-            restart: Default::default(),
-            on_exit: None,
             after: after.iter().map(|s| s.to_string()).collect(),
-            enabled: true,
+            ..ServiceConfig::new(n, &["/bin/x"])
         };
         SystemConfig {
             name: "app".into(),

@@ -33,7 +33,9 @@
 //! # Multi-call
 //! Invoked as `cairnctl` the binary is the control client ([`ctl`]).
 
+pub mod accounts;
 pub mod boot;
+pub mod cgroup;
 pub mod cmdline;
 pub mod config2;
 pub mod ctl;
@@ -42,8 +44,11 @@ pub mod init;
 pub mod log;
 pub mod modules;
 pub mod net;
+pub mod power;
 pub mod signals;
+pub mod status;
 pub mod supervise;
+pub mod targets;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -1,9 +1,7 @@
 //! The disk parts of the manifest: `[disk]`, `[[partition]]`, `[[mount]]`,
-//! `[config]` and `log_dir`.
+//! `[config]`.
 //!
 //! ```toml
-//! log_dir = "/data/log"          # on a [[mount]]; rotated by size
-//!
 //! [disk]                         # write NAME.img
 //! size = "256M"                  # optional; default: what the partitions need
 //! format = "raw"                 # raw | qcow2
@@ -91,8 +89,6 @@ pub enum DiskInvalid {
     Wait(i64),
     #[error("[config] mount = `{0}` must be the `path` of a [[mount]]")]
     ConfigMount(String),
-    #[error("log_dir `{0}` must be an absolute path on a [[mount]] (or that mount's path itself)")]
-    LogDir(String),
 }
 
 /// `[disk]`: write `NAME.img`.
@@ -337,7 +333,6 @@ pub(crate) struct DiskParts {
     pub disk: Option<DiskSpec>,
     pub mounts: Vec<Mount>,
     pub config_mount: Option<Located<String>>,
-    pub log_dir: Option<Located<String>>,
 }
 
 pub(crate) fn build(
@@ -347,7 +342,6 @@ pub(crate) fn build(
     partitions: Vec<Spanned<RawPartition>>,
     mounts: Vec<Spanned<RawMount>>,
     config: Option<Spanned<RawConfig>>,
-    log_dir: Option<Spanned<String>>,
 ) -> Result<DiskParts, Failure> {
     let disk = match disk {
         Some(d) => Some(build_disk(text, dir, d, partitions)?),
@@ -447,25 +441,10 @@ pub(crate) fn build(
         }
         None => None,
     };
-    let log_dir = match log_dir {
-        Some(l) => {
-            let p = l.get_ref();
-            let ok = p.starts_with('/')
-                && !p.split('/').any(|c| c == "..")
-                && !p.contains('\0')
-                && out.iter().any(|m| is_under(p, &m.config.path));
-            if !ok {
-                return Err((span(&l), DiskInvalid::LogDir(p.clone())));
-            }
-            Some(Located::new(normalize(p), span(&l)))
-        }
-        None => None,
-    };
     Ok(DiskParts {
         disk,
         mounts: out,
         config_mount,
-        log_dir,
     })
 }
 
@@ -635,8 +614,7 @@ mod tests {
         (d.line - 2, d.col, d.message)
     }
 
-    const GOOD: &str = r#"log_dir = "/data/log"
-[disk]
+    const GOOD: &str = r#"[disk]
 format = "qcow2"
 [[partition]]
 label = "DATA"
@@ -681,7 +659,6 @@ mount = "/data"
         assert_eq!(m.mounts[0].config.wait, DEFAULT_MOUNT_WAIT_SECS);
         let sys = m.system_config(vec![]);
         assert_eq!(sys.config_mount.as_deref(), Some("/data"));
-        assert_eq!(sys.log_dir.as_deref(), Some("/data/log"));
         assert_eq!(sys.mounts[0].source, MountSource::Label("DATA".into()));
         let back = crate::SystemConfig::from_toml(&sys.to_toml()).unwrap();
         assert_eq!(back, sys);
@@ -741,8 +718,5 @@ mount = "/data"
             "[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\n[config]\nmount = \"/e\"\n",
         );
         assert_eq!((e.0, e.1), (6, 9), "{}", e.2);
-        let e =
-            err("log_dir = \"/var/log\"\n[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\n");
-        assert_eq!((e.0, e.1), (1, 11), "{}", e.2);
     }
 }

@@ -16,6 +16,7 @@ pub mod disk;
 pub mod manifest;
 mod raw;
 pub mod storage;
+pub mod supervision;
 pub mod system;
 pub mod validate;
 
@@ -30,6 +31,7 @@ pub use storage::{
     FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS, MKFS_EXT4_PATH,
     SECONDARY_CONFIG_FILE,
 };
+pub use supervision::{Accounts, Level, LogConfig, RunSettings};
 pub use system::{
     ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,
 };

@@ -39,6 +39,7 @@ use toml::Spanned;
 use crate::compression::Compression;
 use crate::diagnostic::{Diagnostic, Located, Span};
 use crate::raw::{self, RawBinary, RawFile, RawKernel, RawManifest, RawService};
+use crate::supervision::{self, Accounts, LogConfig, RunSettings};
 use crate::system::{ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig};
 use crate::validate::{self as check, Invalid, TARGETS};
 
@@ -84,8 +85,11 @@ pub struct Manifest {
     pub mounts: Vec<crate::disk::Mount>,
     /// `[config] mount`: the mount point holding the secondary config.
     pub config_mount: Option<Located<String>>,
-    /// `log_dir`: where the init writes its log files (on a mount).
-    pub log_dir: Option<Located<String>>,
+    /// Users and groups of the image (`[[user]]`, `[[group]]`, plus root
+    /// and nobody), written to `/etc/passwd` and `/etc/group`.
+    pub accounts: Accounts,
+    /// `[log]`.
+    pub log: LogConfig,
 }
 
 /// The `[kernel]` table.
@@ -137,6 +141,9 @@ pub struct Service {
     /// `enabled`: `false` keeps the service from starting (default `true`;
     /// a secondary config can change it).
     pub enabled: bool,
+    /// Credentials, limits, restart backoff, stop timeout
+    /// ([`crate::supervision`]).
+    pub run: RunSettings,
 }
 
 /// A `[[file]]` entry: a host file copied into the image.
@@ -213,24 +220,31 @@ impl Manifest {
             services: self
                 .services
                 .iter()
-                .map(|s| ServiceConfig {
-                    name: s.name.value.clone(),
-                    exec: s.exec.value.clone(),
-                    env: s.env.clone(),
-                    restart: s.restart,
-                    on_exit: s.on_exit,
-                    after: s.after.iter().map(|a| a.value.clone()).collect(),
-                    enabled: s.enabled,
+                .map(|s| {
+                    ServiceConfig {
+                        exec: s.exec.value.clone(),
+                        env: s.env.clone(),
+                        restart: s.restart,
+                        on_exit: s.on_exit,
+                        after: s.after.iter().map(|a| a.value.clone()).collect(),
+                        enabled: s.enabled,
+                        ..ServiceConfig::new(&s.name.value, &[])
+                    }
+                    .with_run(&s.run)
                 })
                 .collect(),
+            log: self.log.clone(),
             mounts: self.mounts.iter().map(|m| m.config.clone()).collect(),
             config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
-            log_dir: self.log_dir.as_ref().map(|l| l.value.clone()),
         }
     }
 }
 
 type Failure = (Span, Invalid);
+
+fn run_failure((span, e): supervision::RunFailure) -> Failure {
+    (span, Invalid::Run(e))
+}
 
 fn span<T>(s: &Spanned<T>) -> Span {
     s.span().into()
@@ -273,7 +287,9 @@ impl Builder<'_> {
             check::check_hostname(h.get_ref()).map_err(at(h))?;
         }
         let kernel = self.kernel(raw.kernel)?;
-        let services = self.services(raw.service)?;
+        let accounts = Accounts::build(raw.user, raw.group).map_err(run_failure)?;
+        let log = supervision::log_config(raw.log).map_err(run_failure)?;
+        let services = self.services(raw.service, &accounts)?;
         let files = raw
             .file
             .into_iter()
@@ -292,7 +308,6 @@ impl Builder<'_> {
             raw.partition,
             raw.mount,
             raw.config,
-            raw.log_dir,
         )
         .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
@@ -310,7 +325,8 @@ impl Builder<'_> {
             disk: disk.disk,
             mounts: disk.mounts,
             config_mount: disk.config_mount,
-            log_dir: disk.log_dir,
+            accounts,
+            log,
         })
     }
 
@@ -368,7 +384,11 @@ impl Builder<'_> {
         })
     }
 
-    fn services(&self, raw: Vec<Spanned<RawService>>) -> Result<Vec<Service>, Failure> {
+    fn services(
+        &self,
+        raw: Vec<Spanned<RawService>>,
+        accounts: &Accounts,
+    ) -> Result<Vec<Service>, Failure> {
         let mut seen: HashMap<String, Span> = HashMap::new();
         let mut services = Vec::with_capacity(raw.len());
         for s in raw {
@@ -384,13 +404,14 @@ impl Builder<'_> {
                 ));
             }
             seen.insert(s.name.get_ref().clone(), span(&s.name));
-            services.push(self.service(s)?);
+            services.push(self.service(s, accounts)?);
         }
         check_after(&services)?;
         Ok(services)
     }
 
-    fn service(&self, s: RawService) -> Result<Service, Failure> {
+    fn service(&self, mut s: RawService, accounts: &Accounts) -> Result<Service, Failure> {
+        let run = supervision::run_settings(s.take_run(), accounts).map_err(run_failure)?;
         let exec_span = span(&s.exec);
         let exec: Vec<Spanned<String>> = s.exec.into_inner();
         let plain: Vec<String> = exec.iter().map(|a| a.get_ref().clone()).collect();
@@ -422,6 +443,7 @@ impl Builder<'_> {
             on_exit: s.on_exit,
             after: s.after.into_iter().map(located).collect(),
             enabled: s.enabled.unwrap_or(true),
+            run,
         })
     }
 
@@ -1054,7 +1076,7 @@ dst = "/bin/jq2"
                     restart: RestartPolicy::OnFailure,
                     on_exit: Some(ExitAction::Poweroff),
                     after: vec!["network-online".into(), "web".into()],
-                    enabled: true,
+                    ..ServiceConfig::new("greet", &[])
                 },
                 ServiceConfig {
                     name: "web".into(),
@@ -1063,7 +1085,7 @@ dst = "/bin/jq2"
                     restart: RestartPolicy::Always,
                     on_exit: None,
                     after: vec![],
-                    enabled: true,
+                    ..ServiceConfig::new("web", &[])
                 },
             ],
             ..Default::default()

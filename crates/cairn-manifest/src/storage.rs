@@ -1,8 +1,8 @@
 //! Runtime types for disks, shared by the builder and `cairn-init`:
-//! what to mount at boot, where the secondary config lives, where logs go.
+//! what to mount at boot, where the secondary config lives.
 //!
 //! These are part of [`crate::SystemConfig`] (`[[mount]]`, `config_mount`,
-//! `log_dir` in `/etc/cairn/system.toml`).
+//! in `/etc/cairn/system.toml`).
 
 use serde::{Deserialize, Serialize};
 

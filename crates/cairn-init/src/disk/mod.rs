@@ -9,7 +9,6 @@
 //! and stays up showing that (it still reaps, and answers power-off
 //! signals).
 
-pub mod log;
 pub mod probe;
 
 use std::io::Read;
@@ -353,7 +352,7 @@ pub fn mount_all(mounts: &[MountConfig], table: &mut MountTable) -> MountReport 
 }
 
 /// The disk stage of boot (PID 1, after modules are loaded, before any
-/// service): mount the `[[mount]]`s, open the disk log, apply the
+/// service): mount the `[[mount]]`s and apply the
 /// secondary config. Returns the config to run, or `None` when a required
 /// mount failed (then no service may start).
 pub fn prepare(
@@ -367,15 +366,6 @@ pub fn prepare(
     if report.fatal {
         info!("FATAL: a required filesystem is missing: no services will be started");
         return None;
-    }
-    if let Some(dir) = &cfg.log_dir {
-        match log::DiskLog::open(Path::new(dir), log::DEFAULT_MAX_BYTES) {
-            Ok(l) => {
-                log::install(l);
-                info!("logging to {dir}/{}", log::LOG_FILE);
-            }
-            Err(e) => info!("{e}; logging to the console only"),
-        }
     }
     let cfg = match &cfg.config_mount {
         Some(dir) if report.mounted.iter().any(|m| m == dir) => {
