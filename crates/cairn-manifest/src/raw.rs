@@ -38,6 +38,7 @@ pub(crate) struct RawManifest {
     pub mount: Vec<Spanned<crate::disk::RawMount>>,
     #[serde(default)]
     pub config: Option<Spanned<crate::disk::RawConfig>>,
+    #[serde(default)]
     pub user: Vec<Spanned<RawUser>>,
     #[serde(default)]
     pub group: Vec<Spanned<RawGroup>>,
