@@ -367,6 +367,13 @@ pub fn prepare(
         info!("FATAL: a required filesystem is missing: no services will be started");
         return None;
     }
+    // The log directory usually lives on one of these mounts; the log
+    // itself opens it later.
+    if let Some(dir) = &cfg.log.dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            info!("cannot create log directory {dir}: {e}");
+        }
+    }
     let cfg = match &cfg.config_mount {
         Some(dir) if report.mounted.iter().any(|m| m == dir) => {
             let (cfg, outcome) = crate::config2::load(cfg.clone(), Path::new(dir));
