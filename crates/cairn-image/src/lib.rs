@@ -2,6 +2,7 @@
 pub mod authenticode;
 pub mod compress;
 pub mod cpio;
+pub mod disk;
 pub mod elfdeps;
 pub mod kernel;
 pub mod kmod;

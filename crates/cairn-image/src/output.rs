@@ -71,6 +71,24 @@ impl OutputSet {
     /// Writes `bytes` to a temporary file for `file_name` and fsyncs it.
     /// Returns the path the file will have after [`OutputSet::commit`].
     pub fn add(&mut self, file_name: &str, bytes: &[u8]) -> Result<PathBuf, OutputError> {
+        self.add_with(file_name, |path| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?;
+            f.write_all(bytes)
+        })
+    }
+
+    /// Like [`OutputSet::add`] for outputs too large to hold in memory or
+    /// made by other programs: `write` creates the file at the temporary
+    /// path it is given; the file is then fsynced.
+    pub fn add_with(
+        &mut self,
+        file_name: &str,
+        write: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<PathBuf, OutputError> {
         if file_name.is_empty()
             || file_name == "."
             || file_name == ".."
@@ -90,19 +108,13 @@ impl OutputSet {
             .dir
             .join(format!(".{file_name}.tmp-{}", std::process::id()));
         let final_path = self.dir.join(file_name);
-        let write = |path: &Path| -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        };
         // Record first so that Drop cleans up a partially written file.
         self.pending
             .push((tmp.clone(), final_path.clone(), file_name.to_string()));
-        write(&tmp).map_err(|source| OutputError::Write { path: tmp, source })?;
+        let _ = fs::remove_file(&tmp);
+        write(&tmp)
+            .and_then(|()| OpenOptions::new().write(true).open(&tmp)?.sync_all())
+            .map_err(|source| OutputError::Write { path: tmp, source })?;
         Ok(final_path)
     }
 

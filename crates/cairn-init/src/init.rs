@@ -259,7 +259,24 @@ pub fn run() -> ! {
             } else {
                 debug!("test mode: skipping modules, hostname and lo");
             }
-            let mut sup = Supervisor::new(cfg.services.clone());
+            // Disks (mounts, secondary config) before any service: the
+            // `mounts` target is reached once this returns.
+            let disks = match mode {
+                Mode::Pid1 => unit("disks", on_panic, mode, || {
+                    crate::disk::prepare(cfg.clone(), &mut mounts)
+                }),
+                Mode::Test => Some(Some(crate::config2::without_disabled(cfg.clone()))),
+            };
+            let (cfg, fatal) = match disks {
+                Some(Some(c)) => (c, false),
+                Some(None) => (cfg, true),
+                None => (cfg, false),
+            };
+            let mut sup = if fatal {
+                Supervisor::idle()
+            } else {
+                Supervisor::new(cfg.services.clone())
+            };
             supervisor_setup(&mut sup, Some(&cfg), mode, &cmdline);
             (sup, on_panic)
         }

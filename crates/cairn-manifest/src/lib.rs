@@ -12,17 +12,24 @@
 
 pub mod compression;
 pub mod diagnostic;
+pub mod disk;
 pub mod manifest;
 mod raw;
+pub mod storage;
 pub mod supervision;
 pub mod system;
 pub mod validate;
 
 pub use compression::Compression;
 pub use diagnostic::{Diagnostic, Located, Span};
+pub use disk::{DiskSpec, ImageFormat, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
     BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, SignSpec, DEFAULT_CMDLINE,
     DEFAULT_FILE_MODE,
+};
+pub use storage::{
+    FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS, MKFS_EXT4_PATH,
+    SECONDARY_CONFIG_FILE,
 };
 pub use supervision::{Accounts, Level, LogConfig, RunSettings};
 pub use system::{

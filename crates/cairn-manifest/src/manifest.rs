@@ -78,6 +78,13 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// `[[binary]]` entries, in manifest order.
     pub binaries: Vec<BinaryEntry>,
+    /// `[disk]` with its `[[partition]]`s: write `NAME.img` (see
+    /// [`crate::disk`]).
+    pub disk: Option<crate::disk::DiskSpec>,
+    /// `[[mount]]` entries, in manifest order.
+    pub mounts: Vec<crate::disk::Mount>,
+    /// `[config] mount`: the mount point holding the secondary config.
+    pub config_mount: Option<Located<String>>,
     /// Users and groups of the image (`[[user]]`, `[[group]]`, plus root
     /// and nobody), written to `/etc/passwd` and `/etc/group`.
     pub accounts: Accounts,
@@ -144,6 +151,9 @@ pub struct Service {
     /// `after`: services or targets (`network-online`, `mounts`) to wait
     /// for before starting; cycles are refused.
     pub after: Vec<Located<String>>,
+    /// `enabled`: `false` keeps the service from starting (default `true`;
+    /// a secondary config can change it).
+    pub enabled: bool,
     /// Credentials, limits, restart backoff, stop timeout
     /// ([`crate::supervision`]).
     pub run: RunSettings,
@@ -230,12 +240,15 @@ impl Manifest {
                         restart: s.restart,
                         on_exit: s.on_exit,
                         after: s.after.iter().map(|a| a.value.clone()).collect(),
+                        enabled: s.enabled,
                         ..ServiceConfig::new(&s.name.value, &[])
                     }
                     .with_run(&s.run)
                 })
                 .collect(),
             log: self.log.clone(),
+            mounts: self.mounts.iter().map(|m| m.config.clone()).collect(),
+            config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
         }
     }
 }
@@ -302,6 +315,15 @@ impl Builder<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         self.unique_destinations(&files, &binaries)?;
         let sign = raw.sign.map(|s| self.sign(s.into_inner())).transpose()?;
+        let disk = crate::disk::build(
+            self.text,
+            self.dir,
+            raw.disk,
+            raw.partition,
+            raw.mount,
+            raw.config,
+        )
+        .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -314,6 +336,9 @@ impl Builder<'_> {
             services,
             files,
             binaries,
+            disk: disk.disk,
+            mounts: disk.mounts,
+            config_mount: disk.config_mount,
             accounts,
             log,
             sign,
@@ -442,6 +467,7 @@ impl Builder<'_> {
             restart: s.restart,
             on_exit: s.on_exit,
             after: s.after.into_iter().map(located).collect(),
+            enabled: s.enabled.unwrap_or(true),
             run,
         })
     }
@@ -1125,7 +1151,7 @@ dst = "/bin/jq2"
                     ..ServiceConfig::new("web", &[])
                 },
             ],
-            log: Default::default(),
+            ..Default::default()
         };
         assert_eq!(sys, expected);
         // And it survives the trip through the file baked into the image.

@@ -31,6 +31,14 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub binary: Vec<Spanned<RawBinary>>,
     #[serde(default)]
+    pub disk: Option<Spanned<crate::disk::RawDisk>>,
+    #[serde(default)]
+    pub partition: Vec<Spanned<crate::disk::RawPartition>>,
+    #[serde(default)]
+    pub mount: Vec<Spanned<crate::disk::RawMount>>,
+    #[serde(default)]
+    pub config: Option<Spanned<crate::disk::RawConfig>>,
+    #[serde(default)]
     pub user: Vec<Spanned<RawUser>>,
     #[serde(default)]
     pub group: Vec<Spanned<RawGroup>>,
@@ -82,6 +90,8 @@ pub(crate) struct RawService {
     pub on_exit: Option<ExitAction>,
     #[serde(default)]
     pub after: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
     // Supervision settings (see crate::supervision).
     #[serde(default)]
     pub user: Option<Spanned<toml::Value>>,

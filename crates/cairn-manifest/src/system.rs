@@ -31,6 +31,12 @@ pub struct SystemConfig {
     /// Services in manifest order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// Filesystems to mount before any service starts (`[[mount]]`).
+    #[serde(default, rename = "mount", skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::storage::MountConfig>,
+    /// Mount point holding the secondary config (`[config] mount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_mount: Option<String>,
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
@@ -52,6 +58,10 @@ pub struct ServiceConfig {
     /// starts after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// `false` keeps the service from starting (the secondary config can
+    /// turn services on and off).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
     /// User (name or number) to run as; `None`: root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -108,6 +118,7 @@ impl ServiceConfig {
             restart: RestartPolicy::default(),
             on_exit: None,
             after: Vec::new(),
+            enabled: true,
             user: None,
             group: None,
             groups: Vec::new(),
@@ -141,6 +152,14 @@ impl ServiceConfig {
         self.restart_limit = r.restart_limit;
         self
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -195,6 +214,7 @@ mod tests {
                 restart: RestartPolicy::OnFailure,
                 on_exit: Some(ExitAction::Poweroff),
                 after: vec!["network-online".into()],
+                enabled: false,
                 user: Some("app".into()),
                 groups: vec!["audio".into()],
                 limits: BTreeMap::from([("nofile".into(), 64)]),
@@ -202,7 +222,7 @@ mod tests {
                 memory_max: Some(1 << 20),
                 ..ServiceConfig::new("greet", &["/bin/echo", "hi"])
             }],
-            log: LogConfig::default(),
+            ..Default::default()
         };
         let text = cfg.to_toml();
         assert_eq!(SystemConfig::from_toml(&text).unwrap(), cfg);

@@ -75,6 +75,8 @@ pub enum Invalid {
     )]
     RelativeBinary(String),
     #[error(transparent)]
+    Disk(#[from] crate::disk::DiskInvalid),
+    #[error(transparent)]
     Run(#[from] crate::supervision::RunInvalid),
 }
 

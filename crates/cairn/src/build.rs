@@ -30,6 +30,8 @@ pub enum BuildError {
     Output(#[from] output::OutputError),
     #[error("signing: {0}")]
     Sign(#[from] crate::sign::SignError),
+    #[error("disk image: {0}")]
+    Disk(#[from] cairn_image::disk::DiskError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -66,6 +68,9 @@ pub struct BuildOptions {
     pub mtime: u32,
     /// Sign the UKI with this key (overrides the manifest's `[sign]`).
     pub sign: Option<crate::sign::SignKey>,
+    /// Keep the state on an existing `NAME.img` (`cairn run --disk`): only
+    /// its ESP is rewritten with the new UKI, in place.
+    pub keep_disk: bool,
 }
 
 impl BuildOptions {
@@ -78,6 +83,7 @@ impl BuildOptions {
             host_root: PathBuf::from("/"),
             mtime: source_date_epoch(),
             sign: None,
+            keep_disk: false,
         }
     }
 }
@@ -295,9 +301,15 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
 
     // Host binaries with their libraries.
     let mut seen = BTreeMap::new();
-    for b in &m.binaries {
-        let files = elfdeps::closure(&b.path.value, &b.dst, &opts.host_root)
-            .map_err(|e| BuildError::from(m.error_at(b.path.span, e.to_string())))?;
+    let mut bins: Vec<(PathBuf, String, cairn_manifest::Span)> = m
+        .binaries
+        .iter()
+        .map(|b| (b.path.value.clone(), b.dst.clone(), b.path.span))
+        .collect();
+    bins.extend(crate::disk::auto_binaries(&m));
+    for (path, dst, span) in &bins {
+        let files = elfdeps::closure(path, dst, &opts.host_root)
+            .map_err(|e| BuildError::from(m.error_at(*span, e.to_string())))?;
         for f in files {
             if seen.insert(f.image_path.clone(), ()).is_some() {
                 continue;
@@ -387,6 +399,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     ] {
         let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
         outputs.push((p, bytes.len() as u64));
+    }
+    if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
+        outputs.push(img);
     }
     out.commit()?;
 

@@ -2,6 +2,7 @@
 //! arguments and calls into here.
 
 pub mod build;
+pub mod disk;
 pub mod inspect;
 pub mod keys;
 pub mod run;

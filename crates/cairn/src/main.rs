@@ -73,6 +73,11 @@ enum Cmd {
         uefi: bool,
         #[command(flatten)]
         firmware: FirmwareArgs,
+        /// Boot NAME.img (the manifest's [disk]) through OVMF. The image is
+        /// booted in place, so what the appliance writes persists across
+        /// runs; only its ESP is refreshed with the new UKI.
+        #[arg(long, conflicts_with = "uefi")]
+        disk: bool,
         #[arg(long, value_enum, default_value = "tcg")]
         accel: Accel,
         /// Guest memory, as QEMU takes it (64M, 1G).
@@ -141,18 +146,30 @@ fn main() -> ExitCode {
             build: a,
             uefi,
             firmware,
+            disk,
             accel,
             mem,
             net,
             timeout,
             qemu_args,
         } => (|| {
-            let report = build(&a.manifest, &build_options(&a))?;
+            let mut bo = build_options(&a);
+            bo.keep_disk = disk;
+            let report = build(&a.manifest, &bo)?;
             eprint!("{report}");
             let m = cairn_manifest::Manifest::load(&a.manifest)?;
-            let boot = Boot::in_dir(&a.out, &report.name, &m.kernel.cmdline);
+            let mut boot = Boot::in_dir(&a.out, &report.name, &m.kernel.cmdline);
+            if disk {
+                let Some(d) = &m.disk else {
+                    anyhow::bail!("--disk needs a [disk] table in {}", a.manifest.display());
+                };
+                boot.disk = Some((
+                    a.out.join(format!("{}.img", report.name)),
+                    d.format == cairn_manifest::ImageFormat::Qcow2,
+                ));
+            }
             let opts = RunOptions {
-                uefi,
+                uefi: uefi || disk,
                 secure_boot: firmware.secure_boot,
                 vars: firmware.vars,
                 accel,
@@ -179,6 +196,7 @@ fn main() -> ExitCode {
                 initrd: PathBuf::new(),
                 efi,
                 cmdline: String::new(),
+                disk: None,
             };
             let opts = RunOptions {
                 uefi: true,

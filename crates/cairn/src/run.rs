@@ -97,6 +97,9 @@ pub struct Boot {
     pub initrd: PathBuf,
     pub efi: PathBuf,
     pub cmdline: String,
+    /// With `uefi`: boot this disk image (path, is qcow2) instead of a FAT
+    /// directory holding the UKI.
+    pub disk: Option<(PathBuf, bool)>,
 }
 
 impl Boot {
@@ -106,6 +109,7 @@ impl Boot {
             initrd: dir.join(format!("{name}.initrd")),
             efi: dir.join(format!("{name}.efi")),
             cmdline: cmdline.to_string(),
+            disk: None,
         }
     }
 }
@@ -173,15 +177,29 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             "the OVMF variable store",
             "package ovmf, or --vars FILE",
         )?;
-        require(&boot.efi, "the UKI", "run `cairn build` first")?;
-        let efi_dir = work.join("esp/EFI/BOOT");
         let vars = work.join("OVMF_VARS.fd");
+        // Boot from the disk image when there is one, else from a FAT
+        // directory drive holding the UKI.
+        let disk = boot.disk.as_ref().filter(|_| opts.uefi);
         let prep = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&efi_dir)?;
-            std::fs::copy(&boot.efi, efi_dir.join("BOOTX64.EFI"))?;
+            std::fs::create_dir_all(work)?;
+            if disk.is_none() {
+                let efi_dir = work.join("esp/EFI/BOOT");
+                std::fs::create_dir_all(&efi_dir)?;
+                std::fs::copy(&boot.efi, efi_dir.join("BOOTX64.EFI"))?;
+            }
             std::fs::copy(&src_vars, &vars)?;
             Ok(())
         };
+        if let Some((img, _)) = disk {
+            require(
+                img,
+                "the disk image",
+                "add a [disk] table and run `cairn build`",
+            )?;
+        } else {
+            require(&boot.efi, "the UKI", "run `cairn build` first")?;
+        }
         prep().map_err(|source| RunError::EfiDir {
             path: work.to_path_buf(),
             source,
@@ -200,10 +218,17 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             "if=pflash,format=raw,unit=1,file={}",
             vars.display()
         ));
-        cmd.arg("-drive").arg(format!(
-            "file=fat:rw:{},format=raw,if=virtio",
-            work.join("esp").display()
-        ));
+        match disk {
+            Some((img, qcow2)) => cmd.arg("-drive").arg(format!(
+                "file={},format={},if=virtio",
+                img.display(),
+                if *qcow2 { "qcow2" } else { "raw" }
+            )),
+            None => cmd.arg("-drive").arg(format!(
+                "file=fat:rw:{},format=raw,if=virtio",
+                work.join("esp").display()
+            )),
+        };
     } else {
         require(&boot.vmlinuz, "the kernel", "run `cairn build` first")?;
         require(&boot.initrd, "the initramfs", "run `cairn build` first")?;

@@ -1,0 +1,507 @@
+//! Disks at boot: find the `[[mount]]` filesystems by label, partition
+//! label or UUID (reading superblocks and GPTs ourselves: no blkid), wait a
+//! bounded time for slow devices, format an empty partition when asked,
+//! mount. Runs before any service starts, so the `mounts` target is
+//! reached when this is done.
+//!
+//! A `required` mount that cannot be found or mounted is fatal: the init
+//! prints what it looked for and every device it saw, starts no services
+//! and stays up showing that (it still reaps, and answers power-off
+//! signals).
+
+pub mod probe;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cairn_manifest::{FormatPolicy, MountConfig, MountSource, MKFS_EXT4_PATH};
+use rustix::mount::MountFlags;
+
+use crate::boot::MountTable;
+use crate::info;
+use probe::Signature;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{what}: no filesystem found after {wait}s; devices seen: {seen}")]
+    NotFound {
+        what: String,
+        wait: u32,
+        seen: String,
+    },
+    #[error("{what}: {dev} holds {found}, not {fs}")]
+    WrongFs {
+        what: String,
+        dev: String,
+        found: String,
+        fs: &'static str,
+    },
+    #[error("{what}: cannot create mount point: {source}")]
+    Mkdir {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: mounting {dev} failed: {source}")]
+    Mount {
+        what: String,
+        dev: String,
+        source: rustix::io::Errno,
+    },
+    #[error("{what}: formatting {dev} failed: {detail}")]
+    Mkfs {
+        what: String,
+        dev: String,
+        detail: String,
+    },
+}
+
+/// A block device as the init sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Kernel name: `vda1`.
+    pub name: String,
+    /// GPT partition name, if it is a partition of a GPT disk.
+    pub partlabel: Option<String>,
+    pub sig: Signature,
+}
+
+impl Device {
+    pub fn dev_path(&self) -> PathBuf {
+        Path::new("/dev").join(&self.name)
+    }
+
+    fn describe(&self) -> String {
+        let mut s = self.name.clone();
+        match &self.sig {
+            Signature::Ext4 { label, uuid } => s += &format!(" ext4 label={label:?} uuid={uuid}"),
+            Signature::Vfat { label, uuid } => s += &format!(" vfat label={label:?} uuid={uuid}"),
+            Signature::Unknown => s += " (unknown contents)",
+            Signature::Empty => s += " (empty)",
+        }
+        if let Some(p) = &self.partlabel {
+            s += &format!(" partlabel={p:?}");
+        }
+        s
+    }
+}
+
+fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::with_capacity(n);
+    f.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn read_at(path: &Path, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(n);
+    f.take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// GPT partition names of whole disk `dev` (512-byte sectors).
+fn gpt_names(dev: &Path) -> Vec<(u32, String)> {
+    let Ok(lba1) = read_at(dev, 512, 512) else {
+        return Vec::new();
+    };
+    let Ok(h) = probe::gpt_header(&lba1) else {
+        return Vec::new();
+    };
+    let Some(off) = h.entries_lba.checked_mul(512) else {
+        return Vec::new();
+    };
+    match read_at(dev, off, h.entries_len()) {
+        Ok(b) => probe::gpt_names(&h, &b).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every block device under `/sys/class/block` (except loop, ram and
+/// zram devices), with what it holds.
+pub fn scan() -> Vec<Device> {
+    let sys = Path::new("/sys/class/block");
+    let Ok(rd) = std::fs::read_dir(sys) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("zram"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let entry = sys.join(&name);
+        let partno: Option<u32> = std::fs::read_to_string(entry.join("partition"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let partlabel = partno.and_then(|n| {
+            let parent = std::fs::canonicalize(&entry).ok()?;
+            let disk = parent.parent()?.file_name()?.to_string_lossy().into_owned();
+            gpt_names(&Path::new("/dev").join(disk))
+                .into_iter()
+                .find(|(i, _)| *i == n)
+                .map(|(_, l)| l)
+        });
+        let dev = Path::new("/dev").join(&name);
+        let sig = match read_head(&dev, probe::PROBE_BYTES) {
+            Ok(b) => probe::probe(&b),
+            Err(_) => continue,
+        };
+        out.push(Device {
+            name,
+            partlabel,
+            sig,
+        });
+    }
+    out
+}
+
+/// The device `m` names, if any.
+pub fn find<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<&'a Device> {
+    devices.iter().find(|d| match (&m.source, &d.sig) {
+        (MountSource::Label(l), Signature::Ext4 { label, .. } | Signature::Vfat { label, .. }) => {
+            label == l || (matches!(d.sig, Signature::Vfat { .. }) && label.eq_ignore_ascii_case(l))
+        }
+        (MountSource::Uuid(u), Signature::Ext4 { uuid, .. } | Signature::Vfat { uuid, .. }) => {
+            uuid.eq_ignore_ascii_case(u)
+        }
+        (MountSource::Partlabel(l), _) => d.partlabel.as_deref() == Some(l.as_str()),
+        _ => false,
+    })
+}
+
+/// With `format = "if-empty"`: an empty partition whose GPT name is the
+/// mount's label (or partlabel). A partition with any non-zero byte in its
+/// first 64 KiB is never chosen.
+pub fn find_empty<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<&'a Device> {
+    if m.format != FormatPolicy::IfEmpty {
+        return None;
+    }
+    let name = match &m.source {
+        MountSource::Label(l) | MountSource::Partlabel(l) => l,
+        MountSource::Uuid(_) => return None,
+    };
+    devices
+        .iter()
+        .find(|d| d.sig == Signature::Empty && d.partlabel.as_deref() == Some(name.as_str()))
+}
+
+/// Splits fstab options into mount flags and the filesystem's data string.
+pub fn parse_options(opts: &str) -> (MountFlags, String) {
+    let mut flags = MountFlags::empty();
+    let mut data = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => flags |= MountFlags::RDONLY,
+            "rw" | "defaults" => {}
+            "noatime" => flags |= MountFlags::NOATIME,
+            "nodiratime" => flags |= MountFlags::NODIRATIME,
+            "relatime" => flags |= MountFlags::RELATIME,
+            "strictatime" => flags |= MountFlags::STRICTATIME,
+            "lazytime" => flags |= MountFlags::LAZYTIME,
+            "nosuid" => flags |= MountFlags::NOSUID,
+            "nodev" => flags |= MountFlags::NODEV,
+            "noexec" => flags |= MountFlags::NOEXEC,
+            "sync" => flags |= MountFlags::SYNCHRONOUS,
+            "dirsync" => flags |= MountFlags::DIRSYNC,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+fn sig_name(s: &Signature) -> &'static str {
+    match s {
+        Signature::Ext4 { .. } => "ext4",
+        Signature::Vfat { .. } => "vfat",
+        Signature::Unknown => "unknown data",
+        Signature::Empty => "nothing (empty)",
+    }
+}
+
+fn mkfs_ext4(dev: &Path, label: &str) -> Result<(), String> {
+    let out = std::process::Command::new(MKFS_EXT4_PATH)
+        .args(["-q", "-F", "-t", "ext4", "-L", label])
+        .arg(dev)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {MKFS_EXT4_PATH}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{MKFS_EXT4_PATH} {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Finds (waiting up to `m.wait` seconds), formats if asked and allowed,
+/// and mounts one filesystem. Returns the device it mounted.
+pub fn mount_one(m: &MountConfig, table: &mut MountTable) -> Result<String, DiskError> {
+    let what = format!("mount {} on {}", m.source, m.path);
+    let deadline = Instant::now() + Duration::from_secs(m.wait.into());
+    let (dev, format) = loop {
+        let devices = scan();
+        if let Some(d) = find(m, &devices) {
+            break (d.clone(), false);
+        }
+        if let Some(d) = find_empty(m, &devices) {
+            break (d.clone(), true);
+        }
+        if Instant::now() >= deadline {
+            let seen = if devices.is_empty() {
+                "none".to_string()
+            } else {
+                devices
+                    .iter()
+                    .map(Device::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return Err(DiskError::NotFound {
+                what,
+                wait: m.wait,
+                seen,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dev_path = dev.dev_path();
+    let dev_name = dev_path.display().to_string();
+    if format {
+        let label = match &m.source {
+            MountSource::Label(l) | MountSource::Partlabel(l) => l.clone(),
+            MountSource::Uuid(_) => String::new(),
+        };
+        info!("formatting {dev_name} as ext4 (label {label}): it is empty");
+        mkfs_ext4(&dev_path, &label).map_err(|detail| DiskError::Mkfs {
+            what: what.clone(),
+            dev: dev_name.clone(),
+            detail,
+        })?;
+    } else {
+        let found = sig_name(&dev.sig);
+        if found != m.fs.as_str() {
+            return Err(DiskError::WrongFs {
+                what,
+                dev: dev_name,
+                found: found.to_string(),
+                fs: m.fs.as_str(),
+            });
+        }
+    }
+    std::fs::create_dir_all(&m.path).map_err(|source| DiskError::Mkdir {
+        what: what.clone(),
+        source,
+    })?;
+    let (flags, data) = parse_options(&m.options);
+    let data_c = std::ffi::CString::new(data.clone()).unwrap_or_default();
+    let data_opt = (!data.is_empty()).then_some(data_c.as_c_str());
+    rustix::mount::mount(
+        dev_path.as_path(),
+        m.path.as_str(),
+        m.fs.as_str(),
+        flags,
+        data_opt,
+    )
+    .map_err(|source| DiskError::Mount {
+        what,
+        dev: dev_name.clone(),
+        source,
+    })?;
+    table.mounted.push(PathBuf::from(&m.path));
+    Ok(dev_name)
+}
+
+/// The outcome of [`mount_all`].
+#[derive(Debug, Default)]
+pub struct MountReport {
+    /// A required mount failed: services must not start.
+    pub fatal: bool,
+    /// Mount points that are mounted.
+    pub mounted: Vec<String>,
+}
+
+/// Mounts every `[[mount]]` in order, logging each outcome. A failed
+/// required mount is reported as FATAL with everything the init knows.
+pub fn mount_all(mounts: &[MountConfig], table: &mut MountTable) -> MountReport {
+    let mut report = MountReport::default();
+    for m in mounts {
+        match mount_one(m, table) {
+            Ok(dev) => {
+                info!("mounted {dev} ({}) on {}", m.source, m.path);
+                report.mounted.push(m.path.clone());
+            }
+            Err(e) if m.required => {
+                info!("FATAL: required {e}");
+                report.fatal = true;
+            }
+            Err(e) => info!("{e} (not required: boot goes on)"),
+        }
+    }
+    if !mounts.is_empty() && !report.fatal {
+        info!("mounts done");
+    }
+    report
+}
+
+/// The disk stage of boot (PID 1, after modules are loaded, before any
+/// service): mount the `[[mount]]`s and apply the
+/// secondary config. Returns the config to run, or `None` when a required
+/// mount failed (then no service may start).
+pub fn prepare(
+    cfg: cairn_manifest::SystemConfig,
+    table: &mut MountTable,
+) -> Option<cairn_manifest::SystemConfig> {
+    if cfg.mounts.is_empty() {
+        return Some(crate::config2::without_disabled(cfg));
+    }
+    let report = mount_all(&cfg.mounts, table);
+    if report.fatal {
+        info!("FATAL: a required filesystem is missing: no services will be started");
+        return None;
+    }
+    // The log directory usually lives on one of these mounts; the log
+    // itself opens it later.
+    if let Some(dir) = &cfg.log.dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            info!("cannot create log directory {dir}: {e}");
+        }
+    }
+    let cfg = match &cfg.config_mount {
+        Some(dir) if report.mounted.iter().any(|m| m == dir) => {
+            let (cfg, outcome) = crate::config2::load(cfg.clone(), Path::new(dir));
+            match outcome {
+                crate::config2::Outcome::WroteTemplate(p) => {
+                    info!(
+                        "secondary config: wrote a commented template to {}",
+                        p.display()
+                    )
+                }
+                crate::config2::Outcome::Applied(p) => {
+                    info!("secondary config {} applied", p.display())
+                }
+                crate::config2::Outcome::Refused(e) => {
+                    for line in e.to_string().lines() {
+                        info!("{line}");
+                    }
+                    info!("secondary config refused: using the built-in config");
+                }
+            }
+            cfg
+        }
+        Some(dir) => {
+            info!("secondary config: {dir} is not mounted; using the built-in config");
+            cfg
+        }
+        None => cfg,
+    };
+    Some(crate::config2::without_disabled(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_manifest::FsType;
+
+    fn mc(source: MountSource, format: FormatPolicy) -> MountConfig {
+        MountConfig {
+            source,
+            path: "/data".into(),
+            fs: FsType::Ext4,
+            options: String::new(),
+            format,
+            required: true,
+            wait: 0,
+        }
+    }
+
+    fn devs() -> Vec<Device> {
+        vec![
+            Device {
+                name: "vda1".into(),
+                partlabel: Some("ESP".into()),
+                sig: Signature::Vfat {
+                    label: "ESP".into(),
+                    uuid: "1234-ABCD".into(),
+                },
+            },
+            Device {
+                name: "vda2".into(),
+                partlabel: Some("CONFIG".into()),
+                sig: Signature::Ext4 {
+                    label: "CONFIG".into(),
+                    uuid: "00010203-0405-0607-0809-0a0b0c0d0e0f".into(),
+                },
+            },
+            Device {
+                name: "vda3".into(),
+                partlabel: Some("DATA".into()),
+                sig: Signature::Empty,
+            },
+            Device {
+                name: "vda4".into(),
+                partlabel: Some("USED".into()),
+                sig: Signature::Unknown,
+            },
+        ]
+    }
+
+    #[test]
+    fn finds_by_label_partlabel_uuid() {
+        let d = devs();
+        let f = |s| find(&mc(s, FormatPolicy::Never), &d).map(|d| d.name.clone());
+        assert_eq!(
+            f(MountSource::Label("CONFIG".into())).as_deref(),
+            Some("vda2")
+        );
+        assert_eq!(f(MountSource::Label("esp".into())).as_deref(), Some("vda1"));
+        assert_eq!(f(MountSource::Label("config".into())), None);
+        assert_eq!(
+            f(MountSource::Partlabel("DATA".into())).as_deref(),
+            Some("vda3")
+        );
+        assert_eq!(
+            f(MountSource::Uuid(
+                "00010203-0405-0607-0809-0A0B0C0D0E0F".into()
+            ))
+            .as_deref(),
+            Some("vda2")
+        );
+        assert_eq!(
+            f(MountSource::Uuid("1234-abcd".into())).as_deref(),
+            Some("vda1")
+        );
+        assert_eq!(f(MountSource::Label("DATA".into())), None);
+    }
+
+    #[test]
+    fn formats_only_empty_partitions_when_asked() {
+        let d = devs();
+        let data = MountSource::Label("DATA".into());
+        assert!(find_empty(&mc(data.clone(), FormatPolicy::Never), &d).is_none());
+        assert_eq!(
+            find_empty(&mc(data, FormatPolicy::IfEmpty), &d).map(|d| d.name.as_str()),
+            Some("vda3")
+        );
+        // Non-zero bytes: never formatted.
+        let used = MountSource::Partlabel("USED".into());
+        assert!(find_empty(&mc(used, FormatPolicy::IfEmpty), &d).is_none());
+        let cfg = MountSource::Label("CONFIG".into());
+        assert!(find_empty(&mc(cfg, FormatPolicy::IfEmpty), &d).is_none());
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let (f, d) = parse_options("noatime,ro,data=journal,journal_checksum,sync");
+        assert!(f.contains(MountFlags::NOATIME | MountFlags::RDONLY | MountFlags::SYNCHRONOUS));
+        assert_eq!(d, "data=journal,journal_checksum");
+        assert_eq!(parse_options(""), (MountFlags::empty(), String::new()));
+    }
+}

@@ -1,0 +1,93 @@
+//! The disk parts of `cairn build`: `NAME.img` and the programs the init
+//! needs for the manifest's mounts.
+
+use std::path::{Path, PathBuf};
+
+use cairn_image::{disk, output::OutputSet};
+use cairn_manifest::{FormatPolicy, FsType, ImageFormat, Manifest, Span, MKFS_EXT4_PATH};
+
+use crate::build::BuildError;
+
+/// `[[binary]]`s the builder adds by itself: `mkfs.ext4` when a mount may
+/// have to format an ext4 filesystem (`format = "if-empty"`), unless the
+/// manifest installs it already. Located at that mount.
+pub fn auto_binaries(m: &Manifest) -> Vec<(PathBuf, String, Span)> {
+    let wants_mkfs = m
+        .mounts
+        .iter()
+        .find(|mt| mt.config.format == FormatPolicy::IfEmpty && mt.config.fs == FsType::Ext4);
+    match wants_mkfs {
+        Some(mt) if !m.binaries.iter().any(|b| b.dst == MKFS_EXT4_PATH) => {
+            vec![(
+                PathBuf::from(MKFS_EXT4_PATH),
+                MKFS_EXT4_PATH.to_string(),
+                mt.span,
+            )]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Writes `NAME.img` into `out` when the manifest has a `[disk]`; returns
+/// its final path and size.
+pub fn write(
+    m: &Manifest,
+    efi: &[u8],
+    mtime: u32,
+    keep: bool,
+    out: &mut OutputSet,
+) -> Result<Option<(PathBuf, u64)>, BuildError> {
+    let Some(spec) = &m.disk else {
+        return Ok(None);
+    };
+    let existing = out.dir().join(format!("{}.img", m.name));
+    if keep && existing.is_file() {
+        if spec.format == ImageFormat::Qcow2 {
+            eprintln!(
+                "cairn: keeping {} as it is (a qcow2 image is not updated in place; delete it to rebuild)",
+                existing.display()
+            );
+            return Ok(None);
+        }
+        match disk::refresh_esp(&existing, &m.name, spec, efi) {
+            Ok(()) => return Ok(None),
+            Err(e) => eprintln!(
+                "cairn: rebuilding {} from scratch (its state is lost): {e}",
+                existing.display()
+            ),
+        }
+    }
+    for p in &spec.partitions {
+        if let Some(c) = &p.content {
+            if !c.value.is_dir() {
+                return Err(m
+                    .error_at(
+                        c.span,
+                        format!("content {} is not a directory", c.value.display()),
+                    )
+                    .into());
+            }
+        }
+    }
+    let mut err = None;
+    let qcow2 = spec.format == ImageFormat::Qcow2;
+    let path = out.add_with(&format!("{}.img", m.name), |tmp: &Path| {
+        disk::write_image(tmp, &m.name, spec, efi, mtime, qcow2).map_err(|e| {
+            let msg = e.to_string();
+            err = Some(e);
+            std::io::Error::other(msg)
+        })
+    });
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let path = path?;
+    let size = std::fs::metadata(out.dir().join(format!(
+        ".{}.img.tmp-{}",
+        m.name,
+        std::process::id()
+    )))
+    .map(|md| md.len())
+    .unwrap_or(spec.size);
+    Ok(Some((path, size)))
+}

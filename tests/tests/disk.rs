@@ -1,0 +1,204 @@
+//! Disk images: layout checked by external tools, boot from the disk through
+//! OVMF, mounts by label, format-if-empty, secondary config.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_e2e::{boot, build, example};
+
+const MIB: u64 = 1 << 20;
+
+/// GPT partitions of `img` as (start byte, size bytes, name), via sfdisk.
+fn partitions(img: &Path) -> Vec<(u64, u64, String)> {
+    let out = Command::new("sfdisk").arg("-J").arg(img).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut v = Vec::new();
+    for chunk in text.split("\"start\":").skip(1) {
+        let num = |key: &str, s: &str| -> u64 {
+            let s = if key.is_empty() {
+                s
+            } else {
+                s.split(key).nth(1).unwrap()
+            };
+            s.trim_start_matches([' ', ':'])
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        };
+        let start = num("", chunk.trim_start());
+        let size = num("\"size\"", chunk);
+        let name = chunk
+            .split("\"name\":")
+            .nth(1)
+            .and_then(|s| s.split('"').nth(1))
+            .unwrap_or("")
+            .to_string();
+        v.push((start * 512, size * 512, name));
+    }
+    v
+}
+
+fn extract(img: &Path, start: u64, len: u64, to: &Path) {
+    let st = Command::new("dd")
+        .arg(format!("if={}", img.display()))
+        .arg(format!("of={}", to.display()))
+        .args(["bs=1M", "status=none"])
+        .arg(format!("skip={}", start / MIB))
+        .arg(format!("count={}", len / MIB))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn put_back(img: &Path, start: u64, from: &Path) {
+    let st = Command::new("dd")
+        .arg(format!("if={}", from.display()))
+        .arg(format!("of={}", img.display()))
+        .args(["bs=1M", "status=none", "conv=notrunc"])
+        .arg(format!("seek={}", start / MIB))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn check(cmd: &str, args: &[&str], part: &Path) {
+    let out = Command::new(cmd).args(args).arg(part).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// sfdisk --verify, fsck.vfat -n on the ESP, e2fsck -fn on every ext4
+/// partition (named in `ext4`).
+fn check_image(img: &Path, ext4: &[&str]) {
+    check("sfdisk", &["--verify"], img);
+    let tmp = tempfile::tempdir().unwrap();
+    for (start, len, name) in partitions(img) {
+        let part = tmp.path().join(&name);
+        extract(img, start, len, &part);
+        if name == "ESP" {
+            check("fsck.vfat", &["-n"], &part);
+        } else if ext4.contains(&name.as_str()) {
+            check("e2fsck", &["-fn"], &part);
+        }
+    }
+}
+
+fn debugfs_cat(img: &Path, label: &str, file: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, l, _) = partitions(img).into_iter().find(|p| p.2 == label).unwrap();
+    let part = tmp.path().join("p");
+    extract(img, s, l, &part);
+    let out = Command::new("debugfs")
+        .args(["-R", &format!("cat {file}")])
+        .arg(&part)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn debugfs_write(img: &Path, label: &str, file: &str, content: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, l, _) = partitions(img).into_iter().find(|p| p.2 == label).unwrap();
+    let part = tmp.path().join("p");
+    extract(img, s, l, &part);
+    let local = tmp.path().join("content");
+    std::fs::write(&local, content).unwrap();
+    for req in [
+        format!("rm {file}"),
+        format!("write {} {file}", local.display()),
+    ] {
+        Command::new("debugfs")
+            .args(["-w", "-R", &req])
+            .arg(&part)
+            .output()
+            .unwrap();
+    }
+    put_back(img, s, &part);
+}
+
+#[test]
+fn image_layout_is_clean_and_reproducible() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    build(&example("disk"), a.path()).assert_ok();
+    build(&example("disk"), b.path()).assert_ok();
+    let img = a.path().join("disk.img");
+    let parts = partitions(&img);
+    let names: Vec<&str> = parts.iter().map(|p| p.2.as_str()).collect();
+    assert_eq!(names, ["ESP", "CONFIG", "DATA"]);
+    assert_eq!(parts[0].0, MIB);
+    assert_eq!(parts[0].1, 64 * MIB);
+    assert_eq!(parts[2].1, 32 * MIB);
+    check_image(&img, &["CONFIG"]);
+    // The DATA partition is left empty for the init to format.
+    let tmp = tempfile::tempdir().unwrap();
+    extract(&img, parts[2].0, parts[2].1, &tmp.path().join("d"));
+    assert!(std::fs::read(tmp.path().join("d"))
+        .unwrap()
+        .iter()
+        .all(|&x| x == 0));
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        std::fs::read(b.path().join("disk.img")).unwrap(),
+        "two builds differ"
+    );
+}
+
+#[test]
+fn boots_from_disk_formats_once_and_applies_secondary_config() {
+    let out = tempfile::tempdir().unwrap();
+    let args = ["--disk", "--net", "none", "--mem", "256M"];
+    let t = Duration::from_secs(300);
+    // First boot: DATA is empty and gets formatted, the template is written.
+    let o = boot(&example("disk"), out.path(), &args, t);
+    o.assert_ok();
+    o.assert_stdout_has("cairn: formatting /dev/vda3 as ext4 (label DATA)");
+    o.assert_stdout_has("cairn: mounted /dev/vda2 (LABEL=CONFIG) on /config");
+    o.assert_stdout_has("cairn: secondary config: wrote a commented template");
+    o.assert_stdout_has("boot 1: hello from the primary config");
+    let img = out.path().join("disk.img");
+    check_image(&img, &["CONFIG", "DATA"]);
+    let template = debugfs_cat(&img, "CONFIG", "/cairn.toml");
+    assert!(template.contains("# [service.count]"), "{template}");
+    assert!(debugfs_cat(&img, "DATA", "/log/cairn.log").contains("cairn: logging to /data/log"));
+
+    // Second boot: not formatted again (data kept), override applied.
+    debugfs_write(
+        &img,
+        "CONFIG",
+        "/cairn.toml",
+        "[service.count]\nenv = { GREETING = \"hello from the secondary config\" }\n",
+    );
+    let o = boot(&example("disk"), out.path(), &args, t);
+    o.assert_ok();
+    assert!(!o.stdout.contains("formatting"), "{}", o.stdout);
+    o.assert_stdout_has("secondary config /config/cairn.toml applied");
+    o.assert_stdout_has("boot 2: hello from the secondary config");
+
+    // Third boot: a broken secondary config is reported with line:col and
+    // the primary is used.
+    debugfs_write(
+        &img,
+        "CONFIG",
+        "/cairn.toml",
+        "\n[service.count]\nenabled = \"no\"\n",
+    );
+    let o = boot(&example("disk"), out.path(), &args, t);
+    o.assert_ok();
+    o.assert_stdout_has("cairn: /config/cairn.toml:3:11: error:");
+    o.assert_stdout_has("secondary config refused: using the built-in config");
+    o.assert_stdout_has("boot 3: hello from the primary config");
+    check_image(&img, &["CONFIG", "DATA"]);
+}
