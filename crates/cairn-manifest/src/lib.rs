@@ -14,6 +14,7 @@ pub mod compression;
 pub mod diagnostic;
 pub mod manifest;
 mod raw;
+pub mod shell;
 pub mod supervision;
 pub mod system;
 pub mod validate;
@@ -24,6 +25,7 @@ pub use manifest::{
     BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, DEFAULT_CMDLINE,
     DEFAULT_FILE_MODE,
 };
+pub use shell::{Shell, ShellConfig};
 pub use supervision::{Accounts, Level, LogConfig, RunSettings};
 pub use system::{
     ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,

@@ -83,6 +83,8 @@ pub struct Manifest {
     pub accounts: Accounts,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[shell]`: the break-glass console shell; `None` (default): none.
+    pub shell: Option<crate::shell::Shell>,
 }
 
 /// The `[kernel]` table.
@@ -223,6 +225,7 @@ impl Manifest {
                 })
                 .collect(),
             log: self.log.clone(),
+            shell: self.shell.as_ref().map(crate::shell::Shell::config),
         }
     }
 }
@@ -276,6 +279,7 @@ impl Builder<'_> {
         let kernel = self.kernel(raw.kernel)?;
         let accounts = Accounts::build(raw.user, raw.group).map_err(run_failure)?;
         let log = supervision::log_config(raw.log).map_err(run_failure)?;
+        let shell = crate::shell::shell(raw.shell).map_err(|(sp, e)| (sp, Invalid::Shell(e)))?;
         let services = self.services(raw.service, &accounts)?;
         let files = raw
             .file
@@ -302,6 +306,7 @@ impl Builder<'_> {
             binaries,
             accounts,
             log,
+            shell,
         })
     }
 
@@ -1063,6 +1068,7 @@ dst = "/bin/jq2"
                 },
             ],
             log: Default::default(),
+            shell: None,
         };
         assert_eq!(sys, expected);
         // And it survives the trip through the file baked into the image.

@@ -36,6 +36,8 @@ pub(crate) struct RawManifest {
     pub group: Vec<Spanned<RawGroup>>,
     #[serde(default)]
     pub log: Option<RawLog>,
+    #[serde(default)]
+    pub shell: Option<crate::shell::RawShell>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,9 @@ pub struct SystemConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[shell]`: the break-glass console shell; `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<crate::shell::ShellConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +206,10 @@ mod tests {
                 ..ServiceConfig::new("greet", &["/bin/echo", "hi"])
             }],
             log: LogConfig::default(),
+            shell: Some(crate::shell::ShellConfig {
+                exec: vec!["/bin/sh".into()],
+                password_hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA".into(),
+            }),
         };
         let text = cfg.to_toml();
         assert_eq!(SystemConfig::from_toml(&text).unwrap(), cfg);

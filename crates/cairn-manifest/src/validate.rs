@@ -76,6 +76,8 @@ pub enum Invalid {
     RelativeBinary(String),
     #[error(transparent)]
     Run(#[from] crate::supervision::RunInvalid),
+    #[error(transparent)]
+    Shell(#[from] crate::shell::ShellInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

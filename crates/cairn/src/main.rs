@@ -58,6 +58,9 @@ enum Cmd {
     },
     /// List what is inside a UKI (.efi) or an initramfs.
     Inspect { file: PathBuf },
+    /// Hash a password for `[shell] password_hash` (argon2id): asks on a
+    /// terminal, else reads the first line of standard input.
+    HashPassword,
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
@@ -98,6 +101,9 @@ fn main() -> ExitCode {
             cairn::run::run(&boot, &opts)?;
             Ok(())
         })(),
+        Cmd::HashPassword => cairn::password::hash_from_stdin()
+            .map(|h| println!("{h}"))
+            .map_err(anyhow::Error::from),
         Cmd::Inspect { file } => cairn::inspect::inspect(&file)
             .map(|t| print!("{t}"))
             .map_err(anyhow::Error::from),
