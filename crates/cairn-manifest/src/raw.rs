@@ -38,6 +38,14 @@ pub(crate) struct RawManifest {
     pub log: Option<RawLog>,
     #[serde(default)]
     pub shell: Option<crate::shell::RawShell>,
+    pub sign: Option<Spanned<RawSign>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSign {
+    pub key: Spanned<String>,
+    pub cert: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,5 +3,7 @@
 
 pub mod build;
 pub mod inspect;
+pub mod keys;
 pub mod password;
 pub mod run;
+pub mod sign;
