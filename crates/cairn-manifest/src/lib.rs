@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod disk;
 pub mod manifest;
 mod raw;
+pub mod shell;
 pub mod storage;
 pub mod supervision;
 pub mod system;
@@ -27,6 +28,7 @@ pub use manifest::{
     BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, SignSpec, DEFAULT_CMDLINE,
     DEFAULT_FILE_MODE,
 };
+pub use shell::{Shell, ShellConfig};
 pub use storage::{
     FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS, MKFS_EXT4_PATH,
     SECONDARY_CONFIG_FILE,

@@ -90,6 +90,8 @@ pub struct Manifest {
     pub accounts: Accounts,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[shell]`: the break-glass console shell; `None` (default): none.
+    pub shell: Option<crate::shell::Shell>,
     /// `[sign]`: sign the UKI for Secure Boot; `None` leaves it unsigned.
     pub sign: Option<SignSpec>,
 }
@@ -249,6 +251,7 @@ impl Manifest {
             log: self.log.clone(),
             mounts: self.mounts.iter().map(|m| m.config.clone()).collect(),
             config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
+            shell: self.shell.as_ref().map(crate::shell::Shell::config),
         }
     }
 }
@@ -302,6 +305,7 @@ impl Builder<'_> {
         let kernel = self.kernel(raw.kernel)?;
         let accounts = Accounts::build(raw.user, raw.group).map_err(run_failure)?;
         let log = supervision::log_config(raw.log).map_err(run_failure)?;
+        let shell = crate::shell::shell(raw.shell).map_err(|(sp, e)| (sp, Invalid::Shell(e)))?;
         let services = self.services(raw.service, &accounts)?;
         let files = raw
             .file
@@ -341,6 +345,7 @@ impl Builder<'_> {
             config_mount: disk.config_mount,
             accounts,
             log,
+            shell,
             sign,
         })
     }

@@ -45,6 +45,7 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub log: Option<RawLog>,
     #[serde(default)]
+    pub shell: Option<crate::shell::RawShell>,
     pub sign: Option<Spanned<RawSign>>,
 }
 

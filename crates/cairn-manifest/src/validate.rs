@@ -78,6 +78,8 @@ pub enum Invalid {
     Disk(#[from] crate::disk::DiskInvalid),
     #[error(transparent)]
     Run(#[from] crate::supervision::RunInvalid),
+    #[error(transparent)]
+    Shell(#[from] crate::shell::ShellInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

@@ -364,6 +364,22 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         }
     }
 
+    // So must the break-glass shell.
+    if let Some(sh) = &m.shell {
+        let prog = &sh.exec.value[0];
+        if !is_executable_in(&archive, prog) {
+            return Err(m
+                .error_at(
+                    sh.exec.span,
+                    format!(
+                        "[shell] runs {prog}, which is not in the image; add it with \
+                         [[binary]] path = \"{prog}\" or a [[file]] with mode \"0755\""
+                    ),
+                )
+                .into());
+        }
+    }
+
     // Runtime config.
     let system = m.system_config(module_paths);
     archive.add_file(SYSTEM_CONFIG_PATH, 0o644, system.to_toml().into_bytes())?;

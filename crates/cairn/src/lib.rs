@@ -5,5 +5,6 @@ pub mod build;
 pub mod disk;
 pub mod inspect;
 pub mod keys;
+pub mod password;
 pub mod run;
 pub mod sign;

@@ -121,6 +121,9 @@ enum Cmd {
     /// Secure Boot keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Hash a password for `[shell] password_hash` (argon2id): asks on a
+    /// terminal, else reads the first line of standard input.
+    HashPassword,
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
@@ -182,6 +185,9 @@ fn main() -> ExitCode {
             cairn::run::run(&boot, &opts)?;
             Ok(())
         })(),
+        Cmd::HashPassword => cairn::password::hash_from_stdin()
+            .map(|h| println!("{h}"))
+            .map_err(anyhow::Error::from),
         Cmd::Boot {
             efi,
             firmware,
