@@ -21,6 +21,15 @@ const APT_PACKAGES: &[&str] = &[
     "jq",
     "coreutils",
     "binutils",
+    // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
+    "linux-source-6.1",
+    "make",
+    "gcc",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
 ];
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";

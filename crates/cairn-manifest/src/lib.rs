@@ -20,8 +20,8 @@ pub mod validate;
 pub use compression::Compression;
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use manifest::{
-    BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, DEFAULT_CMDLINE,
-    DEFAULT_FILE_MODE,
+    BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SourceKernel,
+    DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
 };
 pub use system::{
     ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,

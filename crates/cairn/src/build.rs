@@ -211,6 +211,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         KernelSource::Path { image, modules_dir } => {
             kernel::resolve_path(image, modules_dir.as_deref())
         }
+        KernelSource::Source(src) => {
+            Ok(crate::kernel_build::build_source_kernel(&m, src, &opts.cache_dir)?.0)
+        }
     }
     .map_err(|e| BuildError::from(m.error_at(m.kernel.source.span, e.to_string())))?;
     let vmlinuz = read(&kern.image)?;

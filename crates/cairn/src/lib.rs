@@ -3,4 +3,5 @@
 
 pub mod build;
 pub mod inspect;
+pub mod kernel_build;
 pub mod run;

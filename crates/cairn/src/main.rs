@@ -58,6 +58,19 @@ enum Cmd {
     },
     /// List what is inside a UKI (.efi) or an initramfs.
     Inspect { file: PathBuf },
+    /// Kernels built from source (`[kernel] source`).
+    #[command(subcommand)]
+    Kernel(KernelCmd),
+}
+
+#[derive(Subcommand)]
+enum KernelCmd {
+    /// Build (or find in the cache) the kernel a manifest's `[kernel]
+    /// source` describes; print where it is.
+    Build {
+        /// The manifest (cairn.toml).
+        manifest: PathBuf,
+    },
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
@@ -65,6 +78,30 @@ fn build_options(a: &BuildArgs) -> BuildOptions {
     o.init = a.init.clone();
     o.stub = a.stub.clone();
     o
+}
+
+fn kernel_build(manifest: &std::path::Path) -> anyhow::Result<()> {
+    let m = cairn_manifest::Manifest::load(manifest)?;
+    let cairn_manifest::KernelSource::Source(src) = &m.kernel.source.value else {
+        return Err(m
+            .error_at(
+                m.kernel.source.span,
+                "`cairn kernel build` needs a kernel built from source: set [kernel] source",
+            )
+            .into());
+    };
+    let cache = cairn_image::kernel::cache_dir();
+    let (k, built) = cairn::kernel_build::build_source_kernel(&m, src, &cache)?;
+    let size = std::fs::metadata(&k.image).map(|md| md.len()).unwrap_or(0);
+    println!(
+        "kernel {} ({} bytes){}",
+        k.version,
+        size,
+        if built.cached { ", from the cache" } else { "" }
+    );
+    println!("image  {}", k.image.display());
+    println!("config {}", built.config.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -98,6 +135,7 @@ fn main() -> ExitCode {
             cairn::run::run(&boot, &opts)?;
             Ok(())
         })(),
+        Cmd::Kernel(KernelCmd::Build { manifest }) => kernel_build(&manifest),
         Cmd::Inspect { file } => cairn::inspect::inspect(&file)
             .map(|t| print!("{t}"))
             .map_err(anyhow::Error::from),
