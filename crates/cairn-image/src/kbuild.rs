@@ -270,7 +270,11 @@ fn cache_key(req: &Request) -> Result<(String, String, Vec<Options>), KbuildErro
         parsed.push(parse_config(&text, f)?);
         let _ = writeln!(h, "fragment {}", sha256_hex(text.as_bytes()));
     }
-    Ok((sha256_hex(h.as_bytes())[..32].to_string(), source_id, parsed))
+    Ok((
+        sha256_hex(h.as_bytes())[..32].to_string(),
+        source_id,
+        parsed,
+    ))
 }
 
 /// Looks for a finished build of `req` without building.
@@ -364,12 +368,16 @@ pub fn build(req: &Request, progress: &mut dyn FnMut(&str)) -> Result<Built, Kbu
         log.display()
     ));
     let t = Instant::now();
-    runner.make_watching("bzImage", &[&format!("-j{jobs}"), "bzImage"], &mut |lines| {
-        progress(&format!(
-            "kernel:       ... {lines} objects compiled, {}s",
-            t.elapsed().as_secs()
-        ))
-    })?;
+    runner.make_watching(
+        "bzImage",
+        &[&format!("-j{jobs}"), "bzImage"],
+        &mut |lines| {
+            progress(&format!(
+                "kernel:       ... {lines} objects compiled, {}s",
+                t.elapsed().as_secs()
+            ))
+        },
+    )?;
 
     progress("kernel: [4/4] store in cache");
     let image = obj.join("arch/x86/boot/bzImage");
@@ -493,7 +501,13 @@ impl Runner {
     fn prepare(&self, c: &mut Command) {
         // A fixed environment: reproducible and independent of a caller's
         // make (cargo's jobserver) or locale.
-        for v in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "KCONFIG_CONFIG"] {
+        for v in [
+            "MAKEFLAGS",
+            "MFLAGS",
+            "MAKELEVEL",
+            "MAKEOVERRIDES",
+            "KCONFIG_CONFIG",
+        ] {
             c.env_remove(v);
         }
         c.env("LC_ALL", "C")

@@ -62,6 +62,10 @@ pub struct BuildOptions {
     pub host_root: PathBuf,
     /// mtime of every initramfs entry (SOURCE_DATE_EPOCH or 0).
     pub mtime: u32,
+    /// Ask apt again even when the cached kernel resolution is recent.
+    pub refresh: bool,
+    /// Also write `NAME.spdx.json`.
+    pub sbom: bool,
 }
 
 impl BuildOptions {
@@ -73,6 +77,8 @@ impl BuildOptions {
             cache_dir: kernel::cache_dir(),
             host_root: PathBuf::from("/"),
             mtime: source_date_epoch(),
+            refresh: false,
+            sbom: false,
         }
     }
 }
@@ -207,7 +213,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
 
     // Kernel.
     let kern = match &m.kernel.source.value {
-        KernelSource::Package(pkg) => kernel::resolve_package(pkg, &opts.cache_dir),
+        KernelSource::Package(pkg) => {
+            kernel::resolve_package_recent(pkg, &opts.cache_dir, opts.refresh)
+        }
         KernelSource::Path { image, modules_dir } => {
             kernel::resolve_path(image, modules_dir.as_deref())
         }
@@ -359,7 +367,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     }
 
     let cpio_bytes = archive.to_bytes(opts.mtime);
-    let initrd = compress::compress(&cpio_bytes, m.compression)?;
+    let initrd = compress::compress_cached(&cpio_bytes, m.compression, &opts.cache_dir)?;
 
     let stub = read(&opts.stub)?;
     let efi = uki::build(

@@ -29,6 +29,14 @@ struct BuildArgs {
     /// systemd-stub to build the UKI on.
     #[arg(long, default_value = cairn_image::uki::DEFAULT_STUB)]
     stub: PathBuf,
+    /// Ask apt for the kernel package's current version even if the cached
+    /// answer is less than a day old.
+    #[arg(long)]
+    refresh: bool,
+    /// Also write NAME.spdx.json: every file in the image with its origin
+    /// and licence (SPDX 2.3).
+    #[arg(long)]
+    sbom: bool,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +85,8 @@ fn build_options(a: &BuildArgs) -> BuildOptions {
     let mut o = BuildOptions::new(a.out.clone());
     o.init = a.init.clone();
     o.stub = a.stub.clone();
+    o.refresh = a.refresh;
+    o.sbom = a.sbom;
     o
 }
 
