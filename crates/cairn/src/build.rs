@@ -390,6 +390,21 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
         outputs.push((p, bytes.len() as u64));
     }
+    if opts.sbom {
+        let dpkg = crate::sbom::Dpkg::load(&opts.host_root);
+        let (origins, kernel_origin) = crate::sbom::origins(&inputs, &kern, &dpkg);
+        let doc = crate::sbom::document(
+            &m.name,
+            &archive,
+            &vmlinuz,
+            &origins,
+            &kernel_origin,
+            &dpkg,
+            opts.mtime,
+        );
+        let p = out.add(&format!("{}.spdx.json", m.name), doc.as_bytes())?;
+        outputs.push((p, doc.len() as u64));
+    }
     out.commit()?;
 
     Ok(BuildReport {

@@ -5,3 +5,4 @@ pub mod build;
 pub mod inspect;
 pub mod kernel_build;
 pub mod run;
+pub mod sbom;
