@@ -178,6 +178,15 @@ impl Waiter {
         }
     }
 
+    /// The signalfd to poll, if there is one.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Waiter::Fd(fd) => Some(fd.fd.as_fd()),
+            Waiter::Polling => None,
+        }
+    }
+
     /// Waits for signals or `timeout`; see [`SignalFd::wait`]. In polling
     /// mode it sleeps at most a second and reports a SIGCHLD.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Vec<libc::c_int>, SignalError> {

@@ -14,6 +14,7 @@ pub mod compression;
 pub mod diagnostic;
 pub mod manifest;
 mod raw;
+pub mod supervision;
 pub mod system;
 pub mod validate;
 
@@ -23,6 +24,7 @@ pub use manifest::{
     BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SourceKernel,
     DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
 };
+pub use supervision::{Accounts, Level, LogConfig, RunSettings};
 pub use system::{
     ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,
 };
