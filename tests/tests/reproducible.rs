@@ -78,7 +78,10 @@ fn sbom_names_every_file_with_origin_and_licence() {
         "origin: host file ",
         "\"algorithm\": \"SHA256\"",
     ] {
-        assert!(doc.contains(needle), "{needle:?} missing from the SBOM:\n{doc}");
+        assert!(
+            doc.contains(needle),
+            "{needle:?} missing from the SBOM:\n{doc}"
+        );
     }
     // One file entry per regular file in the initramfs, plus the kernel.
     let mut c = cairn();
