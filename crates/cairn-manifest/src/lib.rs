@@ -21,8 +21,8 @@ pub mod validate;
 pub use compression::Compression;
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use manifest::{
-    BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SourceKernel,
-    DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
+    BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
+    SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
 };
 pub use supervision::{Accounts, Level, LogConfig, RunSettings};
 pub use system::{

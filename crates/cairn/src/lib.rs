@@ -4,5 +4,7 @@
 pub mod build;
 pub mod inspect;
 pub mod kernel_build;
+pub mod keys;
 pub mod run;
 pub mod sbom;
+pub mod sign;
