@@ -25,8 +25,8 @@ pub use compression::Compression;
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use disk::{DiskSpec, ImageFormat, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
-    BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, SignSpec, DEFAULT_CMDLINE,
-    DEFAULT_FILE_MODE,
+    BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
+    SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
 };
 pub use shell::{Shell, ShellConfig};
 pub use storage::{

@@ -69,6 +69,15 @@ pub(crate) struct RawKernel {
     pub cmdline: Option<Spanned<String>>,
     #[serde(default)]
     pub modules: Vec<Spanned<String>>,
+    /// A kernel source tarball or tree to build with Kbuild.
+    #[serde(default)]
+    pub source: Option<Spanned<String>>,
+    /// Config fragments merged onto `base` (with `source` only).
+    #[serde(default)]
+    pub config: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `tinyconfig` or `defconfig` (with `source` only).
+    #[serde(default)]
+    pub base: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
