@@ -13,6 +13,7 @@
 pub mod compression;
 pub mod diagnostic;
 pub mod manifest;
+pub mod network;
 mod raw;
 pub mod system;
 pub mod validate;
@@ -22,6 +23,9 @@ pub use diagnostic::{Diagnostic, Located, Span};
 pub use manifest::{
     BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, DEFAULT_CMDLINE,
     DEFAULT_FILE_MODE,
+};
+pub use network::{
+    InterfaceConfig, IpPrefix, Ipv6Mode, MatchRule, NetConfig, RouteConfig, DEFAULT_ONLINE_TIMEOUT,
 };
 pub use system::{
     ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,

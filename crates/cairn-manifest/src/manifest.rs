@@ -77,6 +77,8 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// `[[binary]]` entries, in manifest order.
     pub binaries: Vec<BinaryEntry>,
+    /// `[[network]]` entries and `[net]` (see [`crate::network`]).
+    pub net: crate::network::NetConfig,
 }
 
 /// The `[kernel]` table.
@@ -198,6 +200,7 @@ impl Manifest {
             hostname: self.hostname.clone(),
             modules,
             on_panic: self.on_panic,
+            net: self.net.clone(),
             services: self
                 .services
                 .iter()
@@ -269,6 +272,8 @@ impl Builder<'_> {
             .map(|b| self.binary(b.into_inner()))
             .collect::<Result<Vec<_>, _>>()?;
         self.unique_destinations(&files, &binaries)?;
+        let net = crate::network::build(raw.network, raw.net, &|s| self.line_of(s))
+            .map_err(|(s, e)| (s, Invalid::Network(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -281,6 +286,7 @@ impl Builder<'_> {
             services,
             files,
             binaries,
+            net,
         })
     }
 
@@ -1033,6 +1039,7 @@ dst = "/bin/jq2"
                     after: vec![],
                 },
             ],
+            net: Default::default(),
         };
         assert_eq!(sys, expected);
         // And it survives the trip through the file baked into the image.

@@ -29,6 +29,10 @@ pub(crate) struct RawManifest {
     pub file: Vec<Spanned<RawFile>>,
     #[serde(default)]
     pub binary: Vec<Spanned<RawBinary>>,
+    #[serde(default)]
+    pub network: Vec<Spanned<crate::network::RawNetwork>>,
+    #[serde(default)]
+    pub net: Option<crate::network::RawNet>,
 }
 
 #[derive(Debug, Deserialize)]

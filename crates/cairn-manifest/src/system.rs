@@ -29,6 +29,9 @@ pub struct SystemConfig {
     /// Services in manifest order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// Network interfaces, `network-online` timeout, time servers.
+    #[serde(default, skip_serializing_if = "crate::network::NetConfig::is_default")]
+    pub net: crate::network::NetConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,7 @@ mod tests {
                 on_exit: Some(ExitAction::Poweroff),
                 after: vec!["network-online".into()],
             }],
+            net: Default::default(),
         };
         let text = cfg.to_toml();
         assert_eq!(SystemConfig::from_toml(&text).unwrap(), cfg);

@@ -74,6 +74,8 @@ pub enum Invalid {
         "`path` of a [[binary]] must be an absolute host path, like `/usr/bin/{0}`; got `{0}`"
     )]
     RelativeBinary(String),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.
