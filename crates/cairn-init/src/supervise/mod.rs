@@ -111,6 +111,8 @@ pub struct Supervisor {
     ready_logged: bool,
     stopping: bool,
     pending: Option<Shutdown>,
+    /// Targets reached so far (see [`Supervisor::reach_target`]).
+    reached: Vec<String>,
 }
 
 impl Supervisor {
@@ -149,7 +151,22 @@ impl Supervisor {
             ready_logged: false,
             stopping: false,
             pending: None,
+            // `mounts` is reached by the time services start.
+            reached: vec!["mounts".to_string()],
         }
+    }
+
+    /// Marks a target (`network-online`) as reached: services that wait
+    /// for it with `after` may start at the next step.
+    pub fn reach_target(&mut self, name: &str) {
+        if !self.target_reached(name) {
+            debug!("target {name} reached");
+            self.reached.push(name.to_string());
+        }
+    }
+
+    pub fn target_reached(&self, name: &str) -> bool {
+        self.reached.iter().any(|r| r == name)
     }
 
     /// A supervisor with no services that never reports ready: PID 1 as a
@@ -226,9 +243,8 @@ impl Supervisor {
         }
         loop {
             let attempted: Vec<bool> = self.states.iter().map(|s| s.attempted).collect();
-            // Targets (network-online, mounts) are reached from the start in
-            // this first cut.
-            match order::next_startable(&self.configs, &attempted, &|_| true) {
+            let reached = |t: &str| self.target_reached(t);
+            match order::next_startable(&self.configs, &attempted, &reached) {
                 Some(i) => self.start(i),
                 None => break,
             }
