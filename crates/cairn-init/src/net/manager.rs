@@ -206,6 +206,10 @@ impl Net {
 
     fn add_link(&mut self, link: Link, now: Instant) {
         if !link.ethernet || self.ifaces.contains_key(&link.index) {
+            debug!(
+                "{}: not an ethernet interface to configure ({link:?})",
+                link.name
+            );
             return;
         }
         let entry = self
@@ -242,6 +246,7 @@ impl Net {
                 sysctl(&name, "autoconf", "0");
             }
         }
+        debug!("{name}: setting the link up");
         if let Err(e) = self.rtnl.set_up(index, cfg.mtu) {
             info!("{name}: {e}");
         }
@@ -275,6 +280,7 @@ impl Net {
                 Err(e) => info!("{name}: route {dst}/{len} via {via}: {e}"),
             }
         }
+        debug!("{name}: link up, static configuration done");
         let dhcp = if cfg.dhcp4 {
             match DhcpSocket::open(index) {
                 Ok(sock) => {
@@ -323,6 +329,7 @@ impl Net {
             addresses: Vec::new(),
             static_v4,
         };
+        debug!("{name}: sockets open");
         self.ifaces.insert(index, iface);
         let actions = match self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
             Some(d) => d.client.start(now),

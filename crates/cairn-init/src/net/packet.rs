@@ -157,21 +157,29 @@ pub const REQUESTED: [OptionCode; 11] = [
     OptionCode::ClasslessStaticRoute,
 ];
 
+/// A BOOTREQUEST header with no options (`op`..`file`, cookie, end).
+fn bootrequest(out: &Outgoing, mac: &[u8; 6]) -> Vec<u8> {
+    let mut p = vec![1u8, 1, 6, 0];
+    p.extend_from_slice(&out.xid.to_be_bytes());
+    p.extend_from_slice(&out.secs.to_be_bytes());
+    // We cannot receive unicast before having an address: ask for broadcast.
+    let broadcast = out.unicast.is_none() && out.ciaddr.is_unspecified();
+    p.extend_from_slice(&(if broadcast { 0x8000u16 } else { 0 }).to_be_bytes());
+    p.extend_from_slice(&out.ciaddr.octets());
+    p.extend_from_slice(&[0; 12]);
+    p.extend_from_slice(mac);
+    p.extend_from_slice(&[0; 10 + 64 + 128]);
+    p.extend_from_slice(&[99, 130, 83, 99, 255]);
+    p
+}
+
 /// Encodes an outgoing message.
 pub fn encode(out: &Outgoing, id: &ClientId) -> Result<Vec<u8>, PacketError> {
-    let mut m = v4::Message::new_with_id(
-        out.xid,
-        out.ciaddr,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &id.mac,
-    );
-    m.set_secs(out.secs);
-    if out.unicast.is_none() && out.ciaddr.is_unspecified() {
-        // We cannot receive unicast before having an address.
-        m.set_flags(v4::Flags::default().set_broadcast());
-    }
+    // dhcproto's constructors fill in a random xid through `rand`, whose
+    // getrandom(2) blocks until the kernel's RNG is seeded, which can take
+    // many seconds in an early-boot VM: build the header ourselves.
+    let mut m = v4::Message::from_bytes(&bootrequest(out, &id.mac))
+        .map_err(|e| PacketError::Encode(e.to_string()))?;
     let kind = match out.kind {
         MessageKind::Discover => MessageType::Discover,
         MessageKind::Request => MessageType::Request,

@@ -408,3 +408,13 @@ mod tests {
         assert!(messages("t", &[16, 0, 0, 0, 0, 0]).unwrap().is_empty());
     }
 }
+#[cfg(test)]
+mod dump {
+    #[test]
+    fn print_links() {
+        let mut r = super::Rtnl::open().unwrap();
+        for l in r.links().unwrap() {
+            eprintln!("{l:?}");
+        }
+    }
+}
