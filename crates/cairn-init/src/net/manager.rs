@@ -377,6 +377,11 @@ impl Net {
                         self.add_link(l, now);
                     }
                 }
+                LinkEvent::Address(index) => {
+                    if self.ifaces.contains_key(&index) {
+                        self.refresh_addresses(Some(index));
+                    }
+                }
                 LinkEvent::Gone(index) => {
                     if let Some(i) = self.ifaces.remove(&index) {
                         info!("{}: interface removed", i.link.name);
@@ -416,10 +421,30 @@ impl Net {
             self.run_actions(index, now, actions);
         }
         if timer_due {
-            let actions = match self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
-                Some(d) => d.client.on_timer(now),
-                None => return,
-            };
+            let (actions, before, after) =
+                match self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+                    Some(d) => {
+                        let before = d.client.state().name();
+                        let actions = d.client.on_timer(now);
+                        (actions, before, d.client.state().name())
+                    }
+                    None => return,
+                };
+            if before != after {
+                let server = self
+                    .ifaces
+                    .get(&index)
+                    .and_then(|i| i.dhcp.as_ref())
+                    .and_then(|d| d.client.lease())
+                    .map(|b| b.info.server);
+                match (after, server) {
+                    ("RENEWING", Some(s)) => info!("{name}: DHCPv4 renewing with {s} (T1)"),
+                    ("REBINDING", Some(s)) => {
+                        info!("{name}: DHCPv4 rebinding: {s} did not answer, asking any server (T2)")
+                    }
+                    _ => debug!("{name}: DHCPv4 {before} -> {after}"),
+                }
+            }
             self.run_actions(index, now, actions);
         }
         if let Some(d) = self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
@@ -706,17 +731,28 @@ impl Net {
         }
     }
 
-    fn refresh_addresses(&mut self) {
-        let indexes: Vec<u32> = self.ifaces.keys().copied().collect();
+    /// Re-reads the kernel's addresses of one interface (or all) and logs
+    /// IPv6 addresses the kernel added or removed by itself (SLAAC).
+    fn refresh_addresses(&mut self, only: Option<u32>) {
+        let indexes: Vec<u32> = match only {
+            Some(i) => vec![i],
+            None => self.ifaces.keys().copied().collect(),
+        };
         for index in indexes {
             match self.rtnl.addresses(index) {
                 Ok(addrs) => {
                     let Some(i) = self.ifaces.get_mut(&index) else {
                         continue;
                     };
+                    let ours = |a: &IpAddr| i.cfg.addresses.iter().any(|p| p.addr == *a);
                     for (a, l) in &addrs {
-                        if a.is_ipv6() && !i.addresses.contains(&(*a, *l)) {
+                        if a.is_ipv6() && !ours(a) && !i.addresses.contains(&(*a, *l)) {
                             info!("{}: address {a}/{l} added (SLAAC)", i.link.name);
+                        }
+                    }
+                    for (a, l) in &i.addresses {
+                        if a.is_ipv6() && !ours(a) && !addrs.contains(&(*a, *l)) {
+                            info!("{}: address {a}/{l} removed (SLAAC)", i.link.name);
                         }
                     }
                     i.addresses = addrs;
@@ -732,7 +768,7 @@ impl Net {
         }
         if now >= self.next_addr_poll {
             self.next_addr_poll = now + ADDR_POLL;
-            self.refresh_addresses();
+            self.refresh_addresses(None);
         }
         let ready = if self.cfg.interfaces.is_empty() {
             !self.ifaces.is_empty() && self.ifaces.values().all(Iface::usable)

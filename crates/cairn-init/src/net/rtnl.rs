@@ -18,8 +18,10 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-/// rtnetlink multicast group for link changes.
+/// rtnetlink multicast groups: link changes, IPv4 and IPv6 addresses.
 const RTMGRP_LINK: u32 = 1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RtnlError {
@@ -87,6 +89,8 @@ impl Link {
 pub enum LinkEvent {
     New(Link),
     Gone(u32),
+    /// An address was added to or removed from this interface.
+    Address(u32),
 }
 
 /// A synchronous rtnetlink socket for requests.
@@ -352,7 +356,10 @@ pub struct Monitor {
 impl Monitor {
     pub fn open() -> Result<Monitor, RtnlError> {
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(RtnlError::Socket)?;
-        sock.bind(&SocketAddr::new(0, RTMGRP_LINK))
+        sock.bind(&SocketAddr::new(
+            0,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+        ))
             .map_err(RtnlError::Socket)?;
         sock.set_non_blocking(true).map_err(RtnlError::Socket)?;
         Ok(Monitor { sock })
@@ -381,6 +388,9 @@ impl Monitor {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
                         out.push(LinkEvent::Gone(l.header.index))
                     }
+                    NetlinkPayload::InnerMessage(
+                        RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a),
+                    ) => out.push(LinkEvent::Address(a.header.index)),
                     _ => {}
                 }
             }
