@@ -36,11 +36,21 @@ impl Guest {
             c.current_dir(root());
             c
         };
-        cmd.args(["run", manifest, "-o", out, "--timeout", "240", "--net", "none", "--"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "run",
+            manifest,
+            "-o",
+            out,
+            "--timeout",
+            "240",
+            "--net",
+            "none",
+            "--",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("cairn run starts");
         let console = Arc::new(Mutex::new(String::new()));
         for stream in [
@@ -274,12 +284,17 @@ fn user_net_lease_and_web_page_through_forwarded_port() {
             "virtio-net-pci,netdev=n0".into(),
         ],
     );
-    let leased = g.wait("eth0: DHCPv4 lease obtained: 10.0.2.15/24 from 10.0.2.2", 120);
+    let leased = g.wait(
+        "eth0: DHCPv4 lease obtained: 10.0.2.15/24 from 10.0.2.2",
+        120,
+    );
     let online = g.wait_from(leased, "cairn: network online", 30);
     let started = g.wait_from(online, "service httpd started", 30);
     assert!(online < started);
     g.wait("nameserver 10.0.2.3", 30);
-    assert!(g.text().contains("eth0: route 0.0.0.0/0 via 10.0.2.2 added (DHCPv4)"));
+    assert!(g
+        .text()
+        .contains("eth0: route 0.0.0.0/0 via 10.0.2.2 added (DHCPv4)"));
     let body = http_get(port, 60);
     assert!(
         body.contains("Hello from a cairn appliance."),
@@ -330,7 +345,10 @@ fn dnsmasq_dhcp4_slaac_rdnss_and_search_domains() {
     g.wait("dns [fd77::53] search [lab6.example]", 90);
     g.wait("(SLAAC)", 60);
     let slaac = g.line_with(0, "(SLAAC)");
-    assert!(slaac.contains("address fd77::5054:ff:fe12:3456/64"), "{slaac}");
+    assert!(
+        slaac.contains("address fd77::5054:ff:fe12:3456/64"),
+        "{slaac}"
+    );
     g.wait(
         "resolv.conf: nameservers [192.168.77.53 fd77::53] search [lab.example lab6.example]",
         60,
@@ -377,7 +395,11 @@ fn udhcpd_short_lease_renew_rebind_and_expiry() {
         120,
     );
     let t = g.wait_from(t, "eth0: DHCPv4 renewing with 192.168.78.1 (T1)", 30);
-    let t = g.wait_from(t, "eth0: DHCPv4 lease renewed: 192.168.78.50 from 192.168.78.1", 30);
+    let t = g.wait_from(
+        t,
+        "eth0: DHCPv4 lease renewed: 192.168.78.50 from 192.168.78.1",
+        30,
+    );
 
     // The first server goes away; a second one with another address comes.
     ns.stop(first);
@@ -388,7 +410,11 @@ fn udhcpd_short_lease_renew_rebind_and_expiry() {
         &dir.join("udhcpd2.log"),
     );
     let t = g.wait_from(t, "rebinding: 192.168.78.1 did not answer", 40);
-    let t = g.wait_from(t, "eth0: DHCPv4 lease renewed: 192.168.78.50 from 192.168.78.2", 30);
+    let t = g.wait_from(
+        t,
+        "eth0: DHCPv4 lease renewed: 192.168.78.50 from 192.168.78.2",
+        30,
+    );
 
     // Now no server at all: the lease runs out and the address goes.
     ns.stop(second);
@@ -431,7 +457,11 @@ fn hotplugged_nic_gets_a_lease() {
     sock.write_all(b"device_add virtio-net-pci,netdev=n1,id=hot1\n")
         .unwrap();
     let t = g.wait_from(t, "eth0: new interface (hotplug)", 60);
-    let t = g.wait_from(t, "eth0: DHCPv4 lease obtained: 10.0.2.15/24 from 10.0.2.2", 60);
+    let t = g.wait_from(
+        t,
+        "eth0: DHCPv4 lease obtained: 10.0.2.15/24 from 10.0.2.2",
+        60,
+    );
     g.wait_from(t, "cairn: network online", 30);
 }
 

@@ -114,8 +114,10 @@ pub enum ReplyKind {
     Nak,
 }
 
-/// What the machine reacts to.
+/// What the machine reacts to. (Inputs live for one call; boxing the
+/// reply would only add an allocation per packet.)
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     Reply(Reply),
     /// The ARP probe saw another host using the address.
@@ -660,7 +662,7 @@ mod tests {
     #[test]
     fn full_exchange_to_bound() {
         let t0 = Instant::now();
-        let (c, t0) = bound(t0, 3600);
+        let (c, _) = bound(t0, 3600);
         let b = c.lease().unwrap();
         assert_eq!(b.t1 - b.since, Duration::from_secs(1800));
         assert_eq!(b.t2 - b.since, Duration::from_secs(3150));

@@ -440,7 +440,9 @@ impl Net {
                 match (after, server) {
                     ("RENEWING", Some(s)) => info!("{name}: DHCPv4 renewing with {s} (T1)"),
                     ("REBINDING", Some(s)) => {
-                        info!("{name}: DHCPv4 rebinding: {s} did not answer, asking any server (T2)")
+                        info!(
+                            "{name}: DHCPv4 rebinding: {s} did not answer, asking any server (T2)"
+                        )
                     }
                     _ => debug!("{name}: DHCPv4 {before} -> {after}"),
                 }

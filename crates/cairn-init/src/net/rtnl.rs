@@ -360,7 +360,7 @@ impl Monitor {
             0,
             RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
         ))
-            .map_err(RtnlError::Socket)?;
+        .map_err(RtnlError::Socket)?;
         sock.set_non_blocking(true).map_err(RtnlError::Socket)?;
         Ok(Monitor { sock })
     }
