@@ -178,3 +178,129 @@ pub fn boot(manifest: &Path, out: &Path, args: &[&str], timeout: Duration) -> Ou
 pub fn example(name: &str) -> PathBuf {
     root().join("examples").join(name).join("cairn.toml")
 }
+
+/// A QEMU boot whose console is read while it runs (for tests that act on
+/// the guest: QMP commands, serial input).
+pub struct Live {
+    child: std::process::Child,
+    out: std::sync::Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Live {
+    /// `cairn run MANIFEST -o OUT --accel tcg ARGS...`, stdin piped (it
+    /// becomes the guest's serial input).
+    pub fn start(manifest: &Path, out: &Path, args: &[&str], timeout: Duration) -> Live {
+        let guard = QEMU.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = cairn();
+        c.arg("run")
+            .arg(manifest)
+            .arg("-o")
+            .arg(out)
+            .args(["--accel", "tcg", "--timeout"])
+            .arg(timeout.as_secs().to_string())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = c.spawn().expect("cairn run starts");
+        let mut stdout = child.stdout.take().expect("piped");
+        let buf = std::sync::Arc::new(Mutex::new(String::new()));
+        let b2 = buf.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                b2.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Live {
+            child,
+            out: buf,
+            reader: Some(reader),
+            _guard: guard,
+        }
+    }
+
+    /// The console output so far.
+    pub fn output(&self) -> String {
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits until the console shows `needle`; panics with the output after
+    /// `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            if Instant::now() > end || self.child.try_wait().ok().flatten().is_some() {
+                let _ = self.child.kill();
+                panic!(
+                    "{needle:?} never appeared on the console:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types `text` on the guest's serial console.
+    pub fn send(&mut self, text: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        stdin.write_all(text.as_bytes()).expect("write to QEMU");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for QEMU to exit (killing it by pid after `timeout`); returns
+    /// the whole console output and whether it exited by itself.
+    pub fn finish(mut self, timeout: Duration) -> (String, bool) {
+        let end = Instant::now() + timeout;
+        let exited = loop {
+            if self.child.try_wait().ok().flatten().is_some() {
+                break true;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (self.output(), exited)
+    }
+}
+
+/// Sends one QMP command (after the capabilities handshake) to the QMP
+/// socket at `path`.
+pub fn qmp(path: &Path, command: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::os::unix::net::UnixStream::connect(path).expect("QMP socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut line = String::new();
+    r.read_line(&mut line).expect("QMP greeting");
+    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .unwrap();
+    line.clear();
+    r.read_line(&mut line).expect("QMP capabilities reply");
+    w.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())
+        .unwrap();
+    // Events (such as POWERDOWN) may come before the reply.
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("QMP reply");
+        if line.contains("\"return\"") {
+            return;
+        }
+        assert!(line.contains("\"event\""), "QMP {command}: {line}");
+    }
+}

@@ -63,6 +63,8 @@ fn hello_uefi_boot_through_ovmf() {
         BOOT_TIMEOUT,
     );
     o.assert_ok();
+    // The firmware, not QEMU's direct kernel boot, started the UKI.
+    o.assert_stdout_has("BdsDxe: starting");
     assert_in_order(&o, &hello_markers());
 }
 

@@ -9,6 +9,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+
 /// Debian packages the build, the runner and the tests need.
 const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
@@ -21,6 +23,10 @@ const APT_PACKAGES: &[&str] = &[
     "jq",
     "coreutils",
     "binutils",
+    "busybox-static",
+    "dnsmasq-base",
+    "iproute2",
+    "librsvg2-bin",
 ];
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -197,6 +203,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         "demo" => demo(rest),
+        "bench" => bench_cmd(rest),
         "test" => test(rest),
         _ => {
             eprintln!(
@@ -204,6 +211,7 @@ fn real_main() -> Result<()> {
                  tasks:\n  \
                  demo         install what is missing, build and boot examples/hello in QEMU\n  \
                  test         install what is missing, run fmt, clippy and the whole test suite\n  \
+                 bench        boot cairn and a BusyBox baseline side by side; write bench/RESULTS.md\n  \
                  deps         install the Debian packages cairn needs\n  \
                  build-init   build the static cairn-init and print its path"
             );
@@ -214,4 +222,117 @@ fn real_main() -> Result<()> {
             }
         }
     }
+}
+
+/// Build one cairn bench appliance with the release CLI.
+fn bench_cairn(
+    cairn: &Path,
+    init: &Path,
+    manifest: &str,
+    out: &Path,
+    label: &str,
+) -> Result<bench::Variant> {
+    run(Command::new(cairn)
+        .current_dir(root())
+        .env("CAIRN_INIT", init)
+        .stdout(std::process::Stdio::null())
+        .args(["build", manifest, "-o"])
+        .arg(out))?;
+    let m = cairn_manifest::Manifest::load(&root().join(manifest))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(bench::Variant {
+        label: label.into(),
+        vmlinuz: out.join(format!("{}.vmlinuz", m.name)),
+        initrd: out.join(format!("{}.initrd", m.name)),
+        efi: Some(out.join(format!("{}.efi", m.name))),
+        init_bytes: std::fs::metadata(init)?.len(),
+        cmdline: m.kernel.cmdline.clone(),
+        marks: bench::CAIRN_MARKS,
+    })
+}
+
+/// `cargo xtask bench [--runs N] [--no-mem] [--only WORD]`
+fn bench_cmd(args: &[String]) -> Result<()> {
+    let mut runs = 3usize;
+    let mut mem = true;
+    let mut only: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => runs = it.next().context("--runs N")?.parse()?,
+            "--no-mem" => mem = false,
+            "--only" => only = Some(it.next().context("--only WORD")?.clone()),
+            other => bail!("unknown bench option {other}"),
+        }
+    }
+    deps()?;
+    let init = build_init()?;
+    let cairn = build_cli(true)?;
+    let out = root().join("target/bench");
+    let mut variants = Vec::new();
+    if root().join("bench/cairn-tiny.toml").exists() {
+        variants.push(bench_cairn(
+            &cairn,
+            &init,
+            "bench/cairn-tiny.toml",
+            &out,
+            "cairn (tiny kernel)",
+        )?);
+    }
+    variants.push(bench_cairn(
+        &cairn,
+        &init,
+        "bench/cairn-debian.toml",
+        &out,
+        "cairn (Debian kernel)",
+    )?);
+    // The baseline runs on the same kernel as the first cairn variant.
+    let (kernel, initrd) = (variants[0].vmlinuz.clone(), variants[0].initrd.clone());
+    variants.push(bench::build_baseline(&root(), &kernel, &initrd, &out)?);
+    if let Some(word) = &only {
+        variants.retain(|v| v.label.contains(word.as_str()));
+        if variants.is_empty() {
+            bail!("--only {word}: no variant's label contains it");
+        }
+    }
+    let base = variants.len() - 1;
+
+    let lab = bench::Lab::start()?;
+    let mut measured: Vec<bench::Measured> = variants
+        .iter()
+        .map(|_| bench::Measured::default())
+        .collect();
+    for r in 0..runs {
+        for (v, m) in variants.iter().zip(measured.iter_mut()) {
+            eprintln!("bench: run {}/{runs}: {}", r + 1, v.label);
+            let (_, console) = lab.boot(v, 256, std::time::Duration::from_secs(120))?;
+            match bench::parse_timeline(&console, &v.marks) {
+                Some(t) => m.runs.push(t),
+                None => bail!("{}: boot did not reach ready; console:\n{console}", v.label),
+            }
+        }
+    }
+    if mem {
+        for (v, m) in variants.iter().zip(measured.iter_mut()) {
+            eprintln!("bench: smallest RAM for {}", v.label);
+            m.min_mem_mib = bench::min_memory(&lab, v, 2)?;
+        }
+    }
+    drop(lab);
+
+    let cmd = format!(
+        "cargo xtask bench --runs {runs}{}",
+        if mem { "" } else { " --no-mem" }
+    );
+    let md = bench::report(&variants, &measured, base, &cmd);
+    print!("{md}");
+    std::fs::write(root().join("bench/RESULTS.md"), &md)?;
+    let svg = root().join("target/bench/timeline.svg");
+    std::fs::write(&svg, bench::timeline_svg(&variants, &measured))?;
+    run(Command::new("rsvg-convert")
+        .arg(&svg)
+        .arg("-o")
+        .arg(root().join("bench/timeline.png")))?;
+    eprintln!("bench: wrote bench/RESULTS.md and bench/timeline.png");
+    Ok(())
 }

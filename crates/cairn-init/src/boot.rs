@@ -62,6 +62,13 @@ pub const API_MOUNTS: &[MountSpec] = &[
         data: "",
     },
     MountSpec {
+        source: "cgroup2",
+        target: "/sys/fs/cgroup",
+        fstype: "cgroup2",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: "",
+    },
+    MountSpec {
         source: "devtmpfs",
         target: "/dev",
         fstype: "devtmpfs",
@@ -318,6 +325,7 @@ mod tests {
             [
                 "mount proc /proc",
                 "mount sysfs /sys",
+                "mount cgroup2 /sys/fs/cgroup",
                 "mount devtmpfs /dev",
                 "mount devpts /dev/pts",
                 "mount tmpfs /dev/shm",
@@ -326,9 +334,9 @@ mod tests {
             ]
         );
         // Each mount point is created right before its mount.
-        assert_eq!(fake.calls[4], "mkdir /dev");
-        assert_eq!(fake.calls[5], "mount devtmpfs /dev");
-        assert_eq!(table.mounted.len(), 7);
+        assert_eq!(fake.calls[6], "mkdir /dev");
+        assert_eq!(fake.calls[7], "mount devtmpfs /dev");
+        assert_eq!(table.mounted.len(), 8);
     }
 
     #[test]
@@ -356,7 +364,7 @@ mod tests {
         assert!(matches!(by_target("/tmp"), MountOutcome::Mounted));
         assert_eq!(
             table.mounted,
-            ["/proc", "/dev/pts", "/run", "/tmp"].map(PathBuf::from)
+            ["/proc", "/sys/fs/cgroup", "/dev/pts", "/run", "/tmp"].map(PathBuf::from)
         );
     }
 

@@ -59,6 +59,7 @@ pub fn config_path(mode: Mode, overridden: Option<std::ffi::OsString>) -> PathBu
 /// Reads the kernel command line and applies what init understands
 /// (`cairn.debug`).
 fn apply_cmdline(mode: Mode) -> Cmdline {
+    // Remember it for supervisor_setup.
     let cmdline = read_cmdline(mode);
     log::set_debug(cmdline.debug());
     debug!("kernel command line: {:?}", cmdline.params);
@@ -112,8 +113,66 @@ fn unit<T>(what: &str, on_panic: PanicAction, mode: Mode, f: impl FnOnce() -> T)
 
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        info!("panic: {}", info.to_string().replace('\n', ": "));
+        crate::log::panic_line(&format!("panic: {}", info.to_string().replace('\n', ": ")));
     }));
+}
+
+/// Everything the supervisor needs besides the config: accounts, cgroups,
+/// control socket, kernel log, power button, console, log file.
+fn supervisor_setup(
+    sup: &mut Supervisor,
+    cfg: Option<&SystemConfig>,
+    mode: Mode,
+    cmdline: &Cmdline,
+) {
+    if let Some(cfg) = cfg {
+        log::configure(cfg.log.lines, cfg.log.console);
+        if let Some(dir) = &cfg.log.dir {
+            match log::set_log_dir(Path::new(dir)) {
+                Ok(()) => info!("logging to {dir}/cairn.log"),
+                Err(e) => debug!("no log file in {dir}: {e}"),
+            }
+        }
+    }
+    match crate::accounts::Accounts::load(Path::new("/")) {
+        Ok(a) => sup.set_accounts(a),
+        Err(e) => info!("{e}"),
+    }
+    let ctl = crate::ctl::socket_path(mode).and_then(|p| match crate::ctl::Server::bind(&p) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            info!("control socket {}: {e}", p.display());
+            None
+        }
+    });
+    let (mut kmsg, mut power, mut console) = (None, None, None);
+    if mode == Mode::Pid1 {
+        if crate::cgroup::available() {
+            for e in crate::cgroup::setup() {
+                info!("{e}");
+            }
+            sup.set_cgroups(true);
+        }
+        kmsg = rustix::fs::open(
+            "/dev/kmsg",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
+        power = crate::power::open().map(|(p, fd)| {
+            debug!("watching {} (Power Button)", p.display());
+            fd
+        });
+        // The console: fd 0 (the status screen reads Enter from it).
+        console = rustix::io::dup(rustix::stdio::stdin()).ok();
+        if let Some(c) = &console {
+            let _ = rustix::io::ioctl_fionbio(c, true);
+        }
+    }
+    sup.set_sources(ctl, kmsg, power, console);
+    if cmdline.params.iter().any(|(k, _)| k == "cairn.test_panic") {
+        sup.arm_test_panic();
+    }
 }
 
 /// Modules, hostname, loopback (PID 1 only).
@@ -151,6 +210,7 @@ pub fn run() -> ! {
     info!("init started");
 
     let mut mounts = MountTable::default();
+    let cmdline;
     match mode {
         Mode::Pid1 => {
             // /proc/cmdline (and with it cairn.debug) needs /proc: mount
@@ -159,7 +219,7 @@ pub fn run() -> ! {
                 boot::mount_all(&mut SysMounter, boot::API_MOUNTS, &mut mounts)
             });
             let console = boot::ensure_console();
-            apply_cmdline(mode);
+            cmdline = apply_cmdline(mode);
             for (spec, outcome) in outcomes.unwrap_or_default() {
                 match outcome {
                     MountOutcome::Mounted => debug!("mounted {} on {}", spec.fstype, spec.target),
@@ -178,7 +238,7 @@ pub fn run() -> ! {
             }
         }
         Mode::Test => {
-            apply_cmdline(mode);
+            cmdline = apply_cmdline(mode);
             info!(
                 "test mode (pid {}): no mounts or system changes; exit instead of power off",
                 rustix::process::getpid().as_raw_nonzero()
@@ -206,19 +266,23 @@ pub fn run() -> ! {
             } else {
                 debug!("test mode: skipping modules, hostname, lo and networking");
             }
-            (Supervisor::new(cfg.services), on_panic)
+            let mut sup = Supervisor::new(cfg.services.clone());
+            supervisor_setup(&mut sup, Some(&cfg), mode, &cmdline);
+            (sup, on_panic)
         }
         Err(e) => {
             info_lines(&e.to_string());
             info!("no usable config: running as an idle reaper without services");
-            (Supervisor::idle(), PanicAction::Continue)
+            let mut sup = Supervisor::idle();
+            supervisor_setup(&mut sup, None, mode, &cmdline);
+            (sup, PanicAction::Continue)
         }
     };
-    if network.is_none() {
-        // Nothing will ever bring the network up: do not hold services back.
-        sup.reach_target("network-online");
-    }
 
+    if network.is_some() {
+        // Services with `after = ["network-online"]` wait for the manager.
+        crate::targets::hold("network-online");
+    }
     let kind = supervise(&mut sup, &waiter, on_panic, &mut network);
     crate::signals::clear_extra();
     let _ = unit("shutdown", PanicAction::Continue, mode, || {
@@ -246,7 +310,7 @@ fn supervise(
                 n.register();
                 reached
             })) {
-                Ok(true) => sup.reach_target("network-online"),
+                Ok(true) => crate::targets::reach("network-online"),
                 Ok(false) => {}
                 Err(_) => {
                     // Never a busy loop on a network fault: networking stops,
@@ -254,7 +318,7 @@ fn supervise(
                     info!("network manager panicked; networking stopped");
                     crate::signals::clear_extra();
                     *network = None;
-                    sup.reach_target("network-online");
+                    crate::targets::reach("network-online");
                 }
             }
         }

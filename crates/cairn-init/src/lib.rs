@@ -33,15 +33,20 @@
 //! # Multi-call
 //! Invoked as `cairnctl` the binary is the control client ([`ctl`]).
 
+pub mod accounts;
 pub mod boot;
+pub mod cgroup;
 pub mod cmdline;
 pub mod ctl;
 pub mod init;
 pub mod log;
 pub mod modules;
 pub mod net;
+pub mod power;
 pub mod signals;
+pub mod status;
 pub mod supervise;
+pub mod targets;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -1,50 +1,151 @@
-//! Timestamped console lines: the boot timeline.
+//! The one log: init's own messages, the kernel's (`/dev/kmsg`) and every
+//! service's output, each line with a timestamp and its source.
 //!
-//! Every line looks like the kernel's own log, so the two read as one
-//! timeline on the serial console:
+//! Lines are kept in a bounded ring in memory (`[log] lines`), mirrored to
+//! the console when at least as important as `[log] console`, and appended
+//! to `DIR/cairn.log` once [`set_log_dir`] found a writable directory (the
+//! file is rotated to `cairn.log.1` at [`FILE_MAX`] bytes). Console lines
+//! look like the kernel's, so the two read as one timeline:
 //!
 //! ```text
 //! [    1.234567] cairn: init started
+//! [    1.301000] web: listening on :80
 //! ```
 //!
-//! Time comes from `CLOCK_BOOTTIME` (time since the kernel started, including
-//! suspend), the same origin as the kernel's printk timestamps. Lines go to
-//! standard error, which PID 1 points at `/dev/console`, each in one
-//! `write(2)` so lines from different sources do not tear.
+//! Time comes from `CLOCK_BOOTTIME`, the origin of printk timestamps.
+//! Console lines go to standard error (PID 1 points it at `/dev/console`),
+//! each in one `write(2)`. Kernel lines are not mirrored: the kernel
+//! prints them on the console itself.
 //!
-//! Debug lines (see [`debug!`](crate::debug)) are only printed when the
-//! `cairn.debug` flag is on the kernel command line.
+//! While the status screen is shown ([`pause_console`]) lines are only
+//! held in the ring; [`resume_console`] prints what was held.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use cairn_manifest::Level;
 use rustix::time::{clock_gettime, ClockId};
+
+/// Size at which `cairn.log` is rotated.
+pub const FILE_MAX: u64 = 1 << 20;
+/// Longest line kept; longer ones are split.
+pub const LINE_MAX: usize = 2048;
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 
-/// Turns debug lines on or off.
-pub fn set_debug(on: bool) {
-    DEBUG.store(on, Ordering::Relaxed);
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Sequence number, counting from 1 across the whole boot.
+    pub seq: u64,
+    pub time: Duration,
+    pub level: Level,
+    /// `cairn`, `kernel`, or a service name.
+    pub source: String,
+    pub text: String,
 }
 
-/// Whether debug lines are printed.
+impl Entry {
+    /// `[    1.234567] SOURCE: TEXT`.
+    pub fn render(&self) -> String {
+        format_line(self.time, &format!("{}: {}", self.source, self.text))
+    }
+}
+
+struct Logger {
+    ring: VecDeque<Entry>,
+    cap: usize,
+    next_seq: u64,
+    console: Level,
+    /// Held lines start after this sequence number while paused.
+    paused_at: Option<u64>,
+    file: Option<(PathBuf, File, u64)>,
+}
+
+static LOG: Mutex<Logger> = Mutex::new(Logger {
+    ring: VecDeque::new(),
+    cap: cairn_manifest::supervision::DEFAULT_LOG_LINES,
+    next_seq: 1,
+    console: Level::Info,
+    paused_at: None,
+    file: None,
+});
+
+fn lock() -> MutexGuard<'static, Logger> {
+    LOG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Turns debug lines on or off (`cairn.debug`): debug lines are then kept
+/// and mirrored to the console.
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+    if on {
+        lock().console = Level::Debug;
+    }
+}
+
+/// Whether debug lines are kept.
 pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
+}
+
+/// Applies `[log]`: ring size and console level (debug stays on if
+/// `cairn.debug` asked for it).
+pub fn configure(lines: usize, console: Level) {
+    let mut l = lock();
+    l.cap = lines.max(1);
+    while l.ring.len() > l.cap {
+        l.ring.pop_front();
+    }
+    l.console = if debug_enabled() {
+        Level::Debug
+    } else {
+        console
+    };
+}
+
+/// Starts writing `dir/cairn.log` (appending; what the ring holds is
+/// written first). Errors leave the file off.
+pub fn set_log_dir(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join("cairn.log");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let mut l = lock();
+    let mut size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    for e in &l.ring {
+        let line = e.render();
+        f.write_all(line.as_bytes())?;
+        size += line.len() as u64;
+    }
+    l.file = Some((path, f, size));
+    Ok(())
+}
+
+/// Stops writing the log file (before unmounting its filesystem).
+pub fn close_log_file() {
+    let mut l = lock();
+    if let Some((_, f, _)) = l.file.take() {
+        let _ = f.sync_all();
+    }
 }
 
 /// Time since boot (`CLOCK_BOOTTIME`).
 pub fn boottime() -> Duration {
     let ts = clock_gettime(ClockId::Boottime);
-    // Both fields are non-negative for CLOCK_BOOTTIME; clamp defensively.
     Duration::new(
         u64::try_from(ts.tv_sec).unwrap_or(0),
         u32::try_from(ts.tv_nsec).unwrap_or(0),
     )
 }
 
-/// Formats one console line: `[SSSSS.UUUUUU] text\n`, seconds right-aligned
-/// in five columns and microseconds zero-padded to six, like printk.
+/// Formats one console line: `[SSSSS.UUUUUU] text\n`, like printk.
 pub fn format_line(since_boot: Duration, text: &str) -> String {
     format!(
         "[{:5}.{:06}] {}\n",
@@ -54,18 +155,150 @@ pub fn format_line(since_boot: Duration, text: &str) -> String {
     )
 }
 
-/// Writes `text` as one timestamped line. Errors are ignored: there is
-/// nowhere else to report them.
-pub fn write_line(text: &str) {
-    let line = format_line(boottime(), text);
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+fn console_write(s: &str) {
+    let _ = std::io::stderr().lock().write_all(s.as_bytes());
 }
 
-/// Logs `cairn: MESSAGE`, always.
+/// Writes `text` as one timestamped console line, outside the ring (the
+/// banner).
+pub fn write_line(text: &str) {
+    console_write(&format_line(boottime(), text));
+}
+
+/// Records one line from `source` at `level` (at `time`, or now).
+pub fn record(level: Level, source: &str, text: &str, time: Option<Duration>) {
+    if level == Level::Debug && !debug_enabled() {
+        return;
+    }
+    let time = time.unwrap_or_else(boottime);
+    let mut rest = text;
+    loop {
+        let mut cut = rest.len().min(LINE_MAX);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (part, tail) = rest.split_at(cut);
+        push(level, source, part, time);
+        if tail.is_empty() {
+            break;
+        }
+        rest = tail;
+    }
+}
+
+fn push(level: Level, source: &str, text: &str, time: Duration) {
+    // A panic while the lock is held would deadlock the panic hook: nothing
+    // in here panics (no indexing, no unwrap).
+    let mut l = lock();
+    let entry = Entry {
+        seq: l.next_seq,
+        time,
+        level,
+        source: source.to_string(),
+        text: text.to_string(),
+    };
+    l.next_seq += 1;
+    let line = entry.render();
+    if source != "kernel" && level <= l.console && l.paused_at.is_none() {
+        console_write(&line);
+    }
+    let mut rotate = false;
+    if let Some((_, f, size)) = &mut l.file {
+        if f.write_all(line.as_bytes()).is_ok() {
+            *size += line.len() as u64;
+            rotate = *size > FILE_MAX;
+        }
+    }
+    if rotate {
+        if let Some((path, _, _)) = l.file.take() {
+            let old = path.with_extension("log.1");
+            let _ = std::fs::rename(&path, &old);
+            if let Ok(f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+            {
+                l.file = Some((path, f, 0));
+            }
+        }
+    }
+    if l.ring.len() >= l.cap {
+        l.ring.pop_front();
+    }
+    l.ring.push_back(entry);
+}
+
+/// The lines after sequence number `after` (oldest first), optionally only
+/// from `source`.
+pub fn since(after: u64, source: Option<&str>) -> Vec<Entry> {
+    lock()
+        .ring
+        .iter()
+        .filter(|e| e.seq > after && source.is_none_or(|s| e.source == s))
+        .cloned()
+        .collect()
+}
+
+/// The sequence number of the newest line (0 when empty).
+pub fn last_seq() -> u64 {
+    lock().next_seq - 1
+}
+
+/// Stops mirroring to the console (the status screen owns it).
+pub fn pause_console() {
+    let mut l = lock();
+    if l.paused_at.is_none() {
+        l.paused_at = Some(l.next_seq - 1);
+    }
+}
+
+/// Mirrors to the console again, first printing the lines held meanwhile.
+pub fn resume_console() {
+    let mut l = lock();
+    if let Some(at) = l.paused_at.take() {
+        let console = l.console;
+        let held: String = l
+            .ring
+            .iter()
+            .filter(|e| e.seq > at && e.source != "kernel" && e.level <= console)
+            .map(Entry::render)
+            .collect();
+        console_write(&held);
+    }
+}
+
+/// Whether the console is paused (status screen shown).
+pub fn console_paused() -> bool {
+    lock().paused_at.is_some()
+}
+
+/// Used by the panic hook: never blocks on the log lock (the panic may
+/// have happened while it was held).
+pub fn panic_line(text: &str) {
+    match LOG.try_lock() {
+        Ok(g) => {
+            drop(g);
+            record(Level::Error, "cairn", text, None);
+        }
+        Err(_) => write_line(&format!("cairn: {text}")),
+    }
+}
+
+/// Logs `cairn: MESSAGE` at info level.
 #[macro_export]
 macro_rules! info {
     ($($arg:tt)*) => {
-        $crate::log::write_line(&format!("cairn: {}", format_args!($($arg)*)))
+        $crate::log::record(
+            cairn_manifest::Level::Info, "cairn", &format!($($arg)*), None)
+    };
+}
+
+/// Logs `cairn: MESSAGE` at warn level.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => {
+        $crate::log::record(
+            cairn_manifest::Level::Warn, "cairn", &format!($($arg)*), None)
     };
 }
 
@@ -74,9 +307,70 @@ macro_rules! info {
 macro_rules! debug {
     ($($arg:tt)*) => {
         if $crate::log::debug_enabled() {
-            $crate::log::write_line(&format!("cairn: {}", format_args!($($arg)*)))
+            $crate::log::record(
+                cairn_manifest::Level::Debug, "cairn", &format!($($arg)*), None)
         }
     };
+}
+
+/// Splits a byte stream into lines: bytes go in, complete lines come out;
+/// a line longer than [`LINE_MAX`] is cut.
+#[derive(Debug, Default)]
+pub struct LineBuf {
+    buf: Vec<u8>,
+}
+
+impl LineBuf {
+    /// Adds `data`; returns the complete lines (without `\n`, `\r`
+    /// trimmed, invalid UTF-8 replaced).
+    pub fn feed(&mut self, data: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            out.push(clean(&line[..line.len() - 1]));
+        }
+        while self.buf.len() >= LINE_MAX {
+            let line: Vec<u8> = self.buf.drain(..LINE_MAX).collect();
+            out.push(clean(&line));
+        }
+        out
+    }
+
+    /// What is left without a newline (at EOF).
+    pub fn rest(&mut self) -> Option<String> {
+        if self.buf.is_empty() {
+            None
+        } else {
+            let line = std::mem::take(&mut self.buf);
+            Some(clean(&line))
+        }
+    }
+}
+
+fn clean(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    s.trim_end_matches('\r').to_string()
+}
+
+/// Parses one `/dev/kmsg` record (`PRI,SEQ,USEC,FLAGS;TEXT`) into level,
+/// time and text.
+pub fn parse_kmsg(record: &[u8]) -> Option<(Level, Duration, String)> {
+    let text = std::str::from_utf8(record).ok()?;
+    let (head, msg) = text.split_once(';')?;
+    let mut f = head.split(',');
+    let pri: u32 = f.next()?.parse().ok()?;
+    let _seq = f.next()?;
+    let usec: u64 = f.next()?.parse().ok()?;
+    let level = match pri & 7 {
+        0..=3 => Level::Error,
+        4 => Level::Warn,
+        5 | 6 => Level::Info,
+        _ => Level::Debug,
+    };
+    // Continuation lines (" KEY=value") follow the first newline.
+    let msg = msg.split('\n').next().unwrap_or("");
+    Some((level, Duration::from_micros(usec), msg.to_string()))
 }
 
 #[cfg(test)]
@@ -104,5 +398,48 @@ mod tests {
         let b = boottime();
         assert!(b >= a);
         assert!(a > Duration::ZERO);
+    }
+
+    #[test]
+    fn line_buffer_splits_and_keeps_partial_lines() {
+        let mut b = LineBuf::default();
+        assert_eq!(b.feed(b"one\ntw"), ["one"]);
+        assert_eq!(b.feed(b"o\r\nthree\n"), ["two", "three"]);
+        assert!(b.feed(b"tail").is_empty());
+        assert_eq!(b.rest().as_deref(), Some("tail"));
+        assert_eq!(b.rest(), None);
+        let long = vec![b'x'; LINE_MAX + 10];
+        let out = b.feed(&long);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), LINE_MAX);
+        assert_eq!(b.feed(&[0xff, b'\n']), ["xxxxxxxxxx\u{fffd}"]);
+    }
+
+    #[test]
+    fn kmsg_records() {
+        let (lvl, t, msg) =
+            parse_kmsg(b"6,339,5140900,-;NET: Registered protocol\n SUBSYSTEM=net").unwrap();
+        assert_eq!(lvl, Level::Info);
+        assert_eq!(t, Duration::from_micros(5_140_900));
+        assert_eq!(msg, "NET: Registered protocol");
+        assert_eq!(parse_kmsg(b"3,1,2,-;oops").unwrap().0, Level::Error);
+        assert!(parse_kmsg(b"garbage").is_none());
+        assert!(parse_kmsg(b"x,1,2;y").is_none());
+    }
+
+    #[test]
+    fn ring_is_bounded_and_filterable() {
+        // The logger is global: use sources no other test uses.
+        configure(3, Level::Off);
+        let start = last_seq();
+        for i in 0..5 {
+            record(Level::Info, "ringtest", &format!("l{i}"), None);
+        }
+        let got: Vec<String> = since(start, Some("ringtest"))
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(got, ["l2", "l3", "l4"]);
+        configure(cairn_manifest::supervision::DEFAULT_LOG_LINES, Level::Info);
     }
 }

@@ -115,13 +115,7 @@ impl SignalFd {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(d.subsec_nanos()),
         });
-        let extra = EXTRA.with(|e| {
-            e.borrow()
-                .fds
-                .iter()
-                .filter_map(|f| f.try_clone().ok())
-                .collect::<Vec<_>>()
-        });
+        let extra = extra_fds();
         let mut fds = vec![PollFd::new(&self.fd, PollFlags::IN)];
         fds.extend(extra.iter().map(|f| PollFd::new(f, PollFlags::IN)));
         match rustix::event::poll(&mut fds, ts.as_ref()) {
@@ -190,6 +184,15 @@ impl Waiter {
         }
     }
 
+    /// The signalfd to poll, if there is one.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Waiter::Fd(fd) => Some(fd.fd.as_fd()),
+            Waiter::Polling => None,
+        }
+    }
+
     /// Waits for signals or `timeout`; see [`SignalFd::wait`]. In polling
     /// mode it sleeps at most a second and reports a SIGCHLD.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Vec<libc::c_int>, SignalError> {
@@ -229,7 +232,19 @@ pub fn clear_extra() {
     set_extra(Vec::new(), None);
 }
 
-fn with_extra_deadline(timeout: Option<Duration>) -> Option<Duration> {
+/// Duplicates of the extra fds, for a caller that polls by itself.
+pub fn extra_fds() -> Vec<OwnedFd> {
+    EXTRA.with(|e| {
+        e.borrow()
+            .fds
+            .iter()
+            .filter_map(|f| f.try_clone().ok())
+            .collect()
+    })
+}
+
+/// `timeout` shortened to the extra deadline, if that comes first.
+pub fn with_extra_deadline(timeout: Option<Duration>) -> Option<Duration> {
     let extra = EXTRA
         .with(|e| e.borrow().deadline)
         .map(|d| d.saturating_duration_since(Instant::now()));

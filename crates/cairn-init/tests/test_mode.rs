@@ -148,7 +148,9 @@ on_exit = "poweroff"
     let (status, lines, stdout) = run.finish();
     let all = lines.join("\n");
     assert!(status.success(), "{status}\n{all}");
-    assert!(stdout.contains("hi"), "stdout: {stdout:?}\n{all}");
+    // Service output is captured into the log, tagged with its source.
+    assert!(lines.iter().any(|l| l.ends_with("] first: hi")), "{all}");
+    assert!(!stdout.contains("hi"), "stdout: {stdout:?}");
     assert!(lines[0].ends_with(&format!("cairn-init {}", env!("CARGO_PKG_VERSION"))));
     for l in &lines {
         assert_timestamped(l);
@@ -162,7 +164,7 @@ on_exit = "poweroff"
     assert!(init < first && first < second && second < ready, "{all}");
     assert!(exited < off, "{all}");
     // `second` (sleep 30) was stopped with SIGTERM, well within the grace.
-    index_of(&lines, "cairn: service second exited (signal 15)");
+    index_of(&lines, "cairn: service second stopped (signal 15)");
     index_of(&lines, "test mode: exiting instead of power off");
     assert!(
         !all.contains("modules loaded"),
@@ -296,13 +298,162 @@ on_exit = "poweroff"
     assert!(parent < orphan && orphan < off, "{all}");
 }
 
+fn ctl(sock: &Path, args: &[&str]) -> (i32, String, String) {
+    let dir = sock.parent().unwrap();
+    let link = dir.join("cairnctl");
+    if !link.exists() {
+        std::os::unix::fs::symlink(BIN, &link).unwrap();
+    }
+    let out = Command::new(&link)
+        .args(args)
+        .env("CAIRN_CONTROL", sock)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
-fn cairnctl_is_a_placeholder() {
+fn backoff_grows_then_failed_and_cairnctl_controls_services() {
     let dir = tempfile::tempdir().unwrap();
-    let link = dir.path().join("cairnctl");
-    std::os::unix::fs::symlink(BIN, &link).unwrap();
-    let out = Command::new(&link).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cairnctl: not implemented yet"), "{err}");
+    let sock = dir.path().join("control.sock");
+    let cfg = write_config(
+        dir.path(),
+        r#"
+name = "t"
+
+[log]
+lines = 200
+
+[[service]]
+name = "crash"
+exec = ["/bin/sh", "-c", "echo crashing; exit 3"]
+restart = "on-failure"
+restart_delay_ms = 100
+restart_delay_max_ms = 400
+restart_limit = 4
+
+[[service]]
+name = "web"
+exec = ["/bin/sh", "-c", "trap 'echo got TERM; exit 0' TERM; echo web up; while true; do sleep 0.1; done"]
+restart = "always"
+stop_timeout_ms = 3000
+"#,
+    );
+    let mut child = Command::new(BIN)
+        .env("CAIRN_CONFIG", &cfg)
+        .env("CAIRN_CMDLINE", "")
+        .env("CAIRN_CONTROL", &sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        let (code, out, _) = ctl(&sock, &["status"]);
+        if code == 0 && out.contains("failed") && out.contains("web") {
+            break out;
+        }
+        assert!(Instant::now() < end, "crash never failed: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.contains("hostname:") && status.contains("uptime:"),
+        "{status}"
+    );
+    assert!(
+        status.lines().any(|l| l.contains("crash")
+            && l.contains("failed")
+            && l.contains("status 3")
+            && l.contains(" 4 ")),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("web") && l.contains("running")),
+        "{status}"
+    );
+
+    let (code, logs, _) = ctl(&sock, &["logs", "cairn"]);
+    assert_eq!(code, 0);
+    let delays: Vec<&str> = logs
+        .lines()
+        .filter_map(|l| l.split("service crash restarting in ").nth(1))
+        .collect();
+    assert_eq!(delays, ["0.100s", "0.200s", "0.400s", "0.400s"], "{logs}");
+    assert!(
+        logs.contains("service crash failed: 4 quick restarts in a row; giving up"),
+        "{logs}"
+    );
+    let (_, crash_logs, _) = ctl(&sock, &["logs", "crash"]);
+    assert_eq!(
+        crash_logs.matches("crash: crashing").count(),
+        5,
+        "{crash_logs}"
+    );
+
+    let (code, json, _) = ctl(&sock, &["status", "--json"]);
+    assert_eq!(code, 0);
+    assert!(json.starts_with("{\"hostname\":"), "{json}");
+    assert!(json.contains("\"name\":\"crash\",\"state\":\"failed\",\"pid\":null,\"restarts\":4,\"last_exit\":\"status 3\""), "{json}");
+
+    // Garbage: an error reply, and the init carries on.
+    let (code, _, err) = ctl(&sock, &["restart", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no service nosuch"), "{err}");
+    let (code, _, err) = ctl(&sock, &["frobnicate"]);
+    assert_eq!(code, 2, "{err}");
+    {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(&[0u8, 1, 2, 0xff, b'\n']).unwrap();
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        assert!(r.starts_with("error: "), "{r}");
+    }
+
+    // restart: SIGTERM reaches the service, it stops, starts again.
+    let (code, _, err) = ctl(&sock, &["restart", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (_, logs, _) = ctl(&sock, &["logs", "web"]);
+        if logs.matches("web: web up").count() == 2 {
+            assert!(logs.contains("web: got TERM"), "{logs}");
+            break;
+        }
+        assert!(Instant::now() < end, "{logs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _, _) = ctl(&sock, &["stop", "web"]);
+    assert_eq!(code, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, st, _) = ctl(&sock, &["status"]);
+    assert!(
+        st.lines()
+            .any(|l| l.contains("web") && l.contains("stopped")),
+        "{st}"
+    );
+    let (code, _, _) = ctl(&sock, &["start", "crash"]);
+    assert_eq!(code, 0);
+
+    let (code, _, _) = ctl(&sock, &["poweroff"]);
+    assert_eq!(code, 0);
+    let end = Instant::now() + DEADLINE;
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("init did not exit after cairnctl poweroff");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(st.success());
 }

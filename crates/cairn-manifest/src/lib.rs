@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod manifest;
 pub mod network;
 mod raw;
+pub mod supervision;
 pub mod system;
 pub mod validate;
 
@@ -27,6 +28,7 @@ pub use manifest::{
 pub use network::{
     InterfaceConfig, IpPrefix, Ipv6Mode, MatchRule, NetConfig, RouteConfig, DEFAULT_ONLINE_TIMEOUT,
 };
+pub use supervision::{Accounts, Level, LogConfig, RunSettings};
 pub use system::{
     ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,
 };

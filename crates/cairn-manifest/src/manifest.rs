@@ -39,6 +39,7 @@ use toml::Spanned;
 use crate::compression::Compression;
 use crate::diagnostic::{Diagnostic, Located, Span};
 use crate::raw::{self, RawBinary, RawFile, RawKernel, RawManifest, RawService};
+use crate::supervision::{self, Accounts, LogConfig, RunSettings};
 use crate::system::{ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig};
 use crate::validate::{self as check, Invalid, TARGETS};
 
@@ -79,6 +80,11 @@ pub struct Manifest {
     pub binaries: Vec<BinaryEntry>,
     /// `[[network]]` entries and `[net]` (see [`crate::network`]).
     pub net: crate::network::NetConfig,
+    /// Users and groups of the image (`[[user]]`, `[[group]]`, plus root
+    /// and nobody), written to `/etc/passwd` and `/etc/group`.
+    pub accounts: Accounts,
+    /// `[log]`.
+    pub log: LogConfig,
 }
 
 /// The `[kernel]` table.
@@ -127,6 +133,9 @@ pub struct Service {
     /// `after`: services or targets (`network-online`, `mounts`) to wait
     /// for before starting; cycles are refused.
     pub after: Vec<Located<String>>,
+    /// Credentials, limits, restart backoff, stop timeout
+    /// ([`crate::supervision`]).
+    pub run: RunSettings,
 }
 
 /// A `[[file]]` entry: a host file copied into the image.
@@ -204,20 +213,28 @@ impl Manifest {
             services: self
                 .services
                 .iter()
-                .map(|s| ServiceConfig {
-                    name: s.name.value.clone(),
-                    exec: s.exec.value.clone(),
-                    env: s.env.clone(),
-                    restart: s.restart,
-                    on_exit: s.on_exit,
-                    after: s.after.iter().map(|a| a.value.clone()).collect(),
+                .map(|s| {
+                    ServiceConfig {
+                        exec: s.exec.value.clone(),
+                        env: s.env.clone(),
+                        restart: s.restart,
+                        on_exit: s.on_exit,
+                        after: s.after.iter().map(|a| a.value.clone()).collect(),
+                        ..ServiceConfig::new(&s.name.value, &[])
+                    }
+                    .with_run(&s.run)
                 })
                 .collect(),
+            log: self.log.clone(),
         }
     }
 }
 
 type Failure = (Span, Invalid);
+
+fn run_failure((span, e): supervision::RunFailure) -> Failure {
+    (span, Invalid::Run(e))
+}
 
 fn span<T>(s: &Spanned<T>) -> Span {
     s.span().into()
@@ -260,7 +277,9 @@ impl Builder<'_> {
             check::check_hostname(h.get_ref()).map_err(at(h))?;
         }
         let kernel = self.kernel(raw.kernel)?;
-        let services = self.services(raw.service)?;
+        let accounts = Accounts::build(raw.user, raw.group).map_err(run_failure)?;
+        let log = supervision::log_config(raw.log).map_err(run_failure)?;
+        let services = self.services(raw.service, &accounts)?;
         let files = raw
             .file
             .into_iter()
@@ -287,6 +306,8 @@ impl Builder<'_> {
             files,
             binaries,
             net,
+            accounts,
+            log,
         })
     }
 
@@ -344,7 +365,11 @@ impl Builder<'_> {
         })
     }
 
-    fn services(&self, raw: Vec<Spanned<RawService>>) -> Result<Vec<Service>, Failure> {
+    fn services(
+        &self,
+        raw: Vec<Spanned<RawService>>,
+        accounts: &Accounts,
+    ) -> Result<Vec<Service>, Failure> {
         let mut seen: HashMap<String, Span> = HashMap::new();
         let mut services = Vec::with_capacity(raw.len());
         for s in raw {
@@ -360,13 +385,14 @@ impl Builder<'_> {
                 ));
             }
             seen.insert(s.name.get_ref().clone(), span(&s.name));
-            services.push(self.service(s)?);
+            services.push(self.service(s, accounts)?);
         }
         check_after(&services)?;
         Ok(services)
     }
 
-    fn service(&self, s: RawService) -> Result<Service, Failure> {
+    fn service(&self, mut s: RawService, accounts: &Accounts) -> Result<Service, Failure> {
+        let run = supervision::run_settings(s.take_run(), accounts).map_err(run_failure)?;
         let exec_span = span(&s.exec);
         let exec: Vec<Spanned<String>> = s.exec.into_inner();
         let plain: Vec<String> = exec.iter().map(|a| a.get_ref().clone()).collect();
@@ -397,6 +423,7 @@ impl Builder<'_> {
             restart: s.restart,
             on_exit: s.on_exit,
             after: s.after.into_iter().map(located).collect(),
+            run,
         })
     }
 
@@ -1029,6 +1056,7 @@ dst = "/bin/jq2"
                     restart: RestartPolicy::OnFailure,
                     on_exit: Some(ExitAction::Poweroff),
                     after: vec!["network-online".into(), "web".into()],
+                    ..ServiceConfig::new("greet", &[])
                 },
                 ServiceConfig {
                     name: "web".into(),
@@ -1037,9 +1065,11 @@ dst = "/bin/jq2"
                     restart: RestartPolicy::Always,
                     on_exit: None,
                     after: vec![],
+                    ..ServiceConfig::new("web", &[])
                 },
             ],
             net: Default::default(),
+            log: Default::default(),
         };
         assert_eq!(sys, expected);
         // And it survives the trip through the file baked into the image.

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use crate::compression::Compression;
 use crate::diagnostic::Span;
+use crate::supervision::{RawGroup, RawLog, RawRun, RawUser};
 use crate::system::{ExitAction, PanicAction, RestartPolicy};
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +34,12 @@ pub(crate) struct RawManifest {
     pub network: Vec<Spanned<crate::network::RawNetwork>>,
     #[serde(default)]
     pub net: Option<crate::network::RawNet>,
+    #[serde(default)]
+    pub user: Vec<Spanned<RawUser>>,
+    #[serde(default)]
+    pub group: Vec<Spanned<RawGroup>>,
+    #[serde(default)]
+    pub log: Option<RawLog>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +77,54 @@ pub(crate) struct RawService {
     pub on_exit: Option<ExitAction>,
     #[serde(default)]
     pub after: Vec<Spanned<String>>,
+    // Supervision settings (see crate::supervision).
+    #[serde(default)]
+    pub user: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub group: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub groups: Vec<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub umask: Option<Spanned<String>>,
+    #[serde(default)]
+    pub workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub limits: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub capabilities: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub memory_max: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub pids_max: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub stop_timeout: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub restart_delay: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub restart_delay_max: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub restart_limit: Option<u32>,
+}
+
+impl RawService {
+    /// Moves the supervision keys out.
+    pub fn take_run(&mut self) -> RawRun {
+        RawRun {
+            user: self.user.take(),
+            group: self.group.take(),
+            groups: std::mem::take(&mut self.groups),
+            umask: self.umask.take(),
+            workdir: self.workdir.take(),
+            limits: std::mem::take(&mut self.limits),
+            capabilities: self.capabilities.take(),
+            memory_max: self.memory_max.take(),
+            pids_max: self.pids_max.take(),
+            stop_timeout: self.stop_timeout.take(),
+            restart_delay: self.restart_delay.take(),
+            restart_delay_max: self.restart_delay_max.take(),
+            restart_limit: self.restart_limit.take(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

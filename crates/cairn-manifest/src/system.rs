@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::supervision::{self as sv, LogConfig};
+
 /// Where the builder writes the runtime config inside the image.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/cairn/system.toml";
 
@@ -32,6 +34,9 @@ pub struct SystemConfig {
     /// Network interfaces, `network-online` timeout, time servers.
     #[serde(default, skip_serializing_if = "crate::network::NetConfig::is_default")]
     pub net: crate::network::NetConfig,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +55,95 @@ pub struct ServiceConfig {
     /// starts after.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// User (name or number) to run as; `None`: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Primary group (name or number); `None`: the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Supplementary groups (names or numbers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// rlimit name (`nofile`) -> value (soft = hard); `supervision::UNLIMITED`: no limit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, u64>,
+    /// Capabilities to keep (`CAP_*`); `None`: leave them alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    #[serde(default = "d_stop")]
+    pub stop_timeout_ms: u64,
+    #[serde(default = "d_delay")]
+    pub restart_delay_ms: u64,
+    #[serde(default = "d_delay_max")]
+    pub restart_delay_max_ms: u64,
+    #[serde(default = "d_limit")]
+    pub restart_limit: u32,
+}
+
+fn d_stop() -> u64 {
+    sv::DEFAULT_STOP_TIMEOUT_MS
+}
+fn d_delay() -> u64 {
+    sv::DEFAULT_RESTART_DELAY_MS
+}
+fn d_delay_max() -> u64 {
+    sv::DEFAULT_RESTART_DELAY_MAX_MS
+}
+fn d_limit() -> u32 {
+    sv::DEFAULT_RESTART_LIMIT
+}
+
+impl ServiceConfig {
+    /// A service with just a name and argv, everything else default.
+    pub fn new(name: &str, exec: &[&str]) -> Self {
+        ServiceConfig {
+            name: name.into(),
+            exec: exec.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            restart: RestartPolicy::default(),
+            on_exit: None,
+            after: Vec::new(),
+            user: None,
+            group: None,
+            groups: Vec::new(),
+            umask: None,
+            workdir: None,
+            limits: BTreeMap::new(),
+            capabilities: None,
+            memory_max: None,
+            pids_max: None,
+            stop_timeout_ms: sv::DEFAULT_STOP_TIMEOUT_MS,
+            restart_delay_ms: sv::DEFAULT_RESTART_DELAY_MS,
+            restart_delay_max_ms: sv::DEFAULT_RESTART_DELAY_MAX_MS,
+            restart_limit: sv::DEFAULT_RESTART_LIMIT,
+        }
+    }
+
+    /// Copies validated supervision settings in.
+    pub fn with_run(mut self, r: &sv::RunSettings) -> Self {
+        self.user = r.user.clone();
+        self.group = r.group.clone();
+        self.groups = r.groups.clone();
+        self.umask = r.umask;
+        self.workdir = r.workdir.clone();
+        self.limits = r.limits.clone();
+        self.capabilities = r.capabilities.clone();
+        self.memory_max = r.memory_max;
+        self.pids_max = r.pids_max;
+        self.stop_timeout_ms = r.stop_timeout_ms;
+        self.restart_delay_ms = r.restart_delay_ms;
+        self.restart_delay_max_ms = r.restart_delay_max_ms;
+        self.restart_limit = r.restart_limit;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -100,14 +194,19 @@ mod tests {
             modules: vec!["/lib/modules/6.1/kernel/a.ko".into()],
             on_panic: PanicAction::Reboot,
             services: vec![ServiceConfig {
-                name: "greet".into(),
-                exec: vec!["/bin/echo".into(), "hi".into()],
                 env: BTreeMap::from([("A".into(), "b".into())]),
                 restart: RestartPolicy::OnFailure,
                 on_exit: Some(ExitAction::Poweroff),
                 after: vec!["network-online".into()],
+                user: Some("app".into()),
+                groups: vec!["audio".into()],
+                limits: BTreeMap::from([("nofile".into(), 64)]),
+                capabilities: Some(vec!["CAP_KILL".into()]),
+                memory_max: Some(1 << 20),
+                ..ServiceConfig::new("greet", &["/bin/echo", "hi"])
             }],
             net: Default::default(),
+            log: LogConfig::default(),
         };
         let text = cfg.to_toml();
         assert_eq!(SystemConfig::from_toml(&text).unwrap(), cfg);

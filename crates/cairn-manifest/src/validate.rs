@@ -76,6 +76,8 @@ pub enum Invalid {
     RelativeBinary(String),
     #[error(transparent)]
     Network(#[from] crate::network::NetworkInvalid),
+    #[error(transparent)]
+    Run(#[from] crate::supervision::RunInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

@@ -351,6 +351,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     let system = m.system_config(module_paths);
     archive.add_file(SYSTEM_CONFIG_PATH, 0o644, system.to_toml().into_bytes())?;
     archive.add_file("/etc/os-release", 0o644, os_release(&m).into_bytes())?;
+    // Users and groups for services' `user`/`group` (parsed by cairn-init, never NSS).
+    archive.add_file("/etc/passwd", 0o644, m.accounts.passwd().into_bytes())?;
+    archive.add_file("/etc/group", 0o644, m.accounts.group().into_bytes())?;
     if let Some(h) = &m.hostname {
         archive.add_file("/etc/hostname", 0o644, format!("{h}\n").into_bytes())?;
     }

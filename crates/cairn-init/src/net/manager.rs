@@ -68,6 +68,86 @@ pub struct LeaseStatus {
     pub remaining: Duration,
 }
 
+/// The last [`Status`], published after every [`Net::process`] for the
+/// status screen and `cairnctl status` (None: networking not running).
+static SNAPSHOT: std::sync::Mutex<Option<Status>> = std::sync::Mutex::new(None);
+
+/// The current network status, if the manager runs.
+pub fn snapshot() -> Option<Status> {
+    SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+impl Status {
+    /// Lines for the status screen.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "network:  {}{}",
+            if self.online { "online" } else { "waiting" },
+            if self.clock_synced {
+                ", clock synced (SNTP)"
+            } else {
+                ""
+            }
+        );
+        for i in &self.interfaces {
+            let _ = write!(out, "  {:<10} dhcp4 {}", i.name, i.dhcp.unwrap_or("off"));
+            if let Some(l) = &i.lease {
+                let _ = write!(
+                    out,
+                    " {}/{} from {} ({}s left)",
+                    l.addr,
+                    l.prefix_len,
+                    l.server,
+                    l.remaining.as_secs()
+                );
+            }
+            out.push('\n');
+        }
+        if !self.dns.is_empty() {
+            let dns: Vec<String> = self.dns.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(out, "  dns {}", dns.join(" "));
+        }
+        out
+    }
+
+    /// A JSON object for `cairnctl status --json`.
+    pub fn json(&self) -> String {
+        let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let ifaces: Vec<String> = self
+            .interfaces
+            .iter()
+            .map(|i| {
+                let lease = i.lease.as_ref().map_or("null".to_string(), |l| {
+                    format!(
+                        "{{\"address\":{},\"prefix\":{},\"server\":{},\"remaining_s\":{}}}",
+                        q(&l.addr.to_string()),
+                        l.prefix_len,
+                        q(&l.server.to_string()),
+                        l.remaining.as_secs()
+                    )
+                });
+                format!(
+                    "{{\"name\":{},\"dhcp4\":{},\"lease\":{lease},\"usable\":{}}}",
+                    q(&i.name),
+                    i.dhcp.map_or("null".to_string(), q),
+                    i.usable
+                )
+            })
+            .collect();
+        let dns: Vec<String> = self.dns.iter().map(|d| q(&d.to_string())).collect();
+        format!(
+            "{{\"online\":{},\"clock_synced\":{},\"interfaces\":[{}],\"dns\":[{}]}}",
+            self.online,
+            self.clock_synced,
+            ifaces.join(","),
+            dns.join(",")
+        )
+    }
+}
+
 struct DhcpRun {
     client: Client,
     sock: DhcpSocket,
@@ -348,7 +428,9 @@ impl Net {
             self.ra_io(index, now);
         }
         self.sntp_io(now);
-        self.check_online(now)
+        let reached = self.check_online(now);
+        *SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.status());
+        reached
     }
 
     fn link_events(&mut self, now: Instant) {
@@ -989,5 +1071,45 @@ impl Net {
             search,
             clock_synced: self.sntp.as_ref().is_some_and(|s| s.stepped),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_and_json() {
+        let s = Status {
+            online: true,
+            interfaces: vec![IfaceStatus {
+                name: "eth0".into(),
+                index: 2,
+                mac: None,
+                addresses: vec!["10.0.2.15/24".into()],
+                dhcp: Some("BOUND"),
+                lease: Some(LeaseStatus {
+                    addr: Ipv4Addr::new(10, 0, 2, 15),
+                    prefix_len: 24,
+                    server: Ipv4Addr::new(10, 0, 2, 2),
+                    remaining: Duration::from_secs(99),
+                }),
+                usable: true,
+            }],
+            dns: vec![IpAddr::from([10, 0, 2, 3])],
+            search: vec![],
+            clock_synced: false,
+        };
+        let t = s.render();
+        assert!(t.contains("network:  online"), "{t}");
+        assert!(
+            t.contains("eth0       dhcp4 BOUND 10.0.2.15/24 from 10.0.2.2 (99s left)"),
+            "{t}"
+        );
+        assert!(t.contains("dns 10.0.2.3"), "{t}");
+        assert_eq!(
+            s.json(),
+            "{\"online\":true,\"clock_synced\":false,\"interfaces\":[{\"name\":\"eth0\",\"dhcp4\":\"BOUND\",\"lease\":{\"address\":\"10.0.2.15\",\"prefix\":24,\"server\":\"10.0.2.2\",\"remaining_s\":99},\"usable\":true}],\"dns\":[\"10.0.2.3\"]}"
+        );
     }
 }

@@ -6,36 +6,44 @@
 //! can catch a panic per step and keep PID 1 alive.
 //!
 //! Each service runs in its own session (`setsid`), so its process group id
-//! is its pid and shutdown can signal the whole group. Stdin is
-//! `/dev/null`, stdout and stderr are inherited (the console), the
-//! environment is exactly the service's `env` on top of
-//! `PATH=/usr/sbin:/usr/bin:/sbin:/bin`, and the working directory is `/`.
+//! is its pid, and (PID 1 with cgroup v2) in its own cgroup; see [`spawn`]
+//! for credentials, limits and capabilities. Stdin is `/dev/null`; stdout
+//! and stderr go through a pipe into the log, line by line.
+//!
+//! One step waits with `poll(2)` on: the signalfd, the service output
+//! pipes, the control socket and its clients ([`crate::ctl`]), `/dev/kmsg`,
+//! the ACPI power button ([`crate::power`]) and the console (the status
+//! screen, [`crate::status`]).
 //!
 //! When a run ends (including an exec that fails, which counts as an
 //! unsuccessful run) the restart policy decides ([`policy`]): `always`
 //! restarts, `on-failure` restarts unless it exited with status 0, `never`
-//! does not; restarts wait 1 s. Once the decision is not to restart, the
-//! service's `on_exit` (`poweroff` / `reboot`) becomes a shutdown request
-//! (so with `restart = "always"` it never fires).
+//! does not; restarts back off exponentially and after `restart_limit`
+//! quick failures the service is `failed`. Once the decision is not to
+//! restart, the service's `on_exit` (`poweroff` / `reboot`) becomes a
+//! shutdown request (so with `restart = "always"` it never fires).
 
 pub mod order;
 pub mod policy;
 pub mod shutdown;
+pub mod spawn;
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use cairn_manifest::{ExitAction, ServiceConfig};
+use cairn_manifest::{ExitAction, Level, ServiceConfig};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
-use rustix::process::{Pid, WaitOptions, WaitStatus};
+use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 
+use crate::accounts::Accounts;
+use crate::cgroup::Cgroup;
+use crate::log::LineBuf;
 use crate::signals::{self, SignalAction, Waiter};
-use crate::{debug, info};
-use policy::{Backoff, Decision, Exit, FixedDelay};
+use crate::{ctl, debug, info, power, status, targets, warn};
+use policy::{Backoff, Decision, Exit, Exponential};
 
-/// `PATH` for services unless their `env` sets one.
-pub const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+pub use spawn::{SpawnError, DEFAULT_PATH};
 
 /// How the machine should go down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,16 +70,13 @@ impl From<ExitAction> for Shutdown {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    #[error("service {service}: exec is empty")]
-    EmptyExec { service: String },
-    #[error("service {service}: cannot run {program}: {source}")]
-    Exec {
-        service: String,
-        program: String,
-        source: std::io::Error,
-    },
+/// What happens once a service being stopped has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Stay stopped (`cairnctl stop`, shutdown).
+    Stay,
+    /// Start again at once (`cairnctl restart`).
+    Restart,
 }
 
 /// Where a service is in its life.
@@ -83,12 +88,42 @@ pub enum State {
         pid: Pid,
         since: Instant,
     },
+    /// SIGTERM sent; SIGKILL at `deadline`.
+    Stopping {
+        pid: Pid,
+        since: Instant,
+        deadline: Instant,
+        then: AfterStop,
+    },
     /// Ended; starts again at `at`.
     Restarting {
         at: Instant,
     },
-    /// Ended for good.
+    /// Ended for good (or stopped by request).
     Stopped(Exit),
+    /// Gave up after `restart_limit` quick failures.
+    Failed(Exit),
+}
+
+impl State {
+    /// One word for status output.
+    pub fn word(&self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Running { .. } => "running",
+            State::Stopping { .. } => "stopping",
+            State::Restarting { .. } => "restarting",
+            State::Stopped(_) => "stopped",
+            State::Failed(_) => "failed",
+        }
+    }
+
+    pub fn pid(&self) -> Option<Pid> {
+        match self {
+            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
 }
 
 /// Runtime state of one service.
@@ -98,7 +133,37 @@ pub struct ServiceState {
     pub attempted: bool,
     /// Successful starts so far.
     pub starts: u32,
+    /// How the last run ended.
+    pub last_exit: Option<Exit>,
     backoff: Box<dyn Backoff>,
+    cgroup: Option<Cgroup>,
+}
+
+impl ServiceState {
+    /// Restarts so far (starts after the first).
+    pub fn restarts(&self) -> u32 {
+        self.starts.saturating_sub(1)
+    }
+}
+
+struct Output {
+    service: usize,
+    fd: OwnedFd,
+    buf: LineBuf,
+}
+
+/// What one poll entry is.
+#[derive(Clone, Copy)]
+enum Src {
+    Signals,
+    Output(usize),
+    Listener,
+    Client(usize),
+    Kmsg,
+    Power,
+    Console,
+    /// A socket of another subsystem (see `signals::set_extra`).
+    Extra,
 }
 
 /// Supervises the configured services.
@@ -107,12 +172,22 @@ pub struct Supervisor {
     states: Vec<ServiceState>,
     /// Services that can never start (a cycle in `after`).
     blocked: Vec<bool>,
+    /// Service indices in the order of their first start.
+    start_order: Vec<usize>,
     announce_ready: bool,
     ready_logged: bool,
     stopping: bool,
     pending: Option<Shutdown>,
-    /// Targets reached so far (see [`Supervisor::reach_target`]).
-    reached: Vec<String>,
+    accounts: Accounts,
+    use_cgroups: bool,
+    outputs: Vec<Output>,
+    pub(crate) ctl: Option<ctl::Server>,
+    kmsg: Option<OwnedFd>,
+    power: Option<OwnedFd>,
+    console: Option<OwnedFd>,
+    screen: status::Screen,
+    /// `cairn.test_panic`: panic once inside a step (test hook).
+    test_panic: bool,
 }
 
 impl Supervisor {
@@ -120,7 +195,7 @@ impl Supervisor {
     /// match nothing and services caught in an `after` cycle.
     pub fn new(configs: Vec<ServiceConfig>) -> Self {
         for u in order::unknown_afters(&configs) {
-            info!(
+            warn!(
                 "service {}: after = {:?} names no service or target; ignored",
                 u.service, u.name
             );
@@ -129,44 +204,45 @@ impl Supervisor {
         let mut blocked = vec![false; configs.len()];
         for i in never {
             blocked[i] = true;
-            info!(
+            warn!(
                 "service {} never starts: its after list is part of a cycle",
                 configs[i].name
             );
         }
         let states = configs
             .iter()
-            .map(|_| ServiceState {
+            .map(|c| ServiceState {
                 state: State::Waiting,
                 attempted: false,
                 starts: 0,
-                backoff: Box::new(FixedDelay::default()),
+                last_exit: None,
+                backoff: Box::new(Exponential::new(
+                    Duration::from_millis(c.restart_delay_ms),
+                    Duration::from_millis(c.restart_delay_max_ms),
+                    c.restart_limit,
+                )),
+                cgroup: None,
             })
             .collect();
         Supervisor {
             configs,
             states,
             blocked,
+            start_order: Vec::new(),
             announce_ready: true,
             ready_logged: false,
             stopping: false,
             pending: None,
-            // `mounts` is reached by the time services start.
-            reached: vec!["mounts".to_string()],
+            accounts: Accounts::default(),
+            use_cgroups: false,
+            outputs: Vec::new(),
+            ctl: None,
+            kmsg: None,
+            power: None,
+            console: None,
+            screen: status::Screen::default(),
+            test_panic: false,
         }
-    }
-
-    /// Marks a target (`network-online`) as reached: services that wait
-    /// for it with `after` may start at the next step.
-    pub fn reach_target(&mut self, name: &str) {
-        if !self.target_reached(name) {
-            debug!("target {name} reached");
-            self.reached.push(name.to_string());
-        }
-    }
-
-    pub fn target_reached(&self, name: &str) -> bool {
-        self.reached.iter().any(|r| r == name)
     }
 
     /// A supervisor with no services that never reports ready: PID 1 as a
@@ -177,6 +253,35 @@ impl Supervisor {
         s
     }
 
+    /// Users and groups for `user`/`group`/`groups`.
+    pub fn set_accounts(&mut self, a: Accounts) {
+        self.accounts = a;
+    }
+
+    /// Put each service in its own cgroup (PID 1 with cgroup v2).
+    pub fn set_cgroups(&mut self, on: bool) {
+        self.use_cgroups = on;
+    }
+
+    /// Event sources besides signals and service output.
+    pub fn set_sources(
+        &mut self,
+        ctl: Option<ctl::Server>,
+        kmsg: Option<OwnedFd>,
+        power: Option<OwnedFd>,
+        console: Option<OwnedFd>,
+    ) {
+        self.ctl = ctl;
+        self.kmsg = kmsg;
+        self.power = power;
+        self.console = console;
+    }
+
+    /// Arms the test hook: the next step panics once.
+    pub fn arm_test_panic(&mut self) {
+        self.test_panic = true;
+    }
+
     pub fn configs(&self) -> &[ServiceConfig] {
         &self.configs
     }
@@ -185,36 +290,157 @@ impl Supervisor {
         &self.states
     }
 
-    /// Asks for a shutdown; the first request wins.
-    pub fn request(&mut self, kind: Shutdown) {
-        self.pending.get_or_insert(kind);
+    pub fn stopping(&self) -> bool {
+        self.stopping
     }
 
-    /// One unit of work: start what is due, wait for a signal or the next
-    /// restart deadline, reap. Returns a shutdown request once there is one.
+    /// Asks for a shutdown; the first request wins.
+    pub fn request(&mut self, kind: Shutdown) {
+        if !self.stopping {
+            self.pending.get_or_insert(kind);
+        }
+    }
+
+    /// One unit of work: start what is due, wait for an event or the next
+    /// deadline, handle it, reap. Returns a shutdown request once there is
+    /// one.
     pub fn step(&mut self, waiter: &Waiter) -> Option<Shutdown> {
         self.start_due();
         if let Some(r) = self.pending.take() {
             return Some(r);
         }
+        if self.test_panic && self.ready_logged {
+            self.test_panic = false;
+            panic!("test panic requested by cairn.test_panic");
+        }
         let timeout = self
             .next_deadline()
             .map(|at| at.saturating_duration_since(Instant::now()));
-        self.wait_and_handle(waiter, timeout);
+        self.poll_events(waiter, timeout);
         self.reap();
+        self.check_stop_deadlines();
         self.start_due();
         self.pending.take()
     }
 
-    /// Waits for signals and acts on them (shutdown requests only; reaping
-    /// is up to the caller).
-    fn wait_and_handle(&mut self, waiter: &Waiter, timeout: Option<Duration>) {
-        let sigs = match waiter.wait(timeout) {
+    /// Waits up to `timeout` (`None`: until something happens) for any
+    /// event source and handles what is ready.
+    pub fn poll_events(&mut self, waiter: &Waiter, timeout: Option<Duration>) {
+        let Some(sigfd) = waiter.fd() else {
+            // Degraded mode without a signalfd: sleep, then drain pipes.
+            let _ = waiter.wait(timeout.map(|t| t.min(Duration::from_millis(200))));
+            for i in 0..self.outputs.len() {
+                self.read_output(i);
+            }
+            self.outputs.retain(|o| o.service != usize::MAX);
+            return;
+        };
+        let mut srcs = vec![Src::Signals];
+        let mut fds = vec![PollFd::new(&sigfd, PollFlags::IN)];
+        for (i, o) in self.outputs.iter().enumerate() {
+            srcs.push(Src::Output(i));
+            fds.push(PollFd::new(&o.fd, PollFlags::IN));
+        }
+        if let Some(c) = &self.ctl {
+            srcs.push(Src::Listener);
+            fds.push(PollFd::new(c.listener(), PollFlags::IN));
+            for (i, fd) in c.client_fds().into_iter().enumerate() {
+                srcs.push(Src::Client(i));
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
+        }
+        if let Some(k) = &self.kmsg {
+            srcs.push(Src::Kmsg);
+            fds.push(PollFd::new(k, PollFlags::IN));
+        }
+        if let Some(p) = &self.power {
+            srcs.push(Src::Power);
+            fds.push(PollFd::new(p, PollFlags::IN));
+        }
+        if let Some(c) = &self.console {
+            srcs.push(Src::Console);
+            fds.push(PollFd::new(c, PollFlags::IN));
+        }
+        // Sockets and the next timer of other subsystems (networking): they
+        // only wake the loop; their owners do the work after the step.
+        let extra = signals::extra_fds();
+        for fd in &extra {
+            srcs.push(Src::Extra);
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        let timeout = signals::with_extra_deadline(timeout);
+        let ts = timeout.map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => {
+                info!("poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let ready: Vec<(Src, PollFlags)> = srcs
+            .iter()
+            .zip(fds.iter())
+            .map(|(s, f)| (*s, f.revents()))
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
+        drop(fds);
+        let mut clients = Vec::new();
+        for (src, _) in ready {
+            match src {
+                Src::Signals => self.handle_signals(waiter),
+                Src::Output(i) => self.read_output(i),
+                Src::Listener => {
+                    if let Some(c) = &mut self.ctl {
+                        c.accept();
+                    }
+                }
+                Src::Client(i) => clients.push(i),
+                Src::Kmsg => self.read_kmsg(),
+                Src::Power => {
+                    if let Some(fd) = &self.power {
+                        match power::read_pressed(fd) {
+                            Ok(true) => {
+                                info!("power button pressed: power off");
+                                self.request(Shutdown::Poweroff);
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                info!("power button: {e}; no longer watched");
+                                self.power = None;
+                            }
+                        }
+                    }
+                }
+                Src::Console => self.read_console(),
+                Src::Extra => {}
+            }
+        }
+        self.outputs.retain(|o| o.service != usize::MAX);
+        if !clients.is_empty() {
+            let reqs = match &mut self.ctl {
+                Some(c) => c.read_clients(&clients),
+                None => Vec::new(),
+            };
+            for (client, req) in reqs {
+                let reply = self.handle_request(req);
+                if let Some(c) = &mut self.ctl {
+                    c.reply(client, reply);
+                }
+            }
+        }
+        if let Some(c) = &mut self.ctl {
+            c.finish_round();
+        }
+    }
+
+    fn handle_signals(&mut self, waiter: &Waiter) {
+        let sigs = match waiter.wait(Some(Duration::ZERO)) {
             Ok(s) => s,
             Err(e) => {
                 info!("{e}");
-                // Do not spin on a broken fd.
-                std::thread::sleep(Duration::from_secs(1));
                 Vec::new()
             }
         };
@@ -234,6 +460,226 @@ impl Supervisor {
         }
     }
 
+    fn read_output(&mut self, i: usize) {
+        let Some(o) = self.outputs.get_mut(i) else {
+            return;
+        };
+        let name = self
+            .configs
+            .get(o.service)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let mut buf = [0u8; 4096];
+        loop {
+            match rustix::io::read(&o.fd, &mut buf) {
+                Ok(0) => {
+                    if let Some(rest) = o.buf.rest() {
+                        crate::log::record(Level::Info, &name, &rest, None);
+                    }
+                    o.service = usize::MAX; // closed: removed after the round
+                    return;
+                }
+                Ok(n) => {
+                    for line in o.buf.feed(&buf[..n]) {
+                        crate::log::record(Level::Info, &name, &line, None);
+                    }
+                    if n < buf.len() {
+                        return;
+                    }
+                }
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => return,
+                Err(_) => {
+                    o.service = usize::MAX;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_kmsg(&mut self) {
+        let Some(fd) = &self.kmsg else { return };
+        let mut buf = [0u8; 8192];
+        for _ in 0..256 {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) | Err(Errno::AGAIN) => return,
+                Ok(n) => {
+                    if let Some((level, time, text)) = crate::log::parse_kmsg(&buf[..n]) {
+                        crate::log::record(level, "kernel", &text, Some(time));
+                    }
+                }
+                // Overwritten records: carry on with the next one.
+                Err(Errno::PIPE) | Err(Errno::INTR) => continue,
+                Err(_) => {
+                    self.kmsg = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_console(&mut self) {
+        let Some(fd) = &self.console else { return };
+        let mut buf = [0u8; 256];
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) | Err(Errno::BADF) | Err(Errno::IO) => self.console = None,
+            Ok(n) => {
+                let input = buf[..n].to_vec();
+                let screen = status::render(self);
+                self.screen.input(&input, &screen);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Handles one control request.
+    fn handle_request(&mut self, req: ctl::Request) -> ctl::Reply {
+        use ctl::{Reply, Request};
+        let find = |s: &Self, n: &str| s.configs.iter().position(|c| c.name == n);
+        match req {
+            Request::Status { json } => Reply::ok(if json {
+                status::json(self)
+            } else {
+                status::render(self)
+            }),
+            Request::Logs { follow, service } => {
+                if let Some(n) = &service {
+                    if find(self, n).is_none() && n != "cairn" && n != "kernel" {
+                        return Reply::err(format!("no service {n}"));
+                    }
+                }
+                Reply::Logs { follow, service }
+            }
+            Request::Poweroff | Request::Reboot if self.stopping => {
+                Reply::err("already shutting down".into())
+            }
+            Request::Poweroff => {
+                info!("cairnctl: power off");
+                self.request(Shutdown::Poweroff);
+                Reply::ok(String::new())
+            }
+            Request::Reboot => {
+                info!("cairnctl: reboot");
+                self.request(Shutdown::Reboot);
+                Reply::ok(String::new())
+            }
+            Request::Stop(n) | Request::Start(n) | Request::Restart(n) if self.stopping => {
+                let _ = n;
+                Reply::err("shutting down".into())
+            }
+            Request::Stop(n) => match find(self, &n) {
+                None => Reply::err(format!("no service {n}")),
+                Some(i) => {
+                    info!("cairnctl: stop {n}");
+                    match self.states[i].state {
+                        State::Running { .. } => self.begin_stop(i, AfterStop::Stay),
+                        State::Restarting { .. } | State::Waiting => {
+                            self.states[i].attempted = true;
+                            self.states[i].state = State::Stopped(
+                                self.states[i].last_exit.unwrap_or(Exit::Signal(15)),
+                            );
+                        }
+                        _ => {}
+                    }
+                    Reply::ok(String::new())
+                }
+            },
+            Request::Start(n) => match find(self, &n) {
+                None => Reply::err(format!("no service {n}")),
+                Some(i) => {
+                    info!("cairnctl: start {n}");
+                    match self.states[i].state {
+                        State::Stopped(_) | State::Failed(_) | State::Restarting { .. } => {
+                            self.states[i].backoff.reset();
+                            self.start(i);
+                            Reply::ok(String::new())
+                        }
+                        State::Waiting => Reply::err(format!("{n} is waiting for its after list")),
+                        _ => Reply::ok(String::new()),
+                    }
+                }
+            },
+            Request::Restart(n) => match find(self, &n) {
+                None => Reply::err(format!("no service {n}")),
+                Some(i) => {
+                    info!("cairnctl: restart {n}");
+                    match self.states[i].state {
+                        State::Running { .. } => self.begin_stop(i, AfterStop::Restart),
+                        State::Stopping {
+                            pid,
+                            since,
+                            deadline,
+                            ..
+                        } => {
+                            self.states[i].state = State::Stopping {
+                                pid,
+                                since,
+                                deadline,
+                                then: AfterStop::Restart,
+                            }
+                        }
+                        State::Waiting => {
+                            return Reply::err(format!("{n} is waiting for its after list"))
+                        }
+                        _ => {
+                            self.states[i].backoff.reset();
+                            self.start(i);
+                        }
+                    }
+                    Reply::ok(String::new())
+                }
+            },
+        }
+    }
+
+    /// SIGTERM to service `i`'s group; SIGKILL after its stop timeout.
+    pub fn begin_stop(&mut self, i: usize, then: AfterStop) {
+        if let State::Running { pid, since } = self.states[i].state {
+            let timeout = Duration::from_millis(self.configs[i].stop_timeout_ms);
+            self.states[i].state = State::Stopping {
+                pid,
+                since,
+                deadline: Instant::now() + timeout,
+                then,
+            };
+            debug!("stopping service {}", self.configs[i].name);
+            signal_group(pid, Signal::TERM);
+            if let Some(cg) = &self.states[i].cgroup {
+                cg.signal(Signal::TERM);
+            }
+        }
+    }
+
+    /// SIGKILL to services whose stop timeout passed.
+    fn check_stop_deadlines(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.states.len() {
+            if let State::Stopping { pid, deadline, .. } = self.states[i].state {
+                if deadline <= now {
+                    info!(
+                        "service {} did not stop within {}ms; killing it",
+                        self.configs[i].name, self.configs[i].stop_timeout_ms
+                    );
+                    self.kill_service(i, pid);
+                    // Once is enough: the reaper takes it from here.
+                    self.states[i].state = State::Stopping {
+                        pid,
+                        since: now,
+                        deadline: now + Duration::from_secs(3600),
+                        then: AfterStop::Stay,
+                    };
+                }
+            }
+        }
+    }
+
+    fn kill_service(&self, i: usize, pid: Pid) {
+        if let Some(cg) = &self.states[i].cgroup {
+            cg.kill();
+        }
+        signal_group(pid, Signal::KILL);
+    }
+
     /// Starts services whose turn has come: first starts in `after` order,
     /// then restarts whose delay has passed. Logs `ready` once every
     /// startable service has had its first start.
@@ -243,8 +689,7 @@ impl Supervisor {
         }
         loop {
             let attempted: Vec<bool> = self.states.iter().map(|s| s.attempted).collect();
-            let reached = |t: &str| self.target_reached(t);
-            match order::next_startable(&self.configs, &attempted, &reached) {
+            match order::next_startable(&self.configs, &attempted, &targets::is_reached) {
                 Some(i) => self.start(i),
                 None => break,
             }
@@ -279,25 +724,48 @@ impl Supervisor {
     }
 
     fn start(&mut self, i: usize) {
+        if !self.states[i].attempted {
+            self.start_order.push(i);
+        }
         self.states[i].attempted = true;
         let cfg = &self.configs[i];
-        match spawn(cfg) {
-            Ok(pid) => {
+        let mut procs = None;
+        if self.use_cgroups && self.states[i].cgroup.is_none() {
+            match Cgroup::create(&cfg.name, cfg.memory_max, cfg.pids_max) {
+                Ok((cg, fd)) => {
+                    self.states[i].cgroup = Some(cg);
+                    procs = Some(fd);
+                }
+                Err(e) => warn!("service {}: {e}", cfg.name),
+            }
+        } else if let Some(cg) = &self.states[i].cgroup {
+            match Cgroup::create(&cfg.name, cfg.memory_max, cfg.pids_max) {
+                Ok((_, fd)) => procs = Some(fd),
+                Err(e) => warn!("service {}: {e} ({})", cfg.name, cg.path.display()),
+            }
+        }
+        match spawn::spawn(cfg, &self.accounts, procs) {
+            Ok(sp) => {
                 info!(
                     "service {} started (pid {})",
                     cfg.name,
-                    pid.as_raw_nonzero()
+                    sp.pid.as_raw_nonzero()
                 );
+                self.outputs.push(Output {
+                    service: i,
+                    fd: sp.output,
+                    buf: LineBuf::default(),
+                });
                 let st = &mut self.states[i];
                 st.starts += 1;
                 st.state = State::Running {
-                    pid,
+                    pid: sp.pid,
                     since: Instant::now(),
                 };
             }
             Err(e) => {
                 info!("{e}");
-                self.on_end(i, Exit::SpawnFailed);
+                self.on_end(i, Exit::SpawnFailed, Duration::ZERO);
             }
         }
     }
@@ -306,9 +774,7 @@ impl Supervisor {
     /// Returns whether children remain.
     pub fn reap(&mut self) -> bool {
         loop {
-            // `wait` is waitpid(-1): any child. (rustix's `waitpid(None)`
-            // is waitpid(0), our own process group only, which would miss
-            // every service since each runs in its own session.)
+            // `wait` is waitpid(-1): any child.
             match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => self.on_reaped(pid, status),
                 Ok(None) => return true,
@@ -324,14 +790,30 @@ impl Supervisor {
 
     fn on_reaped(&mut self, pid: Pid, status: WaitStatus) {
         let exit = exit_of(status);
-        let found = self
-            .states
-            .iter()
-            .position(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid));
+        let found = self.states.iter().position(|s| s.state.pid() == Some(pid));
         match found {
             Some(i) => {
-                info!("service {} exited ({exit})", self.configs[i].name);
-                self.on_end(i, exit);
+                let (since, then) = match self.states[i].state {
+                    State::Running { since, .. } => (since, None),
+                    State::Stopping { since, then, .. } => (since, Some(then)),
+                    _ => (Instant::now(), None),
+                };
+                let ran = since.elapsed();
+                self.states[i].last_exit = Some(exit);
+                match then {
+                    Some(then) => {
+                        info!("service {} stopped ({exit})", self.configs[i].name);
+                        self.states[i].state = State::Stopped(exit);
+                        if then == AfterStop::Restart && !self.stopping {
+                            self.states[i].backoff.reset();
+                            self.start(i);
+                        }
+                    }
+                    None => {
+                        info!("service {} exited ({exit})", self.configs[i].name);
+                        self.on_end(i, exit, ran);
+                    }
+                }
             }
             None => debug!("reaped pid {} ({exit})", pid.as_raw_nonzero()),
         }
@@ -339,14 +821,15 @@ impl Supervisor {
 
     /// A run of service `i` is over: restart it or stop it for good, and
     /// then honour its `on_exit`.
-    fn on_end(&mut self, i: usize, exit: Exit) {
-        let cfg = &self.configs[i];
-        let st = &mut self.states[i];
+    fn on_end(&mut self, i: usize, exit: Exit, ran: Duration) {
+        self.states[i].last_exit = Some(exit);
         if self.stopping {
-            st.state = State::Stopped(exit);
+            self.states[i].state = State::Stopped(exit);
             return;
         }
-        match policy::decide(cfg.restart, exit, st.backoff.as_mut()) {
+        let cfg = &self.configs[i];
+        let st = &mut self.states[i];
+        match policy::decide(cfg.restart, exit, ran, st.backoff.as_mut()) {
             Decision::Restart(delay) => {
                 info!(
                     "service {} restarting in {}.{:03}s",
@@ -357,6 +840,18 @@ impl Supervisor {
                 st.state = State::Restarting {
                     at: Instant::now() + delay,
                 };
+            }
+            Decision::GiveUp => {
+                crate::log::record(
+                    Level::Error,
+                    "cairn",
+                    &format!(
+                        "service {} failed: {} quick restarts in a row; giving up",
+                        cfg.name, cfg.restart_limit
+                    ),
+                    None,
+                );
+                st.state = State::Failed(exit);
             }
             Decision::Stop => {
                 st.state = State::Stopped(exit);
@@ -374,6 +869,7 @@ impl Supervisor {
             .iter()
             .filter_map(|s| match s.state {
                 State::Restarting { at } => Some(at),
+                State::Stopping { deadline, .. } => Some(deadline),
                 _ => None,
             })
             .min()
@@ -384,11 +880,13 @@ impl Supervisor {
         self.states
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| match s.state {
-                State::Running { pid, .. } => Some((i, pid)),
-                _ => None,
-            })
+            .filter_map(|(i, s)| s.state.pid().map(|p| (i, p)))
             .collect()
+    }
+
+    /// Service indices in reverse start order (for shutdown).
+    pub fn stop_order(&self) -> Vec<usize> {
+        self.start_order.iter().rev().copied().collect()
     }
 }
 
@@ -398,48 +896,14 @@ fn exit_of(status: WaitStatus) -> Exit {
     } else if let Some(sig) = status.terminating_signal() {
         Exit::Signal(sig)
     } else {
-        // Stopped/continued are not reported without WUNTRACED/WCONTINUED.
         Exit::Code(-1)
     }
 }
 
-/// Starts one service process; returns its pid.
-fn spawn(cfg: &ServiceConfig) -> Result<Pid, SpawnError> {
-    let (program, args) = cfg
-        .exec
-        .split_first()
-        .ok_or_else(|| SpawnError::EmptyExec {
-            service: cfg.name.clone(),
-        })?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", DEFAULT_PATH)
-        .envs(&cfg.env)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
-    // SAFETY: the closure runs between fork and exec; it only makes the
-    // async-signal-safe sigprocmask and setsid syscalls and does not
-    // allocate or take locks.
-    unsafe {
-        cmd.pre_exec(|| {
-            signals::unblock_all()?;
-            rustix::process::setsid()?;
-            Ok(())
-        });
+/// Signals a service's process group (its pid, thanks to `setsid`); if the
+/// group is gone, the process itself.
+pub fn signal_group(pid: Pid, sig: Signal) {
+    if rustix::process::kill_process_group(pid, sig) == Err(Errno::SRCH) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
-    let child = cmd.spawn().map_err(|source| SpawnError::Exec {
-        service: cfg.name.clone(),
-        program: program.clone(),
-        source,
-    })?;
-    // Dropping `Child` neither waits nor kills; the reaper owns it now.
-    let raw = child.id() as i32;
-    Pid::from_raw(raw).ok_or_else(|| SpawnError::Exec {
-        service: cfg.name.clone(),
-        program: program.clone(),
-        source: std::io::Error::other(format!("kernel returned pid {raw}")),
-    })
 }

@@ -79,12 +79,9 @@ mod tests {
 
     fn svc(name: &str, after: &[&str]) -> ServiceConfig {
         ServiceConfig {
-            name: name.into(),
-            exec: vec!["/bin/true".into()],
-            env: Default::default(),
             restart: RestartPolicy::Never,
-            on_exit: None,
             after: after.iter().map(|s| s.to_string()).collect(),
+            ..ServiceConfig::new(name, &["/bin/true"])
         }
     }
 

@@ -1,26 +1,25 @@
 //! Clean shutdown.
 //!
-//! 1. `SIGTERM` to every running service's process group; wait up to
-//!    [`GRACE`] while reaping; `SIGKILL` to the groups still there.
-//! 2. As PID 1 only: `kill(-1, SIGTERM)` for strays (daemons that left
-//!    their group), wait up to [`STRAY_GRACE`], then `kill(-1, SIGKILL)`.
-//! 3. `sync`, unmount what boot mounted (reverse order, lazily if busy).
+//! 1. Services are stopped one at a time in reverse start order: SIGTERM
+//!    to the service's process group (and cgroup), up to its
+//!    `stop_timeout` while its output is still logged, then SIGKILL to the
+//!    whole cgroup and group.
+//! 2. As PID 1 only: `kill(-1, SIGTERM)` for strays, wait up to
+//!    [`STRAY_GRACE`], then `kill(-1, SIGKILL)`.
+//! 3. The log file is closed, `sync`, unmount what boot mounted (reverse
+//!    order, lazily if busy).
 //! 4. `reboot(POWER_OFF)` or `reboot(RESTART)`, retried every 5 s should
 //!    the kernel refuse. In test mode the process exits instead.
 
 use std::time::{Duration, Instant};
 
-use rustix::io::Errno;
-use rustix::process::{Pid, Signal};
 use rustix::system::RebootCommand;
 
-use super::{Shutdown, Supervisor};
+use super::{AfterStop, Shutdown, State, Supervisor};
 use crate::boot::{self, MountTable, SysMounter};
 use crate::signals::Waiter;
-use crate::{debug, info, Mode};
+use crate::{info, Mode};
 
-/// How long services get between SIGTERM and SIGKILL.
-pub const GRACE: Duration = Duration::from_secs(5);
 /// How long strays get between SIGTERM and SIGKILL.
 pub const STRAY_GRACE: Duration = Duration::from_secs(2);
 
@@ -40,63 +39,67 @@ pub fn shutdown(
             Shutdown::Reboot => "rebooting",
         }
     );
-    stop_services(sup, waiter, GRACE);
+    stop_services(sup, waiter);
     if mode == Mode::Pid1 {
         kill_strays(sup, waiter);
     }
+    info!("all services stopped; syncing and unmounting");
+    crate::log::close_log_file();
     rustix::fs::sync();
-    for e in boot::unmount_all(&mut SysMounter, mounts) {
+    let errs = boot::unmount_all(&mut SysMounter, mounts);
+    for e in &errs {
         info!("{e}");
     }
+    info!("sync done, filesystems unmounted ({} errors)", errs.len());
     match mode {
         Mode::Test => info!("test mode: exiting instead of {kind}"),
         Mode::Pid1 => reboot_forever(kind),
     }
 }
 
-/// SIGTERM to every running service's group, SIGKILL after `grace`.
-pub fn stop_services(sup: &mut Supervisor, waiter: &Waiter, grace: Duration) {
+/// Stops running services in reverse start order, each with its own
+/// timeout, then anything still running.
+pub fn stop_services(sup: &mut Supervisor, waiter: &Waiter) {
     sup.stopping = true;
     sup.pending = None;
-    for (i, pid) in sup.running() {
-        debug!("stopping service {}", sup.configs[i].name);
-        signal_group(pid, Signal::TERM);
-    }
-    wait_for_services(sup, waiter, grace);
-    let left = sup.running();
-    if left.is_empty() {
-        return;
-    }
-    for (i, pid) in left {
-        info!(
-            "service {} did not stop within {}s; killing it",
-            sup.configs[i].name,
-            grace.as_secs()
-        );
-        signal_group(pid, Signal::KILL);
-    }
-    wait_for_services(sup, waiter, Duration::from_secs(1));
-}
-
-fn wait_for_services(sup: &mut Supervisor, waiter: &Waiter, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    sup.reap();
-    while !sup.running().is_empty() {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
+    let mut order = sup.stop_order();
+    // Services being stopped by request, or not in the start order.
+    for (i, _) in sup.running() {
+        if !order.contains(&i) {
+            order.push(i);
         }
-        let _ = waiter.wait(Some(deadline - now));
-        sup.reap();
+    }
+    for i in order {
+        match sup.states[i].state {
+            State::Running { .. } => sup.begin_stop(i, AfterStop::Stay),
+            State::Stopping { .. } => {}
+            State::Restarting { .. } | State::Waiting => {
+                sup.states[i].state = State::Stopped(super::policy::Exit::Code(0));
+                continue;
+            }
+            _ => continue,
+        }
+        info!("stopping service {}", sup.configs[i].name);
+        wait_for(sup, waiter, |s| s.states[i].state.pid().is_none());
     }
 }
 
-/// Signals a service's process group (its pid, thanks to `setsid`); if the
-/// group is gone, the process itself.
-fn signal_group(pid: Pid, sig: Signal) {
-    if rustix::process::kill_process_group(pid, sig) == Err(Errno::SRCH) {
-        let _ = rustix::process::kill_process(pid, sig);
+/// Runs the event loop until `done` or no deadline is left (stop timeouts
+/// turn into SIGKILL inside the loop).
+fn wait_for(sup: &mut Supervisor, waiter: &Waiter, done: impl Fn(&Supervisor) -> bool) {
+    let backstop = Instant::now() + Duration::from_secs(600);
+    sup.reap();
+    while !done(sup) && Instant::now() < backstop {
+        let timeout = sup
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1));
+        sup.poll_events(waiter, Some(timeout.min(Duration::from_secs(1))));
+        sup.reap();
+        sup.check_stop_deadlines();
     }
+    // Last output lines of stopped services.
+    sup.poll_events(waiter, Some(Duration::ZERO));
 }
 
 /// `kill(-1, …)`: every process but PID 1 and kernel threads. PID 1 only.

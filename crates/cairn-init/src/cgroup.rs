@@ -1,0 +1,130 @@
+//! One cgroup v2 per service under `/sys/fs/cgroup/cairn/NAME`, with the
+//! manifest's `memory_max` and `pids_max`; stopping a service kills the
+//! whole cgroup (`cgroup.kill`). Used by PID 1 only, when cgroup2 is
+//! mounted.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// Where cairn's cgroups live.
+pub const BASE: &str = "/sys/fs/cgroup/cairn";
+const ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup {path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |error| CgroupError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(io(path))
+}
+
+/// Whether cgroup v2 is mounted at `/sys/fs/cgroup`.
+pub fn available() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// Creates `/sys/fs/cgroup/cairn` and delegates the memory and pids
+/// controllers to it and its children. Errors are returned per step; a
+/// missing controller only means its limits are not applied.
+pub fn setup() -> Vec<CgroupError> {
+    let mut errs = Vec::new();
+    if let Err(e) = std::fs::create_dir(BASE) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            errs.push(io(Path::new(BASE))(e));
+            return errs;
+        }
+    }
+    for dir in [ROOT, BASE] {
+        for c in ["+memory", "+pids"] {
+            if let Err(e) = write(&Path::new(dir).join("cgroup.subtree_control"), c) {
+                errs.push(e);
+            }
+        }
+    }
+    errs
+}
+
+/// A service's cgroup.
+#[derive(Debug)]
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    /// Creates (or reuses) the cgroup of `name` and sets its limits.
+    /// Returns it and an open `cgroup.procs` for the child to write `0`
+    /// into between fork and exec.
+    pub fn create(
+        name: &str,
+        memory_max: Option<u64>,
+        pids_max: Option<u64>,
+    ) -> Result<(Cgroup, OwnedFd), CgroupError> {
+        let path = Path::new(BASE).join(name);
+        if let Err(e) = std::fs::create_dir(&path) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(io(&path)(e));
+            }
+        }
+        if let Some(m) = memory_max {
+            write(&path.join("memory.max"), &m.to_string())?;
+        }
+        if let Some(p) = pids_max {
+            write(&path.join("pids.max"), &p.to_string())?;
+        }
+        let procs = path.join("cgroup.procs");
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(io(&procs))?;
+        Ok((Cgroup { path }, f.into()))
+    }
+
+    /// Kills every process in the cgroup (`cgroup.kill`, Linux 5.14+;
+    /// otherwise each pid in `cgroup.procs`).
+    pub fn kill(&self) {
+        if write(&self.path.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        for pid in self.pids() {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
+    /// Pids in the cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Sends `sig` to every process in the cgroup.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        for pid in self.pids() {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, sig);
+            }
+        }
+    }
+}

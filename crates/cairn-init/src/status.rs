@@ -1,0 +1,380 @@
+//! The status screen and `cairnctl status`: hostname, uptime, memory, each
+//! service (state, pid, restarts, last exit) and the IP addresses of each
+//! interface (read-only, from a netlink `RTM_GETADDR` dump).
+//!
+//! On the console the log and the screen take turns: press Enter and the
+//! status screen is shown while log lines are held in the ring; Enter
+//! again refreshes it; `q` then Enter goes back to the log, first printing
+//! what was held.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
+
+use crate::log;
+use crate::supervise::Supervisor;
+
+/// The console toggle.
+#[derive(Debug, Default)]
+pub struct Screen {
+    shown: bool,
+    line: Vec<u8>,
+}
+
+impl Screen {
+    /// Console input; `screen` is the current status text.
+    pub fn input(&mut self, data: &[u8], screen: &str) {
+        for &b in data {
+            if b != b'\n' && b != b'\r' {
+                if self.line.len() < 64 {
+                    self.line.push(b);
+                }
+                continue;
+            }
+            let word = String::from_utf8_lossy(&self.line).trim().to_string();
+            self.line.clear();
+            if self.shown && word == "q" {
+                self.shown = false;
+                log::resume_console();
+                continue;
+            }
+            self.shown = true;
+            log::pause_console();
+            let text = format!("\n{screen}[Enter: refresh, q Enter: back to the log]\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+        }
+    }
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// `MemTotal` and `MemAvailable` in KiB.
+pub fn meminfo(text: &str) -> (u64, u64) {
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("MemTotal:"), get("MemAvailable:"))
+}
+
+fn hhmmss(secs: u64) -> String {
+    format!(
+        "{}d {:02}:{:02}:{:02}",
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// One row per service: name, state, pid, restarts, last exit.
+pub fn rows(sup: &Supervisor) -> Vec<(String, &'static str, Option<i32>, u32, String)> {
+    sup.configs()
+        .iter()
+        .zip(sup.states())
+        .map(|(c, s)| {
+            (
+                c.name.clone(),
+                s.state.word(),
+                s.state.pid().map(|p| p.as_raw_nonzero().get()),
+                s.restarts(),
+                s.last_exit.map_or("-".into(), |e| e.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// The status text.
+pub fn render(sup: &Supervisor) -> String {
+    let host = read("/proc/sys/kernel/hostname");
+    let (total, avail) = meminfo(&read("/proc/meminfo"));
+    let mut out = String::new();
+    let _ = writeln!(out, "cairn status");
+    let _ = writeln!(out, "hostname: {}", host.trim());
+    let _ = writeln!(out, "uptime:   {}", hhmmss(log::boottime().as_secs()));
+    let _ = writeln!(
+        out,
+        "memory:   {} MiB available of {} MiB",
+        avail / 1024,
+        total / 1024
+    );
+    let _ = writeln!(out, "services:");
+    let _ = writeln!(
+        out,
+        "  {:<16} {:<10} {:>7} {:>8}  last exit",
+        "NAME", "STATE", "PID", "RESTARTS"
+    );
+    for (name, state, pid, restarts, last) in rows(sup) {
+        let pid = pid.map_or("-".into(), |p| p.to_string());
+        let _ = writeln!(
+            out,
+            "  {name:<16} {state:<10} {pid:>7} {restarts:>8}  {last}"
+        );
+    }
+    let _ = writeln!(out, "addresses:");
+    match addresses() {
+        Ok(list) if list.is_empty() => {
+            let _ = writeln!(out, "  (none)");
+        }
+        Ok(list) => {
+            for (ifname, addr, prefix) in list {
+                let _ = writeln!(out, "  {ifname:<10} {addr}/{prefix}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "  (cannot read: {e})");
+        }
+    }
+    if let Some(net) = crate::net::manager::snapshot() {
+        out.push_str(&net.render());
+    }
+    out
+}
+
+/// JSON string literal.
+pub fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// `cairnctl status --json`: one object.
+pub fn json(sup: &Supervisor) -> String {
+    let (total, avail) = meminfo(&read("/proc/meminfo"));
+    let services: Vec<String> =
+        rows(sup)
+            .into_iter()
+            .map(|(name, state, pid, restarts, last)| {
+                format!(
+                "{{\"name\":{},\"state\":{},\"pid\":{},\"restarts\":{restarts},\"last_exit\":{}}}",
+                json_str(&name),
+                json_str(state),
+                pid.map_or("null".into(), |p| p.to_string()),
+                if last == "-" { "null".into() } else { json_str(&last) }
+            )
+            })
+            .collect();
+    let addrs: Vec<String> = addresses()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(i, a, p)| {
+            format!(
+                "{{\"interface\":{},\"address\":{},\"prefix\":{p}}}",
+                json_str(&i),
+                json_str(&a.to_string())
+            )
+        })
+        .collect();
+    format!(
+        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"services\":[{}],\"addresses\":[{}],\"network\":{}}}\n",
+        json_str(read("/proc/sys/kernel/hostname").trim()),
+        log::boottime().as_secs(),
+        services.join(","),
+        addrs.join(","),
+        crate::net::manager::snapshot().map_or("null".to_string(), |n| n.json())
+    )
+}
+
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+
+/// Parses a netlink `RTM_NEWADDR` dump: (interface index, address,
+/// prefix length). Returns whether `NLMSG_DONE` was seen.
+pub fn parse_addrs(buf: &[u8], out: &mut Vec<(u32, IpAddr, u8)>) -> bool {
+    let mut off = 0;
+    while off + 16 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if len < 16 || off + len > buf.len() {
+            return true; // malformed: stop
+        }
+        if ty == NLMSG_DONE || ty == NLMSG_ERROR {
+            return true;
+        }
+        let msg = &buf[off + 16..off + len];
+        if ty == RTM_NEWADDR && msg.len() >= 8 {
+            let family = msg[0];
+            let prefix = msg[1];
+            let index = u32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
+            let mut a = 8;
+            let mut addr = None;
+            while a + 4 <= msg.len() {
+                let alen = u16::from_ne_bytes([msg[a], msg[a + 1]]) as usize;
+                let aty = u16::from_ne_bytes([msg[a + 2], msg[a + 3]]);
+                if alen < 4 || a + alen > msg.len() {
+                    break;
+                }
+                let data = &msg[a + 4..a + alen];
+                let ip = match (family as i32, data.len()) {
+                    (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
+                        data[0], data[1], data[2], data[3],
+                    ))),
+                    (libc::AF_INET6, 16) => {
+                        let mut b = [0u8; 16];
+                        b.copy_from_slice(data);
+                        Some(IpAddr::V6(Ipv6Addr::from(b)))
+                    }
+                    _ => None,
+                };
+                // IFA_LOCAL is the interface's own address on point-to-point
+                // links; prefer it over IFA_ADDRESS.
+                if aty == IFA_LOCAL || (aty == IFA_ADDRESS && addr.is_none()) {
+                    if let Some(ip) = ip {
+                        addr = Some(ip);
+                    }
+                }
+                a += (alen + 3) & !3;
+            }
+            if let Some(ip) = addr {
+                out.push((index, ip, prefix));
+            }
+        }
+        off += (len + 3) & !3;
+    }
+    false
+}
+
+fn ifname(index: u32) -> String {
+    if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+        for e in dir.flatten() {
+            if read(&format!(
+                "/sys/class/net/{}/ifindex",
+                e.file_name().to_string_lossy()
+            ))
+            .trim()
+            .parse::<u32>()
+                == Ok(index)
+            {
+                return e.file_name().to_string_lossy().into_owned();
+            }
+        }
+    }
+    format!("if{index}")
+}
+
+/// Every address of every interface: (name, address, prefix length).
+pub fn addresses() -> Result<Vec<(String, IpAddr, u8)>, rustix::io::Errno> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        None, // NETLINK_ROUTE
+    )?;
+    let _ = rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(std::time::Duration::from_secs(1)),
+    );
+    // nlmsghdr (16) + ifaddrmsg (8), NLM_F_REQUEST | NLM_F_DUMP.
+    let mut req = [0u8; 24];
+    req[0..4].copy_from_slice(&24u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_GETADDR.to_ne_bytes());
+    req[6..8].copy_from_slice(&(0x1u16 | 0x300).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    rustix::net::send(fd.as_fd(), &req, rustix::net::SendFlags::empty())?;
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    for _ in 0..64 {
+        let (n, _) = rustix::net::recv(fd.as_fd(), &mut buf[..], rustix::net::RecvFlags::empty())?;
+        if n == 0 || parse_addrs(&buf[..n], &mut raw) {
+            break;
+        }
+    }
+    Ok(raw.into_iter().map(|(i, a, p)| (ifname(i), a, p)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nlmsg(ty: u16, body: &[u8]) -> Vec<u8> {
+        let len = 16 + body.len();
+        let mut v = Vec::new();
+        v.extend_from_slice(&(len as u32).to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(&[0; 10]);
+        v.extend_from_slice(body);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(data);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn parses_an_address_dump() {
+        let mut v4 = vec![libc::AF_INET as u8, 24, 0, 0];
+        v4.extend_from_slice(&2u32.to_ne_bytes());
+        v4.extend(attr(IFA_ADDRESS, &[10, 0, 2, 15]));
+        v4.extend(attr(3, b"eth0\0"));
+        let mut v6 = vec![libc::AF_INET6 as u8, 64, 0, 0];
+        v6.extend_from_slice(&2u32.to_ne_bytes());
+        let ip6: Ipv6Addr = "fe80::1".parse().unwrap();
+        v6.extend(attr(IFA_ADDRESS, &ip6.octets()));
+        let mut buf = nlmsg(RTM_NEWADDR, &v4);
+        buf.extend(nlmsg(RTM_NEWADDR, &v6));
+        let mut out = Vec::new();
+        assert!(!parse_addrs(&buf, &mut out));
+        assert_eq!(
+            out,
+            [
+                (2, "10.0.2.15".parse().unwrap(), 24),
+                (2, IpAddr::V6(ip6), 64)
+            ]
+        );
+        let mut out = Vec::new();
+        assert!(parse_addrs(&nlmsg(NLMSG_DONE, &[0; 4]), &mut out));
+        // Garbage never panics.
+        for cut in 0..buf.len() {
+            let _ = parse_addrs(&buf[..cut], &mut out);
+        }
+        let _ = parse_addrs(&[0xff; 64], &mut out);
+    }
+
+    #[test]
+    fn loopback_is_listed_on_the_host() {
+        let list = addresses().unwrap();
+        assert!(list.iter().any(|(_, a, _)| a.is_loopback()), "{list:?}");
+    }
+
+    #[test]
+    fn meminfo_and_json() {
+        assert_eq!(
+            meminfo("MemTotal:  2048 kB\nMemFree: 1 kB\nMemAvailable:   1024 kB\n"),
+            (2048, 1024)
+        );
+        assert_eq!(meminfo("garbage"), (0, 0));
+        assert_eq!(json_str("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
+        assert_eq!(hhmmss(90061), "1d 01:01:01");
+    }
+}

@@ -1,0 +1,137 @@
+//! cairn-init as PID 1 in QEMU: restart backoff and the failed state,
+//! services as a non-root user with groups, cairnctl from a service, the
+//! status screen on Enter, a caught panic, and a clean shutdown from the
+//! ACPI power button (QMP `system_powerdown`) with services stopped in
+//! reverse order.
+
+use std::time::Duration;
+
+use cairn_e2e::{qmp, Live};
+
+const MANIFEST: &str = r#"
+name = "sup"
+hostname = "suptest"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 quiet panic=-1 cairn.test_panic"
+modules = ["evdev", "button"]
+
+[[binary]]
+path = "/bin/busybox"
+
+[[user]]
+name = "app"
+uid = 1000
+
+[[group]]
+name = "extra"
+gid = 2000
+members = ["app"]
+
+[[service]]
+name = "first"
+exec = ["/bin/busybox", "sh", "-c", "trap 'echo first got TERM; exit 0' TERM; echo first up; while true; do /bin/busybox sleep 1; done"]
+
+[[service]]
+name = "crash"
+exec = ["/bin/busybox", "sh", "-c", "exit 3"]
+restart = "on-failure"
+restart_delay = "200ms"
+restart_delay_max = "1s"
+restart_limit = 3
+
+[[service]]
+name = "ids"
+exec = ["/bin/busybox", "sh", "-c", "echo ids: $(/bin/busybox id)"]
+user = "app"
+groups = ["extra"]
+
+[[service]]
+name = "ctl"
+after = ["first"]
+exec = ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 4; /usr/bin/cairnctl status; echo CTL-DONE"]
+
+[[service]]
+name = "last"
+after = ["ctl"]
+exec = ["/bin/busybox", "sh", "-c", "trap 'echo last got TERM; exit 0' TERM; while true; do /bin/busybox sleep 1; done"]
+"#;
+
+fn pos(out: &str, needle: &str) -> usize {
+    out.find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not on the console:\n{out}"))
+}
+
+#[test]
+fn supervision_control_and_power_button_in_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let qmp_sock = dir.path().join("qmp.sock");
+    let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
+    let out = dir.path().join("out");
+    let mut live = Live::start(
+        &manifest,
+        &out,
+        &["--net", "none", "--mem", "256M", "--", "-qmp", &qmp_arg],
+        Duration::from_secs(300),
+    );
+    live.wait_for("CTL-DONE", Duration::from_secs(240));
+    // The status screen on Enter, then back to the log.
+    live.send("\n");
+    live.wait_for("[Enter: refresh", Duration::from_secs(30));
+    live.send("q\n");
+    std::thread::sleep(Duration::from_secs(1));
+    qmp(&qmp_sock, "system_powerdown");
+    let (o, exited) = live.finish(Duration::from_secs(120));
+    assert!(exited, "QEMU did not power off:\n{o}");
+
+    // Backoff: growing delays, then failed.
+    let d1 = pos(&o, "service crash restarting in 0.200s");
+    let d2 = pos(&o, "service crash restarting in 0.400s");
+    let d3 = pos(&o, "service crash restarting in 0.800s");
+    let failed = pos(
+        &o,
+        "service crash failed: 3 quick restarts in a row; giving up",
+    );
+    assert!(d1 < d2 && d2 < d3 && d3 < failed, "{o}");
+    // Non-root user with its groups.
+    let ids = &o[pos(&o, "ids: ids: ")..];
+    let ids = &ids[..ids.find('\n').unwrap_or(ids.len())];
+    assert!(
+        ids.contains("uid=1000(app) gid=1000(app)") && ids.contains("2000(extra)"),
+        "{ids}"
+    );
+    // cairnctl from a service shows the truth.
+    let status = &o[pos(&o, "ctl: cairn status")..pos(&o, "CTL-DONE")];
+    assert!(status.contains("hostname: suptest"), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("crash") && l.contains("failed")),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("first") && l.contains("running")),
+        "{status}"
+    );
+    assert!(
+        status.contains("lo") && status.contains("127.0.0.1/8"),
+        "{status}"
+    );
+    // The status screen on the console (raw, not a log line).
+    assert!(o.matches("hostname: suptest").count() >= 2, "{o}");
+    // The test panic was caught and supervision went on.
+    let panic = pos(&o, "panic: ");
+    assert!(panic < pos(&o, "CTL-DONE"), "{o}");
+    // Power button: services stopped in reverse start order.
+    let button = pos(&o, "cairn: power button pressed: power off");
+    let last = pos(&o, "last: last got TERM");
+    let first = pos(&o, "first: first got TERM");
+    let synced = pos(&o, "cairn: sync done, filesystems unmounted");
+    assert!(button < last && last < first && first < synced, "{o}");
+    assert!(o.contains("reboot: Power down"), "{o}");
+}

@@ -1,0 +1,534 @@
+//! `cargo xtask bench`: boot cairn and a classic BusyBox appliance side by
+//! side on the same QEMU and DHCP server (dnsmasq in a network namespace),
+//! and report sizes, the smallest guest RAM that reaches ready, init RSS and
+//! the boot timeline, with ratios. Writes bench/RESULTS.md and
+//! bench/timeline.png.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cairn_image::{compress, cpio};
+
+/// Console marks (substrings of timestamped lines) one variant prints.
+#[derive(Clone, Copy)]
+pub struct Marks {
+    pub init: &'static str,
+    pub lease: &'static str,
+    pub ready: &'static str,
+}
+
+pub const CAIRN_MARKS: Marks = Marks {
+    init: "cairn: init started",
+    lease: "cairn: net: ",
+    ready: "cairn: ready",
+};
+
+pub const BASELINE_MARKS: Marks = Marks {
+    init: "bench: init started",
+    lease: "bench: lease obtained",
+    ready: "bench: ready",
+};
+
+/// One appliance to boot.
+pub struct Variant {
+    pub label: String,
+    pub vmlinuz: PathBuf,
+    pub initrd: PathBuf,
+    pub efi: Option<PathBuf>,
+    pub init_bytes: u64,
+    pub cmdline: String,
+    pub marks: Marks,
+}
+
+/// Times (seconds since kernel start) read off one boot's console.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timeline {
+    pub init: f64,
+    pub lease: f64,
+    pub ready: f64,
+    pub rss_kib: Option<u64>,
+}
+
+/// `[  1.234567] text` -> (1.234567, text)
+fn stamped(line: &str) -> Option<(f64, &str)> {
+    let line = line.trim_start_matches(|c: char| c.is_control());
+    let rest = line.strip_prefix('[')?;
+    let end = rest.find(']')?;
+    let t = rest[..end].trim().parse().ok()?;
+    Some((t, rest[end + 1..].trim_start()))
+}
+
+/// First stamped line containing `mark`, for the lease mark only lines that
+/// also say "lease".
+fn find_mark(console: &str, mark: &str, lease: bool) -> Option<f64> {
+    console.lines().find_map(|l| {
+        let (t, text) = stamped(l)?;
+        (text.contains(mark) && (!lease || text.contains("lease"))).then_some(t)
+    })
+}
+
+pub fn parse_timeline(console: &str, marks: &Marks) -> Option<Timeline> {
+    let rss_kib = console.lines().find_map(|l| {
+        let rest = l.split("VmRSS:").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+    Some(Timeline {
+        init: find_mark(console, marks.init, false)?,
+        lease: find_mark(console, marks.lease, true)?,
+        ready: find_mark(console, marks.ready, false)?,
+        rss_kib,
+    })
+}
+
+/// A network namespace with a tap device and dnsmasq serving DHCPv4 on it.
+/// Everything is torn down on drop.
+pub struct Lab {
+    ns: String,
+    dnsmasq: Child,
+}
+
+impl Lab {
+    pub fn start() -> Result<Lab> {
+        let ns = format!("cairnbench{}", std::process::id());
+        let ip = |args: &[&str]| -> Result<()> {
+            let st = Command::new("ip").args(args).status().context("ip")?;
+            if !st.success() {
+                bail!("ip {} failed", args.join(" "));
+            }
+            Ok(())
+        };
+        ip(&["netns", "add", &ns])?;
+        let in_ns = |args: &[&str]| {
+            let mut v = vec!["netns", "exec", ns.as_str(), "ip"];
+            v.extend_from_slice(args);
+            ip(&v)
+        };
+        let setup = (|| -> Result<Child> {
+            in_ns(&["link", "set", "lo", "up"])?;
+            in_ns(&["tuntap", "add", "dev", "tap0", "mode", "tap"])?;
+            in_ns(&["addr", "add", "10.77.0.1/24", "dev", "tap0"])?;
+            in_ns(&["link", "set", "tap0", "up"])?;
+            let child = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "dnsmasq",
+                    "--no-daemon",
+                    "--conf-file=/dev/null",
+                ])
+                .args([
+                    "--interface=tap0",
+                    "--bind-interfaces",
+                    "--port=0",
+                    "--no-ping",
+                ])
+                .args(["--dhcp-range=10.77.0.10,10.77.0.200,255.255.255.0,1h"])
+                .arg(format!("--dhcp-leasefile=/tmp/{ns}.leases"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting dnsmasq")?;
+            Ok(child)
+        })();
+        match setup {
+            Ok(dnsmasq) => Ok(Lab { ns, dnsmasq }),
+            Err(e) => {
+                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+                Err(e)
+            }
+        }
+    }
+
+    /// Boot `v` with `mem_mib` of RAM; the console output, or None if the
+    /// guest did not power off within `timeout`.
+    pub fn boot(&self, v: &Variant, mem_mib: u32, timeout: Duration) -> Result<(bool, String)> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "qemu-system-x86_64"])
+            .args([
+                "-accel",
+                "tcg",
+                "-smp",
+                "1",
+                "-no-reboot",
+                "-display",
+                "none",
+            ])
+            .args(["-vga", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-m", &format!("{mem_mib}M")])
+            .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .arg("-kernel")
+            .arg(&v.vmlinuz)
+            .arg("-initrd")
+            .arg(&v.initrd)
+            .args(["-append", &v.cmdline])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting qemu")?;
+        let mut out = child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        let start = Instant::now();
+        let finished = loop {
+            if child.try_wait()?.is_some() {
+                break true;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Ok((finished, reader.join().unwrap_or_default()))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.dnsmasq.kill();
+        let _ = self.dnsmasq.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_file(format!("/tmp/{}.leases", self.ns));
+    }
+}
+
+/// The classic appliance: BusyBox as init, an rcS script, udhcpc, httpd.
+/// Kernel modules (for a modular kernel) are taken from `modules_from`, a
+/// cairn initramfs for the same kernel, and loaded by rcS in the same order.
+pub fn build_baseline(
+    root: &Path,
+    vmlinuz: &Path,
+    modules_from: &Path,
+    out: &Path,
+) -> Result<Variant> {
+    let dir = root.join("bench/baseline");
+    let busybox = std::fs::read("/bin/busybox").context("busybox-static is needed")?;
+    let mut a = cpio::Archive::default();
+    for d in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/etc/init.d",
+        "/sbin",
+        "/tmp",
+        "/srv/www",
+    ] {
+        a.add_dir(d, 0o755)?;
+    }
+    a.add_char_dev("/dev/console", 0o600, 5, 1)?;
+    a.add_file("/bin/busybox", 0o755, busybox.clone())?;
+    for l in ["/sbin/init", "/bin/sh"] {
+        a.add_symlink(l, "/bin/busybox")?;
+    }
+    a.add_file("/etc/inittab", 0o644, std::fs::read(dir.join("inittab"))?)?;
+    a.add_file("/etc/init.d/rcS", 0o755, std::fs::read(dir.join("rcS"))?)?;
+    a.add_file(
+        "/etc/udhcpc.script",
+        0o755,
+        std::fs::read(dir.join("udhcpc.script"))?,
+    )?;
+    let (_, raw) = compress::decompress_auto(&std::fs::read(modules_from)?)?;
+    let mut order = String::new();
+    for e in cpio::read(&raw)? {
+        if e.path.starts_with("lib/modules/") && e.is_file() && e.path.ends_with(".ko") {
+            a.add_file(&e.path, 0o644, e.data)?;
+        } else if e.path == "etc/cairn/system.toml" {
+            let cfg = cairn_manifest::SystemConfig::from_toml(&String::from_utf8_lossy(&e.data))?;
+            for m in cfg.modules {
+                let _ = writeln!(order, "{m}");
+            }
+        }
+    }
+    a.add_file("/etc/modules", 0o644, order.into_bytes())?;
+    let initrd = compress::compress(&a.to_bytes(0), cairn_manifest::Compression::Zstd)?;
+    std::fs::create_dir_all(out)?;
+    let path = out.join("baseline.initrd");
+    std::fs::write(&path, initrd)?;
+    Ok(Variant {
+        label: "busybox".into(),
+        vmlinuz: vmlinuz.to_path_buf(),
+        initrd: path,
+        efi: None,
+        init_bytes: busybox.len() as u64,
+        cmdline: "console=ttyS0 quiet panic=-1 rdinit=/sbin/init".into(),
+        marks: BASELINE_MARKS,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Results for one variant.
+#[derive(Default)]
+pub struct Measured {
+    pub runs: Vec<Timeline>,
+    pub min_mem_mib: Option<u32>,
+}
+
+impl Measured {
+    fn med(&self, f: impl Fn(&Timeline) -> f64) -> f64 {
+        median(self.runs.iter().map(f).collect())
+    }
+    pub fn kernel_to_init(&self) -> f64 {
+        self.med(|t| t.init)
+    }
+    pub fn init_to_lease(&self) -> f64 {
+        self.med(|t| t.lease - t.init)
+    }
+    pub fn init_to_ready(&self) -> f64 {
+        self.med(|t| t.ready - t.init)
+    }
+    pub fn rss(&self) -> Option<u64> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|t| t.rss_kib.map(|r| r as f64))
+            .collect();
+        (!v.is_empty()).then(|| median(v) as u64)
+    }
+}
+
+/// Smallest RAM (MiB, within `step`) at which `v` still reaches ready.
+pub fn min_memory(lab: &Lab, v: &Variant, step: u32) -> Result<Option<u32>> {
+    let ok = |mem: u32| -> Result<bool> {
+        let (_, console) = lab.boot(v, mem, Duration::from_secs(90))?;
+        Ok(find_mark(&console, v.marks.ready, false).is_some())
+    };
+    let (mut lo, mut hi) = (8u32, 256u32);
+    if !ok(hi)? {
+        return Ok(None);
+    }
+    while hi - lo > step {
+        let mid = (lo + hi) / 2;
+        if ok(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(Some(hi))
+}
+
+fn size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+fn mib(n: u64) -> String {
+    format!("{:.2} MiB", n as f64 / 1048576.0)
+}
+
+/// The Markdown report.
+pub fn report(variants: &[Variant], measured: &[Measured], base: usize, cmd: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Measured with `{cmd}` (QEMU TCG, 1 vCPU, dnsmasq in a network namespace; median of {} boots each, interleaved).\n", measured[0].runs.len());
+    let _ = write!(s, "| | ");
+    for v in variants {
+        let _ = write!(s, "{} | ", v.label);
+    }
+    let _ = writeln!(
+        s,
+        "ratio {} / {} |",
+        variants[0].label, variants[base].label
+    );
+    let _ = writeln!(s, "|---|{}---|", "---|".repeat(variants.len()));
+    let row = |s: &mut String, name: &str, vals: Vec<Option<f64>>, fmt: &dyn Fn(f64) -> String| {
+        let _ = write!(s, "| {name} | ");
+        for v in &vals {
+            let _ = write!(s, "{} | ", v.map(fmt).unwrap_or_else(|| "n/a".into()));
+        }
+        let ratio = match (vals[0], vals[base]) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(s, "{ratio} |");
+    };
+    let bytes = |n: f64| mib(n as u64);
+    let secs = |n: f64| format!("{n:.3} s");
+    row(
+        &mut s,
+        "UKI (.efi)",
+        variants
+            .iter()
+            .map(|v| v.efi.as_deref().map(|p| size(p) as f64))
+            .collect(),
+        &bytes,
+    );
+    row(
+        &mut s,
+        "kernel",
+        variants
+            .iter()
+            .map(|v| Some(size(&v.vmlinuz) as f64))
+            .collect(),
+        &bytes,
+    );
+    row(
+        &mut s,
+        "initramfs",
+        variants
+            .iter()
+            .map(|v| Some(size(&v.initrd) as f64))
+            .collect(),
+        &bytes,
+    );
+    row(
+        &mut s,
+        "init binary",
+        variants.iter().map(|v| Some(v.init_bytes as f64)).collect(),
+        &bytes,
+    );
+    row(
+        &mut s,
+        "smallest guest RAM reaching ready",
+        measured
+            .iter()
+            .map(|m| m.min_mem_mib.map(f64::from))
+            .collect(),
+        &|n| format!("{n} MiB"),
+    );
+    row(
+        &mut s,
+        "init RSS after ready",
+        measured.iter().map(|m| m.rss().map(|r| r as f64)).collect(),
+        &|n| format!("{n} KiB"),
+    );
+    row(
+        &mut s,
+        "kernel start -> init",
+        measured.iter().map(|m| Some(m.kernel_to_init())).collect(),
+        &secs,
+    );
+    row(
+        &mut s,
+        "init -> IPv4 lease",
+        measured.iter().map(|m| Some(m.init_to_lease())).collect(),
+        &secs,
+    );
+    row(
+        &mut s,
+        "init -> ready (userspace boot)",
+        measured.iter().map(|m| Some(m.init_to_ready())).collect(),
+        &secs,
+    );
+    s
+}
+
+/// The boot timeline as an SVG bar chart (one bar per variant: kernel,
+/// init to lease, lease to ready).
+pub fn timeline_svg(variants: &[Variant], measured: &[Measured]) -> String {
+    let max = measured
+        .iter()
+        .map(|m| m.kernel_to_init() + m.init_to_ready())
+        .fold(0.1f64, f64::max);
+    let (w, left, bar_h) = (900.0, 170.0, 34.0);
+    let scale = (w - left - 90.0) / max;
+    let h = 80.0 + variants.len() as f64 * (bar_h + 20.0) + 40.0;
+    let mut s = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='13'>\
+         <rect width='100%' height='100%' fill='white'/>\
+         <text x='{left}' y='24' font-size='16'>Boot timeline (seconds since kernel start, median)</text>"
+    );
+    let colors = [
+        ("kernel", "#9aa5b1"),
+        ("init to IPv4 lease", "#3b82f6"),
+        ("lease to ready", "#10b981"),
+    ];
+    for (i, (name, c)) in colors.iter().enumerate() {
+        let x = left + i as f64 * 190.0;
+        let _ = write!(s, "<rect x='{x}' y='38' width='14' height='14' fill='{c}'/><text x='{}' y='50'>{name}</text>", x + 20.0);
+    }
+    for (i, (v, m)) in variants.iter().zip(measured).enumerate() {
+        let y = 70.0 + i as f64 * (bar_h + 20.0);
+        let k = m.kernel_to_init();
+        let l = m.init_to_lease();
+        let r = m.init_to_ready() - l;
+        let _ = write!(
+            s,
+            "<text x='10' y='{}'>{}</text>",
+            y + bar_h / 2.0 + 5.0,
+            v.label
+        );
+        let mut x = left;
+        for (len, (_, c)) in [k, l, r.max(0.0)].iter().zip(colors.iter()) {
+            let wd = (len * scale).max(0.0);
+            let _ = write!(
+                s,
+                "<rect x='{x:.1}' y='{y}' width='{wd:.1}' height='{bar_h}' fill='{c}'/>"
+            );
+            x += wd;
+        }
+        let _ = write!(
+            s,
+            "<text x='{:.1}' y='{}'>{:.2} s</text>",
+            x + 6.0,
+            y + bar_h / 2.0 + 5.0,
+            k + l + r.max(0.0)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_console() {
+        let console = "\x1b[2J[    0.000000] Linux version\n\
+                       [    1.500000] cairn: init started\n\
+                       [    1.600000] cairn: net: eth0: lease 10.0.0.5/24 from 10.0.0.1\n\
+                       [    1.700000] cairn: ready\n\
+                       bench: init VmRSS:\t    1234 kB\n";
+        let t = parse_timeline(console, &CAIRN_MARKS).unwrap();
+        assert_eq!((t.init, t.lease, t.ready), (1.5, 1.6, 1.7));
+        assert_eq!(t.rss_kib, Some(1234));
+        assert!(parse_timeline("[ 1.0] cairn: init started\n", &CAIRN_MARKS).is_none());
+    }
+
+    #[test]
+    fn median_and_ratios() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        let m = Measured {
+            runs: vec![
+                Timeline {
+                    init: 1.0,
+                    lease: 1.5,
+                    ready: 2.0,
+                    rss_kib: Some(900),
+                },
+                Timeline {
+                    init: 1.0,
+                    lease: 1.3,
+                    ready: 1.8,
+                    rss_kib: Some(1000),
+                },
+                Timeline {
+                    init: 1.2,
+                    lease: 1.7,
+                    ready: 2.4,
+                    rss_kib: None,
+                },
+            ],
+            min_mem_mib: Some(40),
+        };
+        assert!((m.init_to_ready() - 1.0).abs() < 1e-9);
+        assert_eq!(m.rss(), Some(1000));
+    }
+}
