@@ -503,7 +503,7 @@ fn static_only_appliance_sends_no_dhcp() {
         "1 packets received",
         "nameserver 192.168.79.53",
         "search static.example",
-        "check: 1400\n",
+        "check: 1400\r",
     ] {
         assert!(text.contains(needle), "{needle:?} missing\n{text}");
     }
