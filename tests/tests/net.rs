@@ -17,6 +17,7 @@ use cairn_e2e::{cairn, root};
 struct Guest {
     child: Child,
     console: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Guest {
@@ -53,21 +54,26 @@ impl Guest {
         .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("cairn run starts");
         let console = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let console = console.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
                     let mut c = console.lock().unwrap();
                     c.push_str(&line);
                     c.push('\n');
                 }
-            });
+            }));
         }
-        Guest { child, console }
+        Guest {
+            child,
+            console,
+            readers,
+        }
     }
 
     fn text(&self) -> String {
@@ -109,6 +115,10 @@ impl Guest {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(secs) {
             if let Ok(Some(st)) = self.child.try_wait() {
+                // Everything printed before the exit is in the console.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
                 return st.success();
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -503,7 +513,7 @@ fn static_only_appliance_sends_no_dhcp() {
         "1 packets received",
         "nameserver 192.168.79.53",
         "search static.example",
-        "check: 1400\r",
+        "check: 1400\n",
     ] {
         assert!(text.contains(needle), "{needle:?} missing\n{text}");
     }
