@@ -388,7 +388,14 @@ pub fn decode(bytes: &[u8], mac: &[u8; 6]) -> Result<Reply, PacketError> {
     }
     if let Some(DhcpOption::DomainSearch(names)) = opts.get(OptionCode::DomainSearch) {
         for n in names.iter().take(6) {
-            info.search.push(clean_text("option 119", &n.to_utf8())?);
+            // Raw labels (no IDNA conversion: it would pull Unicode tables
+            // into the init, and `clean_text` only accepts ASCII anyway).
+            let labels: Vec<String> = n
+                .iter()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .collect();
+            info.search
+                .push(clean_text("option 119", &labels.join("."))?);
         }
     }
     if let Some(DhcpOption::Hostname(h)) = opts.get(OptionCode::Hostname) {
@@ -467,6 +474,17 @@ pub(crate) mod tests {
             i.routes(),
             vec![(Ipv4Addr::new(10, 9, 0, 0), 16, Ipv4Addr::new(10, 0, 2, 1))]
         );
+    }
+
+    #[test]
+    fn search_list_option_119() {
+        let mut m = v4::Message::from_bytes(&server_reply(MessageType::Ack, 1)).unwrap();
+        m.opts_mut().insert(DhcpOption::DomainSearch(vec![
+            dhcproto::Name::from_ascii("lab.example.").unwrap(),
+            dhcproto::Name::from_ascii("corp").unwrap(),
+        ]));
+        let r = decode(&m.to_vec().unwrap(), &MAC).unwrap();
+        assert_eq!(r.info.search, ["lab.example", "corp"]);
     }
 
     #[test]
