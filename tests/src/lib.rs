@@ -304,3 +304,45 @@ pub fn qmp(path: &Path, command: &str) {
         assert!(line.contains("\"event\""), "QMP {command}: {line}");
     }
 }
+
+/// Run `cmd` (a boot: holds the QEMU lock) until its stdout contains one of
+/// `stop_at` or `timeout` passes, then kill it by pid. Returns what it
+/// printed and whether a marker was seen.
+pub fn boot_until(mut cmd: Command, stop_at: &[&str], timeout: Duration) -> (String, bool) {
+    let _guard = QEMU.lock().unwrap_or_else(|p| p.into_inner());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut text = Vec::new();
+    let mut seen = false;
+    while start.elapsed() < timeout {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(chunk) => text.extend(chunk),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let s = String::from_utf8_lossy(&text);
+        if stop_at.iter().any(|m| s.contains(m)) {
+            seen = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    (String::from_utf8_lossy(&text).into_owned(), seen)
+}

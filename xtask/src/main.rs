@@ -21,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "xz-utils",
     "sbsigntool",
     "jq",
+    "openssl",
+    "python3-pip",
     "coreutils",
     "binutils",
     "busybox-static",
@@ -63,8 +65,42 @@ fn missing_packages() -> Vec<&'static str> {
         .collect()
 }
 
+/// virt-firmware (PyPI) gives `virt-fw-vars`, which the Secure Boot tests
+/// use to enroll keys into an OVMF variable store.
+fn pip_deps() -> Result<()> {
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    let have = [
+        "virt-fw-vars".into(),
+        Path::new(&home).join(".local/bin/virt-fw-vars"),
+    ]
+    .iter()
+    .any(|p: &PathBuf| {
+        Command::new(p)
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if have {
+        return Ok(());
+    }
+    eprintln!("xtask: installing virt-firmware (pip --user)");
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--user",
+        "--quiet",
+        "virt-firmware",
+    ]))
+}
+
 /// Install the apt packages that are missing (with sudo when not root).
 fn deps() -> Result<()> {
+    apt_deps()?;
+    pip_deps()
+}
+
+fn apt_deps() -> Result<()> {
     let missing = missing_packages();
     // `apt-get download` (kernel packages) needs the package lists too.
     let have_lists = std::fs::read_dir("/var/lib/apt/lists")

@@ -1,4 +1,5 @@
 //! Image assembly for cairn.
+pub mod authenticode;
 pub mod compress;
 pub mod cpio;
 pub mod elfdeps;

@@ -22,7 +22,7 @@ pub mod validate;
 pub use compression::Compression;
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use manifest::{
-    BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, DEFAULT_CMDLINE,
+    BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, SignSpec, DEFAULT_CMDLINE,
     DEFAULT_FILE_MODE,
 };
 pub use network::{

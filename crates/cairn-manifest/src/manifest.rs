@@ -38,7 +38,7 @@ use toml::Spanned;
 
 use crate::compression::Compression;
 use crate::diagnostic::{Diagnostic, Located, Span};
-use crate::raw::{self, RawBinary, RawFile, RawKernel, RawManifest, RawService};
+use crate::raw::{self, RawBinary, RawFile, RawKernel, RawManifest, RawService, RawSign};
 use crate::supervision::{self, Accounts, LogConfig, RunSettings};
 use crate::system::{ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig};
 use crate::validate::{self as check, Invalid, TARGETS};
@@ -85,6 +85,19 @@ pub struct Manifest {
     pub accounts: Accounts,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[sign]`: sign the UKI for Secure Boot; `None` leaves it unsigned.
+    pub sign: Option<SignSpec>,
+}
+
+/// The `[sign]` table: the Secure Boot signing key and certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignSpec {
+    /// `key`: PEM private key (unencrypted), resolved against the
+    /// manifest's directory.
+    pub key: Located<PathBuf>,
+    /// `cert`: PEM X.509 certificate matching `key`, resolved against the
+    /// manifest's directory.
+    pub cert: Located<PathBuf>,
 }
 
 /// The `[kernel]` table.
@@ -293,6 +306,7 @@ impl Builder<'_> {
         self.unique_destinations(&files, &binaries)?;
         let net = crate::network::build(raw.network, raw.net, &|s| self.line_of(s))
             .map_err(|(s, e)| (s, Invalid::Network(e)))?;
+        let sign = raw.sign.map(|s| self.sign(s.into_inner())).transpose()?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -308,6 +322,17 @@ impl Builder<'_> {
             net,
             accounts,
             log,
+            sign,
+        })
+    }
+
+    fn sign(&self, s: RawSign) -> Result<SignSpec, Failure> {
+        check::check_host_path("key", s.key.get_ref()).map_err(at(&s.key))?;
+        check::check_host_path("cert", s.cert.get_ref()).map_err(at(&s.cert))?;
+        let (ks, cs) = (span(&s.key), span(&s.cert));
+        Ok(SignSpec {
+            key: Located::new(self.resolve(s.key.get_ref()), ks),
+            cert: Located::new(self.resolve(s.cert.get_ref()), cs),
         })
     }
 
@@ -840,6 +865,44 @@ mod tests {
         let (line, col, msg) = err(&text);
         assert_eq!((line, col), (7, 8), "{msg}");
         assert!(msg.contains("decimal"), "{msg}");
+    }
+
+    #[test]
+    fn sign_table() {
+        let m = parse(&with_kernel(
+            "name = \"x\"\n",
+            "[sign]\nkey = \"keys/db.key\"\ncert = \"/etc/db.pem\"\n",
+        ))
+        .unwrap();
+        let s = m.sign.unwrap();
+        assert_eq!(s.key.value, Path::new("app/keys/db.key"));
+        assert_eq!(s.cert.value, Path::new("/etc/db.pem"));
+        assert!(parse(&with_kernel("name = \"x\"\n", ""))
+            .unwrap()
+            .sign
+            .is_none());
+    }
+
+    #[test]
+    fn bad_sign_table() {
+        // Empty path: points at the value.
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[sign]\nkey = \"k\"\ncert = \"\"\n",
+        ));
+        assert_eq!((line, col), (6, 8), "{msg}");
+        assert!(msg.contains("cert"), "{msg}");
+        // Unknown key.
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[sign]\nkey = \"k\"\ncert = \"c\"\npassword = \"no\"\n",
+        ));
+        assert_eq!((line, col), (7, 1), "{msg}");
+        assert!(msg.contains("unknown key `password`"), "{msg}");
+        // Missing cert.
+        let (line, _, msg) = err(&with_kernel("name = \"x\"\n", "[sign]\nkey = \"k\"\n"));
+        assert_eq!(line, 4, "{msg}");
+        assert!(msg.contains("cert"), "{msg}");
     }
 
     #[test]

@@ -40,6 +40,15 @@ pub(crate) struct RawManifest {
     pub group: Vec<Spanned<RawGroup>>,
     #[serde(default)]
     pub log: Option<RawLog>,
+    #[serde(default)]
+    pub sign: Option<Spanned<RawSign>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSign {
+    pub key: Spanned<String>,
+    pub cert: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

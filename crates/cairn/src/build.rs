@@ -28,6 +28,8 @@ pub enum BuildError {
     Uki(#[from] uki::UkiError),
     #[error("output: {0}")]
     Output(#[from] output::OutputError),
+    #[error("signing: {0}")]
+    Sign(#[from] crate::sign::SignError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -62,6 +64,8 @@ pub struct BuildOptions {
     pub host_root: PathBuf,
     /// mtime of every initramfs entry (SOURCE_DATE_EPOCH or 0).
     pub mtime: u32,
+    /// Sign the UKI with this key (overrides the manifest's `[sign]`).
+    pub sign: Option<crate::sign::SignKey>,
 }
 
 impl BuildOptions {
@@ -73,6 +77,7 @@ impl BuildOptions {
             cache_dir: kernel::cache_dir(),
             host_root: PathBuf::from("/"),
             mtime: source_date_epoch(),
+            sign: None,
         }
     }
 }
@@ -371,6 +376,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
             initrd: &initrd,
         },
     )?;
+    let efi = sign_uki(&m, opts, efi)?;
 
     let mut out = output::OutputSet::new(&opts.out_dir)?;
     let mut outputs = Vec::new();
@@ -390,6 +396,31 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         inputs,
         outputs,
         initrd_uncompressed: cpio_bytes.len() as u64,
+    })
+}
+
+/// Sign the assembled UKI (before anything is written) with the key given on
+/// the command line, else the manifest's `[sign]`, else leave it unsigned.
+fn sign_uki(m: &Manifest, opts: &BuildOptions, efi: Vec<u8>) -> Result<Vec<u8>, BuildError> {
+    use crate::sign::{sign, SignError, SignKey};
+    if let Some(k) = &opts.sign {
+        return Ok(sign(&efi, k)?);
+    }
+    let Some(s) = &m.sign else {
+        return Ok(efi);
+    };
+    let k = SignKey {
+        key: s.key.value.clone(),
+        cert: s.cert.value.clone(),
+    };
+    sign(&efi, &k).map_err(|e| match &e {
+        SignError::Input { path, .. } if *path == k.cert => {
+            m.error_at(s.cert.span, e.to_string()).into()
+        }
+        SignError::Input { .. } | SignError::Sbsign { .. } => {
+            m.error_at(s.key.span, e.to_string()).into()
+        }
+        _ => BuildError::from(e),
     })
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use cairn_image::{compress, cpio, pe};
+use cairn_image::{authenticode, compress, cpio, pe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
@@ -19,6 +19,18 @@ pub enum InspectError {
         path: PathBuf,
         source: compress::CompressError,
     },
+    #[error("{path}: {source}")]
+    Signature {
+        path: PathBuf,
+        source: authenticode::AuthenticodeError,
+    },
+    #[error("{path}: {source}")]
+    Verify {
+        path: PathBuf,
+        source: crate::sign::SignError,
+    },
+    #[error("{path}: --cert only applies to a PE image (.efi)")]
+    CertNotPe { path: PathBuf },
     #[error("{path}: not a newc cpio archive: {source}")]
     Cpio {
         path: PathBuf,
@@ -28,12 +40,24 @@ pub enum InspectError {
 
 /// Describe `path` (a UKI, or a possibly compressed initramfs) as text.
 pub fn inspect(path: &Path) -> Result<String, InspectError> {
+    inspect_with(path, None)
+}
+
+/// Like [`inspect`]; with `cert`, also say whether the UKI's signature
+/// verifies against that certificate.
+pub fn inspect_with(path: &Path, cert: Option<&Path>) -> Result<String, InspectError> {
     let bytes = std::fs::read(path).map_err(|source| InspectError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     if bytes.starts_with(b"MZ") {
-        inspect_pe(path, &bytes)
+        let mut out = inspect_pe(path, &bytes)?;
+        out.push_str(&signature_report(path, &bytes, cert)?);
+        Ok(out)
+    } else if cert.is_some() {
+        Err(InspectError::CertNotPe {
+            path: path.to_path_buf(),
+        })
     } else {
         let (compression, raw) =
             compress::decompress_auto(&bytes).map_err(|source| InspectError::Compress {
@@ -92,6 +116,85 @@ fn inspect_pe(path: &Path, bytes: &[u8]) -> Result<String, InspectError> {
             let _ = writeln!(out, "\n.initrd: {:?}, {} bytes uncompressed", c, raw.len());
             out.push_str(&list_cpio(path, &raw)?);
         }
+    }
+    Ok(out)
+}
+
+/// The Authenticode section of `cairn inspect`: the digest cairn computes,
+/// each signature's signer and signed digest, and (with `cert`) sbverify's
+/// verdict.
+fn signature_report(
+    path: &Path,
+    bytes: &[u8],
+    cert: Option<&Path>,
+) -> Result<String, InspectError> {
+    let err = |source| InspectError::Signature {
+        path: path.to_path_buf(),
+        source,
+    };
+    let computed = authenticode::sha256(bytes).map_err(err)?;
+    let sigs = authenticode::signatures(bytes).map_err(err)?;
+    let mut out = String::new();
+    let _ = writeln!(out, "\nAuthenticode:");
+    let _ = writeln!(
+        out,
+        "  image digest (sha256): {}",
+        authenticode::hex(&computed)
+    );
+    if sigs.is_empty() {
+        let _ = writeln!(
+            out,
+            "  signatures: none (Secure Boot firmware will refuse this image)"
+        );
+    }
+    for (i, s) in sigs.iter().enumerate() {
+        let alg = s
+            .algorithm
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let _ = writeln!(out, "  signature {}:", i + 1);
+        let _ = writeln!(
+            out,
+            "    signer: {}",
+            s.signer_subject
+                .as_deref()
+                .unwrap_or("(certificate not included)")
+        );
+        if let Some(issuer) = &s.signer_issuer {
+            let _ = writeln!(out, "    issuer: {issuer}");
+        }
+        let _ = writeln!(out, "    digest algorithm: {alg}");
+        let _ = writeln!(
+            out,
+            "    signed digest: {}",
+            authenticode::hex(&s.signed_digest)
+        );
+        let matches = match s.algorithm {
+            Some(a) => authenticode::digest(bytes, a)
+                .map_err(err)?
+                .map(|d| d == s.signed_digest),
+            None => None,
+        };
+        let _ = writeln!(
+            out,
+            "    digest matches image: {}",
+            match matches {
+                Some(true) => "yes",
+                Some(false) => "NO (the image was changed after signing)",
+                None => "not checked (unsupported algorithm)",
+            }
+        );
+    }
+    if let Some(c) = cert {
+        let (ok, msg) = crate::sign::sbverify(path, c).map_err(|source| InspectError::Verify {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let _ = writeln!(
+            out,
+            "  verifies against {}: {} (sbverify: {msg})",
+            c.display(),
+            if ok { "yes" } else { "NO" }
+        );
     }
     Ok(out)
 }

@@ -3,4 +3,6 @@
 
 pub mod build;
 pub mod inspect;
+pub mod keys;
 pub mod run;
+pub mod sign;

@@ -29,6 +29,35 @@ struct BuildArgs {
     /// systemd-stub to build the UKI on.
     #[arg(long, default_value = cairn_image::uki::DEFAULT_STUB)]
     stub: PathBuf,
+    /// Sign the UKI for Secure Boot with this PEM key (overrides [sign]).
+    #[arg(long, requires = "sign_cert")]
+    sign_key: Option<PathBuf>,
+    /// The PEM certificate of --sign-key.
+    #[arg(long, requires = "sign_key")]
+    sign_cert: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct FirmwareArgs {
+    /// Boot through OVMF's Secure Boot build, enforcing signatures
+    /// (implies --uefi; default variables: Debian's snakeoil keys).
+    #[arg(long)]
+    secure_boot: bool,
+    /// OVMF variable store to boot with (copied, never modified), e.g. one
+    /// with your own keys enrolled.
+    #[arg(long)]
+    vars: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Make a PK/KEK/db key set with .esl and .auth files to enroll it.
+    Generate {
+        dir: PathBuf,
+        /// Prefix of the certificates' common names.
+        #[arg(long, default_value = "cairn")]
+        common_name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -42,6 +71,8 @@ enum Cmd {
         /// Boot the UKI through OVMF instead of direct kernel boot.
         #[arg(long)]
         uefi: bool,
+        #[command(flatten)]
+        firmware: FirmwareArgs,
         #[arg(long, value_enum, default_value = "tcg")]
         accel: Accel,
         /// Guest memory, as QEMU takes it (64M, 1G).
@@ -56,14 +87,47 @@ enum Cmd {
         #[arg(last = true)]
         qemu_args: Vec<String>,
     },
-    /// List what is inside a UKI (.efi) or an initramfs.
-    Inspect { file: PathBuf },
+    /// Boot an existing UKI (.efi) through OVMF, without building.
+    Boot {
+        efi: PathBuf,
+        #[command(flatten)]
+        firmware: FirmwareArgs,
+        #[arg(long, value_enum, default_value = "tcg")]
+        accel: Accel,
+        #[arg(long, default_value = "256M")]
+        mem: String,
+        #[arg(long, value_enum, default_value = "user")]
+        net: Net,
+        /// Stop QEMU (and fail) after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Extra QEMU arguments, after `--`.
+        #[arg(last = true)]
+        qemu_args: Vec<String>,
+    },
+    /// List what is inside a UKI (.efi) or an initramfs, and a UKI's
+    /// Secure Boot signature.
+    Inspect {
+        file: PathBuf,
+        /// Say whether the signature verifies against this certificate.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
+    /// Secure Boot keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
     let mut o = BuildOptions::new(a.out.clone());
     o.init = a.init.clone();
     o.stub = a.stub.clone();
+    if let (Some(key), Some(cert)) = (&a.sign_key, &a.sign_cert) {
+        o.sign = Some(cairn::sign::SignKey {
+            key: key.clone(),
+            cert: cert.clone(),
+        });
+    }
     o
 }
 
@@ -76,6 +140,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             build: a,
             uefi,
+            firmware,
             accel,
             mem,
             net,
@@ -88,6 +153,8 @@ fn main() -> ExitCode {
             let boot = Boot::in_dir(&a.out, &report.name, &m.kernel.cmdline);
             let opts = RunOptions {
                 uefi,
+                secure_boot: firmware.secure_boot,
+                vars: firmware.vars,
                 accel,
                 mem,
                 net,
@@ -98,9 +165,46 @@ fn main() -> ExitCode {
             cairn::run::run(&boot, &opts)?;
             Ok(())
         })(),
-        Cmd::Inspect { file } => cairn::inspect::inspect(&file)
+        Cmd::Boot {
+            efi,
+            firmware,
+            accel,
+            mem,
+            net,
+            timeout,
+            qemu_args,
+        } => {
+            let boot = Boot {
+                vmlinuz: PathBuf::new(),
+                initrd: PathBuf::new(),
+                efi,
+                cmdline: String::new(),
+            };
+            let opts = RunOptions {
+                uefi: true,
+                secure_boot: firmware.secure_boot,
+                vars: firmware.vars,
+                accel,
+                mem,
+                net,
+                timeout: timeout.map(Duration::from_secs),
+                extra: qemu_args,
+                ..RunOptions::default()
+            };
+            cairn::run::run(&boot, &opts).map_err(anyhow::Error::from)
+        }
+        Cmd::Inspect { file, cert } => cairn::inspect::inspect_with(&file, cert.as_deref())
             .map(|t| print!("{t}"))
             .map_err(anyhow::Error::from),
+        Cmd::Keys(KeysCmd::Generate { dir, common_name }) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            cairn::keys::generate(&dir, &common_name, now)
+                .map(|set| print!("{set}"))
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot (needs SMM and a secure pflash).
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// Debian's variable store with its snakeoil PK/KEK/db enrolled and Secure
+/// Boot on.
+pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -54,6 +59,12 @@ pub enum Net {
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub uefi: bool,
+    /// Boot through OVMF's Secure Boot build, enforcing signatures (implies
+    /// `uefi`).
+    pub secure_boot: bool,
+    /// The OVMF variable store to start from (copied, never modified);
+    /// default: the plain store, or the snakeoil one with `secure_boot`.
+    pub vars: Option<PathBuf>,
     pub accel: Accel,
     pub mem: String,
     pub net: Net,
@@ -67,6 +78,8 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             uefi: false,
+            secure_boot: false,
+            vars: None,
             accel: Accel::Tcg,
             mem: "256M".into(),
             net: Net::User,
@@ -144,24 +157,44 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
         ]),
         Net::None => cmd.args(["-nic", "none"]),
     };
-    if opts.uefi {
-        require(Path::new(OVMF_CODE), "OVMF firmware", "package ovmf")?;
+    if opts.uefi || opts.secure_boot {
+        let (code, default_vars) = if opts.secure_boot {
+            (OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL)
+        } else {
+            (OVMF_CODE, OVMF_VARS)
+        };
+        require(Path::new(code), "OVMF firmware", "package ovmf")?;
+        let src_vars = opts
+            .vars
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(default_vars));
+        require(
+            &src_vars,
+            "the OVMF variable store",
+            "package ovmf, or --vars FILE",
+        )?;
         require(&boot.efi, "the UKI", "run `cairn build` first")?;
         let efi_dir = work.join("esp/EFI/BOOT");
         let vars = work.join("OVMF_VARS.fd");
         let prep = || -> std::io::Result<()> {
             std::fs::create_dir_all(&efi_dir)?;
             std::fs::copy(&boot.efi, efi_dir.join("BOOTX64.EFI"))?;
-            std::fs::copy(OVMF_VARS, &vars)?;
+            std::fs::copy(&src_vars, &vars)?;
             Ok(())
         };
         prep().map_err(|source| RunError::EfiDir {
             path: work.to_path_buf(),
             source,
         })?;
-        cmd.args(["-machine", "q35"]);
+        if opts.secure_boot {
+            // Secure Boot OVMF keeps its variables in SMM-protected flash.
+            cmd.args(["-machine", "q35,smm=on"]);
+            cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        } else {
+            cmd.args(["-machine", "q35"]);
+        }
         cmd.arg("-drive").arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
         ));
         cmd.arg("-drive").arg(format!(
             "if=pflash,format=raw,unit=1,file={}",
@@ -302,6 +335,45 @@ mod tests {
         assert!(work.join("esp/EFI/BOOT/BOOTX64.EFI").is_file());
         assert!(work.join("OVMF_VARS.fd").is_file());
         assert!(args(&cmd).iter().any(|a| a.starts_with("file=fat:rw:")));
+    }
+
+    #[test]
+    fn secure_boot_command() {
+        if !Path::new(OVMF_VARS_SNAKEOIL).exists() {
+            eprintln!("skipped: OVMF not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.efi"), b"MZ").unwrap();
+        let boot = Boot::in_dir(dir.path(), "x", "");
+        let mut opts = RunOptions {
+            secure_boot: true,
+            ..RunOptions::default()
+        };
+        let work = dir.path().join("work");
+        let a = args(&qemu_command(&boot, &opts, &work).unwrap());
+        assert!(
+            a.windows(2).any(|w| w == ["-machine", "q35,smm=on"]),
+            "{a:?}"
+        );
+        assert!(a
+            .iter()
+            .any(|x| x == "driver=cfi.pflash01,property=secure,value=on"));
+        assert!(a.iter().any(|x| x.ends_with(OVMF_CODE_SECBOOT)), "{a:?}");
+        assert_eq!(
+            std::fs::read(work.join("OVMF_VARS.fd")).unwrap(),
+            std::fs::read(OVMF_VARS_SNAKEOIL).unwrap()
+        );
+        // A given variable store is copied, and a missing one is named.
+        let mine = dir.path().join("mine.fd");
+        std::fs::write(&mine, b"VARS").unwrap();
+        opts.vars = Some(mine.clone());
+        let work2 = dir.path().join("work2");
+        qemu_command(&boot, &opts, &work2).unwrap();
+        assert_eq!(std::fs::read(work2.join("OVMF_VARS.fd")).unwrap(), b"VARS");
+        opts.vars = Some(dir.path().join("nope.fd"));
+        let e = qemu_command(&boot, &opts, &dir.path().join("w3")).unwrap_err();
+        assert!(e.to_string().contains("nope.fd"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,259 @@
+//! Secure Boot, end to end: UKIs signed by cairn boot under OVMF's enforcing
+//! Secure Boot firmware; unsigned and tampered ones are refused; keys made by
+//! `cairn keys generate` and enrolled in a variable store take over from the
+//! snakeoil ones.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_e2e::{boot_until, build, cairn, example, run_with_timeout};
+
+const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+const READY: &str = "cairn: ready";
+/// What OVMF prints when it refuses an image, and once it has given up.
+const DENIED: &str = "Access Denied";
+const GAVE_UP: &str = "No bootable option or device was found";
+
+/// The snakeoil key without its passphrase (sbsign cannot prompt).
+fn snakeoil_key(dir: &Path) -> PathBuf {
+    let key = dir.join("snakeoil.key");
+    let st = Command::new("openssl")
+        .args([
+            "rsa",
+            "-passin",
+            "pass:snakeoil",
+            "-in",
+            SNAKEOIL_KEY,
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    key
+}
+
+/// `cairn boot EFI --secure-boot [--vars V]` until ready or refused.
+fn sb_boot(efi: &Path, vars: Option<&Path>) -> String {
+    let mut c = cairn();
+    c.arg("boot")
+        .arg(efi)
+        .args(["--secure-boot", "--accel", "tcg", "--net", "none"])
+        .args(["--timeout", "240"]);
+    if let Some(v) = vars {
+        c.arg("--vars").arg(v);
+    }
+    let (out, seen) = boot_until(c, &[READY, GAVE_UP], Duration::from_secs(240));
+    assert!(seen, "the boot neither finished nor was refused:\n{out}");
+    out
+}
+
+fn assert_boots(efi: &Path, vars: Option<&Path>) {
+    let out = sb_boot(efi, vars);
+    assert!(out.contains(READY), "signed image did not boot:\n{out}");
+    assert!(!out.contains(DENIED), "{out}");
+}
+
+fn assert_refused(efi: &Path, vars: Option<&Path>) {
+    let out = sb_boot(efi, vars);
+    assert!(out.contains(DENIED), "firmware did not refuse:\n{out}");
+    assert!(!out.contains(READY), "refused image reached init:\n{out}");
+    assert!(!out.contains("Linux version"), "kernel started:\n{out}");
+}
+
+fn inspect(efi: &Path, cert: &Path) -> String {
+    let mut c = cairn();
+    c.arg("inspect").arg(efi).arg("--cert").arg(cert);
+    let o = run_with_timeout(c, Duration::from_secs(60));
+    o.assert_ok();
+    o.stdout
+}
+
+fn sbverify(efi: &Path, cert: &Path) -> bool {
+    Command::new("sbverify")
+        .arg("--cert")
+        .arg(cert)
+        .arg(efi)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// hello's manifest, in `dir`, plus `extra`.
+fn hello_manifest(dir: &Path, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(example("hello")).unwrap();
+    let p = dir.join("cairn.toml");
+    std::fs::write(&p, format!("{text}\n{extra}")).unwrap();
+    p
+}
+
+#[test]
+fn snakeoil_signed_boots_while_tampered_and_unsigned_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    snakeoil_key(d);
+    // [sign] paths are relative to the manifest.
+    let manifest = hello_manifest(
+        d,
+        &format!("[sign]\nkey = \"snakeoil.key\"\ncert = \"{SNAKEOIL_PEM}\"\n"),
+    );
+    let out = d.join("signed");
+    build(&manifest, &out).assert_ok();
+    let signed = out.join("hello.efi");
+    let pem = Path::new(SNAKEOIL_PEM);
+    assert!(sbverify(&signed, pem), "sbverify refuses cairn's signature");
+    let text = inspect(&signed, pem);
+    for needle in [
+        "signer: C=US, ST=Colorado, L=Fort Collins, O=SnakeOil",
+        "digest algorithm: sha256",
+        "digest matches image: yes",
+        "verifies against /usr/share/ovmf/PkKek-1-snakeoil.pem: yes",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    assert_boots(&signed, None);
+
+    // Change the signed kernel command line: one byte.
+    let mut bytes = std::fs::read(&signed).unwrap();
+    let at = bytes
+        .windows(b"quiet".len())
+        .position(|w| w == b"quiet")
+        .expect("cmdline in the UKI");
+    bytes[at] = b'Q';
+    let tampered = d.join("tampered.efi");
+    std::fs::write(&tampered, &bytes).unwrap();
+    assert!(!sbverify(&tampered, pem));
+    let text = inspect(&tampered, pem);
+    assert!(text.contains("digest matches image: NO"), "{text}");
+    assert!(text.contains(": NO (sbverify"), "{text}");
+    assert_refused(&tampered, None);
+
+    // Unsigned.
+    let out = d.join("unsigned");
+    build(&example("hello"), &out).assert_ok();
+    let unsigned = out.join("hello.efi");
+    assert!(inspect(&unsigned, pem).contains("signatures: none"));
+    assert_refused(&unsigned, None);
+}
+
+#[test]
+fn generated_keys_enrolled_in_ovmf_replace_snakeoil() {
+    let Some(vfv) = virt_fw_vars() else {
+        panic!("virt-fw-vars not found: `cargo xtask deps` installs virt-firmware from PyPI");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = d.join("keys");
+    let mut c = cairn();
+    c.args(["keys", "generate"]).arg(&keys);
+    let o = run_with_timeout(c, Duration::from_secs(120));
+    o.assert_ok();
+    o.assert_stdout_has("efi-updatevar -f");
+    for f in ["PK", "KEK", "db"] {
+        for ext in ["key", "crt", "cer", "esl", "auth"] {
+            assert!(keys.join(format!("{f}.{ext}")).is_file(), "{f}.{ext}");
+        }
+    }
+    // Enroll cairn's own signature lists (byte for byte) with Secure Boot on.
+    let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let var = |name: &str, guid: &str| {
+        format!(
+            "{{\"name\": \"{name}\", \"guid\": \"{guid}\", \"attr\": 39, \"data\": \"{}\"}}",
+            hex(std::fs::read(keys.join(format!("{name}.esl"))).unwrap())
+        )
+    };
+    let global = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+    let json = format!(
+        "{{\"version\": 2, \"variables\": [{}, {}, {}]}}",
+        var("PK", global),
+        var("KEK", global),
+        var("db", "d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+    );
+    std::fs::write(d.join("keys.json"), json).unwrap();
+    let vars = d.join("vars.fd");
+    let st = Command::new(&vfv)
+        .args(["-i", OVMF_VARS, "-o"])
+        .arg(&vars)
+        .arg("--set-json")
+        .arg(d.join("keys.json"))
+        .arg("--secure-boot")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    // Signed with the generated db key (on the command line): boots.
+    let out = d.join("mine");
+    let mut c = cairn();
+    c.arg("build")
+        .arg(example("hello"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--sign-key")
+        .arg(keys.join("db.key"))
+        .arg("--sign-cert")
+        .arg(keys.join("db.crt"));
+    run_with_timeout(c, Duration::from_secs(300)).assert_ok();
+    let mine = out.join("hello.efi");
+    assert!(sbverify(&mine, &keys.join("db.crt")));
+    assert!(!sbverify(&mine, Path::new(SNAKEOIL_PEM)));
+    assert!(inspect(&mine, &keys.join("db.crt")).contains("signer: CN=cairn db"));
+    assert_boots(&mine, Some(&vars));
+
+    // Signed with snakeoil: these keys do not trust it.
+    snakeoil_key(d);
+    let manifest = hello_manifest(
+        d,
+        &format!("[sign]\nkey = \"snakeoil.key\"\ncert = \"{SNAKEOIL_PEM}\"\n"),
+    );
+    let out = d.join("snakeoil");
+    build(&manifest, &out).assert_ok();
+    assert_refused(&out.join("hello.efi"), Some(&vars));
+}
+
+#[test]
+fn bad_sign_key_fails_the_build_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest = hello_manifest(d, "[sign]\nkey = \"missing.key\"\ncert = \"missing.pem\"\n");
+    let out = d.join("out");
+    let o = build(&manifest, &out);
+    assert!(!o.success);
+    assert!(o.stderr.contains("cairn.toml:"), "{}", o.stderr);
+    assert!(o.stderr.contains("missing.key"), "{}", o.stderr);
+    // The passphrase-protected snakeoil key cannot be used without a prompt.
+    let manifest = hello_manifest(
+        d,
+        &format!("[sign]\nkey = \"{SNAKEOIL_KEY}\"\ncert = \"{SNAKEOIL_PEM}\"\n"),
+    );
+    let o = build(&manifest, &out);
+    assert!(!o.success);
+    assert!(o.stderr.contains("sbsign failed"), "{}", o.stderr);
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "outputs left behind: {left:?}");
+}
+
+/// `virt-fw-vars` on PATH or where `pip install --user` puts it.
+fn virt_fw_vars() -> Option<PathBuf> {
+    let mut cands = vec![PathBuf::from("virt-fw-vars")];
+    if let Some(home) = std::env::var_os("HOME") {
+        cands.push(Path::new(&home).join(".local/bin/virt-fw-vars"));
+        cands.push(Path::new(&home).join(".cache/cairn/venv/bin/virt-fw-vars"));
+    }
+    cands.into_iter().find(|p| {
+        Command::new(p)
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
