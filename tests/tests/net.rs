@@ -525,3 +525,47 @@ fn static_only_appliance_sends_no_dhcp() {
     );
     assert!(!served.contains("DHCPDISCOVER"), "{served}");
 }
+
+/// The address a server offers is already taken on the link: the ARP
+/// probe sees the other host, the client declines it and never uses it.
+#[test]
+fn address_in_use_is_declined() {
+    let dir = scratch("decline");
+    let mut ns = Netns::new("dc", "192.168.76.1/24", None);
+    // Another host already holds the address the server will hand out.
+    ns.ip(&["addr", "add", "192.168.76.50/32", "dev", "tap0"]);
+    let conf = dir.join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 192.168.76.50\nend 192.168.76.60\ninterface tap0\n\
+             lease_file {d}/leases\npidfile {d}/pid\n\
+             static_lease 52:54:00:12:34:56 192.168.76.50\n\
+             option subnet 255.255.255.0\noption lease 60\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    ns.spawn(
+        &["busybox", "udhcpd", "-f", conf.to_str().unwrap()],
+        &dir.join("udhcpd.log"),
+    );
+    let g = Guest::start(
+        &ns.prefix(),
+        "examples/net/cairn.toml",
+        dir.join("out").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    let t = g.wait(
+        "eth0: 192.168.76.50 is already in use (ARP): declining",
+        120,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let after = &g.text()[t..];
+    assert!(!after.contains("lease obtained"), "{}", g.text());
+    assert!(
+        !g.text().contains("address 192.168.76.50/24 added"),
+        "{}",
+        g.text()
+    );
+}
