@@ -254,14 +254,21 @@ pub fn run() -> ! {
     }
 
     let path = config_path(mode, std::env::var_os(CONFIG_ENV));
+    let mut network = None;
     let (mut sup, on_panic) = match load_config(&path) {
         Ok(cfg) => {
             debug!("config {} loaded", path.display());
             let on_panic = cfg.on_panic;
             if mode == Mode::Pid1 {
                 let _ = unit("system setup", on_panic, mode, || system_setup(&cfg));
+                network = unit("network setup", on_panic, mode, || {
+                    net::Net::start(cfg.net.clone(), cfg.hostname.clone())
+                        .map_err(|e| info!("networking not started: {e}"))
+                        .ok()
+                })
+                .flatten();
             } else {
-                debug!("test mode: skipping modules, hostname and lo");
+                debug!("test mode: skipping modules, hostname, lo and networking");
             }
             // Disks (mounts, secondary config) before any service: the
             // `mounts` target is reached once this returns.
@@ -293,7 +300,12 @@ pub fn run() -> ! {
         }
     };
 
-    let kind = supervise(&mut sup, &waiter, on_panic);
+    if network.is_some() {
+        // Services with `after = ["network-online"]` wait for the manager.
+        crate::targets::hold("network-online");
+    }
+    let kind = supervise(&mut sup, &waiter, on_panic, &mut network);
+    crate::signals::clear_extra();
     let _ = unit("shutdown", PanicAction::Continue, mode, || {
         shutdown::shutdown(&mut sup, &waiter, kind, mode, &mut mounts)
     });
@@ -306,8 +318,31 @@ pub fn run() -> ! {
 
 /// The main loop: one supervisor step per unit of work, until a shutdown
 /// is requested (or a panic asks for a reboot).
-fn supervise(sup: &mut Supervisor, waiter: &Waiter, on_panic: PanicAction) -> Shutdown {
+fn supervise(
+    sup: &mut Supervisor,
+    waiter: &Waiter,
+    on_panic: PanicAction,
+    network: &mut Option<net::Net>,
+) -> Shutdown {
     loop {
+        if let Some(n) = network.as_mut() {
+            match catch_unwind(AssertUnwindSafe(|| {
+                let reached = n.process(std::time::Instant::now());
+                n.register();
+                reached
+            })) {
+                Ok(true) => crate::targets::reach("network-online"),
+                Ok(false) => {}
+                Err(_) => {
+                    // Never a busy loop on a network fault: networking stops,
+                    // services carry on.
+                    info!("network manager panicked; networking stopped");
+                    crate::signals::clear_extra();
+                    *network = None;
+                    crate::targets::reach("network-online");
+                }
+            }
+        }
         match catch_unwind(AssertUnwindSafe(|| sup.step(waiter))) {
             Ok(Some(kind)) => return kind,
             Ok(None) => {}

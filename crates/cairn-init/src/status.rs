@@ -136,6 +136,9 @@ pub fn render(sup: &Supervisor) -> String {
             let _ = writeln!(out, "  (cannot read: {e})");
         }
     }
+    if let Some(net) = crate::net::manager::snapshot() {
+        out.push_str(&net.render());
+    }
     out
 }
 
@@ -185,11 +188,12 @@ pub fn json(sup: &Supervisor) -> String {
         })
         .collect();
     format!(
-        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"services\":[{}],\"addresses\":[{}]}}\n",
+        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"services\":[{}],\"addresses\":[{}],\"network\":{}}}\n",
         json_str(read("/proc/sys/kernel/hostname").trim()),
         log::boottime().as_secs(),
         services.join(","),
-        addrs.join(",")
+        addrs.join(","),
+        crate::net::manager::snapshot().map_or("null".to_string(), |n| n.json())
     )
 }
 

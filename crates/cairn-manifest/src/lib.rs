@@ -14,6 +14,7 @@ pub mod compression;
 pub mod diagnostic;
 pub mod disk;
 pub mod manifest;
+pub mod network;
 mod raw;
 pub mod shell;
 pub mod storage;
@@ -27,6 +28,9 @@ pub use disk::{DiskSpec, ImageFormat, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
     BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
     SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
+};
+pub use network::{
+    InterfaceConfig, IpPrefix, Ipv6Mode, MatchRule, NetConfig, RouteConfig, DEFAULT_ONLINE_TIMEOUT,
 };
 pub use shell::{Shell, ShellConfig};
 pub use storage::{

@@ -86,6 +86,8 @@ pub struct Manifest {
     pub mounts: Vec<crate::disk::Mount>,
     /// `[config] mount`: the mount point holding the secondary config.
     pub config_mount: Option<Located<String>>,
+    /// `[[network]]` entries and `[net]` (see [`crate::network`]).
+    pub net: crate::network::NetConfig,
     /// Users and groups of the image (`[[user]]`, `[[group]]`, plus root
     /// and nobody), written to `/etc/passwd` and `/etc/group`.
     pub accounts: Accounts,
@@ -268,6 +270,7 @@ impl Manifest {
             hostname: self.hostname.clone(),
             modules,
             on_panic: self.on_panic,
+            net: self.net.clone(),
             services: self
                 .services
                 .iter()
@@ -360,6 +363,8 @@ impl Builder<'_> {
             .map(|b| self.binary(b.into_inner()))
             .collect::<Result<Vec<_>, _>>()?;
         self.unique_destinations(&files, &binaries)?;
+        let net = crate::network::build(raw.network, raw.net, &|s| self.line_of(s))
+            .map_err(|(s, e)| (s, Invalid::Network(e)))?;
         let sign = raw.sign.map(|s| self.sign(s.into_inner())).transpose()?;
         let disk = crate::disk::build(
             self.text,
@@ -385,6 +390,7 @@ impl Builder<'_> {
             disk: disk.disk,
             mounts: disk.mounts,
             config_mount: disk.config_mount,
+            net,
             accounts,
             log,
             shell,

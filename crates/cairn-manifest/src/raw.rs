@@ -39,6 +39,10 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub config: Option<Spanned<crate::disk::RawConfig>>,
     #[serde(default)]
+    pub network: Vec<Spanned<crate::network::RawNetwork>>,
+    #[serde(default)]
+    pub net: Option<crate::network::RawNet>,
+    #[serde(default)]
     pub user: Vec<Spanned<RawUser>>,
     #[serde(default)]
     pub group: Vec<Spanned<RawGroup>>,

@@ -37,6 +37,9 @@ pub struct SystemConfig {
     /// Mount point holding the secondary config (`[config] mount`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_mount: Option<String>,
+    /// Network interfaces, `network-online` timeout, time servers.
+    #[serde(default, skip_serializing_if = "crate::network::NetConfig::is_default")]
+    pub net: crate::network::NetConfig,
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,

@@ -87,6 +87,8 @@ pub enum Invalid {
     #[error(transparent)]
     Disk(#[from] crate::disk::DiskInvalid),
     #[error(transparent)]
+    Network(#[from] crate::network::NetworkInvalid),
+    #[error(transparent)]
     Run(#[from] crate::supervision::RunInvalid),
     #[error(transparent)]
     Shell(#[from] crate::shell::ShellInvalid),

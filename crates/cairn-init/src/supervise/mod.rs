@@ -162,6 +162,8 @@ enum Src {
     Kmsg,
     Power,
     Console,
+    /// A socket of another subsystem (see `signals::set_extra`).
+    Extra,
 }
 
 /// Supervises the configured services.
@@ -367,6 +369,14 @@ impl Supervisor {
             srcs.push(Src::Console);
             fds.push(PollFd::new(c, PollFlags::IN));
         }
+        // Sockets and the next timer of other subsystems (networking): they
+        // only wake the loop; their owners do the work after the step.
+        let extra = signals::extra_fds();
+        for fd in &extra {
+            srcs.push(Src::Extra);
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        let timeout = signals::with_extra_deadline(timeout);
         let ts = timeout.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(d.subsec_nanos()),
@@ -413,6 +423,7 @@ impl Supervisor {
                     }
                 }
                 Src::Console => self.read_console(),
+                Src::Extra => {}
             }
         }
         self.outputs.retain(|o| o.service != usize::MAX);

@@ -1,6 +1,25 @@
-//! Networking. First cut: bring the loopback interface up with the
-//! `SIOCGIFFLAGS`/`SIOCSIFFLAGS` ioctls (the kernel assigns 127.0.0.1 and
-//! ::1 itself when `lo` goes up). Netlink, DHCP and friends come later.
+//! Networking: loopback (an ioctl, see [`loopback_up`]) and, through
+//! [`manager::Net`], every ethernet interface: static configuration,
+//! DHCPv4 ([`dhcp`] state machine, [`packet`] wire format), IPv6 SLAAC by
+//! the kernel with DNS from router adverts ([`ra`]), `/etc/resolv.conf`
+//! ([`resolv`]), SNTP ([`sntp`]), hotplug and the `network-online` target.
+//! Links, addresses and routes change through rtnetlink ([`rtnl`]).
+//!
+//! Everything runs in PID 1's single thread: the manager hands its sockets
+//! and its next timer to the main loop's `poll` (see
+//! [`crate::signals::set_extra`]) and does its work between supervisor
+//! steps; no call blocks except short netlink requests.
+
+pub mod dhcp;
+pub mod manager;
+pub mod packet;
+pub mod ra;
+pub mod resolv;
+pub mod rtnl;
+pub mod sntp;
+pub mod sock;
+
+pub use manager::{IfaceStatus, Net, Status};
 
 use std::os::fd::AsRawFd;
 

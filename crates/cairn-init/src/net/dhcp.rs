@@ -1,0 +1,936 @@
+//! The RFC 2131 DHCPv4 client state machine, pure: no sockets, no clock.
+//!
+//! The caller feeds it [`Input`]s (checked server replies, timer expiry,
+//! the result of the ARP probe) together with the current time, and carries
+//! out the [`Action`]s it returns (send a message, configure or remove the
+//! lease, probe the address). [`Client::deadline`] says when to call
+//! [`Client::on_timer`] next. Randomness (transaction ids, retransmission
+//! jitter) comes from a seeded generator, so tests are deterministic.
+//!
+//! States (RFC 2131 figure 5): INIT, SELECTING, REQUESTING, BOUND,
+//! RENEWING, REBINDING, INIT-REBOOT/REBOOTING (when a previous address is
+//! known), plus PROBING: after an ACK, before using the address, the caller
+//! checks with ARP that nobody has it (RFC 5227); a conflict sends DECLINE
+//! and starts over after 10 s.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// First retransmission interval (RFC 2131 4.1: 4 s, doubling to 64 s).
+pub const RETRANSMIT_START: Duration = Duration::from_secs(4);
+pub const RETRANSMIT_MAX: Duration = Duration::from_secs(64);
+/// REQUEST retransmissions (SELECTING->REQUESTING, REBOOTING) before
+/// giving up and starting over.
+pub const REQUEST_TRIES: u32 = 4;
+/// How long the ARP probe waits for an answer.
+pub const PROBE_WAIT: Duration = Duration::from_secs(1);
+/// Wait after a DECLINE (RFC 2131 3.1.5: at least 10 s).
+pub const DECLINE_WAIT: Duration = Duration::from_secs(10);
+/// Shortest renew/rebind retransmission interval.
+pub const RENEW_MIN: Duration = Duration::from_secs(4);
+/// Leases shorter than this are treated as this long.
+pub const LEASE_MIN: Duration = Duration::from_secs(8);
+
+/// What a lease gives (the options cairn uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub server: Ipv4Addr,
+    pub lease_time: Duration,
+    pub t1: Option<Duration>,
+    pub t2: Option<Duration>,
+    pub routers: Vec<Ipv4Addr>,
+    /// RFC 3442 classless static routes `(destination, prefix, gateway)`;
+    /// when present they replace `routers`.
+    pub classless_routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub search: Vec<String>,
+    pub hostname: Option<String>,
+    pub mtu: Option<u16>,
+    pub ntp: Vec<Ipv4Addr>,
+}
+
+impl Default for LeaseInfo {
+    fn default() -> Self {
+        LeaseInfo {
+            addr: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            server: Ipv4Addr::UNSPECIFIED,
+            lease_time: Duration::ZERO,
+            t1: None,
+            t2: None,
+            routers: Vec::new(),
+            classless_routes: Vec::new(),
+            dns: Vec::new(),
+            domain: None,
+            search: Vec::new(),
+            hostname: None,
+            mtu: None,
+            ntp: Vec::new(),
+        }
+    }
+}
+
+impl LeaseInfo {
+    /// T1 and T2: the server's, or 0.5 and 0.875 of the lease (RFC 2131
+    /// 4.4.5), kept in order (T1 <= T2 <= lease).
+    pub fn timers(&self) -> (Duration, Duration, Duration) {
+        let lease = self.lease_time.max(LEASE_MIN);
+        let mut t2 = self.t2.unwrap_or(lease * 7 / 8).min(lease);
+        let t1 = self.t1.unwrap_or(lease / 2).min(t2);
+        if t2 < t1 {
+            t2 = t1;
+        }
+        (t1, t2, lease)
+    }
+
+    /// The routes to install: classless routes if any, else a default
+    /// route through the first router.
+    pub fn routes(&self) -> Vec<(Ipv4Addr, u8, Ipv4Addr)> {
+        if !self.classless_routes.is_empty() {
+            return self.classless_routes.clone();
+        }
+        self.routers
+            .first()
+            .map(|r| vec![(Ipv4Addr::UNSPECIFIED, 0, *r)])
+            .unwrap_or_default()
+    }
+}
+
+/// A server reply that passed the packet checks (see `dhcp_packet`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub kind: ReplyKind,
+    pub xid: u32,
+    pub info: LeaseInfo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    Offer,
+    Ack,
+    Nak,
+}
+
+/// What the machine reacts to. (Inputs live for one call; boxing the
+/// reply would only add an allocation per packet.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Input {
+    Reply(Reply),
+    /// The ARP probe saw another host using the address.
+    ArpConflict,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub kind: MessageKind,
+    pub xid: u32,
+    /// `ciaddr`: our address when renewing or rebinding.
+    pub ciaddr: Ipv4Addr,
+    /// Option 50.
+    pub requested: Option<Ipv4Addr>,
+    /// Option 54.
+    pub server_id: Option<Ipv4Addr>,
+    /// Where to: broadcast, or unicast to the server (renewing).
+    pub unicast: Option<Ipv4Addr>,
+    /// Seconds since the exchange began (`secs`).
+    pub secs: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Discover,
+    Request,
+    Decline,
+    Release,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Send(Outgoing),
+    /// Check with ARP that nobody uses this address; answer with
+    /// [`Input::ArpConflict`] before the probe deadline, or say nothing.
+    Probe(Ipv4Addr),
+    /// A new lease: add the address, routes, DNS.
+    Bind(LeaseInfo),
+    /// The same address, renewed: update lifetimes (and options).
+    Renewed(LeaseInfo),
+    /// Remove the lease's address and routes.
+    Unbind {
+        lease: LeaseInfo,
+        why: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Init,
+    Selecting,
+    Requesting {
+        offer: LeaseInfo,
+        tries: u32,
+    },
+    Probing {
+        lease: LeaseInfo,
+        until: Instant,
+    },
+    Bound,
+    Renewing,
+    Rebinding,
+    /// INIT-REBOOT done, waiting for the ACK of a REQUEST for `addr`.
+    Rebooting {
+        addr: Ipv4Addr,
+        tries: u32,
+    },
+    /// After a DECLINE or a NAK: start over at `until`.
+    Backoff {
+        until: Instant,
+    },
+}
+
+impl State {
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Init => "INIT",
+            State::Selecting => "SELECTING",
+            State::Requesting { .. } => "REQUESTING",
+            State::Probing { .. } => "PROBING",
+            State::Bound => "BOUND",
+            State::Renewing => "RENEWING",
+            State::Rebinding => "REBINDING",
+            State::Rebooting { .. } => "REBOOTING",
+            State::Backoff { .. } => "INIT (waiting)",
+        }
+    }
+}
+
+/// A lease in use and its deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub info: LeaseInfo,
+    pub since: Instant,
+    pub t1: Instant,
+    pub t2: Instant,
+    pub expiry: Instant,
+}
+
+/// The client state machine of one interface.
+#[derive(Debug, Clone)]
+pub struct Client {
+    state: State,
+    lease: Option<Bound>,
+    xid: u32,
+    /// When the current exchange began (for `secs`).
+    started: Instant,
+    /// Next retransmission or state timeout.
+    timer: Option<Instant>,
+    interval: Duration,
+    rng: u64,
+}
+
+impl Client {
+    /// A new client; `seed` feeds the transaction ids and jitter (use the
+    /// MAC address and the clock). With `previous`, it starts in
+    /// INIT-REBOOT and asks for that address again.
+    pub fn new(seed: u64, previous: Option<Ipv4Addr>) -> Self {
+        let mut c = Client {
+            state: State::Init,
+            lease: None,
+            xid: 0,
+            started: Instant::now(),
+            timer: None,
+            interval: RETRANSMIT_START,
+            rng: seed | 1,
+        };
+        if let Some(addr) = previous {
+            c.state = State::Rebooting { addr, tries: 0 };
+        }
+        c
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn lease(&self) -> Option<&Bound> {
+        self.lease.as_ref()
+    }
+
+    /// When [`Client::on_timer`] must run next.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `base` plus or minus up to one second (RFC 2131 4.1).
+    fn jitter(&mut self, base: Duration) -> Duration {
+        let ms = (self.random() % 2001) as i64 - 1000;
+        let b = base.as_millis() as i64;
+        Duration::from_millis((b + ms).max(500) as u64)
+    }
+
+    fn new_exchange(&mut self, now: Instant) {
+        self.xid = self.random() as u32;
+        self.started = now;
+        self.interval = RETRANSMIT_START;
+    }
+
+    fn secs(&self, now: Instant) -> u16 {
+        now.saturating_duration_since(self.started)
+            .as_secs()
+            .min(u64::from(u16::MAX)) as u16
+    }
+
+    fn msg(&self, now: Instant, kind: MessageKind) -> Outgoing {
+        Outgoing {
+            kind,
+            xid: self.xid,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            requested: None,
+            server_id: None,
+            unicast: None,
+            secs: self.secs(now),
+        }
+    }
+
+    /// Arms the exponential retransmission timer.
+    fn arm_retransmit(&mut self, now: Instant) {
+        let wait = self.jitter(self.interval);
+        self.timer = Some(now + wait);
+        self.interval = (self.interval * 2).min(RETRANSMIT_MAX);
+    }
+
+    /// Starts (or restarts) the client: sends DISCOVER, or in INIT-REBOOT
+    /// the REQUEST for the previous address.
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        self.new_exchange(now);
+        match self.state.clone() {
+            State::Rebooting { addr, .. } => {
+                self.state = State::Rebooting { addr, tries: 0 };
+                self.send_reboot_request(now, addr)
+            }
+            _ => self.discover(now),
+        }
+    }
+
+    fn discover(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != State::Selecting {
+            self.new_exchange(now);
+        }
+        self.state = State::Selecting;
+        let mut m = self.msg(now, MessageKind::Discover);
+        // Ask for the address we had, if any (a hint only).
+        m.requested = self.lease.as_ref().map(|b| b.info.addr);
+        self.arm_retransmit(now);
+        vec![Action::Send(m)]
+    }
+
+    fn send_reboot_request(&mut self, now: Instant, addr: Ipv4Addr) -> Vec<Action> {
+        let mut m = self.msg(now, MessageKind::Request);
+        m.requested = Some(addr);
+        self.arm_retransmit(now);
+        vec![Action::Send(m)]
+    }
+
+    fn send_selecting_request(&mut self, now: Instant, offer: &LeaseInfo) -> Vec<Action> {
+        let mut m = self.msg(now, MessageKind::Request);
+        m.requested = Some(offer.addr);
+        m.server_id = Some(offer.server);
+        self.arm_retransmit(now);
+        vec![Action::Send(m)]
+    }
+
+    /// RENEWING/REBINDING retransmission: half the time left until `end`,
+    /// at least [`RENEW_MIN`], never past `end` (RFC 2131 4.4.5).
+    fn arm_until(&mut self, now: Instant, end: Instant) {
+        let left = end.saturating_duration_since(now);
+        let wait = (left / 2).max(RENEW_MIN).min(left);
+        self.timer = Some(now + wait);
+    }
+
+    fn send_renew(&mut self, now: Instant, broadcast: bool) -> Vec<Action> {
+        let Some(b) = &self.lease else {
+            return self.discover(now);
+        };
+        let mut m = self.msg(now, MessageKind::Request);
+        m.ciaddr = b.info.addr;
+        if !broadcast {
+            m.unicast = Some(b.info.server);
+        }
+        let end = if broadcast { b.expiry } else { b.t2 };
+        self.arm_until(now, end);
+        vec![Action::Send(m)]
+    }
+
+    /// The timer fired (call when `now >= deadline()`).
+    pub fn on_timer(&mut self, now: Instant) -> Vec<Action> {
+        match self.timer {
+            Some(t) if t <= now => {}
+            _ => return Vec::new(),
+        }
+        self.timer = None;
+        // Lease deadlines first: they apply in every state that has one.
+        if let Some(b) = self.lease.clone() {
+            if now >= b.expiry {
+                return self.expire(now);
+            }
+        }
+        match self.state.clone() {
+            State::Init | State::Backoff { .. } => self.discover(now),
+            State::Selecting => {
+                let mut m = self.msg(now, MessageKind::Discover);
+                m.requested = self.lease.as_ref().map(|b| b.info.addr);
+                self.arm_retransmit(now);
+                vec![Action::Send(m)]
+            }
+            State::Requesting { offer, tries } => {
+                if tries + 1 >= REQUEST_TRIES {
+                    self.discover(now)
+                } else {
+                    self.state = State::Requesting {
+                        offer: offer.clone(),
+                        tries: tries + 1,
+                    };
+                    self.send_selecting_request(now, &offer)
+                }
+            }
+            State::Rebooting { addr, tries } => {
+                if tries + 1 >= REQUEST_TRIES {
+                    self.discover(now)
+                } else {
+                    self.state = State::Rebooting {
+                        addr,
+                        tries: tries + 1,
+                    };
+                    self.send_reboot_request(now, addr)
+                }
+            }
+            State::Probing { lease, until } => {
+                if now < until {
+                    self.timer = Some(until);
+                    return Vec::new();
+                }
+                self.bind(now, lease)
+            }
+            State::Bound | State::Renewing | State::Rebinding => {
+                let Some(b) = self.lease.clone() else {
+                    return self.discover(now);
+                };
+                if now >= b.t2 {
+                    if self.state != State::Rebinding {
+                        self.state = State::Rebinding;
+                        self.new_exchange(now);
+                    }
+                    self.send_renew(now, true)
+                } else if now >= b.t1 {
+                    if self.state != State::Renewing {
+                        self.state = State::Renewing;
+                        self.new_exchange(now);
+                    }
+                    self.send_renew(now, false)
+                } else {
+                    self.timer = Some(b.t1);
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(b) = self.lease.take() {
+            out.push(Action::Unbind {
+                lease: b.info,
+                why: "lease expired",
+            });
+        }
+        self.state = State::Init;
+        out.extend(self.discover(now));
+        out
+    }
+
+    fn bind(&mut self, now: Instant, info: LeaseInfo) -> Vec<Action> {
+        let (t1, t2, lease) = info.timers();
+        let renewed = self
+            .lease
+            .as_ref()
+            .is_some_and(|b| b.info.addr == info.addr);
+        let mut out = Vec::new();
+        if let Some(old) = self.lease.take() {
+            if old.info.addr != info.addr {
+                out.push(Action::Unbind {
+                    lease: old.info,
+                    why: "replaced by a new lease",
+                });
+            }
+        }
+        self.lease = Some(Bound {
+            info: info.clone(),
+            since: now,
+            t1: now + t1,
+            t2: now + t2,
+            expiry: now + lease,
+        });
+        self.state = State::Bound;
+        self.timer = Some(now + t1);
+        out.push(if renewed {
+            Action::Renewed(info)
+        } else {
+            Action::Bind(info)
+        });
+        out
+    }
+
+    /// Back to INIT after a NAK or a DECLINE, dropping any lease.
+    fn restart_after(&mut self, now: Instant, wait: Duration, why: &'static str) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(b) = self.lease.take() {
+            out.push(Action::Unbind { lease: b.info, why });
+        }
+        let until = now + wait;
+        self.state = State::Backoff { until };
+        self.timer = Some(until);
+        out
+    }
+
+    /// Reacts to a reply or an ARP result.
+    pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        match input {
+            Input::ArpConflict => match self.state.clone() {
+                State::Probing { lease, .. } => {
+                    let mut m = self.msg(now, MessageKind::Decline);
+                    m.requested = Some(lease.addr);
+                    m.server_id = Some(lease.server);
+                    let mut out = vec![Action::Send(m)];
+                    out.extend(self.restart_after(now, DECLINE_WAIT, "address in use"));
+                    out
+                }
+                _ => Vec::new(),
+            },
+            Input::Reply(r) => {
+                if r.xid != self.xid {
+                    return Vec::new();
+                }
+                self.reply(now, r)
+            }
+        }
+    }
+
+    fn reply(&mut self, now: Instant, r: Reply) -> Vec<Action> {
+        match (self.state.clone(), r.kind) {
+            (State::Selecting, ReplyKind::Offer) => {
+                // The first acceptable offer wins.
+                self.state = State::Requesting {
+                    offer: r.info.clone(),
+                    tries: 0,
+                };
+                self.interval = RETRANSMIT_START;
+                self.send_selecting_request(now, &r.info)
+            }
+            (State::Requesting { offer, .. }, ReplyKind::Ack) => {
+                if r.info.addr != offer.addr {
+                    return Vec::new();
+                }
+                self.probe(now, r.info)
+            }
+            (State::Rebooting { addr, .. }, ReplyKind::Ack) => {
+                if r.info.addr != addr {
+                    return Vec::new();
+                }
+                self.probe(now, r.info)
+            }
+            (State::Renewing | State::Rebinding, ReplyKind::Ack) => {
+                match &self.lease {
+                    Some(b) if b.info.addr == r.info.addr => self.bind(now, r.info),
+                    // A different address while renewing: start over.
+                    _ => self.restart_after(now, Duration::ZERO, "server gave another address"),
+                }
+            }
+            (
+                State::Requesting { .. }
+                | State::Rebooting { .. }
+                | State::Renewing
+                | State::Rebinding,
+                ReplyKind::Nak,
+            ) => self.restart_after(now, Duration::from_millis(500), "server sent NAK"),
+            // Anything else (late offers, duplicate ACKs) is ignored.
+            _ => Vec::new(),
+        }
+    }
+
+    fn probe(&mut self, now: Instant, lease: LeaseInfo) -> Vec<Action> {
+        let until = now + PROBE_WAIT;
+        let addr = lease.addr;
+        self.state = State::Probing { lease, until };
+        self.timer = Some(until);
+        vec![Action::Probe(addr)]
+    }
+
+    /// Gives the lease back (shutdown): a RELEASE if bound.
+    pub fn release(&mut self, now: Instant) -> Vec<Action> {
+        let Some(b) = self.lease.take() else {
+            return Vec::new();
+        };
+        self.new_exchange(now);
+        let mut m = self.msg(now, MessageKind::Release);
+        m.ciaddr = b.info.addr;
+        m.server_id = Some(b.info.server);
+        m.unicast = Some(b.info.server);
+        self.state = State::Init;
+        self.timer = None;
+        vec![
+            Action::Send(m),
+            Action::Unbind {
+                lease: b.info,
+                why: "released",
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    fn info(lease: u64) -> LeaseInfo {
+        LeaseInfo {
+            addr: ADDR,
+            prefix_len: 24,
+            server: SERVER,
+            lease_time: Duration::from_secs(lease),
+            routers: vec![SERVER],
+            ..Default::default()
+        }
+    }
+
+    fn reply(c: &Client, kind: ReplyKind, lease: u64) -> Input {
+        Input::Reply(Reply {
+            kind,
+            xid: c.xid,
+            info: info(lease),
+        })
+    }
+
+    fn sent(actions: &[Action]) -> Vec<&Outgoing> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A client that went INIT -> SELECTING -> REQUESTING -> PROBING ->
+    /// BOUND at `t0` with a lease of `lease` seconds.
+    /// Returns the client and the moment it bound.
+    fn bound(t0: Instant, lease: u64) -> (Client, Instant) {
+        let mut c = Client::new(42, None);
+        let a = c.start(t0);
+        assert_eq!(sent(&a)[0].kind, MessageKind::Discover);
+        assert_eq!(c.state(), &State::Selecting);
+        let a = c.handle(t0, reply(&c, ReplyKind::Offer, lease));
+        let m = sent(&a)[0];
+        assert_eq!(m.kind, MessageKind::Request);
+        assert_eq!((m.requested, m.server_id), (Some(ADDR), Some(SERVER)));
+        assert!(matches!(c.state(), State::Requesting { .. }));
+        let a = c.handle(t0, reply(&c, ReplyKind::Ack, lease));
+        assert_eq!(a, vec![Action::Probe(ADDR)]);
+        assert!(matches!(c.state(), State::Probing { .. }));
+        let a = c.on_timer(t0 + PROBE_WAIT);
+        assert_eq!(a, vec![Action::Bind(info(lease))]);
+        assert_eq!(c.state(), &State::Bound);
+        (c, t0 + PROBE_WAIT)
+    }
+
+    #[test]
+    fn full_exchange_to_bound() {
+        let t0 = Instant::now();
+        let (c, _) = bound(t0, 3600);
+        let b = c.lease().unwrap();
+        assert_eq!(b.t1 - b.since, Duration::from_secs(1800));
+        assert_eq!(b.t2 - b.since, Duration::from_secs(3150));
+        assert_eq!(c.deadline(), Some(b.t1));
+    }
+
+    #[test]
+    fn discover_retransmits_with_growing_jittered_intervals() {
+        let t0 = Instant::now();
+        let mut c = Client::new(7, None);
+        c.start(t0);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            let d = c.deadline().unwrap();
+            waits.push(d - now);
+            now = d;
+            let a = c.on_timer(now);
+            assert_eq!(sent(&a)[0].kind, MessageKind::Discover);
+            assert_eq!(c.state(), &State::Selecting);
+        }
+        for (w, base) in waits.iter().zip([4u64, 8, 16, 32, 64, 64, 64]) {
+            let base = Duration::from_secs(base);
+            assert!(*w + Duration::from_secs(1) >= base && *w <= base + Duration::from_secs(1));
+        }
+        // Same xid within one exchange; `secs` grows.
+        let a = c.on_timer(c.deadline().unwrap());
+        assert!(sent(&a)[0].secs > 100);
+    }
+
+    #[test]
+    fn wrong_xid_is_ignored() {
+        let t0 = Instant::now();
+        let mut c = Client::new(1, None);
+        c.start(t0);
+        let bad = Input::Reply(Reply {
+            kind: ReplyKind::Offer,
+            xid: c.xid.wrapping_add(1),
+            info: info(60),
+        });
+        assert!(c.handle(t0, bad).is_empty());
+        assert_eq!(c.state(), &State::Selecting);
+    }
+
+    #[test]
+    fn requesting_gives_up_after_tries() {
+        let t0 = Instant::now();
+        let mut c = Client::new(3, None);
+        c.start(t0);
+        c.handle(t0, reply(&c, ReplyKind::Offer, 60));
+        for _ in 1..REQUEST_TRIES {
+            let a = c.on_timer(c.deadline().unwrap());
+            assert_eq!(sent(&a)[0].kind, MessageKind::Request);
+        }
+        let a = c.on_timer(c.deadline().unwrap());
+        assert_eq!(sent(&a)[0].kind, MessageKind::Discover);
+        assert_eq!(c.state(), &State::Selecting);
+    }
+
+    #[test]
+    fn nak_in_requesting_restarts() {
+        let t0 = Instant::now();
+        let mut c = Client::new(3, None);
+        c.start(t0);
+        c.handle(t0, reply(&c, ReplyKind::Offer, 60));
+        let a = c.handle(t0, reply(&c, ReplyKind::Nak, 60));
+        assert!(a.is_empty(), "nothing bound, nothing to remove");
+        assert!(matches!(c.state(), State::Backoff { .. }));
+        let a = c.on_timer(c.deadline().unwrap());
+        assert_eq!(sent(&a)[0].kind, MessageKind::Discover);
+    }
+
+    #[test]
+    fn arp_conflict_declines_and_waits() {
+        let t0 = Instant::now();
+        let mut c = Client::new(5, None);
+        c.start(t0);
+        c.handle(t0, reply(&c, ReplyKind::Offer, 60));
+        c.handle(t0, reply(&c, ReplyKind::Ack, 60));
+        let a = c.handle(t0, Input::ArpConflict);
+        let m = sent(&a)[0];
+        assert_eq!(m.kind, MessageKind::Decline);
+        assert_eq!(m.requested, Some(ADDR));
+        assert!(!a.iter().any(|x| matches!(x, Action::Bind(_))));
+        assert_eq!(c.deadline(), Some(t0 + DECLINE_WAIT));
+        assert!(c.lease().is_none());
+    }
+
+    #[test]
+    fn renew_at_t1_unicast_then_ack() {
+        let t0 = Instant::now();
+        let (mut c, t0) = bound(t0, 100);
+        let t1 = t0 + Duration::from_secs(50);
+        assert!(
+            c.on_timer(t1 - Duration::from_secs(1)).is_empty(),
+            "too early"
+        );
+        let a = c.on_timer(t1);
+        let m = sent(&a)[0];
+        assert_eq!(m.kind, MessageKind::Request);
+        assert_eq!(m.ciaddr, ADDR);
+        assert_eq!(m.unicast, Some(SERVER));
+        assert_eq!(m.requested, None, "no option 50 when renewing");
+        assert_eq!(c.state(), &State::Renewing);
+        let a = c.handle(t1, reply(&c, ReplyKind::Ack, 100));
+        assert_eq!(a, vec![Action::Renewed(info(100))]);
+        assert_eq!(c.state(), &State::Bound);
+        assert_eq!(c.lease().unwrap().expiry, t1 + Duration::from_secs(100));
+    }
+
+    #[test]
+    fn rebind_at_t2_broadcast_then_expiry_removes_address() {
+        let t0 = Instant::now();
+        let (mut c, t0) = bound(t0, 100);
+        c.on_timer(t0 + Duration::from_secs(50));
+        // No answer: retransmits in RENEWING until T2 (87.5 s).
+        let mut now = t0 + Duration::from_secs(50);
+        while c.state() == &State::Renewing {
+            now = c.deadline().unwrap();
+            let a = c.on_timer(now);
+            if c.state() == &State::Renewing {
+                assert_eq!(sent(&a)[0].unicast, Some(SERVER));
+            } else {
+                assert_eq!(c.state(), &State::Rebinding);
+                assert_eq!(now, t0 + Duration::from_millis(87_500));
+                let m = sent(&a)[0];
+                assert_eq!((m.unicast, m.ciaddr), (None, ADDR), "broadcast");
+            }
+        }
+        // Still no answer: the lease runs out.
+        let mut last = Vec::new();
+        while c.state() == &State::Rebinding {
+            now = c.deadline().unwrap();
+            assert!(now <= t0 + Duration::from_secs(100));
+            last = c.on_timer(now);
+        }
+        assert_eq!(now, t0 + Duration::from_secs(100));
+        assert!(matches!(
+            &last[0],
+            Action::Unbind { lease, why: "lease expired" } if lease.addr == ADDR
+        ));
+        assert_eq!(sent(&last)[0].kind, MessageKind::Discover);
+        assert_eq!(c.state(), &State::Selecting);
+        assert!(c.lease().is_none());
+    }
+
+    #[test]
+    fn rebind_ack_from_another_server_keeps_address() {
+        let t0 = Instant::now();
+        let (mut c, t0) = bound(t0, 100);
+        c.on_timer(t0 + Duration::from_secs(50));
+        while c.state() != &State::Rebinding {
+            c.on_timer(c.deadline().unwrap());
+        }
+        let mut i = info(100);
+        i.server = Ipv4Addr::new(10, 0, 0, 2);
+        let xid = c.xid;
+        let a = c.handle(
+            t0 + Duration::from_secs(90),
+            Input::Reply(Reply {
+                kind: ReplyKind::Ack,
+                xid,
+                info: i.clone(),
+            }),
+        );
+        assert_eq!(a, vec![Action::Renewed(i)]);
+        // The next renewal goes to the new server.
+        let a = c.on_timer(c.deadline().unwrap());
+        assert_eq!(sent(&a)[0].unicast, Some(Ipv4Addr::new(10, 0, 0, 2)));
+    }
+
+    #[test]
+    fn nak_while_renewing_removes_address() {
+        let t0 = Instant::now();
+        let (mut c, t0) = bound(t0, 100);
+        let t1 = t0 + Duration::from_secs(50);
+        c.on_timer(t1);
+        let a = c.handle(t1, reply(&c, ReplyKind::Nak, 0));
+        assert!(matches!(
+            &a[0],
+            Action::Unbind {
+                why: "server sent NAK",
+                ..
+            }
+        ));
+        assert!(c.lease().is_none());
+        let a = c.on_timer(c.deadline().unwrap());
+        assert_eq!(sent(&a)[0].kind, MessageKind::Discover);
+        assert_eq!(sent(&a)[0].requested, None);
+    }
+
+    #[test]
+    fn init_reboot_requests_previous_address() {
+        let t0 = Instant::now();
+        let mut c = Client::new(9, Some(ADDR));
+        let a = c.start(t0);
+        let m = sent(&a)[0];
+        assert_eq!(m.kind, MessageKind::Request);
+        assert_eq!(
+            (m.requested, m.server_id, m.ciaddr),
+            (Some(ADDR), None, Ipv4Addr::UNSPECIFIED)
+        );
+        assert!(matches!(c.state(), State::Rebooting { .. }));
+        let a = c.handle(t0, reply(&c, ReplyKind::Ack, 60));
+        assert_eq!(a, vec![Action::Probe(ADDR)]);
+        let a = c.on_timer(t0 + PROBE_WAIT);
+        assert_eq!(a, vec![Action::Bind(info(60))]);
+    }
+
+    #[test]
+    fn init_reboot_nak_and_silence_fall_back_to_discover() {
+        let t0 = Instant::now();
+        let mut c = Client::new(9, Some(ADDR));
+        c.start(t0);
+        c.handle(t0, reply(&c, ReplyKind::Nak, 0));
+        let a = c.on_timer(c.deadline().unwrap());
+        assert_eq!(sent(&a)[0].kind, MessageKind::Discover);
+
+        let mut c = Client::new(9, Some(ADDR));
+        c.start(t0);
+        for _ in 1..REQUEST_TRIES {
+            c.on_timer(c.deadline().unwrap());
+        }
+        let a = c.on_timer(c.deadline().unwrap());
+        assert_eq!(sent(&a)[0].kind, MessageKind::Discover);
+    }
+
+    #[test]
+    fn late_offer_and_stray_ack_are_ignored() {
+        let t0 = Instant::now();
+        let (mut c, t0) = bound(t0, 100);
+        assert!(c.handle(t0, reply(&c, ReplyKind::Offer, 100)).is_empty());
+        assert!(c.handle(t0, reply(&c, ReplyKind::Ack, 100)).is_empty());
+        assert_eq!(c.state(), &State::Bound);
+    }
+
+    #[test]
+    fn timers_follow_server_values_and_stay_ordered() {
+        let mut i = info(100);
+        i.t1 = Some(Duration::from_secs(90));
+        i.t2 = Some(Duration::from_secs(30));
+        let (t1, t2, l) = i.timers();
+        assert!(t1 <= t2 && t2 <= l);
+        i.lease_time = Duration::from_secs(1);
+        assert_eq!(i.timers().2, LEASE_MIN);
+    }
+
+    #[test]
+    fn classless_routes_replace_router() {
+        let mut i = info(100);
+        assert_eq!(i.routes(), vec![(Ipv4Addr::UNSPECIFIED, 0, SERVER)]);
+        i.classless_routes = vec![(Ipv4Addr::new(10, 9, 0, 0), 16, SERVER)];
+        assert_eq!(i.routes(), i.classless_routes);
+    }
+
+    #[test]
+    fn release_sends_and_unbinds() {
+        let t0 = Instant::now();
+        let (mut c, t0) = bound(t0, 100);
+        let a = c.release(t0);
+        assert_eq!(sent(&a)[0].kind, MessageKind::Release);
+        assert!(matches!(
+            a[1],
+            Action::Unbind {
+                why: "released",
+                ..
+            }
+        ));
+        assert_eq!(c.deadline(), None);
+    }
+}

@@ -1,0 +1,1115 @@
+//! The network manager: owns the interfaces, their DHCP clients and
+//! sockets, and decides when `network-online` is reached.
+//!
+//! Driven from PID 1's loop: [`Net::start`] once, then after every wake-up
+//! [`Net::process`] (reads every socket without blocking, runs due timers)
+//! and [`Net::register`] (hands the sockets and the next deadline to the
+//! loop's `poll`).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use cairn_manifest::{InterfaceConfig, Ipv6Mode, NetConfig};
+
+use super::dhcp::{self, Action, Client, Input, LeaseInfo};
+use super::packet::{self, ClientId};
+use super::ra::{self, RaDns};
+use super::resolv::{self, DnsSource};
+use super::rtnl::{Link, LinkEvent, Monitor, Rtnl};
+use super::sntp;
+use super::sock::{self, ArpProbe, DhcpSocket, RaSocket};
+use crate::{debug, info};
+
+/// Where resolv.conf goes (the initramfs root is writable).
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// While not online, addresses are re-read this often (SLAAC happens in
+/// the kernel; cairn only looks).
+const ADDR_POLL: Duration = Duration::from_millis(500);
+/// Router solicitations after an interface comes up.
+const SOLICIT_AT: [Duration; 3] = [
+    Duration::from_millis(1500),
+    Duration::from_secs(4),
+    Duration::from_secs(10),
+];
+const SNTP_TIMEOUT: Duration = Duration::from_secs(3);
+const SNTP_RETRY: Duration = Duration::from_secs(10);
+
+/// A snapshot for the status screen and `cairnctl status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub online: bool,
+    pub interfaces: Vec<IfaceStatus>,
+    pub dns: Vec<IpAddr>,
+    pub search: Vec<String>,
+    /// Whether SNTP has set the clock.
+    pub clock_synced: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IfaceStatus {
+    pub name: String,
+    pub index: u32,
+    pub mac: Option<[u8; 6]>,
+    /// `address/prefix`, as the kernel has them (global scope).
+    pub addresses: Vec<String>,
+    /// The DHCP client's state (`BOUND`, ...), if DHCPv4 runs.
+    pub dhcp: Option<&'static str>,
+    pub lease: Option<LeaseStatus>,
+    pub usable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub server: Ipv4Addr,
+    pub remaining: Duration,
+}
+
+/// The last [`Status`], published after every [`Net::process`] for the
+/// status screen and `cairnctl status` (None: networking not running).
+static SNAPSHOT: std::sync::Mutex<Option<Status>> = std::sync::Mutex::new(None);
+
+/// The current network status, if the manager runs.
+pub fn snapshot() -> Option<Status> {
+    SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+impl Status {
+    /// Lines for the status screen.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "network:  {}{}",
+            if self.online { "online" } else { "waiting" },
+            if self.clock_synced {
+                ", clock synced (SNTP)"
+            } else {
+                ""
+            }
+        );
+        for i in &self.interfaces {
+            let _ = write!(out, "  {:<10} dhcp4 {}", i.name, i.dhcp.unwrap_or("off"));
+            if let Some(l) = &i.lease {
+                let _ = write!(
+                    out,
+                    " {}/{} from {} ({}s left)",
+                    l.addr,
+                    l.prefix_len,
+                    l.server,
+                    l.remaining.as_secs()
+                );
+            }
+            out.push('\n');
+        }
+        if !self.dns.is_empty() {
+            let dns: Vec<String> = self.dns.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(out, "  dns {}", dns.join(" "));
+        }
+        out
+    }
+
+    /// A JSON object for `cairnctl status --json`.
+    pub fn json(&self) -> String {
+        let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        let ifaces: Vec<String> = self
+            .interfaces
+            .iter()
+            .map(|i| {
+                let lease = i.lease.as_ref().map_or("null".to_string(), |l| {
+                    format!(
+                        "{{\"address\":{},\"prefix\":{},\"server\":{},\"remaining_s\":{}}}",
+                        q(&l.addr.to_string()),
+                        l.prefix_len,
+                        q(&l.server.to_string()),
+                        l.remaining.as_secs()
+                    )
+                });
+                format!(
+                    "{{\"name\":{},\"dhcp4\":{},\"lease\":{lease},\"usable\":{}}}",
+                    q(&i.name),
+                    i.dhcp.map_or("null".to_string(), q),
+                    i.usable
+                )
+            })
+            .collect();
+        let dns: Vec<String> = self.dns.iter().map(|d| q(&d.to_string())).collect();
+        format!(
+            "{{\"online\":{},\"clock_synced\":{},\"interfaces\":[{}],\"dns\":[{}]}}",
+            self.online,
+            self.clock_synced,
+            ifaces.join(","),
+            dns.join(",")
+        )
+    }
+}
+
+struct DhcpRun {
+    client: Client,
+    sock: DhcpSocket,
+    probe: Option<ArpProbe>,
+    id: ClientId,
+}
+
+struct Iface {
+    link: Link,
+    cfg: InterfaceConfig,
+    /// Index of the `[[network]]` entry that matched (None: automatic).
+    entry: Option<usize>,
+    dhcp: Option<DhcpRun>,
+    ra: Option<RaSocket>,
+    ra_dns: Option<(RaDns, Instant)>,
+    solicit: Vec<Instant>,
+    /// Global addresses last read from the kernel.
+    addresses: Vec<(IpAddr, u8)>,
+    static_v4: bool,
+}
+
+impl Iface {
+    fn usable(&self) -> bool {
+        if self.static_v4 {
+            return true;
+        }
+        if self
+            .dhcp
+            .as_ref()
+            .is_some_and(|d| d.client.lease().is_some())
+        {
+            return true;
+        }
+        // SLAAC (or static IPv6) counts once the kernel has a global address.
+        self.cfg.ipv6 != Ipv6Mode::Off && self.addresses.iter().any(|(a, _)| a.is_ipv6())
+    }
+}
+
+struct Sntp {
+    sock: std::net::UdpSocket,
+    next: Instant,
+    pending: Option<(SocketAddr, u64, Instant)>,
+    turn: usize,
+    stepped: bool,
+}
+
+/// The network manager.
+pub struct Net {
+    cfg: NetConfig,
+    /// Hostname from the manifest: sent to DHCP servers; a DHCP hostname
+    /// is only applied when there is none.
+    hostname: Option<String>,
+    rtnl: Rtnl,
+    monitor: Option<Monitor>,
+    ifaces: BTreeMap<u32, Iface>,
+    online_deadline: Instant,
+    online: bool,
+    next_addr_poll: Instant,
+    resolv: String,
+    sntp: Option<Sntp>,
+    dhcp_ntp: Vec<IpAddr>,
+    dhcp_hostname_set: bool,
+    seed: u64,
+}
+
+fn mac_str(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn sysctl(iface: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{iface}/{key}");
+    if let Err(e) = std::fs::write(&path, value) {
+        debug!("cannot set {path}: {e}");
+    }
+}
+
+impl Net {
+    /// Opens rtnetlink, configures every interface present and starts
+    /// listening for new ones.
+    pub fn start(cfg: NetConfig, hostname: Option<String>) -> Result<Net, super::rtnl::RtnlError> {
+        let rtnl = Rtnl::open()?;
+        let monitor = match Monitor::open() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                info!("{e}; interfaces added later will not be configured");
+                None
+            }
+        };
+        let now = Instant::now();
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let sntp = match super::sock::udp_socket() {
+            Ok(sock) => Some(Sntp {
+                sock,
+                next: now,
+                pending: None,
+                turn: 0,
+                stepped: false,
+            }),
+            Err(e) => {
+                info!("cannot open the SNTP socket: {e}");
+                None
+            }
+        };
+        let mut net = Net {
+            online_deadline: now + Duration::from_secs(cfg.online_timeout),
+            cfg,
+            hostname,
+            rtnl,
+            monitor,
+            ifaces: BTreeMap::new(),
+            online: false,
+            next_addr_poll: now,
+            resolv: String::new(),
+            sntp,
+            dhcp_ntp: Vec::new(),
+            dhcp_hostname_set: false,
+            seed,
+        };
+        match net.rtnl.links() {
+            Ok(links) => {
+                for l in links {
+                    net.add_link(l, now);
+                }
+            }
+            Err(e) => info!("{e}"),
+        }
+        net.write_resolv();
+        Ok(net)
+    }
+
+    fn add_link(&mut self, link: Link, now: Instant) {
+        if !link.ethernet || self.ifaces.contains_key(&link.index) {
+            debug!(
+                "{}: not an ethernet interface to configure ({link:?})",
+                link.name
+            );
+            return;
+        }
+        let entry = self
+            .cfg
+            .interfaces
+            .iter()
+            .position(|c| c.matches.matches(&link.name, link.mac.as_ref()));
+        let Some(cfg) = self.cfg.for_interface(&link.name, link.mac.as_ref()) else {
+            info!("{}: no [[network]] entry matches; left down", link.name);
+            return;
+        };
+        let mac = link.mac.unwrap_or_default();
+        info!(
+            "{}: found (mac {}), configuring: dhcp4 {}, ipv6 {:?}",
+            link.name,
+            mac_str(&mac),
+            if cfg.dhcp4 { "on" } else { "off" },
+            cfg.ipv6
+        );
+        let name = link.name.clone();
+        let index = link.index;
+        // IPv6 behaviour must be set before the link goes up so the
+        // kernel's own router solicitation already counts.
+        match cfg.ipv6 {
+            Ipv6Mode::Off => sysctl(&name, "disable_ipv6", "1"),
+            Ipv6Mode::Slaac => {
+                sysctl(&name, "disable_ipv6", "0");
+                sysctl(&name, "accept_ra", "2");
+                sysctl(&name, "autoconf", "1");
+            }
+            Ipv6Mode::Static => {
+                sysctl(&name, "disable_ipv6", "0");
+                sysctl(&name, "accept_ra", "0");
+                sysctl(&name, "autoconf", "0");
+            }
+        }
+        debug!("{name}: setting the link up");
+        if let Err(e) = self.rtnl.set_up(index, cfg.mtu) {
+            info!("{name}: {e}");
+        }
+        let mut static_v4 = false;
+        for a in &cfg.addresses {
+            match self.rtnl.add_address(index, a.addr, a.len, None) {
+                Ok(()) => {
+                    info!("{name}: address {a} added (static)");
+                    static_v4 |= a.addr.is_ipv4();
+                }
+                Err(e) => info!("{name}: address {a}: {e}"),
+            }
+        }
+        let mut routes: Vec<(IpAddr, u8, IpAddr)> = Vec::new();
+        if let Some(g) = cfg.gateway {
+            routes.push((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, IpAddr::V4(g)));
+        }
+        if let Some(g) = cfg.gateway6 {
+            routes.push((
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                0,
+                IpAddr::V6(g),
+            ));
+        }
+        for r in &cfg.routes {
+            routes.push((r.to.addr, r.to.len, r.via));
+        }
+        for (dst, len, via) in routes {
+            match self.rtnl.add_route(index, dst, len, Some(via)) {
+                Ok(()) => info!("{name}: route {dst}/{len} via {via} added"),
+                Err(e) => info!("{name}: route {dst}/{len} via {via}: {e}"),
+            }
+        }
+        debug!("{name}: link up, static configuration done");
+        let dhcp = if cfg.dhcp4 {
+            match DhcpSocket::open(index) {
+                Ok(sock) => {
+                    self.seed = self.seed.rotate_left(7) ^ u64::from(index);
+                    let seed = self.seed
+                        ^ u64::from_be_bytes([
+                            0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+                        ]);
+                    Some(DhcpRun {
+                        client: Client::new(seed, None),
+                        sock,
+                        probe: None,
+                        id: ClientId {
+                            mac,
+                            hostname: self.hostname.clone(),
+                        },
+                    })
+                }
+                Err(e) => {
+                    info!("{name}: DHCPv4 not started: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let ra = if cfg.ipv6 == Ipv6Mode::Slaac {
+            match RaSocket::open(index, &name) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    info!("{name}: router adverts will not be read: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let iface = Iface {
+            link,
+            cfg,
+            entry,
+            dhcp,
+            ra,
+            ra_dns: None,
+            solicit: SOLICIT_AT.iter().map(|d| now + *d).collect(),
+            addresses: Vec::new(),
+            static_v4,
+        };
+        debug!("{name}: sockets open");
+        self.ifaces.insert(index, iface);
+        let actions = match self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+            Some(d) => d.client.start(now),
+            None => Vec::new(),
+        };
+        self.run_actions(index, now, actions);
+    }
+
+    /// Reads every socket, runs due timers, checks `network-online`.
+    /// Returns true the first time the target is reached.
+    pub fn process(&mut self, now: Instant) -> bool {
+        self.link_events(now);
+        let indexes: Vec<u32> = self.ifaces.keys().copied().collect();
+        for index in indexes {
+            self.dhcp_io(index, now);
+            self.ra_io(index, now);
+        }
+        self.sntp_io(now);
+        let reached = self.check_online(now);
+        *SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.status());
+        reached
+    }
+
+    fn link_events(&mut self, now: Instant) {
+        let events = match self.monitor.as_ref().map(|m| m.events()) {
+            Some(Ok(ev)) => ev,
+            Some(Err(e)) => {
+                info!("{e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        for ev in events {
+            match ev {
+                LinkEvent::New(l) => {
+                    if let Some(i) = self.ifaces.get_mut(&l.index) {
+                        if i.link.carrier != l.carrier {
+                            info!(
+                                "{}: carrier {}",
+                                l.name,
+                                if l.carrier { "up" } else { "down" }
+                            );
+                        }
+                        i.link = l;
+                    } else if l.ethernet {
+                        info!("{}: new interface (hotplug)", l.name);
+                        self.add_link(l, now);
+                    }
+                }
+                LinkEvent::Address(index) => {
+                    if self.ifaces.contains_key(&index) {
+                        self.refresh_addresses(Some(index));
+                    }
+                }
+                LinkEvent::Gone(index) => {
+                    if let Some(i) = self.ifaces.remove(&index) {
+                        info!("{}: interface removed", i.link.name);
+                        self.write_resolv();
+                    }
+                }
+            }
+        }
+    }
+
+    fn dhcp_io(&mut self, index: u32, now: Instant) {
+        let mut inputs = Vec::new();
+        let mut timer_due = false;
+        let name = &self.ifaces_name(index);
+        if let Some(d) = self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+            while let Some(p) = d.sock.recv() {
+                match packet::udp_payload(&p).and_then(|b| packet::decode(b, &d.id.mac)) {
+                    Ok(r) => inputs.push(Input::Reply(r)),
+                    // Other clients' traffic is normal on a shared link.
+                    Err(packet::PacketError::OtherClient) => {}
+                    Err(e) => info!("{name}: DHCP packet dropped: {e}"),
+                }
+            }
+            if let Some(probe) = &d.probe {
+                if probe.conflict() {
+                    info!("{name}: {} is already in use (ARP): declining", probe.addr);
+                    inputs.push(Input::ArpConflict);
+                }
+            }
+            timer_due = d.client.deadline().is_some_and(|t| t <= now);
+        }
+        for input in inputs {
+            let actions = match self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+                Some(d) => d.client.handle(now, input),
+                None => return,
+            };
+            self.run_actions(index, now, actions);
+        }
+        if timer_due {
+            let (actions, before, after) =
+                match self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+                    Some(d) => {
+                        let before = d.client.state().name();
+                        let actions = d.client.on_timer(now);
+                        (actions, before, d.client.state().name())
+                    }
+                    None => return,
+                };
+            if before != after {
+                let server = self
+                    .ifaces
+                    .get(&index)
+                    .and_then(|i| i.dhcp.as_ref())
+                    .and_then(|d| d.client.lease())
+                    .map(|b| b.info.server);
+                match (after, server) {
+                    ("RENEWING", Some(s)) => info!("{name}: DHCPv4 renewing with {s} (T1)"),
+                    ("REBINDING", Some(s)) => {
+                        info!(
+                            "{name}: DHCPv4 rebinding: {s} did not answer, asking any server (T2)"
+                        )
+                    }
+                    _ => debug!("{name}: DHCPv4 {before} -> {after}"),
+                }
+            }
+            self.run_actions(index, now, actions);
+        }
+        if let Some(d) = self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+            if !matches!(d.client.state(), dhcp::State::Probing { .. }) {
+                d.probe = None;
+            }
+        }
+    }
+
+    fn ifaces_name(&self, index: u32) -> String {
+        self.ifaces
+            .get(&index)
+            .map_or_else(|| format!("#{index}"), |i| i.link.name.clone())
+    }
+
+    fn run_actions(&mut self, index: u32, now: Instant, actions: Vec<Action>) {
+        let name = self.ifaces_name(index);
+        for a in actions {
+            match a {
+                Action::Send(out) => self.dhcp_send(index, &name, &out),
+                Action::Probe(addr) => {
+                    let Some(d) = self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) else {
+                        continue;
+                    };
+                    debug!("{name}: probing {addr} with ARP");
+                    match ArpProbe::start(index, d.id.mac, addr) {
+                        Ok(p) => d.probe = Some(p),
+                        Err(e) => info!("{name}: ARP probe not sent: {e}"),
+                    }
+                }
+                Action::Bind(l) => {
+                    self.apply_lease(index, &name, &l, false);
+                    info!(
+                        "{name}: DHCPv4 lease obtained: {}/{} from {} for {}s{}{}",
+                        l.addr,
+                        l.prefix_len,
+                        l.server,
+                        l.timers().2.as_secs(),
+                        l.routes()
+                            .first()
+                            .map(|r| format!(", router {}", r.2))
+                            .unwrap_or_default(),
+                        if l.dns.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ", dns {}",
+                                l.dns
+                                    .iter()
+                                    .map(|d| d.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            )
+                        }
+                    );
+                }
+                Action::Renewed(l) => {
+                    self.apply_lease(index, &name, &l, true);
+                    info!(
+                        "{name}: DHCPv4 lease renewed: {} from {} for {}s",
+                        l.addr,
+                        l.server,
+                        l.timers().2.as_secs()
+                    );
+                }
+                Action::Unbind { lease, why } => {
+                    for (dst, len, via) in lease.routes() {
+                        let _ =
+                            self.rtnl
+                                .del_route(index, IpAddr::V4(dst), len, Some(IpAddr::V4(via)));
+                    }
+                    match self
+                        .rtnl
+                        .del_address(index, IpAddr::V4(lease.addr), lease.prefix_len)
+                    {
+                        Ok(()) => info!(
+                            "{name}: DHCPv4 lease lost ({why}): address {}/{} removed",
+                            lease.addr, lease.prefix_len
+                        ),
+                        Err(e) => info!(
+                            "{name}: DHCPv4 lease lost ({why}); removing {}: {e}",
+                            lease.addr
+                        ),
+                    }
+                    self.dhcp_ntp.clear();
+                    self.write_resolv();
+                }
+            }
+        }
+        let _ = now;
+    }
+
+    fn dhcp_send(&mut self, index: u32, name: &str, out: &dhcp::Outgoing) {
+        let Some(d) = self.ifaces.get(&index).and_then(|i| i.dhcp.as_ref()) else {
+            return;
+        };
+        let bytes = match packet::encode(out, &d.id) {
+            Ok(b) => b,
+            Err(e) => {
+                info!("{name}: {e}");
+                return;
+            }
+        };
+        debug!("{name}: DHCP {:?} xid {:#x}", out.kind, out.xid);
+        let result = match out.unicast {
+            Some(server) if !out.ciaddr.is_unspecified() => {
+                sock::send_unicast(index, name, out.ciaddr, server, &bytes)
+            }
+            _ => d
+                .sock
+                .send_broadcast(&packet::ip_udp(out.ciaddr, Ipv4Addr::BROADCAST, &bytes)),
+        };
+        if let Err(e) = result {
+            info!("{name}: {e}");
+        }
+    }
+
+    fn apply_lease(&mut self, index: u32, name: &str, l: &LeaseInfo, renewal: bool) {
+        let lease_secs = l.timers().2.as_secs().min(u64::from(u32::MAX - 1)) as u32;
+        if let Err(e) =
+            self.rtnl
+                .add_address(index, IpAddr::V4(l.addr), l.prefix_len, Some(lease_secs))
+        {
+            info!("{name}: adding {}/{}: {e}", l.addr, l.prefix_len);
+        } else if !renewal {
+            info!("{name}: address {}/{} added (DHCPv4)", l.addr, l.prefix_len);
+        }
+        if let Some(mtu) = l.mtu {
+            let configured = self.ifaces.get(&index).and_then(|i| i.cfg.mtu);
+            if configured.is_none() {
+                if let Err(e) = self.rtnl.set_up(index, Some(u32::from(mtu))) {
+                    info!("{name}: MTU {mtu}: {e}");
+                }
+            }
+        }
+        for (dst, len, via) in l.routes() {
+            // A gateway outside the leased subnet needs an on-link route.
+            let on_link = u32::from(via) >> (32 - u32::from(l.prefix_len.max(1)))
+                == u32::from(l.addr) >> (32 - u32::from(l.prefix_len.max(1)));
+            if !on_link {
+                let _ = self.rtnl.add_route(index, IpAddr::V4(via), 32, None);
+            }
+            if let Err(e) = self
+                .rtnl
+                .add_route(index, IpAddr::V4(dst), len, Some(IpAddr::V4(via)))
+            {
+                info!("{name}: route {dst}/{len} via {via}: {e}");
+            } else if !renewal {
+                info!("{name}: route {dst}/{len} via {via} added (DHCPv4)");
+            }
+        }
+        self.dhcp_ntp = l.ntp.iter().map(|a| IpAddr::V4(*a)).collect();
+        if self.hostname.is_none() && !self.dhcp_hostname_set {
+            if let Some(h) = &l.hostname {
+                match crate::boot::set_hostname(h) {
+                    Ok(()) => {
+                        self.dhcp_hostname_set = true;
+                        info!("hostname set to {h} (DHCP)");
+                    }
+                    Err(e) => info!("{e}"),
+                }
+            }
+        }
+        self.write_resolv();
+    }
+
+    fn ra_io(&mut self, index: u32, now: Instant) {
+        let Some(i) = self.ifaces.get_mut(&index) else {
+            return;
+        };
+        let Some(sock) = &i.ra else {
+            return;
+        };
+        let name = i.link.name.clone();
+        if i.solicit.first().is_some_and(|t| *t <= now) {
+            i.solicit.remove(0);
+            if let Err(e) = sock.solicit(&i.link.mac.unwrap_or_default()) {
+                debug!("{name}: {e}");
+            }
+        }
+        let mut changed = false;
+        while let Some((p, src)) = sock.recv() {
+            // RFC 4861 6.1.2: adverts come from a link-local address.
+            if src.segments()[0] & 0xffc0 != 0xfe80 {
+                info!("{name}: router advert from non-link-local {src} dropped");
+                continue;
+            }
+            match ra::parse(&p) {
+                Ok(dns) => {
+                    let old = i.ra_dns.as_ref().map(|(d, _)| (&d.servers, &d.search));
+                    let same = old.is_some_and(|(s, d)| {
+                        s.iter().map(|x| x.0).eq(dns.servers.iter().map(|x| x.0))
+                            && d.iter().map(|x| &x.0).eq(dns.search.iter().map(|x| &x.0))
+                    });
+                    if !same && (!dns.servers.is_empty() || !dns.search.is_empty()) {
+                        info!(
+                            "{name}: router advert from {src}: dns [{}] search [{}]",
+                            dns.servers
+                                .iter()
+                                .map(|s| s.0.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                            dns.search
+                                .iter()
+                                .map(|s| s.0.clone())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        );
+                        changed = true;
+                    }
+                    i.ra_dns = Some((dns, now));
+                }
+                Err(e) => info!("{name}: router advert from {src} dropped: {e}"),
+            }
+        }
+        // RDNSS/DNSSL entries expire with their lifetime.
+        if let Some((dns, at)) = &mut i.ra_dns {
+            let age = now.saturating_duration_since(*at);
+            let before = dns.servers.len() + dns.search.len();
+            dns.servers.retain(|s| s.1 > age);
+            dns.search.retain(|s| s.1 > age);
+            changed |= before != dns.servers.len() + dns.search.len();
+        }
+        if changed {
+            self.write_resolv();
+        }
+    }
+
+    /// DNS sources in a stable order: static (manifest order), DHCPv4 and
+    /// then router adverts, each by interface index.
+    fn dns_sources(&self) -> Vec<DnsSource> {
+        let mut out = Vec::new();
+        for i in self.ifaces.values() {
+            out.push(DnsSource {
+                servers: i.cfg.dns.clone(),
+                search: i.cfg.search.clone(),
+            });
+        }
+        for i in self.ifaces.values() {
+            if let Some(b) = i.dhcp.as_ref().and_then(|d| d.client.lease()) {
+                let mut search = b.info.search.clone();
+                if let Some(d) = &b.info.domain {
+                    search.insert(0, d.clone());
+                }
+                out.push(DnsSource {
+                    servers: b.info.dns.iter().map(|a| IpAddr::V4(*a)).collect(),
+                    search,
+                });
+            }
+        }
+        for i in self.ifaces.values() {
+            if let Some((d, _)) = &i.ra_dns {
+                out.push(DnsSource {
+                    servers: d.servers.iter().map(|s| IpAddr::V6(s.0)).collect(),
+                    search: d.search.iter().map(|s| s.0.clone()).collect(),
+                });
+            }
+        }
+        out
+    }
+
+    fn write_resolv(&mut self) {
+        let text = resolv::render(&self.dns_sources());
+        if text == self.resolv {
+            return;
+        }
+        match resolv::write_atomic(std::path::Path::new(RESOLV_CONF), &text) {
+            Ok(()) => {
+                let servers: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("nameserver "))
+                    .collect();
+                let search = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("search "))
+                    .unwrap_or("");
+                info!(
+                    "resolv.conf: nameservers [{}] search [{search}]",
+                    servers.join(" ")
+                );
+                self.resolv = text;
+            }
+            Err(e) => info!("cannot write {RESOLV_CONF}: {e}"),
+        }
+    }
+
+    /// Re-reads the kernel's addresses of one interface (or all) and logs
+    /// IPv6 addresses the kernel added or removed by itself (SLAAC).
+    fn refresh_addresses(&mut self, only: Option<u32>) {
+        let indexes: Vec<u32> = match only {
+            Some(i) => vec![i],
+            None => self.ifaces.keys().copied().collect(),
+        };
+        for index in indexes {
+            match self.rtnl.addresses(index) {
+                Ok(addrs) => {
+                    let Some(i) = self.ifaces.get_mut(&index) else {
+                        continue;
+                    };
+                    let ours = |a: &IpAddr| i.cfg.addresses.iter().any(|p| p.addr == *a);
+                    for (a, l) in &addrs {
+                        if a.is_ipv6() && !ours(a) && !i.addresses.contains(&(*a, *l)) {
+                            info!("{}: address {a}/{l} added (SLAAC)", i.link.name);
+                        }
+                    }
+                    for (a, l) in &i.addresses {
+                        if a.is_ipv6() && !ours(a) && !addrs.contains(&(*a, *l)) {
+                            info!("{}: address {a}/{l} removed (SLAAC)", i.link.name);
+                        }
+                    }
+                    i.addresses = addrs;
+                }
+                Err(e) => debug!("{e}"),
+            }
+        }
+    }
+
+    fn check_online(&mut self, now: Instant) -> bool {
+        if self.online {
+            return false;
+        }
+        if now >= self.next_addr_poll {
+            self.next_addr_poll = now + ADDR_POLL;
+            self.refresh_addresses(None);
+        }
+        let ready = if self.cfg.interfaces.is_empty() {
+            !self.ifaces.is_empty() && self.ifaces.values().all(Iface::usable)
+        } else {
+            self.cfg.interfaces.iter().enumerate().all(|(n, c)| {
+                !c.required
+                    || self
+                        .ifaces
+                        .values()
+                        .any(|i| i.entry == Some(n) && i.usable())
+            })
+        };
+        if ready {
+            self.online = true;
+            info!("network online");
+            return true;
+        }
+        if now >= self.online_deadline {
+            self.online = true;
+            let waiting: Vec<String> = self
+                .ifaces
+                .values()
+                .filter(|i| !i.usable())
+                .map(|i| i.link.name.clone())
+                .collect();
+            info!(
+                "warning: network-online reached after the {}s timeout without a usable address on {}",
+                self.cfg.online_timeout,
+                if waiting.is_empty() {
+                    "any interface".to_string()
+                } else {
+                    waiting.join(", ")
+                }
+            );
+            return true;
+        }
+        false
+    }
+
+    fn ntp_servers(&self) -> Vec<IpAddr> {
+        let mut s = self.cfg.ntp.clone();
+        for a in &self.dhcp_ntp {
+            if !s.contains(a) {
+                s.push(*a);
+            }
+        }
+        s
+    }
+
+    fn sntp_io(&mut self, now: Instant) {
+        let servers = self.ntp_servers();
+        let any_usable = self.ifaces.values().any(Iface::usable);
+        let Some(st) = self.sntp.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 128];
+        while let Ok((n, from)) = st.sock.recv_from(&mut buf) {
+            let Some((server, stamp, _)) = st.pending else {
+                continue;
+            };
+            if from != server {
+                continue;
+            }
+            match sntp::offset(&buf[..n], stamp, SystemTime::now()) {
+                Ok(off) => {
+                    st.pending = None;
+                    st.next = now + sntp::POLL;
+                    let secs = off as f64 / 1e9;
+                    match sntp::apply(off, !st.stepped) {
+                        Ok(true) => {
+                            st.stepped = true;
+                            info!("clock stepped by {secs:+.3}s (SNTP {})", server.ip());
+                        }
+                        Ok(false) => info!("clock slewed by {secs:+.3}s (SNTP {})", server.ip()),
+                        Err(e) => info!("cannot set the clock: {e}"),
+                    }
+                }
+                Err(e) => info!("SNTP answer from {from} dropped: {e}"),
+            }
+        }
+        if let Some((server, _, sent)) = st.pending {
+            if now >= sent + SNTP_TIMEOUT {
+                debug!("SNTP server {server} did not answer");
+                st.pending = None;
+                st.turn += 1;
+                st.next = now + SNTP_RETRY;
+            }
+        }
+        if st.pending.is_none() && now >= st.next && !servers.is_empty() && any_usable {
+            let server = SocketAddr::new(servers[st.turn % servers.len()], 123);
+            let (req, stamp) = sntp::request(SystemTime::now());
+            match st.sock.send_to(&req, server) {
+                Ok(_) => st.pending = Some((server, stamp, now)),
+                Err(e) => {
+                    debug!("SNTP to {server}: {e}");
+                    st.turn += 1;
+                    st.next = now + SNTP_RETRY;
+                }
+            }
+        }
+    }
+
+    /// The next moment [`Net::process`] has work without any packet.
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut d: Vec<Instant> = Vec::new();
+        for i in self.ifaces.values() {
+            if let Some(t) = i.dhcp.as_ref().and_then(|x| x.client.deadline()) {
+                d.push(t);
+            }
+            if i.ra.is_some() {
+                d.extend(i.solicit.first().copied());
+            }
+            if let Some((dns, at)) = &i.ra_dns {
+                let life = dns
+                    .servers
+                    .iter()
+                    .map(|s| s.1)
+                    .chain(dns.search.iter().map(|s| s.1))
+                    .min();
+                d.extend(life.map(|l| *at + l));
+            }
+        }
+        if !self.online {
+            d.push(self.online_deadline);
+            d.push(self.next_addr_poll);
+        }
+        if let Some(st) = &self.sntp {
+            if let Some((_, _, sent)) = st.pending {
+                d.push(sent + SNTP_TIMEOUT);
+            } else if !self.ntp_servers().is_empty() {
+                d.push(st.next.max(Instant::now()));
+            }
+        }
+        d.into_iter().min()
+    }
+
+    /// Duplicates of every socket to poll (the loop owns the copies).
+    pub fn poll_fds(&self) -> Vec<OwnedFd> {
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+        if let Some(m) = &self.monitor {
+            fds.push(m.fd());
+        }
+        for i in self.ifaces.values() {
+            if let Some(d) = &i.dhcp {
+                fds.push(d.sock.fd());
+                if let Some(p) = &d.probe {
+                    fds.push(p.fd());
+                }
+            }
+            if let Some(r) = &i.ra {
+                fds.push(r.fd());
+            }
+        }
+        let mut out: Vec<OwnedFd> = fds
+            .into_iter()
+            .filter_map(|f| f.try_clone_to_owned().ok())
+            .collect();
+        if let Some(st) = &self.sntp {
+            if let Ok(f) = std::os::fd::AsFd::as_fd(&st.sock).try_clone_to_owned() {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// Hands sockets and the next deadline to the main loop's `poll`.
+    pub fn register(&self) {
+        crate::signals::set_extra(self.poll_fds(), self.deadline());
+    }
+
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        let mut dns = Vec::new();
+        let mut search = Vec::new();
+        for s in self.dns_sources() {
+            for d in s.servers {
+                if !dns.contains(&d) {
+                    dns.push(d);
+                }
+            }
+            for d in s.search {
+                if !search.contains(&d) {
+                    search.push(d);
+                }
+            }
+        }
+        Status {
+            online: self.online,
+            interfaces: self
+                .ifaces
+                .values()
+                .map(|i| IfaceStatus {
+                    name: i.link.name.clone(),
+                    index: i.link.index,
+                    mac: i.link.mac,
+                    addresses: i
+                        .addresses
+                        .iter()
+                        .map(|(a, l)| format!("{a}/{l}"))
+                        .collect(),
+                    dhcp: i.dhcp.as_ref().map(|d| d.client.state().name()),
+                    lease: i
+                        .dhcp
+                        .as_ref()
+                        .and_then(|d| d.client.lease())
+                        .map(|b| LeaseStatus {
+                            addr: b.info.addr,
+                            prefix_len: b.info.prefix_len,
+                            server: b.info.server,
+                            remaining: b.expiry.saturating_duration_since(now),
+                        }),
+                    usable: i.usable(),
+                })
+                .collect(),
+            dns,
+            search,
+            clock_synced: self.sntp.as_ref().is_some_and(|s| s.stepped),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_and_json() {
+        let s = Status {
+            online: true,
+            interfaces: vec![IfaceStatus {
+                name: "eth0".into(),
+                index: 2,
+                mac: None,
+                addresses: vec!["10.0.2.15/24".into()],
+                dhcp: Some("BOUND"),
+                lease: Some(LeaseStatus {
+                    addr: Ipv4Addr::new(10, 0, 2, 15),
+                    prefix_len: 24,
+                    server: Ipv4Addr::new(10, 0, 2, 2),
+                    remaining: Duration::from_secs(99),
+                }),
+                usable: true,
+            }],
+            dns: vec![IpAddr::from([10, 0, 2, 3])],
+            search: vec![],
+            clock_synced: false,
+        };
+        let t = s.render();
+        assert!(t.contains("network:  online"), "{t}");
+        assert!(
+            t.contains("eth0       dhcp4 BOUND 10.0.2.15/24 from 10.0.2.2 (99s left)"),
+            "{t}"
+        );
+        assert!(t.contains("dns 10.0.2.3"), "{t}");
+        assert_eq!(
+            s.json(),
+            "{\"online\":true,\"clock_synced\":false,\"interfaces\":[{\"name\":\"eth0\",\"dhcp4\":\"BOUND\",\"lease\":{\"address\":\"10.0.2.15\",\"prefix\":24,\"server\":\"10.0.2.2\",\"remaining_s\":99},\"usable\":true}],\"dns\":[\"10.0.2.3\"]}"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! IPv6 router adverts: the kernel does SLAAC itself (`accept_ra`); cairn
+//! only reads the DNS options it ignores, RDNSS (RFC 8106 type 25) and DNSSL
+//! (type 31), from an ICMPv6 socket. Parsing is bounds-checked and hostile
+//! input is refused with a reason.
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
+
+pub const ROUTER_ADVERT: u8 = 134;
+pub const ROUTER_SOLICIT: u8 = 133;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RaError {
+    #[error("router advert too short ({0} bytes)")]
+    Short(usize),
+    #[error("not a router advert (ICMPv6 type {0}, code {1})")]
+    NotRa(u8, u8),
+    #[error("option at offset {0} has length 0 or runs past the end")]
+    OptionLength(usize),
+    #[error("RDNSS option at offset {0} is malformed")]
+    Rdnss(usize),
+    #[error("DNSSL option at offset {0} holds a bad domain name")]
+    Dnssl(usize),
+}
+
+/// DNS information from one advert.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaDns {
+    pub servers: Vec<(Ipv6Addr, Duration)>,
+    pub search: Vec<(String, Duration)>,
+    /// Router lifetime (0: not a default router).
+    pub router_lifetime: Duration,
+}
+
+/// Parses an ICMPv6 router advert (starting at the ICMPv6 type byte).
+pub fn parse(p: &[u8]) -> Result<RaDns, RaError> {
+    if p.len() < 16 {
+        return Err(RaError::Short(p.len()));
+    }
+    if p[0] != ROUTER_ADVERT || p[1] != 0 {
+        return Err(RaError::NotRa(p[0], p[1]));
+    }
+    let mut out = RaDns {
+        router_lifetime: Duration::from_secs(u64::from(u16::from_be_bytes([p[6], p[7]]))),
+        ..Default::default()
+    };
+    let mut off = 16;
+    while off < p.len() {
+        if p.len() - off < 2 {
+            return Err(RaError::OptionLength(off));
+        }
+        let len = usize::from(p[off + 1]) * 8;
+        if len == 0 || off + len > p.len() {
+            return Err(RaError::OptionLength(off));
+        }
+        let opt = &p[off..off + len];
+        match opt[0] {
+            25 => {
+                if len < 24 || (len - 8) % 16 != 0 {
+                    return Err(RaError::Rdnss(off));
+                }
+                let life = lifetime(opt);
+                for a in opt[8..].chunks_exact(16) {
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(a);
+                    let ip = Ipv6Addr::from(b);
+                    if ip.is_multicast() || ip.is_unspecified() {
+                        return Err(RaError::Rdnss(off));
+                    }
+                    if out.servers.len() < 8 {
+                        out.servers.push((ip, life));
+                    }
+                }
+            }
+            31 => {
+                if len < 16 {
+                    return Err(RaError::Dnssl(off));
+                }
+                let life = lifetime(opt);
+                for name in names(&opt[8..]).map_err(|_| RaError::Dnssl(off))? {
+                    if out.search.len() < 6 {
+                        out.search.push((name, life));
+                    }
+                }
+            }
+            _ => {}
+        }
+        off += len;
+    }
+    Ok(out)
+}
+
+fn lifetime(opt: &[u8]) -> Duration {
+    Duration::from_secs(u64::from(u32::from_be_bytes([
+        opt[4], opt[5], opt[6], opt[7],
+    ])))
+}
+
+/// DNS wire-format names (no compression), ended by zero padding.
+fn names(mut b: &[u8]) -> Result<Vec<String>, ()> {
+    let mut out = Vec::new();
+    while !b.is_empty() && b[0] != 0 {
+        let mut labels: Vec<String> = Vec::new();
+        loop {
+            let (&n, rest) = b.split_first().ok_or(())?;
+            let n = usize::from(n);
+            if n == 0 {
+                b = rest;
+                break;
+            }
+            if n > 63 || rest.len() < n {
+                return Err(());
+            }
+            let label = &rest[..n];
+            if !label
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            {
+                return Err(());
+            }
+            labels.push(String::from_utf8_lossy(label).into_owned());
+            b = &rest[n..];
+        }
+        let name = labels.join(".");
+        if name.is_empty() || name.len() > 253 {
+            return Err(());
+        }
+        out.push(name);
+    }
+    // Only padding may follow.
+    if b.iter().any(|&c| c != 0) {
+        return Err(());
+    }
+    Ok(out)
+}
+
+/// A router solicitation (the kernel fills in the checksum).
+pub fn solicitation(mac: &[u8; 6]) -> Vec<u8> {
+    let mut p = vec![ROUTER_SOLICIT, 0, 0, 0, 0, 0, 0, 0];
+    // Source link-layer address option.
+    p.extend_from_slice(&[1, 1]);
+    p.extend_from_slice(mac);
+    p
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub fn sample() -> Vec<u8> {
+        let mut p = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+        // RDNSS with two servers, lifetime 600.
+        p.extend_from_slice(&[25, 5, 0, 0, 0, 0, 2, 0x58]);
+        p.extend_from_slice(&"fd00::53".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&"fd00::54".parse::<Ipv6Addr>().unwrap().octets());
+        // DNSSL: example.com, lab
+        let mut names = Vec::new();
+        names.extend_from_slice(b"\x07example\x03com\x00\x03lab\x00");
+        while (names.len() + 8) % 8 != 0 {
+            names.push(0);
+        }
+        p.extend_from_slice(&[31, ((names.len() + 8) / 8) as u8, 0, 0, 0, 0, 2, 0x58]);
+        p.extend_from_slice(&names);
+        // An unknown option is skipped.
+        p.extend_from_slice(&[200, 1, 0, 0, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn reads_rdnss_and_dnssl() {
+        let r = parse(&sample()).unwrap();
+        assert_eq!(r.router_lifetime, Duration::from_secs(0x708));
+        let s: Vec<String> = r.servers.iter().map(|s| s.0.to_string()).collect();
+        assert_eq!(s, ["fd00::53", "fd00::54"]);
+        assert_eq!(r.servers[0].1, Duration::from_secs(600));
+        let d: Vec<&str> = r.search.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(d, ["example.com", "lab"]);
+    }
+
+    #[test]
+    fn malformed_options_are_refused() {
+        let mut p = sample();
+        p[17] = 0; // RDNSS length 0
+        assert_eq!(parse(&p), Err(RaError::OptionLength(16)));
+        let mut p = sample();
+        p[17] = 200; // runs past the end
+        assert_eq!(parse(&p), Err(RaError::OptionLength(16)));
+        let mut p = sample();
+        p[17] = 2; // RDNSS of 16 bytes holds no address
+        assert!(parse(&p).is_err());
+        assert_eq!(parse(&[133, 0, 0, 0]), Err(RaError::Short(4)));
+        let mut p = sample();
+        p[0] = 133;
+        assert_eq!(parse(&p), Err(RaError::NotRa(133, 0)));
+        let mut p = sample();
+        let dnssl = 16 + 40 + 8;
+        p[dnssl] = 64; // label too long
+        assert!(matches!(parse(&p), Err(RaError::Dnssl(_))));
+    }
+
+    #[test]
+    fn corpus_never_panics() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/ra");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let _ = parse(&std::fs::read(e.unwrap().path()).unwrap());
+            n += 1;
+        }
+        assert!(n >= 3, "corpus has {n} files");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn arbitrary_adverts_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut p = vec![134, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            p.extend_from_slice(&tail);
+            let _ = parse(&p);
+            let _ = parse(&tail);
+        }
+
+        #[test]
+        fn mutated_adverts_never_panic(edits in proptest::collection::vec((0usize..120, any::<u8>()), 1..10)) {
+            let mut p = sample();
+            for (i, v) in edits {
+                if let Some(b) = p.get_mut(i) { *b = v; }
+            }
+            let _ = parse(&p);
+        }
+    }
+}

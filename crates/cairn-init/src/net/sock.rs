@@ -1,0 +1,438 @@
+//! The sockets networking needs beyond netlink, as thin wrappers over the
+//! syscalls: a raw `AF_PACKET` socket for DHCP before the interface has an
+//! address (with a BPF filter so only UDP to port 68 reaches us), an ARP
+//! socket for the address probe, a UDP socket for unicast renewals, an
+//! ICMPv6 socket for router adverts and a UDP socket for SNTP.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SockError {
+    #[error("{what} on interface #{index}: {source}")]
+    Sys {
+        what: &'static str,
+        index: u32,
+        source: std::io::Error,
+    },
+}
+
+fn sys(what: &'static str, index: u32) -> impl Fn(std::io::Error) -> SockError {
+    move |source| SockError::Sys {
+        what,
+        index,
+        source,
+    }
+}
+
+fn last() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+
+fn socket(domain: i32, ty: i32, proto: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes plain integers and returns a new fd or -1.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(last());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, val: &T) -> std::io::Result<()> {
+    // SAFETY: `val` points at a live T of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            val as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(last())
+    } else {
+        Ok(())
+    }
+}
+
+fn bind_to_device(fd: &OwnedFd, name: &str) -> std::io::Result<()> {
+    // SAFETY: the name buffer is valid for its length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr() as *const libc::c_void,
+            name.len() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(last())
+    } else {
+        Ok(())
+    }
+}
+
+fn ll_addr(index: u32, proto: u16, dest: &[u8; 6]) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain data; zero is valid.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = proto.to_be();
+    sa.sll_ifindex = index as i32;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(dest);
+    sa
+}
+
+fn packet_socket(index: u32, proto: u16, what: &'static str) -> Result<OwnedFd, SockError> {
+    let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto.to_be()))
+        .map_err(sys(what, index))?;
+    let sa = ll_addr(index, proto, &[0; 6]);
+    // SAFETY: `sa` is a valid sockaddr_ll of the size passed.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(sys(what, index)(last()));
+    }
+    Ok(fd)
+}
+
+/// Reads one datagram; `None` when nothing is pending.
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
+        if n >= 0 {
+            return Some(n as usize);
+        }
+        if last().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+fn send_ll(fd: &OwnedFd, index: u32, proto: u16, data: &[u8]) -> std::io::Result<()> {
+    let sa = ll_addr(index, proto, &BROADCAST_MAC);
+    // SAFETY: `data` and `sa` are valid for the lengths passed.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            0,
+            &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        Err(last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Classic BPF for a cooked (SOCK_DGRAM) packet socket: accept IPv4 UDP,
+/// unfragmented, to port 68.
+fn dhcp_filter() -> [libc::sock_filter; 9] {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    const LD_B_ABS: u16 = 0x30;
+    const LD_H_ABS: u16 = 0x28;
+    const JEQ_K: u16 = 0x15;
+    const JSET_K: u16 = 0x45;
+    const LDX_MSH: u16 = 0xb1;
+    const LD_H_IND: u16 = 0x48;
+    const RET_K: u16 = 0x06;
+    [
+        op(LD_B_ABS, 0, 0, 9),        // protocol
+        op(JEQ_K, 0, 6, 17),          // UDP?
+        op(LD_H_ABS, 0, 0, 6),        // flags + fragment offset
+        op(JSET_K, 4, 0, 0x1fff),     // a fragment: drop
+        op(LDX_MSH, 0, 0, 0),         // x = header length
+        op(LD_H_IND, 0, 0, 2),        // UDP destination port
+        op(JEQ_K, 0, 1, 68),          // port 68?
+        op(RET_K, 0, 0, 0x0004_0000), // accept
+        op(RET_K, 0, 0, 0),           // drop
+    ]
+}
+
+/// DHCP over a raw packet socket.
+pub struct DhcpSocket {
+    fd: OwnedFd,
+    index: u32,
+}
+
+impl DhcpSocket {
+    pub fn open(index: u32) -> Result<DhcpSocket, SockError> {
+        let fd = packet_socket(index, ETH_P_IP, "DHCP packet socket")?;
+        let filter = dhcp_filter();
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+            .map_err(sys("attaching the DHCP BPF filter", index))?;
+        // Whatever arrived before the filter was attached is dropped.
+        let mut buf = [0u8; 2048];
+        while recv(&fd, &mut buf).is_some() {}
+        Ok(DhcpSocket { fd, index })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The next IPv4 packet (header included), if any.
+    pub fn recv(&self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 2048];
+        let n = recv(&self.fd, &mut buf)?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    /// Broadcasts an IPv4 packet on the link.
+    pub fn send_broadcast(&self, ip_packet: &[u8]) -> Result<(), SockError> {
+        send_ll(&self.fd, self.index, ETH_P_IP, ip_packet)
+            .map_err(sys("sending a DHCP broadcast", self.index))
+    }
+}
+
+/// Sends one UDP datagram from `src:68` (an address we hold) to `dst:67`.
+pub fn send_unicast(
+    index: u32,
+    ifname: &str,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> Result<(), SockError> {
+    let what = "sending a DHCP unicast";
+    let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0).map_err(sys(what, index))?;
+    let one: libc::c_int = 1;
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one).map_err(sys(what, index))?;
+    bind_to_device(&fd, ifname).map_err(sys(what, index))?;
+    let sock = std::net::UdpSocket::from(fd);
+    // Binding to a fixed port needs no privilege beyond what PID 1 has.
+    let bound = socket2_bind(&sock, SocketAddr::new(IpAddr::V4(src), 68));
+    bound.map_err(sys(what, index))?;
+    sock.send_to(payload, SocketAddr::new(IpAddr::V4(dst), 67))
+        .map(drop)
+        .map_err(sys(what, index))
+}
+
+fn socket2_bind(sock: &std::net::UdpSocket, addr: SocketAddr) -> std::io::Result<()> {
+    let SocketAddr::V4(v4) = addr else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sa` is a valid sockaddr_in of the size passed.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(last())
+    } else {
+        Ok(())
+    }
+}
+
+/// ARP probing (RFC 5227) for one candidate address.
+pub struct ArpProbe {
+    fd: OwnedFd,
+    mac: [u8; 6],
+    pub addr: Ipv4Addr,
+}
+
+impl ArpProbe {
+    /// Opens the socket and sends the first probe.
+    pub fn start(index: u32, mac: [u8; 6], addr: Ipv4Addr) -> Result<ArpProbe, SockError> {
+        let fd = packet_socket(index, ETH_P_ARP, "ARP socket")?;
+        let p = ArpProbe { fd, mac, addr };
+        let mut pkt = vec![0, 1, 8, 0, 6, 4, 0, 1];
+        pkt.extend_from_slice(&mac);
+        pkt.extend_from_slice(&[0, 0, 0, 0]);
+        pkt.extend_from_slice(&[0; 6]);
+        pkt.extend_from_slice(&addr.octets());
+        send_ll(&p.fd, index, ETH_P_ARP, &pkt).map_err(sys("sending an ARP probe", index))?;
+        Ok(p)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether a pending ARP packet shows another host with the address.
+    pub fn conflict(&self) -> bool {
+        let mut buf = [0u8; 256];
+        let mut seen = false;
+        while let Some(n) = recv(&self.fd, &mut buf) {
+            seen |= arp_conflict(&buf[..n], &self.mac, self.addr);
+        }
+        seen
+    }
+}
+
+/// An ARP packet that claims `addr` for another MAC (a reply or request
+/// from it, or another host probing for it at the same time).
+pub fn arp_conflict(p: &[u8], mac: &[u8; 6], addr: Ipv4Addr) -> bool {
+    if p.len() < 28 || p[0..6] != [0, 1, 8, 0, 6, 4] {
+        return false;
+    }
+    let sha = &p[8..14];
+    let spa = &p[14..18];
+    let tpa = &p[24..28];
+    if sha == mac {
+        return false;
+    }
+    spa == addr.octets() || (spa == [0, 0, 0, 0] && tpa == addr.octets())
+}
+
+/// An ICMPv6 socket on one interface that receives router adverts.
+pub struct RaSocket {
+    fd: OwnedFd,
+    index: u32,
+}
+
+impl RaSocket {
+    pub fn open(index: u32, ifname: &str) -> Result<RaSocket, SockError> {
+        let what = "ICMPv6 socket";
+        let fd = socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6)
+            .map_err(sys(what, index))?;
+        // ICMP6_FILTER: a set bit blocks that type; pass only adverts.
+        let mut filter = [u32::MAX; 8];
+        let t = u32::from(super::ra::ROUTER_ADVERT);
+        filter[(t >> 5) as usize] &= !(1 << (t & 31));
+        setsockopt(&fd, libc::IPPROTO_ICMPV6, 1, &filter).map_err(sys(what, index))?;
+        bind_to_device(&fd, ifname).map_err(sys(what, index))?;
+        let hops: libc::c_int = 255;
+        setsockopt(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &hops)
+            .map_err(sys(what, index))?;
+        Ok(RaSocket { fd, index })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Sends a router solicitation to all routers (ff02::2).
+    pub fn solicit(&self, mac: &[u8; 6]) -> Result<(), SockError> {
+        let pkt = super::ra::solicitation(mac);
+        // SAFETY: sockaddr_in6 is plain data; zero is valid.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_addr.s6_addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2).octets();
+        sa.sin6_scope_id = self.index;
+        // SAFETY: `pkt` and `sa` are valid for the lengths passed.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                pkt.as_ptr() as *const libc::c_void,
+                pkt.len(),
+                0,
+                &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(sys("sending a router solicitation", self.index)(last()));
+        }
+        Ok(())
+    }
+
+    /// The next advert and its source address, if any.
+    pub fn recv(&self) -> Option<(Vec<u8>, Ipv6Addr)> {
+        let mut buf = vec![0u8; 2048];
+        // SAFETY: sockaddr_in6 is plain data; zero is valid.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: `buf`, `sa` and `len` are valid for writes.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+                &mut sa as *mut libc::sockaddr_in6 as *mut libc::sockaddr,
+                &mut len,
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        buf.truncate(n as usize);
+        Some((buf, Ipv6Addr::from(sa.sin6_addr.s6_addr)))
+    }
+}
+
+/// A UDP socket for SNTP.
+pub fn udp_socket() -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arp_conflicts() {
+        let me = [2, 0, 0, 0, 0, 1];
+        let them = [2, 0, 0, 0, 0, 2];
+        let addr = Ipv4Addr::new(10, 0, 0, 5);
+        let pkt = |sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]| {
+            let mut p = vec![0, 1, 8, 0, 6, 4, 0, 2];
+            p.extend_from_slice(&sha);
+            p.extend_from_slice(&spa);
+            p.extend_from_slice(&[0; 6]);
+            p.extend_from_slice(&tpa);
+            p
+        };
+        assert!(arp_conflict(&pkt(them, [10, 0, 0, 5], [0; 4]), &me, addr));
+        assert!(arp_conflict(&pkt(them, [0; 4], [10, 0, 0, 5]), &me, addr));
+        assert!(!arp_conflict(&pkt(me, [10, 0, 0, 5], [0; 4]), &me, addr));
+        assert!(!arp_conflict(
+            &pkt(them, [10, 0, 0, 6], [10, 0, 0, 7]),
+            &me,
+            addr
+        ));
+        assert!(!arp_conflict(&[0; 10], &me, addr));
+    }
+
+    #[test]
+    fn filter_is_well_formed() {
+        let f = dhcp_filter();
+        // Every jump lands inside the program.
+        for (i, ins) in f.iter().enumerate() {
+            assert!(i + 1 + (ins.jt as usize) < f.len() || ins.code == 0x06);
+            assert!(i + 1 + (ins.jf as usize) < f.len() || ins.code == 0x06);
+        }
+    }
+}
