@@ -201,3 +201,36 @@ fn unknown_key_is_refused() {
     let text = format!("{BASE}colour = \"blue\"\n");
     assert_refused_cleanly(&text, &["bad.toml:", "colour"]);
 }
+
+#[test]
+fn shell_program_missing_from_image_is_refused() {
+    let hash =
+        "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$Wz0J0F2b6b2l0ufTbrG9bUL8nV3iw+2g2yPNH2cUk1A";
+    let text =
+        format!("{BASE}[shell]\nexec = [\"/bin/busybox\", \"sh\"]\npassword_hash = '{hash}'\n");
+    assert_refused_cleanly(
+        &text,
+        &[
+            "bad.toml:5:8",
+            "[shell] runs /bin/busybox",
+            "not in the image",
+        ],
+    );
+}
+
+#[test]
+fn hash_password_makes_a_phc_string() {
+    let mut c = cairn_e2e::cairn();
+    c.arg("hash-password");
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let h = String::from_utf8(out.stdout).unwrap();
+    assert!(h.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{h}");
+}

@@ -29,6 +29,15 @@ const APT_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "iproute2",
     "librsvg2-bin",
+    // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
+    "linux-source-6.1",
+    "make",
+    "gcc",
+    "flex",
+    "bison",
+    "bc",
+    "libelf-dev",
+    "libssl-dev",
 ];
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";

@@ -8,8 +8,15 @@
 //!   whole dictionary named in the header, and preset 9's 64 MiB would not fit
 //!   a small guest. Same input, same output.
 //! - none: the bytes unchanged.
+//!
+//! zstd 19 is slow (about 1.3 s for a 3.5 MB initramfs, 3.3 s for 5.5 MB) but
+//! its output is 10-20% smaller than level 9's (0.2 s); image size is the
+//! budget that matters, so [`compress_cached`] keeps level 19 and remembers
+//! each result by the SHA-256 of its input: rebuilding unchanged contents
+//! costs a hash, not a compression.
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use cairn_manifest::Compression;
 
@@ -56,6 +63,59 @@ pub fn compress(data: &[u8], c: Compression) -> Result<Vec<u8>, CompressError> {
             source,
         }),
         Compression::None => Ok(data.to_vec()),
+    }
+}
+
+/// Compressed results kept in the cache; older ones are removed.
+const CACHE_KEEP: usize = 32;
+/// Bumped when a format's parameters change (so do its outputs).
+const CACHE_VERSION: &str = "1";
+
+/// [`compress`], with results remembered in `cache/initramfs/` by the
+/// SHA-256 of `data` and the format. A cache that cannot be read or
+/// written is only a slower build.
+pub fn compress_cached(
+    data: &[u8],
+    c: Compression,
+    cache: &Path,
+) -> Result<Vec<u8>, CompressError> {
+    use sha2::{Digest, Sha256};
+    if c == Compression::None {
+        return Ok(data.to_vec());
+    }
+    let digest = Sha256::digest(data);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = cache.join("initramfs");
+    let file = dir.join(format!("{hex}.{c:?}.v{CACHE_VERSION}").to_lowercase());
+    if let Ok(bytes) = std::fs::read(&file) {
+        return Ok(bytes);
+    }
+    let out = compress(data, c)?;
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let tmp = dir.join(format!(".tmp-{}-{hex}", std::process::id()));
+        if std::fs::write(&tmp, &out).is_ok() && std::fs::rename(&tmp, &file).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        prune(&dir);
+    }
+    Ok(out)
+}
+
+/// Keeps the [`CACHE_KEEP`] most recently written entries of `dir`.
+fn prune(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if files.len() <= CACHE_KEEP {
+        return;
+    }
+    files.sort();
+    for (_, p) in &files[..files.len() - CACHE_KEEP] {
+        let _ = std::fs::remove_file(p);
     }
 }
 
@@ -166,6 +226,43 @@ mod tests {
             assert_eq!(found, c);
             assert_eq!(out, data, "{c:?} round trip");
         }
+    }
+
+    #[test]
+    fn cached_compression_matches_and_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = payload();
+        for c in [
+            Compression::Zstd,
+            Compression::Gzip,
+            Compression::Xz,
+            Compression::None,
+        ] {
+            let a = compress_cached(&data, c, dir.path()).unwrap();
+            assert_eq!(a, compress(&data, c).unwrap(), "{c:?}");
+            assert_eq!(compress_cached(&data, c, dir.path()).unwrap(), a);
+        }
+        let entries = std::fs::read_dir(dir.path().join("initramfs"))
+            .unwrap()
+            .count();
+        assert_eq!(
+            entries, 3,
+            "one entry per compressed format, none for `none`"
+        );
+        // The cache is really used: a planted entry is returned as is.
+        let f = std::fs::read_dir(dir.path().join("initramfs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".zstd.v1"))
+            .unwrap();
+        std::fs::write(&f, b"planted").unwrap();
+        assert_eq!(
+            compress_cached(&data, Compression::Zstd, dir.path()).unwrap(),
+            b"planted"
+        );
+        // Different input, different entry.
+        let other = compress_cached(b"other", Compression::Zstd, dir.path()).unwrap();
+        assert_eq!(decompress_auto(&other).unwrap().1, b"other");
     }
 
     #[test]

@@ -423,6 +423,38 @@ pub fn resolve_package_cached(package: &str, cache: &Path) -> Result<Option<Kern
         .transpose()
 }
 
+/// How long a recorded resolution is trusted without asking apt again
+/// (see [`resolve_package_recent`]).
+pub const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Like [`resolve_package`], but trusts a record written or re-checked less
+/// than [`RECHECK_AFTER`] ago without running apt (which takes about a
+/// second). `refresh` always re-checks.
+pub fn resolve_package_recent(
+    package: &str,
+    cache: &Path,
+    refresh: bool,
+) -> Result<Kernel, KernelError> {
+    validate_package_name(package)?;
+    let record_path = cache.join("kernels").join(format!("{package}.resolved"));
+    let fresh = fs::metadata(&record_path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < RECHECK_AFTER);
+    if fresh && !refresh {
+        if let Some(k) = resolve_package_cached(package, cache)? {
+            return Ok(k);
+        }
+    }
+    let k = resolve_package(package, cache)?;
+    // The record was confirmed: restart its clock.
+    if let Ok(f) = fs::File::options().append(true).open(&record_path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    Ok(k)
+}
+
 fn resolve_package_with(apt: Apt, package: &str, cache: &Path) -> Result<Kernel, KernelError> {
     validate_package_name(package)?;
     let kernels = cache.join("kernels");

@@ -127,6 +127,10 @@ fn supervisor_setup(
 ) {
     if let Some(cfg) = cfg {
         log::configure(cfg.log.lines, cfg.log.console);
+        if cfg.shell.is_some() {
+            info!("break-glass shell: type `shell` and Enter on the console");
+        }
+        sup.set_shell(cfg.shell.clone());
         if let Some(dir) = &cfg.log.dir {
             match log::set_log_dir(Path::new(dir)) {
                 Ok(()) => info!("logging to {dir}/cairn.log"),

@@ -45,6 +45,7 @@ pub mod log;
 pub mod modules;
 pub mod net;
 pub mod power;
+pub mod shell;
 pub mod signals;
 pub mod status;
 pub mod supervise;

@@ -22,9 +22,11 @@ pub struct Screen {
 }
 
 impl Screen {
-    /// Console input; `screen` is the current status text.
-    pub fn input(&mut self, data: &[u8], screen: &str) {
-        for &b in data {
+    /// Console input; `screen` is the current status text. With `shell`
+    /// (a break-glass shell is configured) the line `shell` stops here and
+    /// the index of the byte after it is returned: the rest is the shell's.
+    pub fn input(&mut self, data: &[u8], screen: &str, shell: bool) -> Option<usize> {
+        for (i, &b) in data.iter().enumerate() {
             if b != b'\n' && b != b'\r' {
                 if self.line.len() < 64 {
                     self.line.push(b);
@@ -33,6 +35,10 @@ impl Screen {
             }
             let word = String::from_utf8_lossy(&self.line).trim().to_string();
             self.line.clear();
+            if shell && word == crate::shell::WORD {
+                self.shown = false;
+                return Some(i + 1);
+            }
             if self.shown && word == "q" {
                 self.shown = false;
                 log::resume_console();
@@ -43,6 +49,7 @@ impl Screen {
             let text = format!("\n{screen}[Enter: refresh, q Enter: back to the log]\n");
             let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
         }
+        None
     }
 }
 

@@ -457,3 +457,96 @@ stop_timeout_ms = 3000
     };
     assert!(st.success());
 }
+
+/// `cairnctl logs -f SERVICE`: first what the ring holds, then new lines as
+/// they come, only that service's; the follower ends when the init does.
+#[test]
+fn cairnctl_logs_follow_streams_new_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("control.sock");
+    let cfg = write_config(
+        dir.path(),
+        r#"
+name = "t"
+
+[[service]]
+name = "ticker"
+exec = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"]
+
+[[service]]
+name = "other"
+exec = ["/bin/sh", "-c", "while true; do echo other line; sleep 0.1; done"]
+"#,
+    );
+    let mut init = Command::new(BIN)
+        .env("CAIRN_CONFIG", &cfg)
+        .env("CAIRN_CMDLINE", "")
+        .env("CAIRN_CONTROL", &sock)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    while ctl(&sock, &["logs", "ticker"]).1.matches("tick ").count() < 3 {
+        assert!(Instant::now() < end, "ticker never ticked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let link = dir.path().join("cairnctl");
+    let mut follower = Command::new(&link)
+        .args(["logs", "-f", "ticker"])
+        .env("CAIRN_CONTROL", &sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Ticks keep coming well past the ring's content at connect time.
+    let mut seen = Vec::new();
+    let mut first = None;
+    let mut last = 0u32;
+    while last < first.unwrap_or(u32::MAX - 20) + 20 {
+        let left = end.saturating_duration_since(Instant::now()) + Duration::from_secs(10);
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("follow stalled after:\n{}", seen.join("\n")));
+        assert!(!line.contains("other"), "filter leaked: {line}");
+        if let Some(n) = line.split("ticker: tick ").nth(1) {
+            let n: u32 = n.trim().parse().unwrap();
+            assert!(n > last, "out of order: {n} after {last}");
+            first.get_or_insert(n);
+            last = n;
+        }
+        seen.push(line);
+    }
+    assert_timestamped(&seen[0]);
+    // The follower is still connected until the init goes away.
+    assert!(follower.try_wait().unwrap().is_none());
+    let (code, _, _) = ctl(&sock, &["poweroff"]);
+    assert_eq!(code, 0);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let a = init.try_wait().unwrap();
+        let b = follower.try_wait().unwrap();
+        if a.is_some() && b.is_some() {
+            break;
+        }
+        if Instant::now() > end {
+            let _ = init.kill();
+            let _ = follower.kill();
+            let _ = init.wait();
+            let _ = follower.wait();
+            panic!("init or follower did not end after poweroff");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reader.join().unwrap();
+}

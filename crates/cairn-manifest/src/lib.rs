@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod disk;
 pub mod manifest;
 mod raw;
+pub mod shell;
 pub mod storage;
 pub mod supervision;
 pub mod system;
@@ -24,9 +25,10 @@ pub use compression::Compression;
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use disk::{DiskSpec, ImageFormat, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
-    BinaryEntry, FileEntry, KernelSource, KernelSpec, Manifest, Service, SignSpec, DEFAULT_CMDLINE,
-    DEFAULT_FILE_MODE,
+    BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
+    SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
 };
+pub use shell::{Shell, ShellConfig};
 pub use storage::{
     FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS, MKFS_EXT4_PATH,
     SECONDARY_CONFIG_FILE,

@@ -7,6 +7,7 @@
 //!
 //! [kernel]                       # required
 //! package = "linux-image-cloud-amd64"   # or: path = "...", modules_dir = "..."
+//! # or: source = "/usr/src/linux-source-6.1.tar.xz", config = ["tiny.config"], base = "tinyconfig"
 //! cmdline = "console=ttyS0"
 //! modules = ["virtio_net"]
 //!
@@ -90,6 +91,8 @@ pub struct Manifest {
     pub accounts: Accounts,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[shell]`: the break-glass console shell; `None` (default): none.
+    pub shell: Option<crate::shell::Shell>,
     /// `[sign]`: sign the UKI for Secure Boot; `None` leaves it unsigned.
     pub sign: Option<SignSpec>,
 }
@@ -132,6 +135,41 @@ pub enum KernelSource {
         image: PathBuf,
         modules_dir: Option<PathBuf>,
     },
+    /// `source`: a kernel source tarball or tree, built with Kbuild.
+    Source(SourceKernel),
+}
+
+/// A kernel built from source: `[kernel] source`, `config` and `base`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceKernel {
+    /// The source tarball (`.tar`, `.tar.xz`, ...) or tree, resolved
+    /// against the manifest's directory.
+    pub source: PathBuf,
+    /// `base`: the configuration the fragments are merged onto.
+    pub base: KernelBase,
+    /// `config`: config fragments, in merge order (later ones win),
+    /// resolved against the manifest's directory.
+    pub config: Vec<Located<PathBuf>>,
+}
+
+/// The Kbuild configuration a source kernel starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KernelBase {
+    /// `make tinyconfig`: the smallest kernel; fragments add what is needed.
+    #[default]
+    Tinyconfig,
+    /// `make defconfig`: the architecture's default configuration.
+    Defconfig,
+}
+
+impl KernelBase {
+    /// The make target (and manifest spelling).
+    pub fn target(self) -> &'static str {
+        match self {
+            KernelBase::Tinyconfig => "tinyconfig",
+            KernelBase::Defconfig => "defconfig",
+        }
+    }
 }
 
 /// A `[[service]]` entry: a program PID 1 starts and supervises.
@@ -249,11 +287,18 @@ impl Manifest {
             log: self.log.clone(),
             mounts: self.mounts.iter().map(|m| m.config.clone()).collect(),
             config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
+            shell: self.shell.as_ref().map(crate::shell::Shell::config),
         }
     }
 }
 
 type Failure = (Span, Invalid);
+
+/// `source` set together with `package` or `path`: points at the later one.
+fn source_conflict(key: &'static str, other: Span, src: Span) -> Failure {
+    let later = if src.start > other.start { src } else { other };
+    (later, Invalid::KernelSourceConflict(key))
+}
 
 fn run_failure((span, e): supervision::RunFailure) -> Failure {
     (span, Invalid::Run(e))
@@ -302,6 +347,7 @@ impl Builder<'_> {
         let kernel = self.kernel(raw.kernel)?;
         let accounts = Accounts::build(raw.user, raw.group).map_err(run_failure)?;
         let log = supervision::log_config(raw.log).map_err(run_failure)?;
+        let shell = crate::shell::shell(raw.shell).map_err(|(sp, e)| (sp, Invalid::Shell(e)))?;
         let services = self.services(raw.service, &accounts)?;
         let files = raw
             .file
@@ -341,6 +387,7 @@ impl Builder<'_> {
             config_mount: disk.config_mount,
             accounts,
             log,
+            shell,
             sign,
         })
     }
@@ -358,15 +405,60 @@ impl Builder<'_> {
     fn kernel(&self, raw: Spanned<RawKernel>) -> Result<KernelSpec, Failure> {
         let table = span(&raw);
         let k = raw.into_inner();
-        let source = match (k.package, k.path) {
-            (Some(pkg), Some(path)) => {
+        if k.source.is_none() {
+            if let Some(c) = &k.config {
+                return Err((span(c), Invalid::OnlyWithSource("config")));
+            }
+            if let Some(b) = &k.base {
+                return Err((span(b), Invalid::OnlyWithSource("base")));
+            }
+        }
+        let source = match (k.package, k.path, k.source) {
+            (Some(pkg), Some(path), _) => {
                 // Point at whichever of the two comes second.
                 let (a, b) = (span(&pkg), span(&path));
                 let later = if b.start > a.start { b } else { a };
                 return Err((later, Invalid::KernelBoth));
             }
-            (None, None) => return Err((table, Invalid::KernelMissing)),
-            (Some(pkg), None) => {
+            (Some(other), None, Some(src)) => {
+                return Err(source_conflict("package", span(&other), span(&src)));
+            }
+            (None, Some(other), Some(src)) => {
+                return Err(source_conflict("path", span(&other), span(&src)));
+            }
+            (None, None, None) => return Err((table, Invalid::KernelMissing)),
+            (None, None, Some(src)) => {
+                if let Some(md) = &k.modules_dir {
+                    return Err((span(md), Invalid::ModulesDirWithoutPath));
+                }
+                if let Some(first) = k.modules.first() {
+                    return Err((span(first), Invalid::ModulesWithSource));
+                }
+                check::check_host_path("source", src.get_ref()).map_err(at(&src))?;
+                let base = match &k.base {
+                    Some(b) => match b.get_ref().as_str() {
+                        "tinyconfig" => KernelBase::Tinyconfig,
+                        "defconfig" => KernelBase::Defconfig,
+                        other => return Err((span(b), Invalid::KernelBase(other.to_string()))),
+                    },
+                    None => KernelBase::default(),
+                };
+                let mut config = Vec::new();
+                for c in k.config.map(Spanned::into_inner).unwrap_or_default() {
+                    check::check_host_path("config", c.get_ref()).map_err(at(&c))?;
+                    config.push(Located::new(self.resolve(c.get_ref()), span(&c)));
+                }
+                let sp = span(&src);
+                Located::new(
+                    KernelSource::Source(SourceKernel {
+                        source: self.resolve(src.get_ref()),
+                        base,
+                        config,
+                    }),
+                    sp,
+                )
+            }
+            (Some(pkg), None, None) => {
                 if let Some(md) = &k.modules_dir {
                     return Err((span(md), Invalid::ModulesDirWithoutPath));
                 }
@@ -374,7 +466,7 @@ impl Builder<'_> {
                 let sp = span(&pkg);
                 Located::new(KernelSource::Package(pkg.into_inner()), sp)
             }
-            (None, Some(path)) => {
+            (None, Some(path), None) => {
                 check::check_host_path("path", path.get_ref()).map_err(at(&path))?;
                 let modules_dir = match &k.modules_dir {
                     Some(md) => {
@@ -769,6 +861,84 @@ mod tests {
         let (line, col, msg) = err("name = \"x\"\n\n[kernel]\ncmdline = \"quiet\"\n");
         assert_eq!((line, col), (3, 1), "{msg}");
         assert_eq!(msg, Invalid::KernelMissing.to_string());
+    }
+
+    const SRC: &str = "name = \"x\"\n[kernel]\nsource = \"/usr/src/linux.tar.xz\"\n";
+
+    #[test]
+    fn source_kernel_with_fragments_and_base() {
+        let text = format!("{SRC}config = [\"../kernel/tiny.config\", \"/abs/extra.config\"]\nbase = \"defconfig\"\n");
+        let m = parse(&text).unwrap();
+        let KernelSource::Source(s) = &m.kernel.source.value else {
+            panic!("not a source kernel: {:?}", m.kernel.source.value);
+        };
+        assert_eq!(s.source, Path::new("/usr/src/linux.tar.xz"));
+        assert_eq!(s.base, KernelBase::Defconfig);
+        let cfg: Vec<_> = s.config.iter().map(|c| c.value.clone()).collect();
+        assert_eq!(
+            cfg,
+            [
+                PathBuf::from("app/../kernel/tiny.config"),
+                PathBuf::from("/abs/extra.config")
+            ]
+        );
+        // The span of each fragment is its string (line 4, after `config = [`).
+        let d = m.error_at(s.config[1].span, "x");
+        assert_eq!((d.line, d.col), (4, 36));
+        // Relative source, default base.
+        let m = parse("name = \"x\"\n[kernel]\nsource = \"linux\"\n").unwrap();
+        let KernelSource::Source(s) = &m.kernel.source.value else {
+            panic!()
+        };
+        assert_eq!(s.source, Path::new("app/linux"));
+        assert_eq!(s.base, KernelBase::Tinyconfig);
+        assert!(s.config.is_empty());
+    }
+
+    #[test]
+    fn source_conflicts_with_package_and_path() {
+        let text = format!("{SRC}package = \"linux-image-amd64\"\n");
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (4, 11), "{msg}");
+        assert_eq!(msg, Invalid::KernelSourceConflict("package").to_string());
+        let text = "name = \"x\"\n[kernel]\npath = \"/boot/vmlinuz\"\nsource = \"/src\"\n";
+        let (line, col, msg) = err(text);
+        assert_eq!((line, col), (4, 10), "{msg}");
+        assert!(msg.contains("both `source` and `path`"), "{msg}");
+    }
+
+    #[test]
+    fn config_and_base_need_source() {
+        let text = with_kernel("name = \"x\"\n", "config = [\"tiny.config\"]\n");
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (4, 10), "{msg}");
+        assert_eq!(msg, Invalid::OnlyWithSource("config").to_string());
+        let text = with_kernel("name = \"x\"\n", "base = \"defconfig\"\n");
+        let (line, col, msg) = err(&text);
+        assert_eq!((line, col), (4, 8), "{msg}");
+        assert_eq!(msg, Invalid::OnlyWithSource("base").to_string());
+    }
+
+    #[test]
+    fn source_kernel_values_are_checked() {
+        let (line, col, msg) = err(&format!("{SRC}base = \"allnoconfig\"\n"));
+        assert_eq!((line, col), (4, 8), "{msg}");
+        assert!(msg.contains("\"tinyconfig\" or \"defconfig\""), "{msg}");
+        let (line, col, msg) = err(&format!("{SRC}config = [\"a\", \"\"]\n"));
+        assert_eq!((line, col), (4, 16), "{msg}");
+        assert_eq!(msg, Invalid::Empty("config").to_string());
+        let (line, col, msg) = err("name = \"x\"\n[kernel]\nsource = \"\"\n");
+        assert_eq!((line, col), (3, 10), "{msg}");
+        assert_eq!(msg, Invalid::Empty("source").to_string());
+        let (line, col, msg) = err(&format!("{SRC}modules = [\"virtio_net\"]\n"));
+        assert_eq!((line, col), (4, 12), "{msg}");
+        assert_eq!(msg, Invalid::ModulesWithSource.to_string());
+        let (line, col, msg) = err(&format!("{SRC}modules_dir = \"/lib/modules/x\"\n"));
+        assert_eq!((line, col), (4, 15), "{msg}");
+        assert_eq!(msg, Invalid::ModulesDirWithoutPath.to_string());
+        let (line, col, msg) = err(&format!("{SRC}config = \"tiny.config\"\n"));
+        assert_eq!((line, col), (4, 10), "{msg}");
+        assert!(msg.contains("config"), "{msg}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub log: Option<RawLog>,
     #[serde(default)]
+    pub shell: Option<crate::shell::RawShell>,
     pub sign: Option<Spanned<RawSign>>,
 }
 
@@ -68,6 +69,15 @@ pub(crate) struct RawKernel {
     pub cmdline: Option<Spanned<String>>,
     #[serde(default)]
     pub modules: Vec<Spanned<String>>,
+    /// A kernel source tarball or tree to build with Kbuild.
+    #[serde(default)]
+    pub source: Option<Spanned<String>>,
+    /// Config fragments merged onto `base` (with `source` only).
+    #[serde(default)]
+    pub config: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `tinyconfig` or `defconfig` (with `source` only).
+    #[serde(default)]
+    pub base: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -40,6 +40,9 @@ pub struct SystemConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// `[shell]`: the break-glass console shell; `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<crate::shell::ShellConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +225,10 @@ mod tests {
                 memory_max: Some(1 << 20),
                 ..ServiceConfig::new("greet", &["/bin/echo", "hi"])
             }],
+            shell: Some(crate::shell::ShellConfig {
+                exec: vec!["/bin/sh".into()],
+                password_hash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA".into(),
+            }),
             ..Default::default()
         };
         let text = cfg.to_toml();

@@ -22,8 +22,18 @@ pub enum Invalid {
     Name(String),
     #[error("invalid hostname `{0}`: expected dot-separated labels of letters, digits and `-` (each 1-63 characters, not starting or ending with `-`), at most {HOSTNAME_MAX} characters in all")]
     Hostname(String),
-    #[error("[kernel] needs a kernel: set `package` (a Debian kernel package) or `path` (a kernel image)")]
+    #[error("[kernel] needs a kernel: set `package` (a Debian kernel package), `path` (a kernel image) or `source` (a kernel source tarball or tree to build)")]
     KernelMissing,
+    #[error(
+        "[kernel] has both `source` and `{0}`; set exactly one of `package`, `path` and `source`"
+    )]
+    KernelSourceConflict(&'static str),
+    #[error("`{0}` is only allowed together with `source` (a kernel built from source)")]
+    OnlyWithSource(&'static str),
+    #[error("invalid `base` `{0}`: expected \"tinyconfig\" or \"defconfig\"")]
+    KernelBase(String),
+    #[error("a kernel built from `source` has no modules: build the drivers in with a `config` fragment (CONFIG_X=y) and remove `modules`")]
+    ModulesWithSource,
     #[error("[kernel] has both `package` and `path`; set exactly one")]
     KernelBoth,
     #[error("`modules_dir` is only allowed together with `path` (a kernel package brings its own modules)")]
@@ -78,6 +88,8 @@ pub enum Invalid {
     Disk(#[from] crate::disk::DiskInvalid),
     #[error(transparent)]
     Run(#[from] crate::supervision::RunInvalid),
+    #[error(transparent)]
+    Shell(#[from] crate::shell::ShellInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

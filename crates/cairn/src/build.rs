@@ -66,6 +66,10 @@ pub struct BuildOptions {
     pub host_root: PathBuf,
     /// mtime of every initramfs entry (SOURCE_DATE_EPOCH or 0).
     pub mtime: u32,
+    /// Ask apt again even when the cached kernel resolution is recent.
+    pub refresh: bool,
+    /// Also write `NAME.spdx.json`.
+    pub sbom: bool,
     /// Sign the UKI with this key (overrides the manifest's `[sign]`).
     pub sign: Option<crate::sign::SignKey>,
     /// Keep the state on an existing `NAME.img` (`cairn run --disk`): only
@@ -82,6 +86,8 @@ impl BuildOptions {
             cache_dir: kernel::cache_dir(),
             host_root: PathBuf::from("/"),
             mtime: source_date_epoch(),
+            refresh: false,
+            sbom: false,
             sign: None,
             keep_disk: false,
         }
@@ -218,9 +224,14 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
 
     // Kernel.
     let kern = match &m.kernel.source.value {
-        KernelSource::Package(pkg) => kernel::resolve_package(pkg, &opts.cache_dir),
+        KernelSource::Package(pkg) => {
+            kernel::resolve_package_recent(pkg, &opts.cache_dir, opts.refresh)
+        }
         KernelSource::Path { image, modules_dir } => {
             kernel::resolve_path(image, modules_dir.as_deref())
+        }
+        KernelSource::Source(src) => {
+            Ok(crate::kernel_build::build_source_kernel(&m, src, &opts.cache_dir)?.0)
         }
     }
     .map_err(|e| BuildError::from(m.error_at(m.kernel.source.span, e.to_string())))?;
@@ -364,6 +375,22 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         }
     }
 
+    // So must the break-glass shell.
+    if let Some(sh) = &m.shell {
+        let prog = &sh.exec.value[0];
+        if !is_executable_in(&archive, prog) {
+            return Err(m
+                .error_at(
+                    sh.exec.span,
+                    format!(
+                        "[shell] runs {prog}, which is not in the image; add it with \
+                         [[binary]] path = \"{prog}\" or a [[file]] with mode \"0755\""
+                    ),
+                )
+                .into());
+        }
+    }
+
     // Runtime config.
     let system = m.system_config(module_paths);
     archive.add_file(SYSTEM_CONFIG_PATH, 0o644, system.to_toml().into_bytes())?;
@@ -376,7 +403,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     }
 
     let cpio_bytes = archive.to_bytes(opts.mtime);
-    let initrd = compress::compress(&cpio_bytes, m.compression)?;
+    let initrd = compress::compress_cached(&cpio_bytes, m.compression, &opts.cache_dir)?;
 
     let stub = read(&opts.stub)?;
     let efi = uki::build(
@@ -402,6 +429,21 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     }
     if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
         outputs.push(img);
+    }
+    if opts.sbom {
+        let dpkg = crate::sbom::Dpkg::load(&opts.host_root);
+        let (origins, kernel_origin) = crate::sbom::origins(&inputs, &kern, &dpkg);
+        let doc = crate::sbom::document(
+            &m.name,
+            &archive,
+            &vmlinuz,
+            &origins,
+            &kernel_origin,
+            &dpkg,
+            opts.mtime,
+        );
+        let p = out.add(&format!("{}.spdx.json", m.name), doc.as_bytes())?;
+        outputs.push((p, doc.len() as u64));
     }
     out.commit()?;
 

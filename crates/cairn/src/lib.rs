@@ -4,6 +4,9 @@
 pub mod build;
 pub mod disk;
 pub mod inspect;
+pub mod kernel_build;
 pub mod keys;
+pub mod password;
 pub mod run;
+pub mod sbom;
 pub mod sign;

@@ -29,6 +29,14 @@ struct BuildArgs {
     /// systemd-stub to build the UKI on.
     #[arg(long, default_value = cairn_image::uki::DEFAULT_STUB)]
     stub: PathBuf,
+    /// Ask apt for the kernel package's current version even if the cached
+    /// answer is less than a day old.
+    #[arg(long)]
+    refresh: bool,
+    /// Also write NAME.spdx.json: every file in the image with its origin
+    /// and licence (SPDX 2.3).
+    #[arg(long)]
+    sbom: bool,
     /// Sign the UKI for Secure Boot with this PEM key (overrides [sign]).
     #[arg(long, requires = "sign_cert")]
     sign_key: Option<PathBuf>,
@@ -121,12 +129,30 @@ enum Cmd {
     /// Secure Boot keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Hash a password for `[shell] password_hash` (argon2id): asks on a
+    /// terminal, else reads the first line of standard input.
+    HashPassword,
+    /// Kernels built from source (`[kernel] source`).
+    #[command(subcommand)]
+    Kernel(KernelCmd),
+}
+
+#[derive(Subcommand)]
+enum KernelCmd {
+    /// Build (or find in the cache) the kernel a manifest's `[kernel]
+    /// source` describes; print where it is.
+    Build {
+        /// The manifest (cairn.toml).
+        manifest: PathBuf,
+    },
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
     let mut o = BuildOptions::new(a.out.clone());
     o.init = a.init.clone();
     o.stub = a.stub.clone();
+    o.refresh = a.refresh;
+    o.sbom = a.sbom;
     if let (Some(key), Some(cert)) = (&a.sign_key, &a.sign_cert) {
         o.sign = Some(cairn::sign::SignKey {
             key: key.clone(),
@@ -134,6 +160,30 @@ fn build_options(a: &BuildArgs) -> BuildOptions {
         });
     }
     o
+}
+
+fn kernel_build(manifest: &std::path::Path) -> anyhow::Result<()> {
+    let m = cairn_manifest::Manifest::load(manifest)?;
+    let cairn_manifest::KernelSource::Source(src) = &m.kernel.source.value else {
+        return Err(m
+            .error_at(
+                m.kernel.source.span,
+                "`cairn kernel build` needs a kernel built from source: set [kernel] source",
+            )
+            .into());
+    };
+    let cache = cairn_image::kernel::cache_dir();
+    let (k, built) = cairn::kernel_build::build_source_kernel(&m, src, &cache)?;
+    let size = std::fs::metadata(&k.image).map(|md| md.len()).unwrap_or(0);
+    println!(
+        "kernel {} ({} bytes){}",
+        k.version,
+        size,
+        if built.cached { ", from the cache" } else { "" }
+    );
+    println!("image  {}", k.image.display());
+    println!("config {}", built.config.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -182,6 +232,10 @@ fn main() -> ExitCode {
             cairn::run::run(&boot, &opts)?;
             Ok(())
         })(),
+        Cmd::HashPassword => cairn::password::hash_from_stdin()
+            .map(|h| println!("{h}"))
+            .map_err(anyhow::Error::from),
+        Cmd::Kernel(KernelCmd::Build { manifest }) => kernel_build(&manifest),
         Cmd::Boot {
             efi,
             firmware,

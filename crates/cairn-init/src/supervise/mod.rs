@@ -184,6 +184,7 @@ pub struct Supervisor {
     power: Option<OwnedFd>,
     console: Option<OwnedFd>,
     screen: status::Screen,
+    shell: crate::shell::Shell,
     /// `cairn.test_panic`: panic once inside a step (test hook).
     test_panic: bool,
 }
@@ -239,6 +240,7 @@ impl Supervisor {
             power: None,
             console: None,
             screen: status::Screen::default(),
+            shell: crate::shell::Shell::default(),
             test_panic: false,
         }
     }
@@ -273,6 +275,11 @@ impl Supervisor {
         self.kmsg = kmsg;
         self.power = power;
         self.console = console;
+    }
+
+    /// The break-glass shell (`[shell]`); `None`: off.
+    pub fn set_shell(&mut self, cfg: Option<cairn_manifest::ShellConfig>) {
+        self.shell = crate::shell::Shell::new(cfg);
     }
 
     /// Arms the test hook: the next step panics once.
@@ -315,6 +322,7 @@ impl Supervisor {
             .next_deadline()
             .map(|at| at.saturating_duration_since(Instant::now()));
         self.poll_events(waiter, timeout);
+        self.shell.tick(self.console.as_ref());
         self.reap();
         self.check_stop_deadlines();
         self.start_due();
@@ -355,7 +363,7 @@ impl Supervisor {
             srcs.push(Src::Power);
             fds.push(PollFd::new(p, PollFlags::IN));
         }
-        if let Some(c) = &self.console {
+        if let Some(c) = self.console.as_ref().filter(|_| self.shell.reads_console()) {
             srcs.push(Src::Console);
             fds.push(PollFd::new(c, PollFlags::IN));
         }
@@ -514,8 +522,20 @@ impl Supervisor {
             Ok(0) | Err(Errno::BADF) | Err(Errno::IO) => self.console = None,
             Ok(n) => {
                 let input = buf[..n].to_vec();
+                if self.shell.active() {
+                    if let Some(fd) = &self.console {
+                        self.shell.input(&input, fd);
+                    }
+                    return;
+                }
                 let screen = status::render(self);
-                self.screen.input(&input, &screen);
+                let shell = self.shell.enabled();
+                if let Some(rest) = self.screen.input(&input, &screen, shell) {
+                    if let Some(fd) = &self.console {
+                        self.shell.begin(fd);
+                        self.shell.input(&input[rest..], fd);
+                    }
+                }
             }
             Err(_) => {}
         }
@@ -804,7 +824,11 @@ impl Supervisor {
                     }
                 }
             }
-            None => debug!("reaped pid {} ({exit})", pid.as_raw_nonzero()),
+            None => {
+                if !self.shell.reaped(pid, exit, self.console.as_ref()) {
+                    debug!("reaped pid {} ({exit})", pid.as_raw_nonzero());
+                }
+            }
         }
     }
 
@@ -861,6 +885,7 @@ impl Supervisor {
                 State::Stopping { deadline, .. } => Some(deadline),
                 _ => None,
             })
+            .chain(self.shell.deadline())
             .min()
     }
 
