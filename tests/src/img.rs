@@ -101,7 +101,11 @@ pub fn check(cmd: &str, args: &[&str], part: &Path) {
 /// read-only `e2fsck -fn` then finds the filesystem clean. Returns what
 /// the first e2fsck printed.
 pub fn replay_and_check_ext4(part: &Path) -> String {
-    let out = Command::new("e2fsck").arg("-fp").arg(part).output().unwrap();
+    let out = Command::new("e2fsck")
+        .arg("-fp")
+        .arg(part)
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -84,7 +84,8 @@ done
 "#;
 
 /// The secondary config the test puts on CONFIG before the first boot.
-const SECONDARY: &str = "# written by the power-cut test\n[service.writer]\nenv = { TAG = \"secondary\" }\n";
+const SECONDARY: &str =
+    "# written by the power-cut test\n[service.writer]\nenv = { TAG = \"secondary\" }\n";
 
 /// Number of boots cut short with SIGKILL.
 const CUTS: usize = 4;
@@ -259,10 +260,7 @@ fn power_cuts_lose_nothing_that_was_synced() {
         );
         let now = synced(&console);
         assert!(now.len() >= 3, "{console}");
-        eprintln!(
-            "cut {cut}: killed QEMU after {} synced records",
-            now.len()
-        );
+        eprintln!("cut {cut}: killed QEMU after {} synced records", now.len());
         reported.extend(now);
         let lines = check_disk(&img, &reported, false);
         eprintln!("cut {cut}: {} records on disk", lines.len());
