@@ -5,6 +5,8 @@
 //! `cargo xtask test` sets `CAIRN_BIN` and `CAIRN_INIT`; without them the
 //! harness builds both itself.
 
+pub mod img;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,82 +2,12 @@
 //! OVMF, mounts by label, format-if-empty, secondary config.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use cairn_e2e::img::{check, debugfs_cat, debugfs_write, extract, partitions};
 use cairn_e2e::{boot, build, example};
 
 const MIB: u64 = 1 << 20;
-
-/// GPT partitions of `img` as (start byte, size bytes, name), via sfdisk.
-fn partitions(img: &Path) -> Vec<(u64, u64, String)> {
-    let out = Command::new("sfdisk").arg("-J").arg(img).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut v = Vec::new();
-    for chunk in text.split("\"start\":").skip(1) {
-        let num = |key: &str, s: &str| -> u64 {
-            let s = if key.is_empty() {
-                s
-            } else {
-                s.split(key).nth(1).unwrap()
-            };
-            s.trim_start_matches([' ', ':'])
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect::<String>()
-                .parse()
-                .unwrap()
-        };
-        let start = num("", chunk.trim_start());
-        let size = num("\"size\"", chunk);
-        let name = chunk
-            .split("\"name\":")
-            .nth(1)
-            .and_then(|s| s.split('"').nth(1))
-            .unwrap_or("")
-            .to_string();
-        v.push((start * 512, size * 512, name));
-    }
-    v
-}
-
-fn extract(img: &Path, start: u64, len: u64, to: &Path) {
-    let st = Command::new("dd")
-        .arg(format!("if={}", img.display()))
-        .arg(format!("of={}", to.display()))
-        .args(["bs=1M", "status=none"])
-        .arg(format!("skip={}", start / MIB))
-        .arg(format!("count={}", len / MIB))
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn put_back(img: &Path, start: u64, from: &Path) {
-    let st = Command::new("dd")
-        .arg(format!("if={}", from.display()))
-        .arg(format!("of={}", img.display()))
-        .args(["bs=1M", "status=none", "conv=notrunc"])
-        .arg(format!("seek={}", start / MIB))
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn check(cmd: &str, args: &[&str], part: &Path) {
-    let out = Command::new(cmd).args(args).arg(part).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// sfdisk --verify, fsck.vfat -n on the ESP, e2fsck -fn on every ext4
 /// partition (named in `ext4`).
@@ -93,39 +23,6 @@ fn check_image(img: &Path, ext4: &[&str]) {
             check("e2fsck", &["-fn"], &part);
         }
     }
-}
-
-fn debugfs_cat(img: &Path, label: &str, file: &str) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let (s, l, _) = partitions(img).into_iter().find(|p| p.2 == label).unwrap();
-    let part = tmp.path().join("p");
-    extract(img, s, l, &part);
-    let out = Command::new("debugfs")
-        .args(["-R", &format!("cat {file}")])
-        .arg(&part)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn debugfs_write(img: &Path, label: &str, file: &str, content: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (s, l, _) = partitions(img).into_iter().find(|p| p.2 == label).unwrap();
-    let part = tmp.path().join("p");
-    extract(img, s, l, &part);
-    let local = tmp.path().join("content");
-    std::fs::write(&local, content).unwrap();
-    for req in [
-        format!("rm {file}"),
-        format!("write {} {file}", local.display()),
-    ] {
-        Command::new("debugfs")
-            .args(["-w", "-R", &req])
-            .arg(&part)
-            .output()
-            .unwrap();
-    }
-    put_back(img, s, &part);
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub struct Marks {
 
 pub const CAIRN_MARKS: Marks = Marks {
     init: "cairn: init started",
-    lease: "cairn: net: ",
+    lease: "DHCPv4 lease obtained",
     ready: "cairn: ready",
 };
 
@@ -493,7 +493,7 @@ mod tests {
     fn parses_a_console() {
         let console = "\x1b[2J[    0.000000] Linux version\n\
                        [    1.500000] cairn: init started\n\
-                       [    1.600000] cairn: net: eth0: lease 10.0.0.5/24 from 10.0.0.1\n\
+                       [    1.600000] cairn: eth0: DHCPv4 lease obtained: 10.0.0.5/24 from 10.0.0.1\n\
                        [    1.700000] cairn: ready\n\
                        bench: init VmRSS:\t    1234 kB\n";
         let t = parse_timeline(console, &CAIRN_MARKS).unwrap();

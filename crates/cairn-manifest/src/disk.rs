@@ -85,11 +85,25 @@ pub enum DiskInvalid {
     FormatFs,
     #[error("invalid mount options `{0}`: expected comma-separated options without spaces or NUL")]
     Options(String),
+    #[error("mount option `{0}` gives up ext4's power-cut safety (journalled metadata, ordered data, write barriers): cairn refuses it")]
+    UnsafeOption(String),
     #[error("`wait` must be between 0 and 600 seconds, got {0}")]
     Wait(i64),
     #[error("[config] mount = `{0}` must be the `path` of a [[mount]]")]
     ConfigMount(String),
 }
+
+/// ext4 mount options that would let a power cut corrupt the filesystem
+/// or expose stale data: without them ext4 runs with the kernel's
+/// defaults, `data=ordered` and write barriers on.
+pub const UNSAFE_EXT4_OPTIONS: &[&str] = &[
+    "nobarrier",
+    "barrier=0",
+    "data=writeback",
+    "noload",
+    "norecovery",
+    "journal_async_commit",
+];
 
 /// `[disk]`: write `NAME.img`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,6 +417,11 @@ pub(crate) fn build(
                 {
                     return Err((span(o), DiskInvalid::Options(v.clone())));
                 }
+                if *m.fs.get_ref() == FsType::Ext4 {
+                    if let Some(bad) = v.split(',').find(|o| UNSAFE_EXT4_OPTIONS.contains(o)) {
+                        return Err((span(o), DiskInvalid::UnsafeOption(bad.to_string())));
+                    }
+                }
                 v.clone()
             }
             None => String::new(),
@@ -703,6 +722,15 @@ mount = "/data"
             err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"vfat\"\nformat = \"if-empty\"\n");
         assert_eq!((e.0, e.1), (5, 10), "{}", e.2);
         let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\noptions = \"a,,b\"\n");
+        assert_eq!((e.0, e.1), (5, 11), "{}", e.2);
+        let e = err(
+            "[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\noptions = \"noatime,nobarrier\"\n",
+        );
+        assert_eq!((e.0, e.1), (5, 11), "{}", e.2);
+        assert!(e.2.contains("`nobarrier` gives up"), "{}", e.2);
+        let e = err(
+            "[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\noptions = \"data=writeback\"\n",
+        );
         assert_eq!((e.0, e.1), (5, 11), "{}", e.2);
         let e = err("[[mount]]\nlabel = \"A\"\npath = \"/d\"\nfs = \"ext4\"\nwait = -1\n");
         assert_eq!((e.0, e.1), (5, 8), "{}", e.2);

@@ -1,0 +1,295 @@
+//! Power cuts. A service appends numbered records to a file on the ext4
+//! DATA mount, fdatasyncs each one and only then says `record ... synced`
+//! on the console. QEMU is killed with SIGKILL at a random moment, several
+//! times over on the same disk image. After each cut, copies of the
+//! partitions are checked the way a boot-time fsck would (journal replay,
+//! then nothing left to repair), the secondary config is intact and every
+//! record the console reported as synced is in the file. A last boot ends
+//! with the ACPI power button: a line the service writes on SIGTERM,
+//! without any fsync of its own, is on the disk afterwards because the
+//! init stops services, syncs and unmounts before powering off (issue 3),
+//! and the filesystems are clean without any journal replay.
+//!
+//! What SIGKILL of QEMU models: the guest's page cache and every request
+//! QEMU had not yet handed to the host are lost, as in a power cut; what
+//! QEMU did write stays in the host's page cache, so a disk's own volatile
+//! write cache is not modelled.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use cairn_e2e::img::{copy_partition, debugfs_read, debugfs_write, replay_and_check_ext4};
+use cairn_e2e::{build, qmp, Live};
+
+/// CONFIG is mounted by GPT partition name, DATA by filesystem label.
+const MANIFEST: &str = r#"
+name = "powercut"
+hostname = "powercut"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 quiet panic=-1"
+modules = ["virtio_pci", "virtio_blk", "evdev", "button"]
+
+[log]
+dir = "/data/log"
+
+[disk]
+format = "raw"
+
+[[partition]]
+label = "CONFIG"
+size = "8M"
+fs = "ext4"
+
+[[partition]]
+label = "DATA"
+size = "32M"
+fs = "none"
+
+[[mount]]
+partlabel = "CONFIG"
+path = "/config"
+fs = "ext4"
+required = true
+
+[[mount]]
+label = "DATA"
+path = "/data"
+fs = "ext4"
+format = "if-empty"
+required = true
+
+[config]
+mount = "/config"
+
+[[binary]]
+path = "/bin/busybox"
+
+[[service]]
+name = "writer"
+after = ["mounts"]
+env = { TAG = "primary" }
+exec = ["/bin/busybox", "sh", "-c", """
+id=$(cat /proc/sys/kernel/random/boot_id)
+trap 'echo "last words $id" >> /data/last; echo "wrote last words $id"; exit 0' TERM
+n=0
+while true; do
+  n=$((n+1))
+  echo "$TAG $id $n" >> /data/records
+  sync -d /data/records && echo "record $TAG $id $n synced"
+  usleep 50000
+done
+"""]
+"#;
+
+/// The secondary config the test puts on CONFIG before the first boot.
+const SECONDARY: &str =
+    "# written by the power-cut test\n[service.writer]\nenv = { TAG = \"secondary\" }\n";
+
+/// Number of boots cut short with SIGKILL.
+const CUTS: usize = 4;
+
+/// (boot id, record number) of every `record secondary ID N synced` line.
+fn synced(console: &str) -> Vec<(String, u64)> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("writer: record secondary ")? + 25..];
+            let mut w = rest.split_whitespace();
+            let id = w.next()?.to_string();
+            let n = w.next()?.parse().ok()?;
+            (w.next() == Some("synced")).then_some((id, n))
+        })
+        .collect()
+}
+
+/// A small xorshift generator seeded from the clock (the seed is printed,
+/// so a failing run can be told apart).
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        eprintln!("power-cut test: seed {seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Boots the disk image and waits for `records` synced records of this boot.
+fn boot_until_records(manifest: &Path, out: &Path, extra: &[&str], records: usize) -> Live {
+    let mut args = vec!["--disk", "--net", "none", "--mem", "256M", "--"];
+    args.extend_from_slice(extra);
+    let live = Live::start(manifest, out, &args, Duration::from_secs(300));
+    let end = Instant::now() + Duration::from_secs(240);
+    while synced(&live.output()).len() < records {
+        assert!(
+            Instant::now() < end,
+            "fewer than {records} synced records after 240s:\n{}",
+            live.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    live
+}
+
+/// Checks the disk after a cut (or a clean power-off, with `clean`) and
+/// returns the records file's lines.
+fn check_disk(img: &Path, reported: &[(String, u64)], clean: bool) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, _) = copy_partition(img, "CONFIG", tmp.path());
+    let (data, _) = copy_partition(img, "DATA", tmp.path());
+    for part in [&config, &data] {
+        if clean {
+            // A clean shutdown leaves nothing to replay.
+            cairn_e2e::img::check("e2fsck", &["-fn"], part);
+        } else {
+            replay_and_check_ext4(part);
+        }
+    }
+    // The secondary config is intact.
+    let cfg = debugfs_read(&config, "/cairn.toml").expect("/config/cairn.toml exists");
+    assert_eq!(String::from_utf8_lossy(&cfg), SECONDARY);
+
+    // The records: no garbage (data=ordered never exposes stale or zeroed
+    // blocks), every line but an unsynced last one whole, numbers per boot
+    // counting up from 1 without a gap, and everything reported synced there.
+    let records = debugfs_read(&data, "/records").expect("/data/records exists");
+    assert!(!records.contains(&0), "NUL bytes in /data/records");
+    let text = String::from_utf8(records).expect("records are UTF-8");
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut last: Vec<(String, u64)> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let w: Vec<&str> = l.split(' ').collect();
+        let whole = w.len() == 3 && w[0] == "secondary" && w[2].parse::<u64>().is_ok();
+        if !whole {
+            assert!(
+                i + 1 == lines.len() && !text.ends_with('\n'),
+                "bad record line {}: {l:?}",
+                i + 1
+            );
+            continue;
+        }
+        let n: u64 = w[2].parse().unwrap_or(0);
+        match last.iter_mut().find(|(id, _)| id == w[1]) {
+            Some((_, prev)) => {
+                assert_eq!(n, *prev + 1, "gap in the records of boot {}", w[1]);
+                *prev = n;
+            }
+            None => {
+                assert_eq!(n, 1, "boot {} starts at {n}", w[1]);
+                last.push((w[1].to_string(), n));
+            }
+        }
+    }
+    for (id, n) in reported {
+        assert!(
+            lines.iter().any(|l| *l == format!("secondary {id} {n}")),
+            "record {n} of boot {id} was reported synced but is not on the disk"
+        );
+    }
+
+    // The log file is not fsynced: after a cut it may lack its last lines
+    // (after the first cut it is often still empty), but it holds no
+    // garbage. A clean shutdown syncs it.
+    let log = debugfs_read(&data, "/log/cairn.log").expect("/data/log/cairn.log exists");
+    assert!(!log.contains(&0), "NUL bytes in /data/log/cairn.log");
+    let log = String::from_utf8_lossy(&log);
+    if clean {
+        assert!(log.contains("cairn: powering off"), "{log}");
+    }
+    for l in log.lines().rev().skip(1) {
+        assert!(l.starts_with('['), "bad log line {l:?}");
+    }
+    lines
+}
+
+#[test]
+fn power_cuts_lose_nothing_that_was_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let out = dir.path().join("out");
+    build(&manifest, &out).assert_ok();
+    let img = out.join("powercut.img");
+    debugfs_write(&img, "CONFIG", "/cairn.toml", SECONDARY);
+
+    let pidfile = dir.path().join("qemu.pid");
+    let pid_arg = pidfile.display().to_string();
+    let mut rng = Rng::new();
+    let mut reported: Vec<(String, u64)> = Vec::new();
+    for cut in 1..=CUTS {
+        let _ = std::fs::remove_file(&pidfile);
+        let live = boot_until_records(&manifest, &out, &["-pidfile", &pid_arg], 3);
+        // A random moment: up to 1.5 s past the third synced record.
+        std::thread::sleep(Duration::from_millis(rng.below(1500)));
+        let pid = std::fs::read_to_string(&pidfile).expect("QEMU wrote its pid file");
+        let pid: i32 = pid.trim().parse().expect("a pid");
+        let st = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -KILL {pid}");
+        let (console, _) = live.finish(Duration::from_secs(30));
+        if cut == 1 {
+            assert!(
+                console.contains("cairn: formatting /dev/vda3 as ext4 (label DATA)"),
+                "{console}"
+            );
+        } else {
+            assert!(!console.contains("formatting"), "{console}");
+        }
+        assert!(
+            console.contains("cairn: mounted /dev/vda2 (PARTLABEL=CONFIG) on /config"),
+            "{console}"
+        );
+        assert!(
+            console.contains("secondary config /config/cairn.toml applied"),
+            "{console}"
+        );
+        let now = synced(&console);
+        assert!(now.len() >= 3, "{console}");
+        eprintln!("cut {cut}: killed QEMU after {} synced records", now.len());
+        reported.extend(now);
+        let lines = check_disk(&img, &reported, false);
+        eprintln!("cut {cut}: {} records on disk", lines.len());
+    }
+
+    // A last boot, shut down with the power button.
+    let qmp_sock = dir.path().join("qmp.sock");
+    let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
+    let live = boot_until_records(&manifest, &out, &["-qmp", &qmp_arg], 3);
+    qmp(&qmp_sock, "system_powerdown");
+    let (console, exited) = live.finish(Duration::from_secs(120));
+    assert!(exited, "QEMU did not power off:\n{console}");
+    let now = synced(&console);
+    let id = now[0].0.clone();
+    let words = console
+        .find(&format!("writer: wrote last words {id}"))
+        .unwrap_or_else(|| panic!("no last words on the console:\n{console}"));
+    let unmounted = console
+        .find("cairn: sync done, filesystems unmounted (0 errors)")
+        .unwrap_or_else(|| panic!("no clean unmount:\n{console}"));
+    assert!(words < unmounted, "{console}");
+    reported.extend(now);
+    check_disk(&img, &reported, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _) = copy_partition(&img, "DATA", tmp.path());
+    let last = debugfs_read(&data, "/last").expect("/data/last exists");
+    assert!(
+        String::from_utf8_lossy(&last).contains(&format!("last words {id}\n")),
+        "{}",
+        String::from_utf8_lossy(&last)
+    );
+}
