@@ -29,6 +29,12 @@ const APT_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "iproute2",
     "librsvg2-bin",
+    // Disk images: mkfs.ext4 -d (build), fsck.vfat / e2fsck / sfdisk
+    // (tests), qemu-img (qcow2 output).
+    "e2fsprogs",
+    "dosfstools",
+    "fdisk",
+    "qemu-utils",
     // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
     "linux-source-6.1",
     "make",
