@@ -27,6 +27,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "busybox-static",
     "dnsmasq-base",
+    // An NTP server for the SNTP test (tests/tests/net.rs).
+    "chrony",
     "iproute2",
     "librsvg2-bin",
     // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
