@@ -190,7 +190,11 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        Ok((finished, reader.join().unwrap_or_default()))
+        let console = reader.join().unwrap_or_default();
+        if std::env::var_os("CAIRN_BENCH_CONSOLE").is_some() {
+            eprintln!("--- {} ({mem_mib} MiB) ---\n{console}", v.label);
+        }
+        Ok((finished, console))
     }
 }
 
