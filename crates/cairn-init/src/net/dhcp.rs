@@ -756,9 +756,8 @@ mod tests {
         let t0 = Instant::now();
         let (mut c, tb) = bound(t0, 3600);
         c.link_restored(tb);
-        let mut now = tb;
         for _ in 0..REQUEST_TRIES {
-            now = c.deadline().unwrap();
+            let now = c.deadline().unwrap();
             c.on_timer(now);
         }
         assert_eq!(c.state(), &State::Bound);
