@@ -71,17 +71,33 @@ fn boots_from_disk_formats_once_and_applies_secondary_config() {
     assert!(template.contains("# [service.count]"), "{template}");
     assert!(debugfs_cat(&img, "DATA", "/log/cairn.log").contains("cairn: logging to /data/log"));
 
-    // Second boot: not formatted again (data kept), override applied.
+    // Second boot: not formatted again (data kept), overrides applied: the
+    // service's env and the network (the image has no [[network]], so
+    // without the override eth0 would ask for DHCP).
     debugfs_write(
         &img,
         "CONFIG",
         "/cairn.toml",
-        "[service.count]\nenv = { GREETING = \"hello from the secondary config\" }\n",
+        "[service.count]\nenv = { GREETING = \"hello from the secondary config\" }\n\
+         [[network]]\nmatch = { name = \"eth0\" }\naddresses = [\"10.0.2.77/24\"]\n\
+         ipv6 = \"off\"\n",
     );
-    let o = boot(&example("disk"), out.path(), &args, t);
+    let with_nic = [
+        &args[..],
+        &[
+            "--",
+            "-nic",
+            "user,model=virtio-net-pci,mac=52:54:00:12:34:56,ipv6=off",
+        ],
+    ]
+    .concat();
+    let o = boot(&example("disk"), out.path(), &with_nic, t);
     o.assert_ok();
     assert!(!o.stdout.contains("formatting"), "{}", o.stdout);
     o.assert_stdout_has("secondary config /config/cairn.toml applied");
+    o.assert_stdout_has("eth0: found (mac 52:54:00:12:34:56), configuring: dhcp4 off, ipv6 Off");
+    assert!(!o.stdout.contains("(DHCPv4)"), "{}", o.stdout);
+    o.assert_stdout_has("cairn: eth0: address 10.0.2.77/24 added (static)");
     o.assert_stdout_has("boot 2: hello from the secondary config");
 
     // Third boot: a broken secondary config is reported with line:col and

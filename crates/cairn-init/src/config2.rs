@@ -2,72 +2,34 @@
 //! mount` in the manifest) overrides parts of the primary config baked
 //! into the image.
 //!
-//! It may set, with the primary's schema:
-//! - `[[network]]`, `[time]` (any top-level key listed in
-//!   [`OVERRIDABLE`]): replaces the primary's value as a whole;
+//! It uses the user manifest's schema for what it may set (parsed and
+//! validated by [`cairn_manifest::secondary`]):
+//! - `[[network]]`: when present, replaces the built-in `[[network]]` list;
+//! - `[net]` `online_timeout` and `ntp` (the time servers): each replaces
+//!   the built-in value;
 //! - `[service.NAME]` with `env = { ... }` (merged over the primary's
 //!   variables) and `enabled = true|false`.
 //!
-//! The merge happens on TOML values, so keys the primary config gains
-//! later work without changes here. A secondary config with an error is
-//! reported as `FILE:LINE:COL: error: ...` and the primary is used. When
-//! the file does not exist, a commented template is written (temp file +
-//! fsync + rename + fsync of the directory, so a power cut leaves either
-//! no file or the whole file).
+//! A secondary config with an error is reported as `FILE:LINE:COL: error:
+//! ...` and the primary is used. When the file does not exist, a commented
+//! template is written (temp file + fsync + rename + fsync of the
+//! directory, so a power cut leaves either no file or the whole file).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cairn_manifest::{SystemConfig, SECONDARY_CONFIG_FILE};
-use serde::Deserialize;
-use toml::Spanned;
-
-/// Top-level keys a secondary config may replace.
-pub const OVERRIDABLE: [&str; 2] = ["network", "time"];
+use cairn_manifest::{Diagnostic, SystemConfig, SECONDARY_CONFIG_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Config2Error {
-    #[error("{file}:{line}:{col}: error: {message}")]
-    At {
-        file: PathBuf,
-        line: usize,
-        col: usize,
-        message: String,
-    },
+    #[error("{0}")]
+    At(Diagnostic),
     #[error("{file}: error: {source}")]
     Io {
         file: PathBuf,
         source: std::io::Error,
     },
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecondary {
-    #[serde(default)]
-    network: Option<Spanned<toml::Value>>,
-    #[serde(default)]
-    time: Option<Spanned<toml::Value>>,
-    #[serde(default)]
-    service: BTreeMap<Spanned<String>, RawService>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawService {
-    #[serde(default)]
-    env: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    enabled: Option<bool>,
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
 }
 
 /// Applies secondary config `text` (from `file`, for messages) over
@@ -77,91 +39,9 @@ pub fn apply(
     text: &str,
     file: &Path,
 ) -> Result<SystemConfig, Config2Error> {
-    let at = |offset: usize, message: String| {
-        let (line, col) = line_col(text, offset);
-        Config2Error::At {
-            file: file.to_path_buf(),
-            line,
-            col,
-            message,
-        }
-    };
-    let raw: RawSecondary = toml::from_str(text).map_err(|e| {
-        let off = e.span().map_or(0, |s| s.start);
-        at(off, e.message().trim().to_string())
-    })?;
-    let mut merged = toml::Value::try_from(primary)
-        .map_err(|e| at(0, format!("cannot represent the primary config: {e}")))?;
-    let Some(top) = merged.as_table_mut() else {
-        return Err(at(0, "the primary config is not a table".into()));
-    };
-    let mut spans: Vec<(&str, usize)> = Vec::new();
-    for (key, v) in [("network", &raw.network), ("time", &raw.time)] {
-        if let Some(v) = v {
-            top.insert(key.to_string(), v.get_ref().clone());
-            spans.push((key, v.span().start));
-        }
-    }
-    let services = top
-        .entry("service")
-        .or_insert_with(|| toml::Value::Array(Vec::new()));
-    for (name, s) in &raw.service {
-        let entry = services.as_array_mut().and_then(|a| {
-            a.iter_mut()
-                .find(|v| v.get("name").and_then(|n| n.as_str()) == Some(name.get_ref()))
-        });
-        let Some(entry) = entry.and_then(|e| e.as_table_mut()) else {
-            return Err(at(
-                name.span().start,
-                format!(
-                    "there is no service `{}` in this appliance (known: {})",
-                    name.get_ref(),
-                    primary
-                        .services
-                        .iter()
-                        .map(|s| format!("`{}`", s.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        };
-        if let Some(env) = &s.env {
-            let e = entry
-                .entry("env")
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            if let Some(t) = e.as_table_mut() {
-                for (k, v) in env {
-                    if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                        return Err(at(
-                            name.span().start,
-                            format!(
-                                "invalid environment variable `{k}` for service `{}`",
-                                name.get_ref()
-                            ),
-                        ));
-                    }
-                    t.insert(k.clone(), toml::Value::String(v.clone()));
-                }
-            }
-        }
-        if let Some(en) = s.enabled {
-            entry.insert("enabled".into(), toml::Value::Boolean(en));
-        }
-    }
-    merged.try_into::<SystemConfig>().map_err(|e| {
-        // Point at the key whose value the primary's schema refused.
-        let msg = e.message().trim().to_string();
-        let off = spans
-            .iter()
-            .find(|(k, _)| msg.contains(k))
-            .or(spans.first())
-            .map_or(0, |(_, o)| *o);
-        let key = spans
-            .iter()
-            .find(|(_, o)| *o == off)
-            .map_or("config", |(k, _)| k);
-        at(off, format!("`{key}`: {msg}"))
-    })
+    cairn_manifest::secondary::parse(text, file)
+        .and_then(|o| o.apply(primary))
+        .map_err(Config2Error::At)
 }
 
 /// Drops disabled services (and `after` references to them).
@@ -179,17 +59,26 @@ pub fn without_disabled(mut cfg: SystemConfig) -> SystemConfig {
     cfg
 }
 
-/// The commented template written on first boot.
+/// The commented template written on first boot. Every commented example
+/// is valid: uncommenting a block gives a config that applies.
 pub fn template(primary: &SystemConfig) -> String {
     let mut t = format!(
         "# Secondary config of the cairn appliance `{}`.\n\
-         # Settings here override the ones built into the image. Uncomment and\n\
-         # edit; a file with an error is reported on the console (file:line:col)\n\
-         # and the built-in settings are used instead.\n\
+         # Settings here override the ones built into the image, with the same\n\
+         # schema as the appliance manifest. Uncomment and edit; a file with an\n\
+         # error is reported on the console (file:line:col) and the built-in\n\
+         # settings are used instead.\n\
          #\n\
-         # [[network]]                 # replaces the whole built-in [[network]] list\n\
-         # match = {{ name = \"eth0\" }}\n\
-         # dhcp4 = true\n",
+         # [[network]]                  # replaces ALL built-in [[network]] entries\n\
+         # match = {{ name = \"eth0\" }}    # or {{ mac = \"52:54:00:12:34:56\" }}\n\
+         # addresses = [\"192.168.7.2/24\"] # a static IPv4 address turns DHCP off\n\
+         # gateway = \"192.168.7.1\"\n\
+         # dns = [\"192.168.7.1\"]\n\
+         # ipv6 = \"slaac\"                # slaac | off | static\n\
+         #\n\
+         # [net]\n\
+         # online_timeout = 30           # seconds network-online waits at most\n\
+         # ntp = [\"192.168.7.1\"]         # time (SNTP) servers, IP addresses\n",
         primary.name
     );
     for s in &primary.services {
@@ -202,6 +91,17 @@ pub fn template(primary: &SystemConfig) -> String {
         t += &format!("# env = {{ {} }}\n", env.join(", "));
     }
     t
+}
+
+/// `template` with every `# ` comment prefix removed except on lines that
+/// are only prose: what a user gets by uncommenting everything.
+#[cfg(test)]
+fn uncommented(t: &str) -> String {
+    t.lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with('[') || l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// Writes `bytes` to `path` atomically and durably: `path.tmp`, fsync,
@@ -256,6 +156,7 @@ pub fn load(primary: SystemConfig, dir: &Path) -> (SystemConfig, Outcome) {
 mod tests {
     use super::*;
     use cairn_manifest::ServiceConfig;
+    use std::collections::BTreeMap;
 
     fn primary() -> SystemConfig {
         let svc = |n: &str, after: &[&str]| ServiceConfig {
@@ -295,6 +196,31 @@ mod tests {
         let t = template(&primary());
         assert_eq!(apply(&primary(), &t, p()).unwrap(), primary());
         assert!(t.contains("# [service.web]"), "{t}");
+        // Uncommenting every example gives a valid config.
+        let all = uncommented(&t);
+        let cfg = apply(&primary(), &all, p()).unwrap_or_else(|e| panic!("{e}\n{all}"));
+        assert_eq!(
+            cfg.net.interfaces[0].addresses[0].to_string(),
+            "192.168.7.2/24"
+        );
+        assert_eq!(cfg.net.ntp.len(), 1);
+        assert_eq!(cfg.services, primary().services);
+    }
+
+    #[test]
+    fn network_override_replaces_the_primary_list() {
+        let mut prim = primary();
+        prim.net.interfaces = vec![cairn_manifest::InterfaceConfig::automatic()];
+        let text = "[[network]]\nmatch = { mac = \"52:54:00:12:34:56\" }\n\
+                    addresses = [\"10.9.8.7/24\"]\nipv6 = \"off\"\n\
+                    [net]\nonline_timeout = 3\n";
+        let cfg = apply(&prim, text, p()).unwrap();
+        assert_eq!(cfg.net.interfaces.len(), 1);
+        let i = &cfg.net.interfaces[0];
+        assert!(!i.dhcp4);
+        assert_eq!(i.addresses[0].to_string(), "10.9.8.7/24");
+        assert_eq!(cfg.net.online_timeout, 3);
+        assert_eq!(cfg.services, prim.services);
     }
 
     #[test]
@@ -306,7 +232,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("/config/cairn.toml:1:1: error: unknown field `hostname`"),
+            e.starts_with("/config/cairn.toml:1:1: error: unknown key `hostname`"),
             "{e}"
         );
         let e = apply(&primary(), "[service.nope]\nenabled = true\n", p())
@@ -318,14 +244,23 @@ mod tests {
         );
         let e = apply(&primary(), "x = [\n", p()).unwrap_err().to_string();
         assert!(e.contains("/config/cairn.toml:"), "{e}");
-        // `time` is not (yet) part of the primary schema: refused at its key.
+        // Networking is validated like the manifest's, at the value.
+        let e = apply(
+            &primary(),
+            "[[network]]\nmatch = { name = \"eth0\" }\ngateway = \"10.0.0.1\"\n",
+            p(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("/config/cairn.toml:3:11: error: `gateway` needs an IPv4 address"),
+            "{e}"
+        );
+        // There is no `[time]`: time servers are `[net] ntp`.
         let e = apply(&primary(), "\n[time]\nntp = 1\n", p())
             .unwrap_err()
             .to_string();
-        assert!(
-            e.starts_with("/config/cairn.toml:2:1: error: `time`"),
-            "{e}"
-        );
+        assert!(e.contains("unknown key `time`"), "{e}");
     }
 
     #[test]

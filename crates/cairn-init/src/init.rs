@@ -261,12 +261,6 @@ pub fn run() -> ! {
             let on_panic = cfg.on_panic;
             if mode == Mode::Pid1 {
                 let _ = unit("system setup", on_panic, mode, || system_setup(&cfg));
-                network = unit("network setup", on_panic, mode, || {
-                    net::Net::start(cfg.net.clone(), cfg.hostname.clone())
-                        .map_err(|e| info!("networking not started: {e}"))
-                        .ok()
-                })
-                .flatten();
             } else {
                 debug!("test mode: skipping modules, hostname, lo and networking");
             }
@@ -283,6 +277,16 @@ pub fn run() -> ! {
                 Some(None) => (cfg, true),
                 None => (cfg, false),
             };
+            // Networking after the disks: the secondary config may
+            // override `[[network]]` and `[net]`.
+            if mode == Mode::Pid1 {
+                network = unit("network setup", on_panic, mode, || {
+                    net::Net::start(cfg.net.clone(), cfg.hostname.clone())
+                        .map_err(|e| info!("networking not started: {e}"))
+                        .ok()
+                })
+                .flatten();
+            }
             let mut sup = if fatal {
                 Supervisor::idle()
             } else {

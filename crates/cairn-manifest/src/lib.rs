@@ -16,6 +16,7 @@ pub mod disk;
 pub mod manifest;
 pub mod network;
 mod raw;
+pub mod secondary;
 pub mod shell;
 pub mod storage;
 pub mod supervision;
@@ -32,6 +33,7 @@ pub use manifest::{
 pub use network::{
     InterfaceConfig, IpPrefix, Ipv6Mode, MatchRule, NetConfig, RouteConfig, DEFAULT_ONLINE_TIMEOUT,
 };
+pub use secondary::{SecondaryOverrides, ServiceOverride};
 pub use shell::{Shell, ShellConfig};
 pub use storage::{
     FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS, MKFS_EXT4_PATH,

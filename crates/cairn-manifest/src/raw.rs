@@ -179,6 +179,13 @@ pub(crate) struct RawBinary {
 /// (if the parser knows one) and a message that names the key and the
 /// table it is in.
 pub(crate) fn parse(text: &str) -> Result<RawManifest, (Option<Span>, String)> {
+    parse_as(text)
+}
+
+/// [`parse`] for any raw type (the secondary config has its own).
+pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, (Option<Span>, String)> {
     let de = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = simplify(err.path().iter());

@@ -1,13 +1,17 @@
-//! DHCPv4 on the wire: messages built and checked with dhcproto, and the
-//! IPv4/UDP framing used on the raw packet socket before the interface has
-//! an address. Every check names what was wrong; nothing here panics on
-//! any input (see the property tests and `fuzz/corpus`).
+//! DHCPv4 on the wire: our own small BOOTP/DHCP encoder and decoder (RFC
+//! 2131/2132, with RFC 3396 long options, RFC 3397 search lists and RFC
+//! 3442 classless routes), and the IPv4/UDP framing used on the raw packet
+//! socket before the interface has an address. Every check names what was
+//! wrong; nothing here panics on any input (see the property tests and
+//! `fuzz/corpus`).
+//!
+//! This replaced the `dhcproto` crate, which pulled `hickory-proto`, `idna`
+//! and ICU's Unicode tables into the static init (about 1 MB of it) for the
+//! dozen options cairn reads. `dhcproto` stays a dev-dependency: the tests
+//! check our messages against it.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
-
-use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
-use dhcproto::{Decodable, Encodable};
 
 use super::dhcp::{LeaseInfo, MessageKind, Outgoing, Reply, ReplyKind};
 
@@ -142,24 +146,64 @@ pub struct ClientId {
     pub hostname: Option<String>,
 }
 
+/// Option codes cairn sends or reads (RFC 2132 unless noted).
+pub mod code {
+    pub const SUBNET_MASK: u8 = 1;
+    pub const ROUTER: u8 = 3;
+    pub const DNS: u8 = 6;
+    pub const HOSTNAME: u8 = 12;
+    pub const DOMAIN_NAME: u8 = 15;
+    pub const MTU: u8 = 26;
+    pub const NTP: u8 = 42;
+    pub const REQUESTED_IP: u8 = 50;
+    pub const LEASE_TIME: u8 = 51;
+    pub const MESSAGE_TYPE: u8 = 53;
+    pub const SERVER_ID: u8 = 54;
+    pub const PARAMETER_LIST: u8 = 55;
+    pub const MAX_SIZE: u8 = 57;
+    pub const RENEWAL: u8 = 58;
+    pub const REBINDING: u8 = 59;
+    pub const CLIENT_ID: u8 = 61;
+    /// RFC 3397.
+    pub const DOMAIN_SEARCH: u8 = 119;
+    /// RFC 3442.
+    pub const CLASSLESS_ROUTE: u8 = 121;
+    pub const PAD: u8 = 0;
+    pub const END: u8 = 255;
+}
+
+/// Values of option 53.
+pub mod msg {
+    pub const DISCOVER: u8 = 1;
+    pub const OFFER: u8 = 2;
+    pub const REQUEST: u8 = 3;
+    pub const DECLINE: u8 = 4;
+    pub const ACK: u8 = 5;
+    pub const NAK: u8 = 6;
+    pub const RELEASE: u8 = 7;
+}
+
+const MAGIC: [u8; 4] = [99, 130, 83, 99];
+
 /// The options cairn asks for (option 55).
-pub const REQUESTED: [OptionCode; 11] = [
-    OptionCode::SubnetMask,
-    OptionCode::Router,
-    OptionCode::DomainNameServer,
-    OptionCode::Hostname,
-    OptionCode::DomainName,
-    OptionCode::InterfaceMtu,
-    OptionCode::NtpServers,
-    OptionCode::Renewal,
-    OptionCode::Rebinding,
-    OptionCode::DomainSearch,
-    OptionCode::ClasslessStaticRoute,
+pub const REQUESTED: [u8; 11] = [
+    code::SUBNET_MASK,
+    code::ROUTER,
+    code::DNS,
+    code::HOSTNAME,
+    code::DOMAIN_NAME,
+    code::MTU,
+    code::NTP,
+    code::RENEWAL,
+    code::REBINDING,
+    code::DOMAIN_SEARCH,
+    code::CLASSLESS_ROUTE,
 ];
 
-/// A BOOTREQUEST header with no options (`op`..`file`, cookie, end).
+/// A BOOTREQUEST header with no options (`op`..`file` and the cookie).
 fn bootrequest(out: &Outgoing, mac: &[u8; 6]) -> Vec<u8> {
-    let mut p = vec![1u8, 1, 6, 0];
+    let mut p = Vec::with_capacity(300);
+    p.extend_from_slice(&[1u8, 1, 6, 0]);
     p.extend_from_slice(&out.xid.to_be_bytes());
     p.extend_from_slice(&out.secs.to_be_bytes());
     // We cannot receive unicast before having an address: ask for broadcast.
@@ -169,42 +213,49 @@ fn bootrequest(out: &Outgoing, mac: &[u8; 6]) -> Vec<u8> {
     p.extend_from_slice(&[0; 12]);
     p.extend_from_slice(mac);
     p.extend_from_slice(&[0; 10 + 64 + 128]);
-    p.extend_from_slice(&[99, 130, 83, 99, 255]);
+    p.extend_from_slice(&MAGIC);
     p
 }
 
-/// Encodes an outgoing message.
+/// Appends one option; values longer than 255 bytes are refused.
+fn put_option(p: &mut Vec<u8>, code: u8, value: &[u8]) -> Result<(), PacketError> {
+    let len = u8::try_from(value.len())
+        .map_err(|_| PacketError::Encode(format!("option {code} longer than 255 bytes")))?;
+    p.push(code);
+    p.push(len);
+    p.extend_from_slice(value);
+    Ok(())
+}
+
+/// Encodes an outgoing message. The xid comes from the state machine (no
+/// getrandom(2) here: it can block for many seconds in an early-boot VM).
 pub fn encode(out: &Outgoing, id: &ClientId) -> Result<Vec<u8>, PacketError> {
-    // dhcproto's constructors fill in a random xid through `rand`, whose
-    // getrandom(2) blocks until the kernel's RNG is seeded, which can take
-    // many seconds in an early-boot VM: build the header ourselves.
-    let mut m = v4::Message::from_bytes(&bootrequest(out, &id.mac))
-        .map_err(|e| PacketError::Encode(e.to_string()))?;
+    let mut p = bootrequest(out, &id.mac);
     let kind = match out.kind {
-        MessageKind::Discover => MessageType::Discover,
-        MessageKind::Request => MessageType::Request,
-        MessageKind::Decline => MessageType::Decline,
-        MessageKind::Release => MessageType::Release,
+        MessageKind::Discover => msg::DISCOVER,
+        MessageKind::Request => msg::REQUEST,
+        MessageKind::Decline => msg::DECLINE,
+        MessageKind::Release => msg::RELEASE,
     };
-    let opts = m.opts_mut();
-    opts.insert(DhcpOption::MessageType(kind));
+    put_option(&mut p, code::MESSAGE_TYPE, &[kind])?;
     let mut cid = vec![1u8];
     cid.extend_from_slice(&id.mac);
-    opts.insert(DhcpOption::ClientIdentifier(cid));
+    put_option(&mut p, code::CLIENT_ID, &cid)?;
     if let Some(r) = out.requested {
-        opts.insert(DhcpOption::RequestedIpAddress(r));
+        put_option(&mut p, code::REQUESTED_IP, &r.octets())?;
     }
     if let Some(s) = out.server_id {
-        opts.insert(DhcpOption::ServerIdentifier(s));
+        put_option(&mut p, code::SERVER_ID, &s.octets())?;
     }
     if matches!(out.kind, MessageKind::Discover | MessageKind::Request) {
-        opts.insert(DhcpOption::ParameterRequestList(REQUESTED.to_vec()));
-        opts.insert(DhcpOption::MaxMessageSize(MAX_PACKET as u16));
+        put_option(&mut p, code::PARAMETER_LIST, &REQUESTED)?;
+        put_option(&mut p, code::MAX_SIZE, &(MAX_PACKET as u16).to_be_bytes())?;
         if let Some(h) = &id.hostname {
-            opts.insert(DhcpOption::Hostname(h.clone()));
+            put_option(&mut p, code::HOSTNAME, h.as_bytes())?;
         }
     }
-    m.to_vec().map_err(|e| PacketError::Encode(e.to_string()))
+    p.push(code::END);
+    Ok(p)
 }
 
 fn prefix_of(mask: Ipv4Addr) -> Option<u8> {
@@ -225,14 +276,41 @@ fn clean_text(field_name: &'static str, s: &str) -> Result<String, PacketError> 
     }
 }
 
-/// Options cairn reads; every other option is dropped before decoding,
-/// so the decoder only ever sees these (and their lengths checked).
+/// Options cairn reads; every other option is skipped.
 const KEEP: [u8; 14] = [1, 3, 6, 12, 15, 26, 42, 51, 53, 54, 58, 59, 119, 121];
 
+/// Options whose repeated occurrences are joined into one value (RFC
+/// 3396); for the fixed-size ones the last occurrence wins.
+fn concatenates(code: u8) -> bool {
+    matches!(code, 3 | 6 | 12 | 15 | 42 | 119 | 121)
+}
+
+/// The options cairn reads from one message, lengths checked.
+#[derive(Debug, Default)]
+struct Options {
+    values: Vec<(u8, Vec<u8>)>,
+}
+
+impl Options {
+    fn get(&self, code: u8) -> Option<&[u8]> {
+        self.values
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn add(&mut self, code: u8, value: &[u8]) {
+        match self.values.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, v)) if concatenates(code) => v.extend_from_slice(value),
+            Some((_, v)) => *v = value.to_vec(),
+            None => self.values.push((code, value.to_vec())),
+        }
+    }
+}
+
 /// Walks the option area by hand: checks every length against the packet
-/// and the fixed sizes, and rebuilds the message with only [`KEEP`]
-/// options.
-pub fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, PacketError> {
+/// and the fixed sizes, and keeps only [`KEEP`] options.
+fn options(bytes: &[u8]) -> Result<Options, PacketError> {
     if bytes.len() > MAX_PACKET {
         return Err(PacketError::TooLarge(bytes.len()));
     }
@@ -242,23 +320,19 @@ pub fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, PacketError> {
             bytes.len()
         )));
     }
-    if bytes[236..240] != [99, 130, 83, 99] {
+    if bytes[236..240] != MAGIC {
         return Err(field("magic cookie", "missing"));
     }
-    let mut out = bytes[..240].to_vec();
+    let mut opts = Options::default();
     let mut i = 240;
-    let mut ended = false;
     while i < bytes.len() {
         let code = bytes[i];
         match code {
-            0 => {
+            code::PAD => {
                 i += 1;
                 continue;
             }
-            255 => {
-                ended = true;
-                break;
-            }
+            code::END => return Ok(opts),
             _ => {}
         }
         let Some(&len) = bytes.get(i + 1) else {
@@ -283,148 +357,228 @@ pub fn sanitize(bytes: &[u8]) -> Result<Vec<u8>, PacketError> {
                     problem: "an option has the wrong length for its type",
                 });
             }
-            out.push(code);
-            out.push(len as u8);
-            out.extend_from_slice(value);
+            opts.add(code, value);
         }
         i += 2 + len;
     }
-    if !ended {
-        return Err(field("options", "no end option"));
+    Err(field("options", "no end option"))
+}
+
+fn be_u32(field_name: &'static str, v: &[u8]) -> Result<u32, PacketError> {
+    <[u8; 4]>::try_from(v)
+        .map(u32::from_be_bytes)
+        .map_err(|_| field(field_name, "not 4 bytes"))
+}
+
+fn addr(field_name: &'static str, v: &[u8]) -> Result<Ipv4Addr, PacketError> {
+    be_u32(field_name, v).map(Ipv4Addr::from)
+}
+
+/// A list of addresses (lengths are multiples of 4, checked before).
+fn addrs(v: &[u8]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    v.chunks_exact(4)
+        .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+}
+
+fn text(field_name: &'static str, v: &[u8]) -> Result<String, PacketError> {
+    // Some servers NUL-terminate strings.
+    let end = v.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let s = std::str::from_utf8(&v[..end]).map_err(|_| field(field_name, "not UTF-8"))?;
+    clean_text(field_name, s)
+}
+
+/// One RFC 1035 name starting at `start` in an option 119 value, with
+/// compression pointers into that value (RFC 3397); returns the name and
+/// where the next one starts.
+fn read_name(data: &[u8], start: usize) -> Result<(String, usize), PacketError> {
+    let bad = |problem| field("option 119", problem);
+    let mut name = String::new();
+    let mut pos = start;
+    let mut next = None;
+    let mut jumps = 0;
+    loop {
+        let &len = data.get(pos).ok_or(bad("name runs past the end"))?;
+        match len {
+            0 => {
+                let after = *next.get_or_insert(pos + 1);
+                return Ok((name, after));
+            }
+            l if l & 0xc0 == 0xc0 => {
+                let &lo = data
+                    .get(pos + 1)
+                    .ok_or(bad("compression pointer cut off"))?;
+                let target = (usize::from(l & 0x3f) << 8) | usize::from(lo);
+                if target >= pos {
+                    return Err(bad("compression pointer does not point backwards"));
+                }
+                jumps += 1;
+                if jumps > 32 {
+                    return Err(bad("compression pointers loop"));
+                }
+                next.get_or_insert(pos + 2);
+                pos = target;
+            }
+            l if l & 0xc0 != 0 => return Err(bad("reserved label type")),
+            l => {
+                let l = usize::from(l);
+                let label = data
+                    .get(pos + 1..pos + 1 + l)
+                    .ok_or(bad("label runs past the end"))?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push_str(&String::from_utf8_lossy(label));
+                if name.len() > 255 {
+                    return Err(bad("name longer than 255 bytes"));
+                }
+                pos += 1 + l;
+            }
+        }
     }
-    out.push(255);
-    Ok(out)
+}
+
+/// Option 119: a list of compressed domain names.
+fn search_list(data: &[u8]) -> Result<Vec<String>, PacketError> {
+    let mut names = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() && names.len() < 6 {
+        let (name, next) = read_name(data, pos)?;
+        // Raw labels (no IDNA conversion: `clean_text` only accepts ASCII).
+        names.push(clean_text("option 119", &name)?);
+        pos = next;
+    }
+    Ok(names)
+}
+
+/// Option 121: `(width, significant destination octets, router)` records.
+fn classless_routes(data: &[u8]) -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, PacketError> {
+    let mut routes = Vec::new();
+    let mut i = 0;
+    while i < data.len() && routes.len() < 32 {
+        let width = data[i];
+        if width > 32 {
+            return Err(field("option 121", "prefix longer than 32"));
+        }
+        let n = usize::from(width).div_ceil(8);
+        let dest = data
+            .get(i + 1..i + 1 + n)
+            .ok_or(field("option 121", "destination cut off"))?;
+        let gw = data
+            .get(i + 1 + n..i + 5 + n)
+            .ok_or(field("option 121", "router cut off"))?;
+        let mut octets = [0u8; 4];
+        octets[..n].copy_from_slice(dest);
+        let mask = u32::MAX.checked_shl(32 - u32::from(width)).unwrap_or(0);
+        let net = Ipv4Addr::from(u32::from_be_bytes(octets) & mask);
+        routes.push((net, width, addr("option 121", gw)?));
+        i += 5 + n;
+    }
+    Ok(routes)
+}
+
+fn secs(field_name: &'static str, v: &[u8]) -> Result<Duration, PacketError> {
+    be_u32(field_name, v).map(|s| Duration::from_secs(u64::from(s)))
 }
 
 /// Decodes and checks a server message meant for `mac`.
 pub fn decode(bytes: &[u8], mac: &[u8; 6]) -> Result<Reply, PacketError> {
-    let bytes = &sanitize(bytes)?;
-    let m = v4::Message::from_bytes(bytes).map_err(|e| PacketError::Decode(e.to_string()))?;
-    if m.opcode() != v4::Opcode::BootReply {
+    let opts = options(bytes)?;
+    if bytes[0] != 2 {
         return Err(field("op", "not a BOOTREPLY"));
     }
-    if m.htype() != v4::HType::Eth || m.hlen() != 6 {
+    if bytes[1] != 1 || bytes[2] != 6 {
         return Err(field("htype", "not ethernet"));
     }
-    if m.chaddr().get(..6) != Some(&mac[..]) {
+    if bytes[28..34] != mac[..] {
         return Err(PacketError::OtherClient);
     }
-    let opts = m.opts();
-    let kind = match opts.msg_type() {
-        Some(MessageType::Offer) => ReplyKind::Offer,
-        Some(MessageType::Ack) => ReplyKind::Ack,
-        Some(MessageType::Nak) => ReplyKind::Nak,
+    let xid = be_u32("xid", &bytes[4..8])?;
+    let kind = match opts.get(code::MESSAGE_TYPE) {
+        Some([msg::OFFER]) => ReplyKind::Offer,
+        Some([msg::ACK]) => ReplyKind::Ack,
+        Some([msg::NAK]) => ReplyKind::Nak,
         Some(_) => return Err(field("option 53", "not OFFER, ACK or NAK")),
         None => return Err(field("option 53", "missing")),
     };
-    let server = match opts.get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(s)) if !s.is_unspecified() => *s,
+    let server = match opts.get(code::SERVER_ID).map(|v| addr("option 54", v)) {
+        Some(Ok(s)) if !s.is_unspecified() => s,
         _ => return Err(field("option 54", "missing server identifier")),
     };
     let mut info = LeaseInfo {
-        addr: m.yiaddr(),
+        addr: addr("yiaddr", &bytes[16..20])?,
         server,
         ..Default::default()
     };
     if kind == ReplyKind::Nak {
-        return Ok(Reply {
-            kind,
-            xid: m.xid(),
-            info,
-        });
+        return Ok(Reply { kind, xid, info });
     }
     let a = info.addr;
     if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
         return Err(field("yiaddr", "not a usable address"));
     }
-    info.prefix_len = match opts.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(mask)) => {
-            prefix_of(*mask).ok_or_else(|| field("option 1", "not a contiguous netmask"))?
-        }
+    info.prefix_len = match opts.get(code::SUBNET_MASK) {
+        Some(mask) => prefix_of(addr("option 1", mask)?)
+            .ok_or_else(|| field("option 1", "not a contiguous netmask"))?,
         // RFC 2131 leaves it optional: guess the classful size.
-        _ => match a.octets()[0] {
+        None => match a.octets()[0] {
             0..=127 => 8,
             128..=191 => 16,
             _ => 24,
         },
     };
-    info.lease_time = match opts.get(OptionCode::AddressLeaseTime) {
-        Some(DhcpOption::AddressLeaseTime(s)) => Duration::from_secs(u64::from(*s)),
+    info.lease_time = match opts.get(code::LEASE_TIME) {
+        Some(v) => secs("option 51", v)?,
         None if kind == ReplyKind::Offer => Duration::from_secs(3600),
-        _ => return Err(field("option 51", "ACK without a lease time")),
+        None => return Err(field("option 51", "ACK without a lease time")),
     };
-    if let Some(DhcpOption::Renewal(s)) = opts.get(OptionCode::Renewal) {
-        info.t1 = Some(Duration::from_secs(u64::from(*s)));
+    if let Some(v) = opts.get(code::RENEWAL) {
+        info.t1 = Some(secs("option 58", v)?);
     }
-    if let Some(DhcpOption::Rebinding(s)) = opts.get(OptionCode::Rebinding) {
-        info.t2 = Some(Duration::from_secs(u64::from(*s)));
+    if let Some(v) = opts.get(code::REBINDING) {
+        info.t2 = Some(secs("option 59", v)?);
     }
-    if let Some(DhcpOption::Router(r)) = opts.get(OptionCode::Router) {
-        info.routers = r
-            .iter()
-            .copied()
+    if let Some(v) = opts.get(code::ROUTER) {
+        info.routers = addrs(v)
             .filter(|r| !r.is_unspecified() && !r.is_broadcast())
             .take(4)
             .collect();
     }
-    if let Some(DhcpOption::DomainNameServer(d)) = opts.get(OptionCode::DomainNameServer) {
-        info.dns = d
-            .iter()
-            .copied()
-            .filter(|d| !d.is_unspecified())
-            .take(8)
-            .collect();
+    if let Some(v) = opts.get(code::DNS) {
+        info.dns = addrs(v).filter(|d| !d.is_unspecified()).take(8).collect();
     }
-    if let Some(DhcpOption::NtpServers(d)) = opts.get(OptionCode::NtpServers) {
-        info.ntp = d
-            .iter()
-            .copied()
-            .filter(|d| !d.is_unspecified())
-            .take(4)
-            .collect();
+    if let Some(v) = opts.get(code::NTP) {
+        info.ntp = addrs(v).filter(|d| !d.is_unspecified()).take(4).collect();
     }
-    if let Some(DhcpOption::DomainName(d)) = opts.get(OptionCode::DomainName) {
-        info.domain = Some(clean_text("option 15", d)?);
+    if let Some(v) = opts.get(code::DOMAIN_NAME) {
+        info.domain = Some(text("option 15", v)?);
     }
-    if let Some(DhcpOption::DomainSearch(names)) = opts.get(OptionCode::DomainSearch) {
-        for n in names.iter().take(6) {
-            // Raw labels (no IDNA conversion: it would pull Unicode tables
-            // into the init, and `clean_text` only accepts ASCII anyway).
-            let labels: Vec<String> = n
-                .iter()
-                .map(|l| String::from_utf8_lossy(l).into_owned())
-                .collect();
-            info.search
-                .push(clean_text("option 119", &labels.join("."))?);
-        }
+    if let Some(v) = opts.get(code::DOMAIN_SEARCH) {
+        info.search = search_list(v)?;
     }
-    if let Some(DhcpOption::Hostname(h)) = opts.get(OptionCode::Hostname) {
-        info.hostname = Some(clean_text("option 12", h)?);
+    if let Some(v) = opts.get(code::HOSTNAME) {
+        info.hostname = Some(text("option 12", v)?);
     }
-    if let Some(DhcpOption::InterfaceMtu(mtu)) = opts.get(OptionCode::InterfaceMtu) {
-        if *mtu < 576 {
+    if let Some(v) = opts.get(code::MTU) {
+        let mtu = u16::from_be_bytes(
+            <[u8; 2]>::try_from(v).map_err(|_| field("option 26", "not 2 bytes"))?,
+        );
+        if mtu < 576 {
             return Err(field("option 26", "MTU below 576"));
         }
-        info.mtu = Some(*mtu);
+        info.mtu = Some(mtu);
     }
-    if let Some(DhcpOption::ClasslessStaticRoute(routes)) =
-        opts.get(OptionCode::ClasslessStaticRoute)
-    {
-        for (net, gw) in routes.iter().take(32) {
-            info.classless_routes
-                .push((net.network(), net.prefix_len(), *gw));
-        }
+    if let Some(v) = opts.get(code::CLASSLESS_ROUTE) {
+        info.classless_routes = classless_routes(v)?;
     }
-    Ok(Reply {
-        kind,
-        xid: m.xid(),
-        info,
-    })
+    Ok(Reply { kind, xid, info })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    // An independent implementation to check ours against.
+    use dhcproto::v4::{self, DhcpOption, MessageType, OptionCode};
+    use dhcproto::{Decodable, Encodable};
     use proptest::prelude::*;
 
     pub const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
@@ -542,6 +696,150 @@ pub(crate) mod tests {
         assert_eq!(udp_payload(&p), Err(PacketError::Port(53)));
     }
 
+    /// A reply with hand-written options after the fixed header.
+    fn with_raw_options(opts: &[u8]) -> Vec<u8> {
+        let mut b = server_reply(MessageType::Ack, 4);
+        b.truncate(240);
+        for (code, v) in [
+            (53u8, &[5u8][..]),
+            (54, &[10, 0, 2, 2]),
+            (51, &[0, 0, 14, 16]),
+        ] {
+            b.push(code);
+            b.push(v.len() as u8);
+            b.extend_from_slice(v);
+        }
+        b.extend_from_slice(opts);
+        b.push(255);
+        b
+    }
+
+    #[test]
+    fn search_list_with_compression_pointers() {
+        // "lab.example", then "corp" + pointer to "example" (offset 4).
+        let mut v = vec![3, b'l', b'a', b'b', 7];
+        v.extend_from_slice(b"example");
+        v.push(0);
+        v.extend_from_slice(&[4, b'c', b'o', b'r', b'p', 0xc0, 4]);
+        let mut o = vec![119, v.len() as u8];
+        o.extend_from_slice(&v);
+        let r = decode(&with_raw_options(&o), &MAC).unwrap();
+        assert_eq!(r.info.search, ["lab.example", "corp.example"]);
+    }
+
+    #[test]
+    fn search_list_pointer_loops_and_forward_pointers_are_refused() {
+        for v in [
+            vec![1, b'x', 0xc0, 0], // points back at itself, forever
+            vec![0xc0, 5, 0, 0, 0], // points forwards
+            vec![0xc0],             // cut off
+            vec![5, b'a', b'b'],    // label past the end
+            vec![0x80, 0],          // reserved label type
+        ] {
+            let mut o = vec![119, v.len() as u8];
+            o.extend_from_slice(&v);
+            let e = decode(&with_raw_options(&o), &MAC).unwrap_err();
+            assert!(e.to_string().contains("option 119"), "{v:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn long_options_are_concatenated() {
+        // RFC 3396: option 6 split in two.
+        let o = [6, 4, 10, 0, 0, 1, 6, 4, 10, 0, 0, 2];
+        let r = decode(&with_raw_options(&o), &MAC).unwrap();
+        assert_eq!(
+            r.info.dns,
+            vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]
+        );
+    }
+
+    #[test]
+    fn classless_routes_default_and_host_bits() {
+        // 0.0.0.0/0 via 10.0.2.1; 10.9.255.0/16 (host bits dropped) via .3;
+        // then a record cut off.
+        let o = [121, 14, 0, 10, 0, 2, 1, 16, 10, 9, 10, 0, 2, 3, 33, 1];
+        let e = decode(&with_raw_options(&o), &MAC).unwrap_err();
+        assert!(e.to_string().contains("option 121"), "{e}");
+        let o = [121, 12, 0, 10, 0, 2, 1, 16, 10, 9, 10, 0, 2, 3];
+        let r = decode(&with_raw_options(&o), &MAC).unwrap();
+        assert_eq!(
+            r.info.classless_routes,
+            vec![
+                (Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 0, 2, 1)),
+                (Ipv4Addr::new(10, 9, 0, 0), 16, Ipv4Addr::new(10, 0, 2, 3)),
+            ]
+        );
+    }
+
+    #[test]
+    fn text_options_may_be_nul_terminated_but_not_binary() {
+        let r = decode(&with_raw_options(&[12, 4, b'b', b'o', b'x', 0]), &MAC).unwrap();
+        assert_eq!(r.info.hostname.as_deref(), Some("box"));
+        let e = decode(&with_raw_options(&[15, 2, 0xff, b'a']), &MAC).unwrap_err();
+        assert!(e.to_string().contains("option 15"), "{e}");
+    }
+
+    #[test]
+    fn every_outgoing_kind_decodes_with_dhcproto() {
+        let id = ClientId {
+            mac: MAC,
+            hostname: Some("box".into()),
+        };
+        for (kind, want) in [
+            (MessageKind::Discover, MessageType::Discover),
+            (MessageKind::Request, MessageType::Request),
+            (MessageKind::Decline, MessageType::Decline),
+            (MessageKind::Release, MessageType::Release),
+        ] {
+            let out = Outgoing {
+                kind,
+                xid: 0xdead_beef,
+                ciaddr: Ipv4Addr::new(10, 0, 2, 15),
+                requested: None,
+                server_id: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                unicast: Some(Ipv4Addr::new(10, 0, 2, 2)),
+                secs: 7,
+            };
+            let m = v4::Message::from_bytes(&encode(&out, &id).unwrap()).unwrap();
+            assert_eq!(m.opts().msg_type(), Some(want));
+            assert_eq!(m.xid(), 0xdead_beef);
+            assert_eq!(m.secs(), 7);
+            assert!(!m.flags().broadcast());
+            assert_eq!(m.ciaddr(), Ipv4Addr::new(10, 0, 2, 15));
+            assert_eq!(m.chaddr().get(..6), Some(&MAC[..]));
+            assert_eq!(
+                m.opts().get(OptionCode::ServerIdentifier),
+                Some(&DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)))
+            );
+            let asks = matches!(kind, MessageKind::Discover | MessageKind::Request);
+            assert_eq!(m.opts().get(OptionCode::Hostname).is_some(), asks);
+            if asks {
+                let Some(DhcpOption::ParameterRequestList(l)) =
+                    m.opts().get(OptionCode::ParameterRequestList)
+                else {
+                    panic!("no option 55");
+                };
+                let codes: Vec<u8> = l.iter().map(|&c| u8::from(c)).collect();
+                assert_eq!(codes, REQUESTED);
+            }
+        }
+        let long = ClientId {
+            mac: MAC,
+            hostname: Some("x".repeat(300)),
+        };
+        let out = Outgoing {
+            kind: MessageKind::Discover,
+            xid: 1,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            requested: None,
+            server_id: None,
+            unicast: None,
+            secs: 0,
+        };
+        assert!(matches!(encode(&out, &long), Err(PacketError::Encode(_))));
+    }
+
     /// The stored corpus (`crates/cairn-init/fuzz/corpus/dhcp`) never panics.
     #[test]
     fn corpus_never_panics() {
@@ -563,6 +861,35 @@ pub(crate) mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
             let _ = decode(&bytes, &MAC);
             let _ = udp_payload(&bytes);
+        }
+
+        /// Replies encoded by dhcproto decode to the same values with ours.
+        #[test]
+        fn agrees_with_dhcproto(
+            xid in any::<u32>(),
+            lease in any::<u32>(),
+            mtu in 576u16..,
+            dns in proptest::collection::vec(1u32.., 1..8),
+            prefix in 0u8..=32,
+            host in "[a-z][a-z0-9-]{0,20}",
+        ) {
+            let mut m = v4::Message::from_bytes(&server_reply(MessageType::Offer, xid)).unwrap();
+            let o = m.opts_mut();
+            o.insert(DhcpOption::AddressLeaseTime(lease));
+            o.insert(DhcpOption::InterfaceMtu(mtu));
+            let dns: Vec<Ipv4Addr> = dns.into_iter().map(Ipv4Addr::from).collect();
+            o.insert(DhcpOption::DomainNameServer(dns.clone()));
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            o.insert(DhcpOption::SubnetMask(Ipv4Addr::from(mask)));
+            o.insert(DhcpOption::Hostname(host.clone()));
+            let r = decode(&m.to_vec().unwrap(), &MAC).unwrap();
+            prop_assert_eq!(r.kind, ReplyKind::Offer);
+            prop_assert_eq!(r.xid, xid);
+            prop_assert_eq!(r.info.lease_time, Duration::from_secs(u64::from(lease)));
+            prop_assert_eq!(r.info.mtu, Some(mtu));
+            prop_assert_eq!(r.info.dns, dns);
+            prop_assert_eq!(r.info.prefix_len, prefix);
+            prop_assert_eq!(r.info.hostname, Some(host));
         }
 
         #[test]

@@ -393,7 +393,9 @@ impl RaSocket {
 
 /// A UDP socket for SNTP.
 pub fn udp_socket() -> std::io::Result<std::net::UdpSocket> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // A SocketAddr, not a "0.0.0.0:0" string: the string form links
+    // getaddrinfo (and with it NSS and dlopen) into the static init.
+    let s = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
     s.set_nonblocking(true)?;
     Ok(s)
 }
