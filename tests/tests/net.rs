@@ -313,12 +313,48 @@ fn user_net_lease_and_web_page_through_forwarded_port() {
     );
 }
 
+/// Connects to a QEMU monitor socket (QEMU creates it as it starts).
+fn monitor(path: &std::path::Path) -> std::os::unix::net::UnixStream {
+    for _ in 0..100 {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(path) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no QEMU monitor socket at {}", path.display());
+}
+
+/// The current UTC year on the host.
+fn host_year() -> String {
+    let out = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// dnsmasq in a namespace: DHCPv4, router adverts with RDNSS and DNSSL,
-/// SLAAC, and resolv.conf from both families in a stable order.
+/// SLAAC, and resolv.conf from both families in a stable order. In the
+/// same boot: the guest's RTC starts in 2001 and SNTP (chronyd, offered
+/// through DHCP option 42) steps the clock to the present; then the link
+/// loses its carrier and gets it back (QEMU monitor `set_link`) and the
+/// client confirms its still valid lease with INIT-REBOOT.
 #[test]
-fn dnsmasq_dhcp4_slaac_rdnss_and_search_domains() {
+fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
     let dir = scratch("dnsmasq");
     let mut ns = Netns::new("dm", "192.168.77.1/24", Some("fd77::1/64"));
+    let chrony = dir.join("chrony.conf");
+    std::fs::write(
+        &chrony,
+        format!(
+            "local stratum 8\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\n\
+             driftfile {d}/drift\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    // -x: serve time without touching the host's clock.
+    ns.spawn(
+        &["chronyd", "-d", "-x", "-f", chrony.to_str().unwrap()],
+        &dir.join("chronyd.log"),
+    );
     let leases = dir.join("leases");
     ns.spawn(
         &[
@@ -333,6 +369,7 @@ fn dnsmasq_dhcp4_slaac_rdnss_and_search_domains() {
             &format!("--dhcp-leasefile={}", leases.display()),
             "--dhcp-range=192.168.77.50,192.168.77.99,255.255.255.0,2m",
             "--dhcp-option=option:dns-server,192.168.77.53",
+            "--dhcp-option=option:ntp-server,192.168.77.1",
             "--domain=lab.example",
             "--enable-ra",
             "--ra-param=tap0,4",
@@ -342,11 +379,19 @@ fn dnsmasq_dhcp4_slaac_rdnss_and_search_domains() {
         ],
         &dir.join("dnsmasq.log"),
     );
+    let mon = dir.join("monitor.sock");
+    let mut args = Netns::tap_args();
+    args.extend([
+        "-rtc".to_string(),
+        "base=2001-01-01T00:00:00".to_string(),
+        "-monitor".to_string(),
+        format!("unix:{},server=on,wait=off", mon.display()),
+    ]);
     let g = Guest::start(
         &ns.prefix(),
         "examples/net/cairn.toml",
         dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
+        &args,
     );
     g.wait("eth0: DHCPv4 lease obtained: 192.168.77.", 120);
     let lease = g.line_with(0, "lease obtained");
@@ -363,6 +408,44 @@ fn dnsmasq_dhcp4_slaac_rdnss_and_search_domains() {
         "resolv.conf: nameservers [192.168.77.53 fd77::53] search [lab.example lab6.example]",
         60,
     );
+
+    // SNTP: the clock started in 2001 and is stepped to the present.
+    g.wait("(SNTP 192.168.77.1)", 60);
+    let step = g.line_with(0, "(SNTP 192.168.77.1)");
+    let secs: f64 = step
+        .split("clock stepped by +")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no forward step: {step}\n{}", g.text()));
+    // From 2001 to now: more than 20 years.
+    assert!(secs > 20.0 * 365.0 * 86400.0, "{step}");
+    assert!(step.contains(&format!(" to {}-", host_year())), "{step}");
+
+    // The carrier goes and comes back: INIT-REBOOT confirms the lease.
+    let lease = g.line_with(0, "lease obtained");
+    let addr = lease
+        .split("lease obtained: ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let mut m = monitor(&mon);
+    m.write_all(b"set_link n0 off\n").unwrap();
+    let t = g.wait("eth0: carrier down", 60);
+    m.write_all(b"set_link n0 on\n").unwrap();
+    let t = g.wait_from(t, "eth0: carrier up", 60);
+    let t = g.wait_from(
+        t,
+        &format!("eth0: DHCPv4 INIT-REBOOT: asking any server to confirm {addr}"),
+        30,
+    );
+    g.wait_from(
+        t,
+        &format!("eth0: DHCPv4 lease confirmed (INIT-REBOOT): {addr} from 192.168.77.1"),
+        60,
+    );
+    eprintln!("{step}\n{}", g.line_with(t, "lease confirmed"));
 }
 
 /// BusyBox udhcpd with a 20 s lease: renewal by unicast at T1; then the
@@ -455,15 +538,7 @@ fn hotplugged_nic_gets_a_lease() {
     );
     let t = g.wait("cairn: resolv.conf: nameservers []", 120);
     assert!(!g.text().contains("eth0: found"));
-    let mut sock = None;
-    for _ in 0..50 {
-        if let Ok(s) = std::os::unix::net::UnixStream::connect(&mon) {
-            sock = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut sock = sock.expect("QEMU monitor socket");
+    let mut sock = monitor(&mon);
     sock.write_all(b"device_add virtio-net-pci,netdev=n1,id=hot1\n")
         .unwrap();
     let t = g.wait_from(t, "eth0: new interface (hotplug)", 60);

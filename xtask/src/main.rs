@@ -27,6 +27,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "busybox-static",
     "dnsmasq-base",
+    // An NTP server for the SNTP test (tests/tests/net.rs).
+    "chrony",
     "iproute2",
     "librsvg2-bin",
     // Disk images: mkfs.ext4 -d (build), fsck.vfat / e2fsck / sfdisk

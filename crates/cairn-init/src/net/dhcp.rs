@@ -346,7 +346,33 @@ impl Client {
         let mut m = self.msg(now, MessageKind::Request);
         m.requested = Some(addr);
         self.arm_retransmit(now);
+        // A lease still held must not outlive its expiry while we wait.
+        if let (Some(b), Some(t)) = (&self.lease, self.timer) {
+            self.timer = Some(t.min(b.expiry));
+        }
         vec![Action::Send(m)]
+    }
+
+    /// The link came back after losing its carrier: the client may now be
+    /// on another network. A client holding an unexpired lease goes to
+    /// INIT-REBOOT and broadcasts a REQUEST for its address with no server
+    /// identifier (RFC 2131 3.2); the address stays in use until the
+    /// answer: an ACK confirms it ([`Action::Renewed`]), a NAK drops it and
+    /// starts over, silence keeps it until its own T1/T2/expiry. Without a
+    /// lease nothing changes (discovery is already retransmitting).
+    pub fn link_restored(&mut self, now: Instant) -> Vec<Action> {
+        let Some(b) = self.lease.clone() else {
+            return Vec::new();
+        };
+        if now >= b.expiry {
+            return self.expire(now);
+        }
+        self.new_exchange(now);
+        self.state = State::Rebooting {
+            addr: b.info.addr,
+            tries: 0,
+        };
+        self.send_reboot_request(now, b.info.addr)
     }
 
     fn send_selecting_request(&mut self, now: Instant, offer: &LeaseInfo) -> Vec<Action> {
@@ -413,6 +439,13 @@ impl Client {
             }
             State::Rebooting { addr, tries } => {
                 if tries + 1 >= REQUEST_TRIES {
+                    if self.lease.is_some() {
+                        // Nobody answered: keep the lease we hold and
+                        // go on with its own timers.
+                        self.state = State::Bound;
+                        self.timer = Some(now);
+                        return self.on_timer(now);
+                    }
                     self.discover(now)
                 } else {
                     self.state = State::Rebooting {
@@ -554,6 +587,11 @@ impl Client {
                 if r.info.addr != addr {
                     return Vec::new();
                 }
+                // The address is already ours (INIT-REBOOT after a link
+                // change): confirmed, no probe needed.
+                if self.lease.as_ref().is_some_and(|b| b.info.addr == addr) {
+                    return self.bind(now, r.info);
+                }
                 self.probe(now, r.info)
             }
             (State::Renewing | State::Rebinding, ReplyKind::Ack) => {
@@ -661,6 +699,99 @@ mod tests {
         assert_eq!(a, vec![Action::Bind(info(lease))]);
         assert_eq!(c.state(), &State::Bound);
         (c, t0 + PROBE_WAIT)
+    }
+
+    #[test]
+    fn link_restored_with_a_lease_goes_to_init_reboot_and_ack_confirms() {
+        let t0 = Instant::now();
+        let (mut c, tb) = bound(t0, 3600);
+        let now = tb + Duration::from_secs(100);
+        let a = c.link_restored(now);
+        let m = sent(&a);
+        assert_eq!(m.len(), 1);
+        // RFC 2131 3.2/4.3.2: requested address, no server id, no ciaddr,
+        // broadcast.
+        assert_eq!(m[0].kind, MessageKind::Request);
+        assert_eq!(m[0].requested, Some(ADDR));
+        assert_eq!(m[0].server_id, None);
+        assert_eq!(m[0].ciaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(m[0].unicast, None);
+        assert_eq!(
+            c.state(),
+            &State::Rebooting {
+                addr: ADDR,
+                tries: 0
+            }
+        );
+        // The lease stays in use meanwhile.
+        assert!(c.lease().is_some());
+        let a = c.handle(now, reply(&c, ReplyKind::Ack, 3600));
+        assert_eq!(a, vec![Action::Renewed(info(3600))]);
+        assert_eq!(c.state(), &State::Bound);
+        assert_eq!(c.lease().unwrap().since, now);
+    }
+
+    #[test]
+    fn link_restored_nak_drops_the_lease() {
+        let t0 = Instant::now();
+        let (mut c, tb) = bound(t0, 3600);
+        c.link_restored(tb);
+        let a = c.handle(tb, reply(&c, ReplyKind::Nak, 0));
+        assert!(
+            matches!(
+                &a[..],
+                [Action::Unbind {
+                    why: "server sent NAK",
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        assert!(c.lease().is_none());
+        assert!(matches!(c.state(), State::Backoff { .. }));
+    }
+
+    #[test]
+    fn link_restored_without_answer_keeps_the_lease() {
+        let t0 = Instant::now();
+        let (mut c, tb) = bound(t0, 3600);
+        c.link_restored(tb);
+        for _ in 0..REQUEST_TRIES {
+            let now = c.deadline().unwrap();
+            c.on_timer(now);
+        }
+        assert_eq!(c.state(), &State::Bound);
+        assert!(c.lease().is_some());
+        assert_eq!(c.deadline(), Some(c.lease().unwrap().t1));
+    }
+
+    #[test]
+    fn link_restored_without_a_lease_changes_nothing() {
+        let t0 = Instant::now();
+        let mut c = Client::new(3, None);
+        c.start(t0);
+        let before = c.deadline();
+        assert!(c.link_restored(t0).is_empty());
+        assert_eq!(c.state(), &State::Selecting);
+        assert_eq!(c.deadline(), before);
+    }
+
+    #[test]
+    fn link_restored_after_expiry_unbinds() {
+        let t0 = Instant::now();
+        let (mut c, tb) = bound(t0, 60);
+        let a = c.link_restored(tb + Duration::from_secs(61));
+        assert!(
+            matches!(
+                &a[0],
+                Action::Unbind {
+                    why: "lease expired",
+                    ..
+                }
+            ),
+            "{a:?}"
+        );
+        assert_eq!(c.state(), &State::Selecting);
     }
 
     #[test]

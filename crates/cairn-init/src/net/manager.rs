@@ -153,6 +153,8 @@ struct DhcpRun {
     sock: DhcpSocket,
     probe: Option<ArpProbe>,
     id: ClientId,
+    /// An INIT-REBOOT after a carrier loss is waiting for its answer.
+    rebooting: bool,
 }
 
 struct Iface {
@@ -373,6 +375,7 @@ impl Net {
                         client: Client::new(seed, None),
                         sock,
                         probe: None,
+                        rebooting: false,
                         id: ClientId {
                             mac,
                             hostname: self.hostname.clone(),
@@ -452,6 +455,14 @@ impl Net {
                                 l.name,
                                 if l.carrier { "up" } else { "down" }
                             );
+                            if l.carrier {
+                                self.carrier_back(l.index, now);
+                                let Some(i) = self.ifaces.get_mut(&l.index) else {
+                                    continue;
+                                };
+                                i.link = l;
+                                continue;
+                            }
                         }
                         i.link = l;
                     } else if l.ethernet {
@@ -472,6 +483,21 @@ impl Net {
                 }
             }
         }
+    }
+
+    /// The carrier came back: a DHCP client holding a lease confirms it
+    /// with INIT-REBOOT (the link may now lead to another network).
+    fn carrier_back(&mut self, index: u32, now: Instant) {
+        let name = self.ifaces_name(index);
+        let Some(d) = self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) else {
+            return;
+        };
+        let actions = d.client.link_restored(now);
+        if let dhcp::State::Rebooting { addr, .. } = d.client.state() {
+            d.rebooting = true;
+            info!("{name}: DHCPv4 INIT-REBOOT: asking any server to confirm {addr}");
+        }
+        self.run_actions(index, now, actions);
     }
 
     fn dhcp_io(&mut self, index: u32, now: Instant) {
@@ -512,6 +538,18 @@ impl Net {
                     }
                     None => return,
                 };
+            if before != after && before == "REBOOTING" {
+                let held = match self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+                    Some(d) if d.rebooting => {
+                        d.rebooting = false;
+                        d.client.lease().map(|b| b.info.addr)
+                    }
+                    _ => None,
+                };
+                if let Some(addr) = held {
+                    info!("{name}: DHCPv4 INIT-REBOOT got no answer; keeping {addr} ({after})");
+                }
+            }
             if before != after {
                 let server = self
                     .ifaces
@@ -587,14 +625,27 @@ impl Net {
                 }
                 Action::Renewed(l) => {
                     self.apply_lease(index, &name, &l, true);
+                    let rebooted = self
+                        .ifaces
+                        .get_mut(&index)
+                        .and_then(|i| i.dhcp.as_mut())
+                        .is_some_and(|d| std::mem::take(&mut d.rebooting));
                     info!(
-                        "{name}: DHCPv4 lease renewed: {} from {} for {}s",
+                        "{name}: DHCPv4 lease {}: {} from {} for {}s",
+                        if rebooted {
+                            "confirmed (INIT-REBOOT)"
+                        } else {
+                            "renewed"
+                        },
                         l.addr,
                         l.server,
                         l.timers().2.as_secs()
                     );
                 }
                 Action::Unbind { lease, why } => {
+                    if let Some(d) = self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
+                        d.rebooting = false;
+                    }
                     for (dst, len, via) in lease.routes() {
                         let _ =
                             self.rtnl
@@ -924,7 +975,11 @@ impl Net {
                     match sntp::apply(off, !st.stepped) {
                         Ok(true) => {
                             st.stepped = true;
-                            info!("clock stepped by {secs:+.3}s (SNTP {})", server.ip());
+                            info!(
+                                "clock stepped by {secs:+.3}s to {} (SNTP {})",
+                                sntp::utc(SystemTime::now()),
+                                server.ip()
+                            );
                         }
                         Ok(false) => info!("clock slewed by {secs:+.3}s (SNTP {})", server.ip()),
                         Err(e) => info!("cannot set the clock: {e}"),
