@@ -86,6 +86,21 @@ impl Outcome {
         );
     }
 
+    /// Panics with the whole output unless `needles` appear in stdout in
+    /// this order.
+    pub fn assert_in_order(&self, needles: &[&str]) {
+        let mut from = 0;
+        for n in needles {
+            match self.stdout[from..].find(n) {
+                Some(i) => from += i + n.len(),
+                None => panic!(
+                    "expected {n:?} (after the previous markers) in the console\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    self.stdout, self.stderr
+                ),
+            }
+        }
+    }
+
     pub fn assert_ok(&self) {
         assert!(
             self.success && !self.timed_out,
@@ -347,4 +362,21 @@ pub fn boot_until(mut cmd: Command, stop_at: &[&str], timeout: Duration) -> (Str
     let _ = child.wait();
     let _ = reader.join();
     (String::from_utf8_lossy(&text).into_owned(), seen)
+}
+
+/// Every file directly in `dir` with its bytes, sorted by name: for
+/// comparing two output directories.
+pub fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
 }

@@ -3,27 +3,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use cairn_e2e::{build, cairn, example, run_with_timeout, Outcome};
+use cairn_e2e::{build, cairn, dir_contents, example, run_with_timeout, Outcome};
 
 fn inspect(file: &Path) -> Outcome {
     let mut c = cairn();
     c.arg("inspect").arg(file);
     run_with_timeout(c, std::time::Duration::from_secs(60))
-}
-
-fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -40,7 +25,7 @@ fn build_writes_three_outputs_and_a_table() {
     o.assert_stdout_has("libc.so.6");
     o.assert_stdout_has("hello.efi");
     // Only the three outputs, no temporary files.
-    assert_eq!(listing(out.path()).len(), 3);
+    assert_eq!(dir_contents(out.path()).len(), 3);
 }
 
 #[test]
@@ -49,7 +34,7 @@ fn two_builds_are_byte_identical() {
     let b = tempfile::tempdir().unwrap();
     build(&example("jq"), a.path()).assert_ok();
     build(&example("jq"), b.path()).assert_ok();
-    assert_eq!(listing(a.path()), listing(b.path()));
+    assert_eq!(dir_contents(a.path()), dir_contents(b.path()));
 }
 
 #[test]
@@ -161,7 +146,7 @@ fn assert_refused_cleanly(manifest_text: &str, expect: &[&str]) {
     )
     .unwrap();
     build(&dir.path().join("good.toml"), &out).assert_ok();
-    let before = listing(&out);
+    let before = dir_contents(&out);
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, manifest_text).unwrap();
     let o = build(&bad, &out);
@@ -170,7 +155,7 @@ fn assert_refused_cleanly(manifest_text: &str, expect: &[&str]) {
         assert!(o.stderr.contains(e), "expected {e:?} in:\n{}", o.stderr);
     }
     assert_eq!(
-        listing(&out),
+        dir_contents(&out),
         before,
         "outputs changed after a failed build"
     );

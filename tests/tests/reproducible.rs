@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_e2e::{cairn, example, run_with_timeout, Outcome};
+use cairn_e2e::{cairn, dir_contents, example, run_with_timeout, Outcome};
 
 fn build_with_cache(manifest: &Path, out: &Path, cache: &Path, extra: &[&str]) -> Outcome {
     let mut c = cairn();
@@ -17,21 +17,6 @@ fn build_with_cache(manifest: &Path, out: &Path, cache: &Path, extra: &[&str]) -
     run_with_timeout(c, Duration::from_secs(600))
 }
 
-fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// jq: a Debian kernel downloaded into each clean cache, modules, a
 /// dynamically linked program, and the SBOM.
 #[test]
@@ -40,7 +25,7 @@ fn clean_cache_builds_are_byte_identical_including_the_sbom() {
     let (o1, o2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     build_with_cache(&example("jq"), o1.path(), c1.path(), &["--sbom"]).assert_ok();
     build_with_cache(&example("jq"), o2.path(), c2.path(), &["--sbom"]).assert_ok();
-    let (a, b) = (listing(o1.path()), listing(o2.path()));
+    let (a, b) = (dir_contents(o1.path()), dir_contents(o2.path()));
     let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,

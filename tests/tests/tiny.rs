@@ -35,19 +35,6 @@ fn markers() -> [&'static str; 5] {
     ]
 }
 
-fn assert_in_order(o: &Outcome, needles: &[&str]) {
-    let mut from = 0;
-    for n in needles {
-        match o.stdout[from..].find(n) {
-            Some(i) => from += i + n.len(),
-            None => panic!(
-                "expected {n:?} (after the previous markers) in the console\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                o.stdout, o.stderr
-            ),
-        }
-    }
-}
-
 #[test]
 fn tiny_kernel_builds_with_every_fragment_option_and_is_cached() {
     let first = kernel_built();
@@ -99,7 +86,7 @@ fn tiny_kernel_boots_hello_directly() {
         BOOT_TIMEOUT,
     );
     o.assert_ok();
-    assert_in_order(&o, &markers());
+    o.assert_in_order(&markers());
     o.assert_stdout_has("cairn: ready");
 }
 
@@ -114,7 +101,7 @@ fn tiny_kernel_boots_hello_through_ovmf() {
         BOOT_TIMEOUT,
     );
     o.assert_ok();
-    assert_in_order(&o, &markers());
+    o.assert_in_order(&markers());
 }
 
 #[test]
