@@ -57,6 +57,42 @@ struct FirmwareArgs {
     vars: Option<PathBuf>,
 }
 
+/// How `run` and `boot` start QEMU.
+#[derive(clap::Args)]
+struct MachineArgs {
+    #[command(flatten)]
+    firmware: FirmwareArgs,
+    #[arg(long, value_enum, default_value = "tcg")]
+    accel: Accel,
+    /// Guest memory, as QEMU takes it (64M, 1G).
+    #[arg(long, default_value = "256M")]
+    mem: String,
+    #[arg(long, value_enum, default_value = "user")]
+    net: Net,
+    /// Stop QEMU (and fail) after this many seconds.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Extra QEMU arguments, after `--`.
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+impl MachineArgs {
+    fn run_options(self, uefi: bool) -> RunOptions {
+        RunOptions {
+            uefi,
+            secure_boot: self.firmware.secure_boot,
+            vars: self.firmware.vars,
+            accel: self.accel,
+            mem: self.mem,
+            net: self.net,
+            timeout: self.timeout.map(Duration::from_secs),
+            extra: self.qemu_args,
+            ..RunOptions::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCmd {
     /// Make a PK/KEK/db key set with .esl and .auth files to enroll it.
@@ -79,44 +115,19 @@ enum Cmd {
         /// Boot the UKI through OVMF instead of direct kernel boot.
         #[arg(long)]
         uefi: bool,
-        #[command(flatten)]
-        firmware: FirmwareArgs,
         /// Boot NAME.img (the manifest's [disk]) through OVMF. The image is
         /// booted in place, so what the appliance writes persists across
         /// runs; only its ESP is refreshed with the new UKI.
         #[arg(long, conflicts_with = "uefi")]
         disk: bool,
-        #[arg(long, value_enum, default_value = "tcg")]
-        accel: Accel,
-        /// Guest memory, as QEMU takes it (64M, 1G).
-        #[arg(long, default_value = "256M")]
-        mem: String,
-        #[arg(long, value_enum, default_value = "user")]
-        net: Net,
-        /// Stop QEMU (and fail) after this many seconds.
-        #[arg(long)]
-        timeout: Option<u64>,
-        /// Extra QEMU arguments, after `--`.
-        #[arg(last = true)]
-        qemu_args: Vec<String>,
+        #[command(flatten)]
+        machine: MachineArgs,
     },
     /// Boot an existing UKI (.efi) through OVMF, without building.
     Boot {
         efi: PathBuf,
         #[command(flatten)]
-        firmware: FirmwareArgs,
-        #[arg(long, value_enum, default_value = "tcg")]
-        accel: Accel,
-        #[arg(long, default_value = "256M")]
-        mem: String,
-        #[arg(long, value_enum, default_value = "user")]
-        net: Net,
-        /// Stop QEMU (and fail) after this many seconds.
-        #[arg(long)]
-        timeout: Option<u64>,
-        /// Extra QEMU arguments, after `--`.
-        #[arg(last = true)]
-        qemu_args: Vec<String>,
+        machine: MachineArgs,
     },
     /// List what is inside a UKI (.efi) or an initramfs, and a UKI's
     /// Secure Boot signature.
@@ -195,13 +206,8 @@ fn main() -> ExitCode {
         Cmd::Run {
             build: a,
             uefi,
-            firmware,
             disk,
-            accel,
-            mem,
-            net,
-            timeout,
-            qemu_args,
+            machine,
         } => (|| {
             let mut bo = build_options(&a);
             bo.keep_disk = disk;
@@ -218,33 +224,14 @@ fn main() -> ExitCode {
                     d.format == cairn_manifest::ImageFormat::Qcow2,
                 ));
             }
-            let opts = RunOptions {
-                uefi: uefi || disk,
-                secure_boot: firmware.secure_boot,
-                vars: firmware.vars,
-                accel,
-                mem,
-                net,
-                timeout: timeout.map(Duration::from_secs),
-                extra: qemu_args,
-                ..RunOptions::default()
-            };
-            cairn::run::run(&boot, &opts)?;
+            cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
             Ok(())
         })(),
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),
         Cmd::Kernel(KernelCmd::Build { manifest }) => kernel_build(&manifest),
-        Cmd::Boot {
-            efi,
-            firmware,
-            accel,
-            mem,
-            net,
-            timeout,
-            qemu_args,
-        } => {
+        Cmd::Boot { efi, machine } => {
             let boot = Boot {
                 vmlinuz: PathBuf::new(),
                 initrd: PathBuf::new(),
@@ -252,18 +239,7 @@ fn main() -> ExitCode {
                 cmdline: String::new(),
                 disk: None,
             };
-            let opts = RunOptions {
-                uefi: true,
-                secure_boot: firmware.secure_boot,
-                vars: firmware.vars,
-                accel,
-                mem,
-                net,
-                timeout: timeout.map(Duration::from_secs),
-                extra: qemu_args,
-                ..RunOptions::default()
-            };
-            cairn::run::run(&boot, &opts).map_err(anyhow::Error::from)
+            cairn::run::run(&boot, &machine.run_options(true)).map_err(anyhow::Error::from)
         }
         Cmd::Inspect { file, cert } => cairn::inspect::inspect_with(&file, cert.as_deref())
             .map(|t| print!("{t}"))
