@@ -150,6 +150,23 @@ struct Found {
     mode: u32,
 }
 
+impl Found {
+    /// A regular file at `image_path`, reached with no symlink in between.
+    fn file(image_path: String, host_path: PathBuf, mode: u32) -> Self {
+        Found {
+            entries: vec![HostFile {
+                image_path,
+                kind: HostFileKind::File {
+                    host_path: host_path.clone(),
+                    mode,
+                },
+            }],
+            host_path,
+            mode,
+        }
+    }
+}
+
 /// Path resolution under a root directory.
 struct Root<'a> {
     root: &'a Path,
@@ -280,17 +297,7 @@ impl Root<'_> {
         } else if meta.is_file() {
             let host_path = self.host(&real);
             let mode = meta.permissions().mode() & 0o7777;
-            Ok(Some(Found {
-                entries: vec![HostFile {
-                    image_path,
-                    kind: HostFileKind::File {
-                        host_path: host_path.clone(),
-                        mode,
-                    },
-                }],
-                host_path,
-                mode,
-            }))
+            Ok(Some(Found::file(image_path, host_path, mode)))
         } else {
             Ok(None)
         }
@@ -403,17 +410,7 @@ impl SearchDir {
                 }
                 let host_path = fs::canonicalize(&p).map_err(io_err(&p))?;
                 let mode = meta.permissions().mode() & 0o7777;
-                Ok(Some(Found {
-                    entries: vec![HostFile {
-                        image_path,
-                        kind: HostFileKind::File {
-                            host_path: host_path.clone(),
-                            mode,
-                        },
-                    }],
-                    host_path,
-                    mode,
-                }))
+                Ok(Some(Found::file(image_path, host_path, mode)))
             }
         }
     }
