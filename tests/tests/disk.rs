@@ -29,8 +29,33 @@ fn check_image(img: &Path, ext4: &[&str]) {
 fn image_layout_is_clean_and_reproducible() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    build(&example("disk"), a.path()).assert_ok();
-    build(&example("disk"), b.path()).assert_ok();
+    // A copy of the example whose content tree gets new atime, mtime and
+    // ctime between the builds (as a fresh checkout or a first read does):
+    // the image must not change.
+    let src = tempfile::tempdir().unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(example("disk").parent().unwrap())
+        .arg(src.path().join("disk"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let manifest = src.path().join("disk/cairn.toml");
+    build(&manifest, a.path()).assert_ok();
+    let content = src.path().join("disk/config");
+    let mut files: Vec<_> = std::fs::read_dir(&content)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!files.is_empty(), "the example's CONFIG content is empty");
+    files.push(content);
+    let touched = std::process::Command::new("touch")
+        .args(["-c", "-d", "2031-01-02 03:04:05"])
+        .args(&files)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    build(&manifest, b.path()).assert_ok();
     let img = a.path().join("disk.img");
     let parts = partitions(&img);
     let names: Vec<&str> = parts.iter().map(|p| p.2.as_str()).collect();
@@ -46,10 +71,16 @@ fn image_layout_is_clean_and_reproducible() {
         .unwrap()
         .iter()
         .all(|&x| x == 0));
-    assert_eq!(
+    let (x, y) = (
         std::fs::read(&img).unwrap(),
         std::fs::read(b.path().join("disk.img")).unwrap(),
-        "two builds differ"
+    );
+    let first = x.iter().zip(&y).position(|(p, q)| p != q);
+    assert!(
+        x.len() == y.len() && first.is_none(),
+        "two builds differ (lengths {} and {}, first differing byte at {first:?})",
+        x.len(),
+        y.len()
     );
 }
 

@@ -53,6 +53,14 @@ pub enum DiskError {
         status: String,
         stderr: String,
     },
+    #[error("partition {label}: debugfs failed ({status}) setting fixed file times: {stderr}")]
+    Debugfs {
+        label: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("partition {label}: content {path}: a name with a double quote or a control character cannot be put on ext4 reproducibly")]
+    ContentName { label: String, path: PathBuf },
     #[error("qemu-img convert failed ({0}); install qemu-utils")]
     QemuImg(String),
 }
@@ -761,6 +769,85 @@ fn mkfs_ext4(image: &Path, name: &str, p: &PlacedPartition, mtime: u32) -> Resul
             label: p.label.clone(),
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    if let Some(dir) = &p.content {
+        fix_ext4_times(image, p, dir, mtime)?;
+    }
+    Ok(())
+}
+
+/// Paths (relative, '/'-separated, sorted, directories before their
+/// contents) of everything under `dir`.
+fn tree_paths(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let inner = format!("{rel}/{}", e.file_name().to_string_lossy());
+        out.push((inner.clone(), e.path()));
+        if e.file_type()?.is_dir() {
+            tree_paths(&e.path(), &inner, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// `mkfs.ext4 -d` copies each host file's atime, mtime and ctime, so reading
+/// the content tree (atime) or checking it out again (ctime) would change the
+/// image. Set every copied inode's times to `mtime` with debugfs.
+fn fix_ext4_times(
+    image: &Path,
+    p: &PlacedPartition,
+    dir: &Path,
+    mtime: u32,
+) -> Result<(), DiskError> {
+    let mut paths = vec![(String::from("/"), dir.to_path_buf())];
+    tree_paths(dir, "", &mut paths).map_err(|source| DiskError::Content {
+        label: p.label.clone(),
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut script = String::new();
+    for (inner, host) in &paths {
+        if inner.contains(|c: char| c == '"' || c.is_control()) {
+            return Err(DiskError::ContentName {
+                label: p.label.clone(),
+                path: host.clone(),
+            });
+        }
+        for field in ["atime", "mtime", "ctime", "crtime"] {
+            script.push_str(&format!("sif \"{inner}\" {field} @{mtime}\n"));
+        }
+    }
+    let io_err = |source| DiskError::Spawn {
+        label: p.label.clone(),
+        program: "debugfs".into(),
+        source,
+    };
+    let mut file = tempfile::NamedTempFile::new().map_err(io_err)?;
+    file.write_all(script.as_bytes()).map_err(io_err)?;
+    let mut device = image.as_os_str().to_owned();
+    device.push(format!("?offset={}", p.offset));
+    let path = std::env::var("PATH").unwrap_or_default();
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(file.path())
+        .arg(&device)
+        .env("PATH", format!("{path}:/usr/sbin:/sbin"))
+        .output()
+        .map_err(io_err)?;
+    // debugfs reports a failed command on stderr but still exits 0.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+        .collect();
+    if !out.status.success() || !complaints.is_empty() {
+        return Err(DiskError::Debugfs {
+            label: p.label.clone(),
+            status: out.status.to_string(),
+            stderr: complaints.join("; "),
         });
     }
     Ok(())

@@ -67,7 +67,8 @@ pub fn interface_up(name: &str) -> Result<(), NetError> {
         // SAFETY: `sock` is an open socket for the duration of the call and
         // `req` is a valid, NUL-terminated ifreq that the kernel reads and
         // (for SIOCGIFFLAGS) writes in place.
-        let rc = unsafe { libc::ioctl(sock.as_raw_fd(), op, req as *mut libc::ifreq) };
+        let rc =
+            unsafe { libc::ioctl(sock.as_raw_fd(), op as libc::Ioctl, req as *mut libc::ifreq) };
         if rc < 0 {
             Err(NetError::Ioctl {
                 iface: name.to_owned(),
