@@ -227,7 +227,7 @@ fn test(args: &[String]) -> Result<()> {
     c.current_dir(root())
         .env("CAIRN_INIT", &init)
         .env("CAIRN_BIN", &cairn)
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(args);
     run(&mut c)
 }
