@@ -19,18 +19,23 @@ pub struct Marks {
     pub init: &'static str,
     pub lease: &'static str,
     pub ready: &'static str,
+    /// A complete console line containing this ends the boot: the bench has
+    /// what it needs and stops QEMU.
+    pub done: &'static str,
 }
 
 pub const CAIRN_MARKS: Marks = Marks {
     init: "cairn: init started",
     lease: "DHCPv4 lease obtained",
     ready: "cairn: ready",
+    done: "cairn: ready",
 };
 
 pub const BASELINE_MARKS: Marks = Marks {
     init: "bench: init started",
     lease: "bench: lease obtained",
     ready: "bench: ready",
+    done: "VmRSS:",
 };
 
 /// One appliance to boot.
@@ -71,9 +76,21 @@ fn find_mark(console: &str, mark: &str, lease: bool) -> Option<f64> {
     })
 }
 
+/// Whether a complete (newline-terminated) line of `console` contains `mark`.
+fn has_line(console: &str, mark: &str) -> bool {
+    console
+        .split_inclusive('\n')
+        .any(|l| l.ends_with('\n') && l.contains(mark))
+}
+
 pub fn parse_timeline(console: &str, marks: &Marks) -> Option<Timeline> {
+    // BusyBox's probe prints /proc/1/status's "VmRSS: N kB"; cairn-init
+    // reports "init RSS N KiB" on its ready line.
     let rss_kib = console.lines().find_map(|l| {
-        let rest = l.split("VmRSS:").nth(1)?;
+        let rest = l
+            .split("VmRSS:")
+            .nth(1)
+            .or_else(|| l.split("init RSS").nth(1))?;
         rest.split_whitespace().next()?.parse().ok()
     });
     Some(Timeline {
@@ -173,24 +190,35 @@ impl Lab {
             .spawn()
             .context("starting qemu")?;
         let mut out = child.stdout.take().expect("piped");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
         let reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = out.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
         });
+        let text = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
         let start = Instant::now();
+        // QEMU (the child of `ip netns exec`, which execs it) is stopped by
+        // its pid once the done mark is seen or the time is up.
         let finished = loop {
             if child.try_wait()?.is_some() {
                 break true;
             }
-            if start.elapsed() > timeout {
+            let done = has_line(&text(), v.marks.done);
+            if done || start.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                break false;
+                break done;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         };
-        let console = reader.join().unwrap_or_default();
+        let _ = reader.join();
+        let console = text();
         if std::env::var_os("CAIRN_BENCH_CONSOLE").is_some() {
             eprintln!("--- {} ({mem_mib} MiB) ---\n{console}", v.label);
         }
@@ -207,13 +235,15 @@ impl Drop for Lab {
     }
 }
 
-/// The classic appliance: BusyBox as init, an rcS script, udhcpc, httpd.
+/// The classic appliance: BusyBox as init, an rcS script, udhcpc, and the
+/// same service binary as the cairn appliances (`service`).
 /// Kernel modules (for a modular kernel) are taken from `modules_from`, a
 /// cairn initramfs for the same kernel, and loaded by rcS in the same order.
 pub fn build_baseline(
     root: &Path,
     vmlinuz: &Path,
     modules_from: &Path,
+    service: &Path,
     out: &Path,
 ) -> Result<Variant> {
     let dir = root.join("bench/baseline");
@@ -235,6 +265,12 @@ pub fn build_baseline(
     for l in ["/sbin/init", "/bin/sh"] {
         a.add_symlink(l, "/bin/busybox")?;
     }
+    a.add_file("/bin/hello-web", 0o755, std::fs::read(service)?)?;
+    a.add_file(
+        "/srv/www/index.html",
+        0o644,
+        std::fs::read(root.join("bench/index.html"))?,
+    )?;
     a.add_file("/etc/inittab", 0o644, std::fs::read(dir.join("inittab"))?)?;
     a.add_file("/etc/init.d/rcS", 0o755, std::fs::read(dir.join("rcS"))?)?;
     a.add_file(
@@ -315,6 +351,7 @@ pub fn min_memory(lab: &Lab, v: &Variant, step: u32) -> Result<Option<u32>> {
         Ok(find_mark(&console, v.marks.ready, false).is_some())
     };
     let (mut lo, mut hi) = (8u32, 256u32);
+    // `lo` never reached ready (or is below any kernel's need), `hi` did.
     if !ok(hi)? {
         return Ok(None);
     }
@@ -430,6 +467,43 @@ pub fn report(variants: &[Variant], measured: &[Measured], base: usize, cmd: &st
         measured.iter().map(|m| Some(m.init_to_ready())).collect(),
         &secs,
     );
+    s.push_str(&budgets(&variants[0], &measured[0], &measured[base]));
+    s
+}
+
+/// The project's budgets (DESIGN.md) checked against the first variant.
+fn budgets(v: &Variant, m: &Measured, base: &Measured) -> String {
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => "met",
+        Some(false) => "NOT met",
+        None => "not measured",
+    };
+    let uki = v.efi.as_deref().map(size);
+    let ratio = m.init_to_ready() / base.init_to_ready();
+    let mut s = format!("\nBudgets for {}:\n\n", v.label);
+    let _ = writeln!(
+        s,
+        "- whole UKI at most 3,000,000 bytes: {} bytes, {}",
+        uki.map_or("n/a".into(), |n| n.to_string()),
+        verdict(uki.map(|n| n <= 3_000_000))
+    );
+    let _ = writeln!(
+        s,
+        "- ready in 32 MiB of guest RAM: smallest {}, {}",
+        m.min_mem_mib.map_or("n/a".into(), |n| format!("{n} MiB")),
+        verdict(m.min_mem_mib.map(|n| n <= 32))
+    );
+    let _ = writeln!(
+        s,
+        "- init RSS under 2 MiB: {}, {}",
+        m.rss().map_or("n/a".into(), |n| format!("{n} KiB")),
+        verdict(m.rss().map(|n| n < 2048))
+    );
+    let _ = writeln!(
+        s,
+        "- userspace boot at most half of the baseline's: ratio {ratio:.2}, {}",
+        verdict(ratio.is_finite().then_some(ratio <= 0.5))
+    );
     s
 }
 
@@ -504,6 +578,60 @@ mod tests {
         assert_eq!((t.init, t.lease, t.ready), (1.5, 1.6, 1.7));
         assert_eq!(t.rss_kib, Some(1234));
         assert!(parse_timeline("[ 1.0] cairn: init started\n", &CAIRN_MARKS).is_none());
+        let own = "[ 1.0] cairn: init started\n[ 1.1] cairn: eth0: DHCPv4 lease obtained\n\
+                   [ 1.2] cairn: ready in 0.200 s (init RSS 1500 KiB)\n";
+        assert_eq!(
+            parse_timeline(own, &CAIRN_MARKS).unwrap().rss_kib,
+            Some(1500)
+        );
+    }
+
+    #[test]
+    fn done_needs_a_whole_line() {
+        assert!(!has_line("[ 1.2] cairn: rea", "cairn: ready"));
+        assert!(!has_line(
+            "[ 1.2] cairn: ready (init RSS 15",
+            "cairn: ready"
+        ));
+        assert!(has_line(
+            "x\n[ 1.2] cairn: ready (init RSS 1500 KiB)\n",
+            "cairn: ready"
+        ));
+    }
+
+    #[test]
+    fn budgets_say_met_and_not_met() {
+        let v = Variant {
+            label: "a".into(),
+            vmlinuz: "/nonexistent".into(),
+            initrd: "/nonexistent".into(),
+            efi: None,
+            init_bytes: 0,
+            cmdline: String::new(),
+            marks: CAIRN_MARKS,
+        };
+        let run = |ready: f64, rss: u64| Timeline {
+            init: 1.0,
+            lease: 1.0,
+            ready: 1.0 + ready,
+            rss_kib: Some(rss),
+        };
+        let a = Measured {
+            runs: vec![run(0.05, 1500)],
+            min_mem_mib: Some(33),
+        };
+        let base = Measured {
+            runs: vec![run(0.2, 1000)],
+            min_mem_mib: Some(30),
+        };
+        let b = budgets(&v, &a, &base);
+        assert!(
+            b.contains("UKI at most 3,000,000 bytes: n/a bytes, not measured"),
+            "{b}"
+        );
+        assert!(b.contains("smallest 33 MiB, NOT met"), "{b}");
+        assert!(b.contains("1500 KiB, met"), "{b}");
+        assert!(b.contains("ratio 0.25, met"), "{b}");
     }
 
     #[test]

@@ -277,6 +277,39 @@ fn real_main() -> Result<()> {
     }
 }
 
+/// Build the bench appliances' service (examples/web) static, for the same
+/// target as the init, and copy it to `out/hello-web`, where the bench
+/// manifests take it from.
+fn build_web(init: &Path, out: &Path) -> Result<PathBuf> {
+    // The init lives at target/TRIPLE/release/cairn-init.
+    let triple = init
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .context("cannot tell the init's target from its path")?
+        .to_os_string();
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "hello-web",
+            "--target",
+        ])
+        .arg(&triple))?;
+    let built = root()
+        .join("target")
+        .join(&triple)
+        .join("release/hello-web");
+    std::fs::create_dir_all(out)?;
+    let dst = out.join("hello-web");
+    std::fs::copy(&built, &dst).with_context(|| format!("copying {}", built.display()))?;
+    Ok(dst)
+}
+
 /// Build one cairn bench appliance with the release CLI.
 fn bench_cairn(
     cairn: &Path,
@@ -322,6 +355,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     let init = build_init()?;
     let cairn = build_cli(true)?;
     let out = root().join("target/bench");
+    let web = build_web(&init, &out)?;
     let mut variants = Vec::new();
     if root().join("bench/cairn-tiny.toml").exists() {
         variants.push(bench_cairn(
@@ -341,7 +375,13 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     )?);
     // The baseline runs on the same kernel as the first cairn variant.
     let (kernel, initrd) = (variants[0].vmlinuz.clone(), variants[0].initrd.clone());
-    variants.push(bench::build_baseline(&root(), &kernel, &initrd, &out)?);
+    variants.push(bench::build_baseline(
+        &root(),
+        &kernel,
+        &initrd,
+        &web,
+        &out,
+    )?);
     if let Some(word) = &only {
         variants.retain(|v| v.label.contains(word.as_str()));
         if variants.is_empty() {
@@ -368,7 +408,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     if mem {
         for (v, m) in variants.iter().zip(measured.iter_mut()) {
             eprintln!("bench: smallest RAM for {}", v.label);
-            m.min_mem_mib = bench::min_memory(&lab, v, 2)?;
+            m.min_mem_mib = bench::min_memory(&lab, v, 1)?;
         }
     }
     drop(lab);
