@@ -196,6 +196,23 @@ pub fn example(name: &str) -> PathBuf {
     root().join("examples").join(name).join("cairn.toml")
 }
 
+/// A copy of example `name` (its whole directory) in a new temporary
+/// directory, for tests that change its files; returns the directory guard
+/// and the copied manifest.
+pub fn copy_example(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = example(name);
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(src.parent().unwrap())
+        .arg(dir.path().join(name))
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -r of example {name} failed");
+    let manifest = dir.path().join(name).join("cairn.toml");
+    (dir, manifest)
+}
+
 /// A QEMU boot whose console is read while it runs (for tests that act on
 /// the guest: QMP commands, serial input).
 pub struct Live {

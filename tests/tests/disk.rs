@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cairn_e2e::img::{check, debugfs_cat, debugfs_write, extract, partitions};
-use cairn_e2e::{boot, build, example};
+use cairn_e2e::{boot, build, copy_example, example};
 
 const MIB: u64 = 1 << 20;
 
@@ -32,15 +32,7 @@ fn image_layout_is_clean_and_reproducible() {
     // A copy of the example whose content tree gets new atime, mtime and
     // ctime between the builds (as a fresh checkout or a first read does):
     // the image must not change.
-    let src = tempfile::tempdir().unwrap();
-    let copied = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(example("disk").parent().unwrap())
-        .arg(src.path().join("disk"))
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    let manifest = src.path().join("disk/cairn.toml");
+    let (src, manifest) = copy_example("disk");
     build(&manifest, a.path()).assert_ok();
     let content = src.path().join("disk/config");
     let mut files: Vec<_> = std::fs::read_dir(&content)
@@ -145,4 +137,51 @@ fn boots_from_disk_formats_once_and_applies_secondary_config() {
     o.assert_stdout_has("secondary config refused: using the built-in config");
     o.assert_stdout_has("boot 3: hello from the primary config");
     check_image(&img, &["CONFIG", "DATA"]);
+}
+
+/// `format = "qcow2"`: the image is a clean qcow2 holding the same disk as
+/// the raw build, and it boots through OVMF.
+#[test]
+fn qcow2_image_matches_raw_and_boots() {
+    let (_src, manifest) = copy_example("disk");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("format = \"raw\""));
+    std::fs::write(
+        &manifest,
+        text.replace("format = \"raw\"", "format = \"qcow2\""),
+    )
+    .unwrap();
+    let raw = tempfile::tempdir().unwrap();
+    build(&example("disk"), raw.path()).assert_ok();
+    let out = tempfile::tempdir().unwrap();
+    build(&manifest, out.path()).assert_ok();
+    let img = out.path().join("disk.img");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("\"format\": \"qcow2\""), "{info}");
+    check("qemu-img", &["check"], &img);
+    let same = std::process::Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "raw"])
+        .arg(&img)
+        .arg(raw.path().join("disk.img"))
+        .status()
+        .unwrap();
+    assert!(
+        same.success(),
+        "the qcow2 image holds a different disk than the raw one"
+    );
+
+    let o = boot(
+        &manifest,
+        out.path(),
+        &["--disk", "--net", "none", "--mem", "256M"],
+        Duration::from_secs(300),
+    );
+    o.assert_ok();
+    o.assert_stdout_has("cairn: formatting /dev/vda3 as ext4 (label DATA)");
+    o.assert_stdout_has("boot 1: hello from the primary config");
 }
