@@ -11,6 +11,7 @@
 //! ```
 
 pub mod compression;
+pub mod date;
 pub mod diagnostic;
 pub mod disk;
 pub mod manifest;

@@ -270,24 +270,7 @@ fn spdx_ref(s: &str) -> String {
 }
 
 fn date(epoch: u32) -> String {
-    // Civil date from days since 1970 (Howard Hinnant's algorithm).
-    let secs = i64::from(epoch);
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    cairn_manifest::date::utc(u64::from(epoch))
 }
 
 /// The SPDX 2.3 JSON document for an image.
