@@ -185,3 +185,28 @@ fn qcow2_image_matches_raw_and_boots() {
     o.assert_stdout_has("cairn: formatting /dev/vda3 as ext4 (label DATA)");
     o.assert_stdout_has("boot 1: hello from the primary config");
 }
+
+/// `cairn run --disk` on a manifest without `[disk]` stops before QEMU with
+/// a message naming the manifest.
+#[test]
+fn run_disk_without_a_disk_table_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    let mut c = cairn_e2e::cairn();
+    c.arg("run")
+        .arg(example("hello"))
+        .arg("-o")
+        .arg(out.path())
+        .args(["--disk", "--timeout", "5"]);
+    let o = cairn_e2e::run_with_timeout(c, Duration::from_secs(300));
+    assert!(!o.success && !o.timed_out, "{o:?}");
+    assert!(
+        o.stderr.contains("--disk needs a [disk] table in"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stdout.contains("Linux version"),
+        "QEMU was started: {}",
+        o.stdout
+    );
+}

@@ -117,6 +117,11 @@ pub struct BuildReport {
     pub inputs: Vec<ReportLine>,
     pub outputs: Vec<(PathBuf, u64)>,
     pub initrd_uncompressed: u64,
+    /// The kernel command line (for direct kernel boot).
+    pub cmdline: String,
+    /// The manifest's disk image, when it has a `[disk]`: its path in the
+    /// output directory and whether it is qcow2.
+    pub disk: Option<(PathBuf, bool)>,
 }
 
 impl fmt::Display for BuildReport {
@@ -453,6 +458,13 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         inputs,
         outputs,
         initrd_uncompressed: cpio_bytes.len() as u64,
+        cmdline: m.kernel.cmdline.clone(),
+        disk: m.disk.as_ref().map(|d| {
+            (
+                opts.out_dir.join(format!("{}.img", m.name)),
+                d.format == cairn_manifest::ImageFormat::Qcow2,
+            )
+        }),
     })
 }
 

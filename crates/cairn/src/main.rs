@@ -213,16 +213,12 @@ fn main() -> ExitCode {
             bo.keep_disk = disk;
             let report = build(&a.manifest, &bo)?;
             eprint!("{report}");
-            let m = cairn_manifest::Manifest::load(&a.manifest)?;
-            let mut boot = Boot::in_dir(&a.out, &report.name, &m.kernel.cmdline);
+            let mut boot = Boot::in_dir(&a.out, &report.name, &report.cmdline);
             if disk {
-                let Some(d) = &m.disk else {
+                if report.disk.is_none() {
                     anyhow::bail!("--disk needs a [disk] table in {}", a.manifest.display());
-                };
-                boot.disk = Some((
-                    a.out.join(format!("{}.img", report.name)),
-                    d.format == cairn_manifest::ImageFormat::Qcow2,
-                ));
+                }
+                boot.disk = report.disk.clone();
             }
             cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
             Ok(())
