@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::{boot_until, build, cairn, example, run_with_timeout};
+use cairn_e2e::{boot, boot_until, build, cairn, example, run_with_timeout};
 
 const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
@@ -148,17 +148,7 @@ fn generated_keys_enrolled_in_ovmf_replace_snakeoil() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let keys = d.join("keys");
-    let mut c = cairn();
-    c.args(["keys", "generate"]).arg(&keys);
-    let o = run_with_timeout(c, Duration::from_secs(120));
-    o.assert_ok();
-    o.assert_stdout_has("efi-updatevar -f");
-    for f in ["PK", "KEK", "db"] {
-        for ext in ["key", "crt", "cer", "esl", "auth"] {
-            assert!(keys.join(format!("{f}.{ext}")).is_file(), "{f}.{ext}");
-        }
-    }
+    let keys = generate_keys(d);
     // Enroll cairn's own signature lists (byte for byte) with Secure Boot on.
     let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let var = |name: &str, guid: &str| {
@@ -191,18 +181,7 @@ fn generated_keys_enrolled_in_ovmf_replace_snakeoil() {
     );
 
     // Signed with the generated db key (on the command line): boots.
-    let out = d.join("mine");
-    let mut c = cairn();
-    c.arg("build")
-        .arg(example("hello"))
-        .arg("-o")
-        .arg(&out)
-        .arg("--sign-key")
-        .arg(keys.join("db.key"))
-        .arg("--sign-cert")
-        .arg(keys.join("db.crt"));
-    run_with_timeout(c, Duration::from_secs(300)).assert_ok();
-    let mine = out.join("hello.efi");
+    let mine = hello_signed_with_db(&keys, &d.join("mine"));
     assert!(sbverify(&mine, &keys.join("db.crt")));
     assert!(!sbverify(&mine, Path::new(SNAKEOIL_PEM)));
     assert!(inspect(&mine, &keys.join("db.crt")).contains("signer: CN=cairn db"));
@@ -216,6 +195,107 @@ fn generated_keys_enrolled_in_ovmf_replace_snakeoil() {
     );
     let out = d.join("snakeoil");
     build(&manifest, &out).assert_ok();
+    assert_refused(&out.join("hello.efi"), Some(&vars));
+}
+
+/// `cairn keys generate` into `d/keys`; checks every file is there.
+fn generate_keys(d: &Path) -> PathBuf {
+    let keys = d.join("keys");
+    let mut c = cairn();
+    c.args(["keys", "generate"]).arg(&keys);
+    let o = run_with_timeout(c, Duration::from_secs(120));
+    o.assert_ok();
+    o.assert_stdout_has("of=PK-8be4df61-93ca-11d2-aa0d-00e098032b8c bs=64k");
+    for f in ["PK", "KEK", "db"] {
+        for ext in ["key", "crt", "cer", "esl", "auth"] {
+            assert!(keys.join(format!("{f}.{ext}")).is_file(), "{f}.{ext}");
+        }
+    }
+    keys
+}
+
+/// hello built into `out`, signed with the generated db key given on the
+/// command line; returns the UKI.
+fn hello_signed_with_db(keys: &Path, out: &Path) -> PathBuf {
+    let mut c = cairn();
+    c.arg("build")
+        .arg(example("hello"))
+        .arg("-o")
+        .arg(out)
+        .arg("--sign-key")
+        .arg(keys.join("db.key"))
+        .arg("--sign-cert")
+        .arg(keys.join("db.crt"));
+    run_with_timeout(c, Duration::from_secs(300)).assert_ok();
+    out.join("hello.efi")
+}
+
+/// The .auth files of `cairn keys generate` enrolled the way a user would:
+/// from Linux, through efivarfs, into firmware in setup mode. PK goes
+/// first, so the firmware is in user mode when KEK.auth (signed by PK) and
+/// db.auth (signed by KEK) arrive and must check their signatures. The
+/// store the firmware wrote is kept (`--save-vars`); with it, an image signed
+/// by the db key boots and an unsigned one is refused.
+#[test]
+fn auth_files_enroll_through_the_firmware() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = generate_keys(d);
+    let script = "\
+        /bin/busybox mount -t efivarfs efivarfs /sys/firmware/efi/efivars; \
+        mode() { /bin/busybox od -An -tu1 /sys/firmware/efi/efivars/SetupMode-8be4df61-93ca-11d2-aa0d-00e098032b8c | /bin/busybox awk '{print $NF}'; }; \
+        echo \"setup mode before: $(mode)\"; \
+        for v in PK KEK db; do \
+          g=8be4df61-93ca-11d2-aa0d-00e098032b8c; [ $v = db ] && g=d719b2cb-3d3a-4596-a3bc-dad00e67656f; \
+          /bin/busybox printf '\\047\\000\\000\\000' > /tmp/$v; /bin/busybox cat /keys/$v.auth >> /tmp/$v; \
+          /bin/busybox dd if=/tmp/$v of=/sys/firmware/efi/efivars/$v-$g bs=65536 && echo \"enrolled $v\" || echo \"refused $v\"; \
+        done; \
+        echo \"setup mode after: $(mode)\"";
+    let manifest = format!(
+        "name = \"enroll\"\n\
+         [kernel]\npackage = \"linux-image-cloud-amd64\"\n\
+         cmdline = \"console=ttyS0 quiet panic=-1\"\nmodules = [\"efivarfs\"]\n\
+         [[binary]]\npath = \"/bin/busybox\"\n\
+         {files}\
+         [[service]]\nname = \"enroll\"\n\
+         exec = [\"/bin/busybox\", \"sh\", \"-c\", {script:?}]\n\
+         on_exit = \"poweroff\"\n",
+        files = ["PK", "KEK", "db"]
+            .iter()
+            .map(|v| format!("[[file]]\nsrc = \"keys/{v}.auth\"\ndst = \"/keys/{v}.auth\"\n"))
+            .collect::<String>(),
+    );
+    std::fs::write(d.join("cairn.toml"), manifest).unwrap();
+    let vars = d.join("enrolled.fd");
+    let args = [
+        "--secure-boot",
+        "--vars",
+        OVMF_VARS,
+        "--save-vars",
+        vars.to_str().unwrap(),
+        "--net",
+        "none",
+    ];
+    let o = boot(
+        &d.join("cairn.toml"),
+        &d.join("out"),
+        &args,
+        Duration::from_secs(300),
+    );
+    o.assert_ok();
+    o.assert_in_order(&[
+        "setup mode before: 1",
+        "enrolled PK",
+        "enrolled KEK",
+        "enrolled db",
+        "setup mode after: 0",
+    ]);
+    assert!(vars.is_file(), "--save-vars wrote nothing");
+
+    let mine = hello_signed_with_db(&keys, &d.join("mine"));
+    assert_boots(&mine, Some(&vars));
+    let out = d.join("unsigned");
+    build(&example("hello"), &out).assert_ok();
     assert_refused(&out.join("hello.efi"), Some(&vars));
 }
 

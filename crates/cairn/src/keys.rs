@@ -343,11 +343,14 @@ impl std::fmt::Display for KeySet {
             "\nSign images with the db key:\n  \
              [sign]\n  key = \"{d}/db.key\"\n  cert = \"{d}/db.crt\"\n  \
              (or: cairn build --sign-key {d}/db.key --sign-cert {d}/db.crt ...)\n\n\
-             Enroll, db and KEK first, PK last (writing PK leaves setup mode):\n\
-             - firmware in setup mode, from Linux (efitools):\n    \
-             efi-updatevar -f {d}/db.auth db\n    \
-             efi-updatevar -f {d}/KEK.auth KEK\n    \
-             efi-updatevar -f {d}/PK.auth PK\n\
+             Enroll (PK first: the firmware leaves setup mode and then checks that\n\
+             KEK.auth is signed by PK and db.auth by KEK):\n\
+             - firmware in setup mode, from Linux with efivarfs mounted: write each\n  \
+             .auth behind the attributes 0x27 (NV, BS, RT, time-based auth) in one write:\n    \
+             cd /sys/firmware/efi/efivars\n    \
+             (printf '\\047\\0\\0\\0'; cat {d}/PK.auth) > /tmp/v && dd if=/tmp/v of=PK-{global} bs=64k\n    \
+             (printf '\\047\\0\\0\\0'; cat {d}/KEK.auth) > /tmp/v && dd if=/tmp/v of=KEK-{global} bs=64k\n    \
+             (printf '\\047\\0\\0\\0'; cat {d}/db.auth) > /tmp/v && dd if=/tmp/v of=db-{db} bs=64k\n\
              - firmware setup menu / KeyTool.efi: load db.auth, KEK.auth, PK.auth \
              (or the .esl / .cer files) from a FAT drive\n\
              - a QEMU/OVMF variable store (virt-firmware from PyPI):\n    \
@@ -355,7 +358,9 @@ impl std::fmt::Display for KeySet {
              --set-pk {g} {d}/PK.crt --add-kek {g} {d}/KEK.crt --add-db {g} {d}/db.crt\n    \
              cairn run --secure-boot --vars vars.fd MANIFEST\n\n\
              Keep PK.key and KEK.key offline: whoever holds them controls what this machine boots.",
-            g = self.owner
+            g = self.owner,
+            global = "8be4df61-93ca-11d2-aa0d-00e098032b8c",
+            db = "d719b2cb-3d3a-4596-a3bc-dad00e67656f",
         )
     }
 }

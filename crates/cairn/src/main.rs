@@ -55,6 +55,10 @@ struct FirmwareArgs {
     /// with your own keys enrolled.
     #[arg(long)]
     vars: Option<PathBuf>,
+    /// After the guest powers off, save the variable store as the firmware
+    /// left it (for example with keys the guest enrolled) to this file.
+    #[arg(long)]
+    save_vars: Option<PathBuf>,
 }
 
 /// How `run` and `boot` start QEMU.
@@ -83,6 +87,7 @@ impl MachineArgs {
             uefi,
             secure_boot: self.firmware.secure_boot,
             vars: self.firmware.vars,
+            save_vars: self.firmware.save_vars,
             accel: self.accel,
             mem: self.mem,
             net: self.net,

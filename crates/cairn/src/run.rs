@@ -38,6 +38,13 @@ pub enum RunError {
     Timeout(Duration),
     #[error("QEMU exited with {0}")]
     Failed(ExitStatus),
+    #[error("--save-vars needs a UEFI boot (--uefi, --disk or --secure-boot)")]
+    SaveVarsWithoutUefi,
+    #[error("cannot save the OVMF variable store to {path}: {source}")]
+    SaveVars {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +72,9 @@ pub struct RunOptions {
     /// The OVMF variable store to start from (copied, never modified);
     /// default: the plain store, or the snakeoil one with `secure_boot`.
     pub vars: Option<PathBuf>,
+    /// After a clean power-off, write the variable store as the firmware
+    /// left it (keys enrolled by the guest, boot entries) to this file.
+    pub save_vars: Option<PathBuf>,
     pub accel: Accel,
     pub mem: String,
     pub net: Net,
@@ -80,6 +90,7 @@ impl Default for RunOptions {
             uefi: false,
             secure_boot: false,
             vars: None,
+            save_vars: None,
             accel: Accel::Tcg,
             mem: "256M".into(),
             net: Net::User,
@@ -243,6 +254,9 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
 /// Boot and wait for QEMU to exit. Returns Ok when the guest powered off
 /// (or rebooted: QEMU runs with -no-reboot) and QEMU exited 0.
 pub fn run(boot: &Boot, opts: &RunOptions) -> Result<(), RunError> {
+    if opts.save_vars.is_some() && !(opts.uefi || opts.secure_boot) {
+        return Err(RunError::SaveVarsWithoutUefi);
+    }
     let work = tempfile::Builder::new()
         .prefix("cairn-run-")
         .tempdir()
@@ -257,11 +271,32 @@ pub fn run(boot: &Boot, opts: &RunOptions) -> Result<(), RunError> {
         source,
     })?;
     let status = wait_with_timeout(child, opts.timeout)?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(RunError::Failed(status))
+    if !status.success() {
+        return Err(RunError::Failed(status));
     }
+    if let Some(dst) = &opts.save_vars {
+        save_vars(&work.path().join("OVMF_VARS.fd"), dst)?;
+    }
+    Ok(())
+}
+
+/// Copy the store to a temporary name beside `dst`, sync, rename: `dst` is
+/// either the old file or the whole new one.
+fn save_vars(src: &Path, dst: &Path) -> Result<(), RunError> {
+    let err = |source| RunError::SaveVars {
+        path: dst.to_path_buf(),
+        source,
+    };
+    let dir = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let data = std::fs::read(src).map_err(err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    std::io::Write::write_all(&mut tmp, &data).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(dst).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 /// Ask the kernel to SIGKILL the child if `cairn run` itself dies, so a
@@ -360,6 +395,16 @@ mod tests {
         assert!(work.join("esp/EFI/BOOT/BOOTX64.EFI").is_file());
         assert!(work.join("OVMF_VARS.fd").is_file());
         assert!(args(&cmd).iter().any(|a| a.starts_with("file=fat:rw:")));
+    }
+
+    #[test]
+    fn save_vars_needs_uefi() {
+        let opts = RunOptions {
+            save_vars: Some(PathBuf::from("/nonexistent/vars.fd")),
+            ..RunOptions::default()
+        };
+        let boot = Boot::in_dir(Path::new("/nonexistent"), "x", "");
+        assert!(matches!(run(&boot, &opts), Err(RunError::SaveVarsWithoutUefi)));
     }
 
     #[test]
