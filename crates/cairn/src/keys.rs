@@ -359,8 +359,8 @@ impl std::fmt::Display for KeySet {
              cairn run --secure-boot --vars vars.fd MANIFEST\n\n\
              Keep PK.key and KEK.key offline: whoever holds them controls what this machine boots.",
             g = self.owner,
-            global = "8be4df61-93ca-11d2-aa0d-00e098032b8c",
-            db = "d719b2cb-3d3a-4596-a3bc-dad00e67656f",
+            global = EFI_GLOBAL_VARIABLE,
+            db = EFI_IMAGE_SECURITY_DATABASE_GUID,
         )
     }
 }

@@ -404,7 +404,10 @@ mod tests {
             ..RunOptions::default()
         };
         let boot = Boot::in_dir(Path::new("/nonexistent"), "x", "");
-        assert!(matches!(run(&boot, &opts), Err(RunError::SaveVarsWithoutUefi)));
+        assert!(matches!(
+            run(&boot, &opts),
+            Err(RunError::SaveVarsWithoutUefi)
+        ));
     }
 
     #[test]
