@@ -210,3 +210,58 @@ fn run_disk_without_a_disk_table_is_refused() {
         o.stdout
     );
 }
+
+/// Mounts found by filesystem UUID and by GPT partition name, not label.
+#[test]
+fn mounts_by_uuid_and_partlabel() {
+    let (_src, manifest) = copy_example("disk");
+    let out = tempfile::tempdir().unwrap();
+    build(&manifest, out.path()).assert_ok();
+    // The CONFIG filesystem's UUID, as e2fsprogs reads it.
+    let img = out.path().join("disk.img");
+    let parts = partitions(&img);
+    let (start, len, _) = parts.iter().find(|p| p.2 == "CONFIG").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let part = tmp.path().join("config");
+    extract(&img, *start, *len, &part);
+    let dump = std::process::Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&part)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    let uuid = dump
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem UUID:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no UUID in dumpe2fs output:\n{dump}"))
+        .to_string();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let changed = text
+        .replace(
+            "[[mount]]\nlabel = \"CONFIG\"",
+            &format!("[[mount]]\nuuid = \"{}\"", uuid.to_uppercase()),
+        )
+        .replace(
+            "[[mount]]\nlabel = \"DATA\"",
+            "[[mount]]\npartlabel = \"DATA\"",
+        );
+    assert_eq!(changed.matches("[[mount]]\nlabel").count(), 0, "{changed}");
+    std::fs::write(&manifest, changed).unwrap();
+    std::fs::remove_file(&img).unwrap();
+
+    let o = boot(
+        &manifest,
+        out.path(),
+        &["--disk", "--net", "none", "--mem", "256M"],
+        Duration::from_secs(300),
+    );
+    o.assert_ok();
+    // Matched case-insensitively: the manifest has it upper case.
+    o.assert_stdout_has(&format!(
+        "cairn: mounted /dev/vda2 (UUID={}) on /config",
+        uuid.to_uppercase()
+    ));
+    o.assert_stdout_has("cairn: mounted /dev/vda3 (PARTLABEL=DATA) on /data");
+    o.assert_stdout_has("boot 1: hello from the primary config");
+}

@@ -190,6 +190,17 @@ pub fn find_empty<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<&'a Devi
         .find(|d| d.sig == Signature::Empty && d.partlabel.as_deref() == Some(name.as_str()))
 }
 
+/// The device to mount for `m` and whether to format it first: the one
+/// `m` names (an empty one found by its partition name is formatted when `m`
+/// allows it), else an empty partition to format.
+pub fn choose<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<(&'a Device, bool)> {
+    if let Some(d) = find(m, devices) {
+        let format = d.sig == Signature::Empty && m.format == FormatPolicy::IfEmpty;
+        return Some((d, format));
+    }
+    find_empty(m, devices).map(|d| (d, true))
+}
+
 /// Splits fstab options into mount flags and the filesystem's data string.
 pub fn parse_options(opts: &str) -> (MountFlags, String) {
     let mut flags = MountFlags::empty();
@@ -248,11 +259,8 @@ pub fn mount_one(m: &MountConfig, table: &mut MountTable) -> Result<String, Disk
     let deadline = Instant::now() + Duration::from_secs(m.wait.into());
     let (dev, format) = loop {
         let devices = scan();
-        if let Some(d) = find(m, &devices) {
-            break (d.clone(), false);
-        }
-        if let Some(d) = find_empty(m, &devices) {
-            break (d.clone(), true);
+        if let Some((d, format)) = choose(m, &devices) {
+            break (d.clone(), format);
         }
         if Instant::now() >= deadline {
             let seen = if devices.is_empty() {
@@ -495,6 +503,43 @@ mod tests {
         assert!(find_empty(&mc(used, FormatPolicy::IfEmpty), &d).is_none());
         let cfg = MountSource::Label("CONFIG".into());
         assert!(find_empty(&mc(cfg, FormatPolicy::IfEmpty), &d).is_none());
+    }
+
+    #[test]
+    fn chooses_what_to_mount_and_whether_to_format() {
+        let d = devs();
+        let pick = |s, f| choose(&mc(s, f), &d).map(|(d, fmt)| (d.name.clone(), fmt));
+        // Found by partition name and empty: formatted only when allowed.
+        let data = MountSource::Partlabel("DATA".into());
+        assert_eq!(
+            pick(data.clone(), FormatPolicy::IfEmpty),
+            Some(("vda3".into(), true))
+        );
+        assert_eq!(
+            pick(data, FormatPolicy::Never),
+            Some(("vda3".into(), false))
+        );
+        // By label: the empty partition of that GPT name.
+        assert_eq!(
+            pick(MountSource::Label("DATA".into()), FormatPolicy::IfEmpty),
+            Some(("vda3".into(), true))
+        );
+        // A filesystem with data is never formatted.
+        assert_eq!(
+            pick(
+                MountSource::Partlabel("CONFIG".into()),
+                FormatPolicy::IfEmpty
+            ),
+            Some(("vda2".into(), false))
+        );
+        assert_eq!(
+            pick(MountSource::Partlabel("USED".into()), FormatPolicy::IfEmpty),
+            Some(("vda4".into(), false))
+        );
+        assert_eq!(
+            pick(MountSource::Label("NONE".into()), FormatPolicy::IfEmpty),
+            None
+        );
     }
 
     #[test]
