@@ -25,6 +25,16 @@ fn check_image(img: &Path, ext4: &[&str]) {
     }
 }
 
+/// Boots `manifest`'s disk image (no network) until it powers off.
+fn boot_disk(manifest: &Path, out: &Path) -> cairn_e2e::Outcome {
+    boot(
+        manifest,
+        out,
+        &["--disk", "--net", "none", "--mem", "256M"],
+        Duration::from_secs(300),
+    )
+}
+
 #[test]
 fn image_layout_is_clean_and_reproducible() {
     let a = tempfile::tempdir().unwrap();
@@ -175,12 +185,7 @@ fn qcow2_image_matches_raw_and_boots() {
         "the qcow2 image holds a different disk than the raw one"
     );
 
-    let o = boot(
-        &manifest,
-        out.path(),
-        &["--disk", "--net", "none", "--mem", "256M"],
-        Duration::from_secs(300),
-    );
+    let o = boot_disk(&manifest, out.path());
     o.assert_ok();
     o.assert_stdout_has("cairn: formatting /dev/vda3 as ext4 (label DATA)");
     o.assert_stdout_has("boot 1: hello from the primary config");
@@ -250,12 +255,7 @@ fn mounts_by_uuid_and_partlabel() {
     std::fs::write(&manifest, changed).unwrap();
     std::fs::remove_file(&img).unwrap();
 
-    let o = boot(
-        &manifest,
-        out.path(),
-        &["--disk", "--net", "none", "--mem", "256M"],
-        Duration::from_secs(300),
-    );
+    let o = boot_disk(&manifest, out.path());
     o.assert_ok();
     // Matched case-insensitively: the manifest has it upper case.
     o.assert_stdout_has(&format!(
