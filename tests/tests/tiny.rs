@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cairn_e2e::{boot, build, cairn, example, run_with_timeout, Outcome};
+use cairn_e2e::{boot, build, cairn, example, qmp, root, run_with_timeout, Live, Outcome};
 
 /// A cold kernel build on a shared 2-core machine.
 const KERNEL_BUILD_TIMEOUT: Duration = Duration::from_secs(45 * 60);
@@ -113,4 +113,75 @@ fn tiny_build_reports_the_source_kernel() {
     o.assert_stdout_has("source:/usr/src/linux-source-6.1.tar.xz (tinyconfig)");
     // No modules directory in a tiny image.
     assert!(!o.stdout.contains("/lib/modules/"), "{}", o.stdout);
+}
+
+/// The tiny profile's promises on a networked appliance in 32 MiB: a DHCP
+/// lease over virtio-net (QEMU user networking), cgroup v2 with the memory
+/// and pids controllers (a service's limits land in its cgroup), and the
+/// ACPI power button shutting the machine down cleanly.
+#[test]
+fn tiny_kernel_networked_appliance_in_32_mib() {
+    kernel_built();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "tinynet"
+hostname = "tinynet"
+
+[kernel]
+source = "/usr/src/linux-source-6.1.tar.xz"
+config = ["{fragment}"]
+base = "tinyconfig"
+cmdline = "console=ttyS0 quiet panic=-1"
+
+[[binary]]
+path = "/bin/busybox"
+
+[[service]]
+name = "probe"
+exec = ["/bin/busybox", "sh", "-c", "echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); echo PROBE-DONE; exec /bin/busybox sleep 600"]
+after = ["network-online"]
+memory_max = "8M"
+pids_max = 16
+"#,
+            fragment = root().join("kernel/tiny.config").display()
+        ),
+    )
+    .unwrap();
+    let qmp_sock = dir.path().join("qmp.sock");
+    let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
+    let out = dir.path().join("out");
+    let mut live = Live::start(
+        &manifest,
+        &out,
+        &["--net", "user", "--mem", "32M", "--", "-qmp", &qmp_arg],
+        Duration::from_secs(300),
+    );
+    live.wait_for("PROBE-DONE", BOOT_TIMEOUT);
+    qmp(&qmp_sock, "system_powerdown");
+    let (o, exited) = live.finish(Duration::from_secs(120));
+    assert!(exited, "QEMU did not power off:\n{o}");
+    let line = |prefix: &str| {
+        o.lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line:\n{o}"))
+            .to_string()
+    };
+    assert!(line("DHCPv4 lease obtained: 10.0.2.15/24").contains("router 10.0.2.2"));
+    let controllers = line("probe: ctl: ");
+    assert!(
+        controllers.contains("memory") && controllers.contains("pids"),
+        "{controllers}"
+    );
+    assert!(line("probe: cg: ").contains("0::/cairn/probe"), "{o}");
+    let limits = line("probe: mem: ");
+    assert!(limits.contains("mem: 8388608 pids: 16"), "{limits}");
+    // The power button: the service is stopped, then the machine powers off.
+    o.find("service probe stopped")
+        .or_else(|| o.find("service probe exited"))
+        .unwrap_or_else(|| panic!("probe was not stopped:\n{o}"));
+    assert!(o.contains("cairn: powering off"), "{o}");
 }

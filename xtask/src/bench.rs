@@ -261,6 +261,9 @@ pub fn build_baseline(
         a.add_dir(d, 0o755)?;
     }
     a.add_char_dev("/dev/console", 0o600, 5, 1)?;
+    // rcS marks "init started" before it mounts anything, as early as
+    // cairn-init's own first line.
+    a.add_char_dev("/dev/kmsg", 0o644, 1, 11)?;
     a.add_file("/bin/busybox", 0o755, busybox.clone())?;
     for l in ["/sbin/init", "/bin/sh"] {
         a.add_symlink(l, "/bin/busybox")?;

@@ -179,7 +179,8 @@ fn supervisor_setup(
     }
 }
 
-/// Modules, hostname, loopback (PID 1 only).
+/// Modules and hostname (PID 1 only). Loopback comes after the network
+/// manager has sent its first DHCP message, so the exchange overlaps it.
 fn system_setup(cfg: &SystemConfig) {
     let report = modules::load_all(&cfg.modules, &mut FinitLoader);
     info!(
@@ -193,6 +194,9 @@ fn system_setup(cfg: &SystemConfig) {
             Err(e) => info!("{e}"),
         }
     }
+}
+
+fn loopback_up() {
     match net::loopback_up() {
         Ok(()) => debug!("lo up"),
         Err(e) => info!("{e}"),
@@ -286,6 +290,7 @@ pub fn run() -> ! {
                         .ok()
                 })
                 .flatten();
+                let _ = unit("loopback", on_panic, mode, loopback_up);
             }
             let mut sup = if fatal {
                 Supervisor::idle()

@@ -57,15 +57,26 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// A `Key:   N kB` field of /proc/meminfo or /proc/PID/status, in KiB
+/// (0 when absent).
+fn kib_field(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// `MemTotal` and `MemAvailable` in KiB.
 pub fn meminfo(text: &str) -> (u64, u64) {
-    let get = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (get("MemTotal:"), get("MemAvailable:"))
+    (
+        kib_field(text, "MemTotal:"),
+        kib_field(text, "MemAvailable:"),
+    )
+}
+
+/// The init's own resident set size in KiB (`VmRSS` of /proc/self/status).
+pub fn init_rss_kib() -> u64 {
+    kib_field(&read("/proc/self/status"), "VmRSS:")
 }
 
 fn hhmmss(secs: u64) -> String {
@@ -105,9 +116,10 @@ pub fn render(sup: &Supervisor) -> String {
     let _ = writeln!(out, "uptime:   {}", hhmmss(log::boottime().as_secs()));
     let _ = writeln!(
         out,
-        "memory:   {} MiB available of {} MiB",
+        "memory:   {} MiB available of {} MiB, init RSS {} KiB",
         avail / 1024,
-        total / 1024
+        total / 1024,
+        init_rss_kib()
     );
     let _ = writeln!(out, "services:");
     let _ = writeln!(
@@ -188,9 +200,10 @@ pub fn json(sup: &Supervisor) -> String {
         })
         .collect();
     format!(
-        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"services\":[{}],\"addresses\":[{}],\"network\":{}}}\n",
+        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"init_rss_kib\":{},\"services\":[{}],\"addresses\":[{}],\"network\":{}}}\n",
         json_str(read("/proc/sys/kernel/hostname").trim()),
         log::boottime().as_secs(),
+        init_rss_kib(),
         services.join(","),
         addrs.join(","),
         crate::net::manager::snapshot().map_or("null".to_string(), |n| n.json())
@@ -381,6 +394,12 @@ mod tests {
             (2048, 1024)
         );
         assert_eq!(meminfo("garbage"), (0, 0));
+        assert_eq!(
+            kib_field("Name:\tinit\nVmRSS:\t    1500 kB\n", "VmRSS:"),
+            1500
+        );
+        // On the host the test process has some resident memory.
+        assert!(init_rss_kib() > 0);
         assert_eq!(json_str("a\"b\\\n\u{1}"), "\"a\\\"b\\\\\\n\\u0001\"");
         assert_eq!(hhmmss(90061), "1d 01:01:01");
     }

@@ -232,7 +232,10 @@ on_exit = "poweroff"
         &lines,
         "service broken: cannot run /nonexistent/cairn-test-program: No such file",
     );
-    index_of(&lines, "cairn: ready (1 of 1 services failed to start)");
+    index_of(
+        &lines,
+        "cairn: ready (1 of 1 services failed to start; init RSS ",
+    );
     index_of(&lines, "cairn: powering off");
 }
 

@@ -174,14 +174,16 @@ pub fn find_init(explicit: Option<&Path>) -> Result<PathBuf, BuildError> {
     let mut looked = vec!["$CAIRN_INIT".to_string()];
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
-            // target/{debug,release}/cairn -> target/x86_64-unknown-linux-gnu/release/cairn-init
-            // Prefer the static build in the cargo target tree over a host
-            // build that may sit beside us in target/debug.
-            let candidates = [
-                dir.join("../x86_64-unknown-linux-gnu/release/cairn-init"),
-                dir.join("../../x86_64-unknown-linux-gnu/release/cairn-init"),
-                dir.join("cairn-init"),
-            ];
+            // target/{debug,release}/cairn -> target/TRIPLE/release/cairn-init
+            // Prefer the static build in the cargo target tree (musl first,
+            // as `cargo xtask build-init` makes it) over a host build that
+            // may sit beside us in target/debug.
+            let mut candidates = Vec::new();
+            for triple in ["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"] {
+                candidates.push(dir.join("..").join(triple).join("release/cairn-init"));
+                candidates.push(dir.join("../..").join(triple).join("release/cairn-init"));
+            }
+            candidates.push(dir.join("cairn-init"));
             for c in candidates {
                 if c.is_file() {
                     return Ok(c);

@@ -9,9 +9,11 @@
 //!
 //! States (RFC 2131 figure 5): INIT, SELECTING, REQUESTING, BOUND,
 //! RENEWING, REBINDING, INIT-REBOOT/REBOOTING (when a previous address is
-//! known), plus PROBING: after an ACK, before using the address, the caller
-//! checks with ARP that nobody has it (RFC 5227); a conflict sends DECLINE
-//! and starts over after 10 s.
+//! known), plus PROBING: after an ACK the address is bound at once and,
+//! for [`PROBE_WAIT`], the caller checks with ARP that nobody else has it
+//! (RFC 5227's conflict detection, run optimistically as RFC 4429 does for
+//! IPv6: waiting before use would add the whole window to every boot); a
+//! conflict removes the address, sends DECLINE and starts over after 10 s.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -455,12 +457,15 @@ impl Client {
                     self.send_reboot_request(now, addr)
                 }
             }
-            State::Probing { lease, until } => {
+            State::Probing { until, .. } => {
                 if now < until {
                     self.timer = Some(until);
                     return Vec::new();
                 }
-                self.bind(now, lease)
+                // Nobody else answered for the address: keep it.
+                self.state = State::Bound;
+                self.timer = self.lease.as_ref().map(|b| b.t1);
+                Vec::new()
             }
             State::Bound | State::Renewing | State::Rebinding => {
                 let Some(b) = self.lease.clone() else {
@@ -613,12 +618,16 @@ impl Client {
         }
     }
 
+    /// Binds the acknowledged address and probes it with ARP for
+    /// [`PROBE_WAIT`]; a conflict in that window takes it back.
     fn probe(&mut self, now: Instant, lease: LeaseInfo) -> Vec<Action> {
         let until = now + PROBE_WAIT;
         let addr = lease.addr;
+        let mut out = self.bind(now, lease.clone());
         self.state = State::Probing { lease, until };
         self.timer = Some(until);
-        vec![Action::Probe(addr)]
+        out.push(Action::Probe(addr));
+        out
     }
 
     /// Gives the lease back (shutdown): a RELEASE if bound.
@@ -693,12 +702,14 @@ mod tests {
         assert_eq!((m.requested, m.server_id), (Some(ADDR), Some(SERVER)));
         assert!(matches!(c.state(), State::Requesting { .. }));
         let a = c.handle(t0, reply(&c, ReplyKind::Ack, lease));
-        assert_eq!(a, vec![Action::Probe(ADDR)]);
+        // Bound at once, probed in the background.
+        assert_eq!(a, vec![Action::Bind(info(lease)), Action::Probe(ADDR)]);
         assert!(matches!(c.state(), State::Probing { .. }));
+        assert_eq!(c.deadline(), Some(t0 + PROBE_WAIT));
         let a = c.on_timer(t0 + PROBE_WAIT);
-        assert_eq!(a, vec![Action::Bind(info(lease))]);
+        assert!(a.is_empty(), "{a:?}");
         assert_eq!(c.state(), &State::Bound);
-        (c, t0 + PROBE_WAIT)
+        (c, t0)
     }
 
     #[test]
@@ -877,13 +888,21 @@ mod tests {
         c.start(t0);
         c.handle(t0, reply(&c, ReplyKind::Offer, 60));
         c.handle(t0, reply(&c, ReplyKind::Ack, 60));
-        let a = c.handle(t0, Input::ArpConflict);
+        let t = t0 + PROBE_WAIT / 2;
+        let a = c.handle(t, Input::ArpConflict);
         let m = sent(&a)[0];
         assert_eq!(m.kind, MessageKind::Decline);
         assert_eq!(m.requested, Some(ADDR));
-        assert!(!a.iter().any(|x| matches!(x, Action::Bind(_))));
-        assert_eq!(c.deadline(), Some(t0 + DECLINE_WAIT));
+        assert!(a.contains(&Action::Unbind {
+            lease: info(60),
+            why: "address in use"
+        }));
+        assert_eq!(c.deadline(), Some(t + DECLINE_WAIT));
         assert!(c.lease().is_none());
+        // A conflict reported after the window is over changes nothing.
+        let (mut c, tb) = bound(t0, 60);
+        assert!(c.handle(tb + PROBE_WAIT, Input::ArpConflict).is_empty());
+        assert!(c.lease().is_some());
     }
 
     #[test]
@@ -1002,9 +1021,9 @@ mod tests {
         );
         assert!(matches!(c.state(), State::Rebooting { .. }));
         let a = c.handle(t0, reply(&c, ReplyKind::Ack, 60));
-        assert_eq!(a, vec![Action::Probe(ADDR)]);
-        let a = c.on_timer(t0 + PROBE_WAIT);
-        assert_eq!(a, vec![Action::Bind(info(60))]);
+        assert_eq!(a, vec![Action::Bind(info(60)), Action::Probe(ADDR)]);
+        assert!(c.on_timer(t0 + PROBE_WAIT).is_empty());
+        assert_eq!(c.state(), &State::Bound);
     }
 
     #[test]

@@ -115,8 +115,9 @@ pub fn apply(offset_ns: i128, step: bool) -> std::io::Result<bool> {
         Ok(true)
     } else {
         let tv = libc::timeval {
-            tv_sec: (offset_ns / 1_000_000_000) as libc::time_t,
-            tv_usec: ((offset_ns % 1_000_000_000) / 1000) as libc::suseconds_t,
+            // `as _`: the field types differ between glibc and musl.
+            tv_sec: (offset_ns / 1_000_000_000) as _,
+            tv_usec: ((offset_ns % 1_000_000_000) / 1000) as _,
         };
         // SAFETY: `tv` is a valid timeval; the old delta is not wanted.
         let rc = unsafe { libc::adjtime(&tv, std::ptr::null_mut()) };

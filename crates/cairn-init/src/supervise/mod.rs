@@ -733,11 +733,12 @@ impl Supervisor {
         }
         self.ready_logged = true;
         let failed = startable().filter(|&i| self.states[i].starts == 0).count();
+        let rss = crate::status::init_rss_kib();
         if failed == 0 {
-            info!("ready");
+            info!("ready (init RSS {rss} KiB)");
         } else {
             info!(
-                "ready ({failed} of {} services failed to start)",
+                "ready ({failed} of {} services failed to start; init RSS {rss} KiB)",
                 self.configs.len()
             );
         }
