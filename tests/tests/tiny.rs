@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cairn_e2e::{boot, build, cairn, example, qmp, root, run_with_timeout, Live, Outcome};
+use cairn_e2e::{
+    boot, build, cairn, copy_example, example, qmp, root, run_with_timeout, Live, Outcome,
+};
 
 /// A cold kernel build on a shared 2-core machine.
 const KERNEL_BUILD_TIMEOUT: Duration = Duration::from_secs(45 * 60);
@@ -110,7 +112,7 @@ fn tiny_build_reports_the_source_kernel() {
     let out = tempfile::tempdir().unwrap();
     let o = build(&example("tiny"), out.path());
     o.assert_ok();
-    o.assert_stdout_has("source:/usr/src/linux-source-6.1.tar.xz (tinyconfig)");
+    o.assert_stdout_has(TINY_SOURCE);
     // No modules directory in a tiny image.
     assert!(!o.stdout.contains("/lib/modules/"), "{}", o.stdout);
 }
@@ -184,4 +186,75 @@ pids_max = 16
         .or_else(|| o.find("service probe exited"))
         .unwrap_or_else(|| panic!("probe was not stopped:\n{o}"));
     assert!(o.contains("cairn: powering off"), "{o}");
+}
+
+/// A copy of example `name` whose `[kernel]` table is replaced by the tiny
+/// profile (no modules: everything is built in).
+fn on_tiny_kernel(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, manifest) = copy_example(name);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let start = text.find("[kernel]").expect("a [kernel] table");
+    let end = text[start..]
+        .find("\n[")
+        .map_or(text.len(), |i| start + i + 1);
+    let cmdline = text[start..end]
+        .lines()
+        .find(|l| l.starts_with("cmdline"))
+        .expect("a cmdline")
+        .to_string();
+    let kernel = format!(
+        "[kernel]\nsource = \"/usr/src/linux-source-6.1.tar.xz\"\nconfig = [\"{}\"]\n\
+         base = \"tinyconfig\"\n{cmdline}\n\n",
+        root().join("kernel/tiny.config").display()
+    );
+    let patched = format!("{}{kernel}{}", &text[..start], &text[end..]);
+    std::fs::write(&manifest, patched).unwrap();
+    (dir, manifest)
+}
+
+const TINY_SOURCE: &str = "source:/usr/src/linux-source-6.1.tar.xz (tinyconfig)";
+
+/// The examples that need no more than the tiny profile boot on it:
+/// hello directly, and the disk appliance (GPT, vfat ESP, ext4 data
+/// formatted on first boot, mounts by label) through OVMF from its disk
+/// image.
+#[test]
+fn tiny_kernel_boots_the_hello_and_disk_examples() {
+    kernel_built();
+    let (_dir, hello) = on_tiny_kernel("hello");
+    let out = tempfile::tempdir().unwrap();
+    let o = boot(
+        &hello,
+        out.path(),
+        &["--net", "none", "--mem", "64M"],
+        BOOT_TIMEOUT,
+    );
+    o.assert_ok();
+    // `cairn run` prints the build table on stderr.
+    assert!(o.stderr.contains(TINY_SOURCE), "{}", o.stderr);
+    o.assert_in_order(&[
+        "cairn: init started",
+        "Hello from cairn!",
+        "cairn: powering off",
+    ]);
+
+    let (_dir, disk) = on_tiny_kernel("disk");
+    let out = tempfile::tempdir().unwrap();
+    let o = boot(
+        &disk,
+        out.path(),
+        // Through OVMF the firmware needs more than the guest: the tiny
+        // UKI boots at 96 MiB, not at 64 MiB (direct boot needs 32 MiB).
+        &["--disk", "--net", "none", "--mem", "128M"],
+        BOOT_TIMEOUT,
+    );
+    o.assert_ok();
+    // `cairn run` prints the build table on stderr.
+    assert!(o.stderr.contains(TINY_SOURCE), "{}", o.stderr);
+    o.assert_in_order(&[
+        "cairn: mounted /dev/vda2 (LABEL=CONFIG) on /config",
+        "cairn: formatting /dev/vda3 as ext4 (label DATA)",
+        "boot 1: hello from the primary config",
+        "cairn: powering off",
+    ]);
 }

@@ -361,22 +361,31 @@ fn bench_cairn(
     })
 }
 
-/// `cargo xtask bench [--runs N] [--no-mem] [--only WORD]`
+/// `cargo xtask bench [--runs N] [--no-mem] [--only WORD] [--init PATH]`
+/// (`--init`: measure another cairn-init build, such as one made with a
+/// different opt-level, against the same baseline).
 fn bench_cmd(args: &[String]) -> Result<()> {
     let mut runs = 3usize;
     let mut mem = true;
     let mut only: Option<String> = None;
+    let mut init_override: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--runs" => runs = it.next().context("--runs N")?.parse()?,
             "--no-mem" => mem = false,
             "--only" => only = Some(it.next().context("--only WORD")?.clone()),
+            "--init" => init_override = Some(it.next().context("--init PATH")?.into()),
             other => bail!("unknown bench option {other}"),
         }
     }
     deps()?;
-    let init = build_init()?;
+    let init = match &init_override {
+        Some(p) => p
+            .canonicalize()
+            .with_context(|| format!("--init {}", p.display()))?,
+        None => build_init()?,
+    };
     let cairn = build_cli(true)?;
     let out = root().join("target/bench");
     let web = build_web(&init, &out)?;
@@ -438,8 +447,12 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     drop(lab);
 
     let cmd = format!(
-        "cargo xtask bench --runs {runs}{}",
-        if mem { "" } else { " --no-mem" }
+        "cargo xtask bench --runs {runs}{}{}",
+        if mem { "" } else { " --no-mem" },
+        init_override
+            .as_ref()
+            .map(|p| format!(" --init {}", p.display()))
+            .unwrap_or_default()
     );
     let md = bench::report(&variants, &measured, base, &cmd);
     print!("{md}");
