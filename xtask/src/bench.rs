@@ -17,6 +17,8 @@ use cairn_image::{compress, cpio};
 #[derive(Clone, Copy)]
 pub struct Marks {
     pub init: &'static str,
+    /// The start of the DHCP exchange (the first DISCOVER).
+    pub dhcp: &'static str,
     pub lease: &'static str,
     pub ready: &'static str,
     /// A complete console line containing this ends the boot: the bench has
@@ -26,6 +28,7 @@ pub struct Marks {
 
 pub const CAIRN_MARKS: Marks = Marks {
     init: "cairn: init started",
+    dhcp: "DHCPv4 discover sent",
     lease: "DHCPv4 lease obtained",
     ready: "cairn: ready",
     done: "cairn: ready",
@@ -33,6 +36,7 @@ pub const CAIRN_MARKS: Marks = Marks {
 
 pub const BASELINE_MARKS: Marks = Marks {
     init: "bench: init started",
+    dhcp: "bench: dhcp start",
     lease: "bench: lease obtained",
     ready: "bench: ready",
     done: "VmRSS:",
@@ -53,6 +57,7 @@ pub struct Variant {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timeline {
     pub init: f64,
+    pub dhcp: Option<f64>,
     pub lease: f64,
     pub ready: f64,
     pub rss_kib: Option<u64>,
@@ -95,6 +100,7 @@ pub fn parse_timeline(console: &str, marks: &Marks) -> Option<Timeline> {
     });
     Some(Timeline {
         init: find_mark(console, marks.init, false)?,
+        dhcp: find_mark(console, marks.dhcp, false),
         lease: find_mark(console, marks.lease, true)?,
         ready: find_mark(console, marks.ready, false)?,
         rss_kib,
@@ -337,6 +343,15 @@ impl Measured {
     pub fn init_to_ready(&self) -> f64 {
         self.med(|t| t.ready - t.init)
     }
+    /// First DISCOVER to lease, over the runs that show both.
+    pub fn dhcp_exchange(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|t| t.dhcp.map(|d| t.lease - d))
+            .collect();
+        (!v.is_empty()).then(|| median(v))
+    }
     pub fn rss(&self) -> Option<u64> {
         let v: Vec<f64> = self
             .runs
@@ -466,6 +481,12 @@ pub fn report(variants: &[Variant], measured: &[Measured], base: usize, cmd: &st
     );
     row(
         &mut s,
+        "of which DHCP (first DISCOVER -> lease)",
+        measured.iter().map(Measured::dhcp_exchange).collect(),
+        &secs,
+    );
+    row(
+        &mut s,
         "init -> ready (userspace boot)",
         measured.iter().map(|m| Some(m.init_to_ready())).collect(),
         &secs,
@@ -507,6 +528,14 @@ fn budgets(v: &Variant, m: &Measured, base: &Measured) -> String {
         "- userspace boot at most half of the baseline's: ratio {ratio:.2}, {}",
         verdict(ratio.is_finite().then_some(ratio <= 0.5))
     );
+    if let Some(d) = base.dhcp_exchange() {
+        let _ = writeln!(
+            s,
+            "  (the baseline's DHCP exchange alone, which every appliance here waits \
+             for, is {:.2} of its userspace boot)",
+            d / base.init_to_ready()
+        );
+    }
     s
 }
 
@@ -574,19 +603,21 @@ mod tests {
     fn parses_a_console() {
         let console = "\x1b[2J[    0.000000] Linux version\n\
                        [    1.500000] cairn: init started\n\
+                       [    1.550000] cairn: eth0: DHCPv4 discover sent\n\
                        [    1.600000] cairn: eth0: DHCPv4 lease obtained: 10.0.0.5/24 from 10.0.0.1\n\
                        [    1.700000] cairn: ready\n\
                        bench: init VmRSS:\t    1234 kB\n";
         let t = parse_timeline(console, &CAIRN_MARKS).unwrap();
-        assert_eq!((t.init, t.lease, t.ready), (1.5, 1.6, 1.7));
+        assert_eq!(
+            (t.init, t.dhcp, t.lease, t.ready),
+            (1.5, Some(1.55), 1.6, 1.7)
+        );
         assert_eq!(t.rss_kib, Some(1234));
         assert!(parse_timeline("[ 1.0] cairn: init started\n", &CAIRN_MARKS).is_none());
         let own = "[ 1.0] cairn: init started\n[ 1.1] cairn: eth0: DHCPv4 lease obtained\n\
                    [ 1.2] cairn: ready in 0.200 s (init RSS 1500 KiB)\n";
-        assert_eq!(
-            parse_timeline(own, &CAIRN_MARKS).unwrap().rss_kib,
-            Some(1500)
-        );
+        let t = parse_timeline(own, &CAIRN_MARKS).unwrap();
+        assert_eq!((t.rss_kib, t.dhcp), (Some(1500), None));
     }
 
     #[test]
@@ -615,7 +646,8 @@ mod tests {
         };
         let run = |ready: f64, rss: u64| Timeline {
             init: 1.0,
-            lease: 1.0,
+            dhcp: Some(1.0 + ready / 4.0),
+            lease: 1.0 + ready / 2.0,
             ready: 1.0 + ready,
             rss_kib: Some(rss),
         };
@@ -635,6 +667,7 @@ mod tests {
         assert!(b.contains("smallest 33 MiB, NOT met"), "{b}");
         assert!(b.contains("1500 KiB, met"), "{b}");
         assert!(b.contains("ratio 0.25, met"), "{b}");
+        assert!(b.contains("DHCP exchange alone, which every appliance here waits for, is 0.25 of its userspace boot"), "{b}");
     }
 
     #[test]
@@ -644,18 +677,21 @@ mod tests {
             runs: vec![
                 Timeline {
                     init: 1.0,
+                    dhcp: Some(1.1),
                     lease: 1.5,
                     ready: 2.0,
                     rss_kib: Some(900),
                 },
                 Timeline {
                     init: 1.0,
+                    dhcp: Some(1.2),
                     lease: 1.3,
                     ready: 1.8,
                     rss_kib: Some(1000),
                 },
                 Timeline {
                     init: 1.2,
+                    dhcp: None,
                     lease: 1.7,
                     ready: 2.4,
                     rss_kib: None,
@@ -665,5 +701,8 @@ mod tests {
         };
         assert!((m.init_to_ready() - 1.0).abs() < 1e-9);
         assert_eq!(m.rss(), Some(1000));
+        // Over the two runs that saw the DISCOVER (0.4 and 0.1), the
+        // median being the upper middle value.
+        assert!((m.dhcp_exchange().unwrap() - 0.4).abs() < 1e-9);
     }
 }

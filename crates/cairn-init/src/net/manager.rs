@@ -683,7 +683,13 @@ impl Net {
                 return;
             }
         };
-        debug!("{name}: DHCP {:?} xid {:#x}", out.kind, out.xid);
+        if out.kind == dhcp::MessageKind::Discover && out.secs == 0 {
+            // The start of an exchange: the boot timeline (and the bench)
+            // measure the lease from here.
+            info!("{name}: DHCPv4 discover sent");
+        } else {
+            debug!("{name}: DHCP {:?} xid {:#x}", out.kind, out.xid);
+        }
         let result = match out.unicast {
             Some(server) if !out.ciaddr.is_unspecified() => {
                 sock::send_unicast(index, name, out.ciaddr, server, &bytes)
