@@ -261,6 +261,22 @@ impl Live {
         }
     }
 
+    /// [`Live::start`] with a QMP socket: `cairn run MANIFEST -o DIR/out
+    /// ARGS... -- -qmp unix:DIR/qmp.sock`. Returns the boot and the socket
+    /// path for [`qmp`].
+    pub fn start_with_qmp(
+        manifest: &Path,
+        dir: &Path,
+        args: &[&str],
+        timeout: Duration,
+    ) -> (Live, PathBuf) {
+        let sock = dir.join("qmp.sock");
+        let qmp_arg = format!("unix:{},server,nowait", sock.display());
+        let mut all = args.to_vec();
+        all.extend(["--", "-qmp", &qmp_arg]);
+        (Live::start(manifest, &dir.join("out"), &all, timeout), sock)
+    }
+
     /// The console output so far.
     pub fn output(&self) -> String {
         self.out.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -130,13 +130,10 @@ fn service_limits_reaping_and_break_glass_shell_in_qemu() {
         MANIFEST.replace("HASH", &hash_password(PASSWORD)),
     )
     .unwrap();
-    let qmp_sock = dir.path().join("qmp.sock");
-    let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
-    let out = dir.path().join("out");
-    let mut live = Live::start(
+    let (mut live, qmp_sock) = Live::start_with_qmp(
         &manifest,
-        &out,
-        &["--net", "none", "--mem", "256M", "--", "-qmp", &qmp_arg],
+        dir.path(),
+        &["--net", "none", "--mem", "256M"],
         Duration::from_secs(400),
     );
     live.wait_for("zombies=", Duration::from_secs(240));

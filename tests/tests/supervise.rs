@@ -68,13 +68,10 @@ fn supervision_control_and_power_button_in_qemu() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("cairn.toml");
     std::fs::write(&manifest, MANIFEST).unwrap();
-    let qmp_sock = dir.path().join("qmp.sock");
-    let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
-    let out = dir.path().join("out");
-    let mut live = Live::start(
+    let (mut live, qmp_sock) = Live::start_with_qmp(
         &manifest,
-        &out,
-        &["--net", "none", "--mem", "256M", "--", "-qmp", &qmp_arg],
+        dir.path(),
+        &["--net", "none", "--mem", "256M"],
         Duration::from_secs(300),
     );
     live.wait_for("CTL-DONE", Duration::from_secs(240));

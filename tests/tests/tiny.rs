@@ -153,13 +153,10 @@ pids_max = 16
         ),
     )
     .unwrap();
-    let qmp_sock = dir.path().join("qmp.sock");
-    let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
-    let out = dir.path().join("out");
-    let mut live = Live::start(
+    let (mut live, qmp_sock) = Live::start_with_qmp(
         &manifest,
-        &out,
-        &["--net", "user", "--mem", "32M", "--", "-qmp", &qmp_arg],
+        dir.path(),
+        &["--net", "user", "--mem", "32M"],
         Duration::from_secs(300),
     );
     live.wait_for("PROBE-DONE", BOOT_TIMEOUT);
