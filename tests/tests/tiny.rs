@@ -144,7 +144,7 @@ path = "/bin/busybox"
 
 [[service]]
 name = "probe"
-exec = ["/bin/busybox", "sh", "-c", "echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); echo PROBE-DONE; exec /bin/busybox sleep 600"]
+exec = ["/bin/busybox", "sh", "-c", "echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); /bin/busybox sleep 1; echo klog: $(/usr/bin/cairnctl logs | /bin/busybox grep -m1 'kernel: Linux version'); echo PROBE-DONE; exec /bin/busybox sleep 600"]
 after = ["network-online"]
 memory_max = "8M"
 pids_max = 16
@@ -176,6 +176,10 @@ pids_max = 16
         "{controllers}"
     );
     assert!(line("probe: cg: ").contains("0::/cairn/probe"), "{o}");
+    // The kernel's boot messages are in the init's log, from the first
+    // one on (they fit the tiny kernel's 16 KiB ring).
+    let klog = line("probe: klog: ");
+    assert!(klog.contains("] kernel: Linux version 6.1."), "{klog}");
     let limits = line("probe: mem: ");
     assert!(limits.contains("mem: 8388608 pids: 16"), "{limits}");
     // The power button: the service is stopped, then the machine powers off.

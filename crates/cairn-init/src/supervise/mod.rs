@@ -357,7 +357,13 @@ impl Supervisor {
                 fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
             }
         }
-        if let Some(k) = &self.kmsg {
+        // The kernel's boot messages wait in its ring until the services
+        // are up: copying them is not on the way to ready.
+        if let Some(k) = self
+            .kmsg
+            .as_ref()
+            .filter(|_| self.ready_logged || !self.announce_ready)
+        {
             srcs.push(Src::Kmsg);
             fds.push(PollFd::new(k, PollFlags::IN));
         }
