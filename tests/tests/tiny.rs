@@ -259,3 +259,46 @@ fn tiny_kernel_boots_the_hello_and_disk_examples() {
         "cairn: powering off",
     ]);
 }
+
+/// `cairn kernel check` merges fragments without compiling: the tiny
+/// profile alone and with the hardware or container profile on top applies
+/// every option; a fragment asking for what the tiny profile cannot have
+/// (cpusets without SMP) is reported, with exit status 1.
+#[test]
+fn kernel_profiles_merge_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, fragments: &[&str]| {
+        let list: Vec<String> = fragments.iter().map(|f| format!("\"{}\"", f)).collect();
+        let manifest = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "name = \"{name}\"\n[kernel]\nsource = \"/usr/src/linux-source-6.1.tar.xz\"\n\
+                 config = [{}]\nbase = \"tinyconfig\"\n\n[[service]]\nname = \"x\"\nexec = [\"/init\"]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+        let mut c = cairn();
+        c.arg("kernel").arg("check").arg(&manifest);
+        run_with_timeout(c, Duration::from_secs(600))
+    };
+    let profile = |p: &str| root().join("kernel").join(p).display().to_string();
+    let tiny = profile("tiny.config");
+    for extra in [None, Some("hardware"), Some("container")] {
+        let mut frags = vec![tiny.clone()];
+        frags.extend(extra.map(|p| profile(&format!("{p}.config"))));
+        let refs: Vec<&str> = frags.iter().map(String::as_str).collect();
+        let o = check(extra.unwrap_or("tiny"), &refs);
+        o.assert_ok();
+        o.assert_stdout_has("every option of the fragments applied");
+        // Merged, not compiled.
+        assert!(o.stderr.contains("[2/4] merge"), "{}", o.stderr);
+        assert!(!o.stderr.contains("[3/4]"), "{}", o.stderr);
+    }
+    let bad = dir.path().join("cpusets.config");
+    std::fs::write(&bad, "CONFIG_CPUSETS=y\n").unwrap();
+    let o = check("bad", &[&tiny, bad.to_str().unwrap()]);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
+    o.assert_stdout_has("CONFIG_CPUSETS=y (requested), got is not set");
+}

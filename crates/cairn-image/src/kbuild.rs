@@ -329,38 +329,8 @@ pub fn build(req: &Request, progress: &mut dyn FnMut(&str)) -> Result<Built, Kbu
     let log = obj.join("cairn-build.log");
     let mut runner = Runner::new(&tree, &obj, &log)?;
 
+    let (config_path, missing) = configure(&mut runner, &tree, &obj, req, fragments, progress)?;
     let base = req.base.target();
-    progress(&format!("kernel: [1/4] make {base}"));
-    runner.make("base config", &[base])?;
-
-    progress(&format!(
-        "kernel: [2/4] merge {} config fragment(s), make olddefconfig",
-        req.fragments.len()
-    ));
-    let mut merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"));
-    merge.current_dir(&tree).arg("-m").arg("-O").arg(&obj);
-    merge.arg(obj.join(".config"));
-    for f in req.fragments {
-        merge.arg(f.canonicalize().map_err(|source| KbuildError::Fragment {
-            path: f.clone(),
-            source,
-        })?);
-    }
-    runner.run("merge_config.sh", &mut merge)?;
-    runner.make("olddefconfig", &["olddefconfig"])?;
-    let wanted = fragments.into_iter().fold(Options::new(), |mut acc, f| {
-        acc.extend(f);
-        acc
-    });
-    let config_path = obj.join(".config");
-    let got = parse_config(
-        &fs::read_to_string(&config_path).map_err(io_err(&config_path))?,
-        &config_path,
-    )?;
-    let missing = not_applied(&wanted, &got);
-    for m in &missing {
-        progress(&format!("kernel: warning: {m}"));
-    }
 
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     progress(&format!(
@@ -415,6 +385,73 @@ pub fn build(req: &Request, progress: &mut dyn FnMut(&str)) -> Result<Built, Kbu
     let mut b = load_built(&built_dir, &key)?.ok_or(KbuildError::NoImage(built_dir.clone()))?;
     b.cached = false;
     Ok(b)
+}
+
+/// Steps 1 and 2 of a build in `obj`: the base config, the fragments
+/// merged onto it, `olddefconfig`. Returns the .config and the fragment
+/// options that did not end up as requested.
+fn configure(
+    runner: &mut Runner,
+    tree: &Path,
+    obj: &Path,
+    req: &Request,
+    fragments: Vec<Options>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(PathBuf, Vec<String>), KbuildError> {
+    let base = req.base.target();
+    progress(&format!("kernel: [1/4] make {base}"));
+    runner.make("base config", &[base])?;
+
+    progress(&format!(
+        "kernel: [2/4] merge {} config fragment(s), make olddefconfig",
+        req.fragments.len()
+    ));
+    let mut merge = Command::new(tree.join("scripts/kconfig/merge_config.sh"));
+    merge.current_dir(tree).arg("-m").arg("-O").arg(obj);
+    merge.arg(obj.join(".config"));
+    for f in req.fragments {
+        merge.arg(f.canonicalize().map_err(|source| KbuildError::Fragment {
+            path: f.clone(),
+            source,
+        })?);
+    }
+    runner.run("merge_config.sh", &mut merge)?;
+    runner.make("olddefconfig", &["olddefconfig"])?;
+    let wanted = fragments.into_iter().fold(Options::new(), |mut acc, f| {
+        acc.extend(f);
+        acc
+    });
+    let config_path = obj.join(".config");
+    let got = parse_config(
+        &fs::read_to_string(&config_path).map_err(io_err(&config_path))?,
+        &config_path,
+    )?;
+    let missing = not_applied(&wanted, &got);
+    for m in &missing {
+        progress(&format!("kernel: warning: {m}"));
+    }
+    Ok((config_path, missing))
+}
+
+/// Merges the fragments onto the base config in a scratch object tree,
+/// without compiling, and returns the options that did not end up as
+/// requested (`cairn kernel check`: seconds instead of a build).
+pub fn check(req: &Request, progress: &mut dyn FnMut(&str)) -> Result<Vec<String>, KbuildError> {
+    let (key, source_id, fragments) = cache_key(req)?;
+    let kernels = req.cache.join("kernels");
+    fs::create_dir_all(&kernels).map_err(io_err(&kernels))?;
+    // Unpacking the source tree is shared with builds.
+    let _lock = Lock::exclusive(&kernels.join("kbuild.lock"), progress)?;
+    progress(&format!("kernel: checking the config of {source_id}"));
+    let tree = source_tree(req.source, &kernels, progress)?;
+    let obj = kernels.join("obj").join(format!("{key}-check"));
+    let _ = fs::remove_dir_all(&obj);
+    fs::create_dir_all(&obj).map_err(io_err(&obj))?;
+    let log = obj.join("cairn-build.log");
+    let mut runner = Runner::new(&tree, &obj, &log)?;
+    let (_, missing) = configure(&mut runner, &tree, &obj, req, fragments, progress)?;
+    let _ = fs::remove_dir_all(&obj);
+    Ok(missing)
 }
 
 /// The kernel tree: `source` itself, or the tarball unpacked (once) into
@@ -768,5 +805,54 @@ mod tests {
         );
         assert!(msg.contains("something broke"), "{msg}");
         assert!(lines.iter().any(|l| l.contains("[1/4] make tinyconfig")));
+    }
+
+    /// `check` runs the base config, the merge and olddefconfig (here a
+    /// fake tree whose olddefconfig drops CONFIG_C, as a missing dependency
+    /// would), reports what did not stick, compiles nothing and leaves no
+    /// object tree behind.
+    #[test]
+    fn check_reports_options_that_did_not_stick_without_compiling() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("linux");
+        fs::create_dir_all(tree.join("scripts/kconfig")).unwrap();
+        fs::write(
+            tree.join("Makefile"),
+            "tinyconfig:\n\t@printf 'CONFIG_A=y\\n' > $(O)/.config\n\
+             olddefconfig:\n\t@sed -i '/CONFIG_C=y/d' $(O)/.config\n\
+             bzImage:\n\t@echo compiled > $(O)/compiled\n",
+        )
+        .unwrap();
+        let merge = tree.join("scripts/kconfig/merge_config.sh");
+        // merge_config.sh -m -O OBJ BASE FRAGMENT...
+        fs::write(
+            &merge,
+            "#!/bin/sh\nshift 3\nbase=$1\nshift\ncat \"$@\" >> \"$base\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(&merge, fs::Permissions::from_mode(0o755)).unwrap();
+        let frag = dir.path().join("f.config");
+        fs::write(&frag, "CONFIG_B=y\nCONFIG_C=y\n").unwrap();
+        let cache = dir.path().join("cache");
+        let frags = [frag];
+        let req = Request {
+            source: &tree,
+            base: Base::Tinyconfig,
+            fragments: &frags,
+            cache: &cache,
+        };
+        let mut lines = Vec::new();
+        let missing = check(&req, &mut |l| lines.push(l.to_string())).unwrap();
+        assert_eq!(missing, ["CONFIG_C=y (requested), got is not set"]);
+        assert!(lines.iter().any(|l| l.contains("[2/4] merge 1 config")));
+        assert!(!lines.iter().any(|l| l.contains("[3/4]")), "{lines:?}");
+        // Nothing compiled, nothing cached, no object tree left.
+        let obj = cache.join("kernels/obj");
+        assert_eq!(fs::read_dir(&obj).unwrap().count(), 0);
+        assert!(
+            !cache.join("kernels/built").exists()
+                || fs::read_dir(cache.join("kernels/built")).unwrap().count() == 0
+        );
     }
 }

@@ -161,6 +161,13 @@ enum KernelCmd {
         /// The manifest (cairn.toml).
         manifest: PathBuf,
     },
+    /// Merge the manifest's config fragments onto the base config, without
+    /// compiling, and list the options that did not end up as requested
+    /// (exit status 1 if any).
+    Check {
+        /// The manifest (cairn.toml).
+        manifest: PathBuf,
+    },
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
@@ -178,16 +185,44 @@ fn build_options(a: &BuildArgs) -> BuildOptions {
     o
 }
 
-fn kernel_build(manifest: &std::path::Path) -> anyhow::Result<()> {
+/// The manifest and its `[kernel] source`, for `cairn kernel VERB`.
+fn source_manifest(
+    manifest: &std::path::Path,
+    verb: &str,
+) -> anyhow::Result<(cairn_manifest::Manifest, cairn_manifest::SourceKernel)> {
     let m = cairn_manifest::Manifest::load(manifest)?;
     let cairn_manifest::KernelSource::Source(src) = &m.kernel.source.value else {
         return Err(m
             .error_at(
                 m.kernel.source.span,
-                "`cairn kernel build` needs a kernel built from source: set [kernel] source",
+                format!(
+                    "`cairn kernel {verb}` needs a kernel built from source: set [kernel] source"
+                ),
             )
             .into());
     };
+    let src = src.clone();
+    Ok((m, src))
+}
+
+fn kernel_check(manifest: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (m, src) = source_manifest(manifest, "check")?;
+    let missing =
+        cairn::kernel_build::check_source_kernel(&m, &src, &cairn_image::kernel::cache_dir())?;
+    if missing.is_empty() {
+        println!("every option of the fragments applied");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} option(s) did not end up as requested:", missing.len());
+    for n in &missing {
+        println!("  {n}");
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn kernel_build(manifest: &std::path::Path) -> anyhow::Result<()> {
+    let (m, src) = source_manifest(manifest, "build")?;
+    let src = &src;
     let cache = cairn_image::kernel::cache_dir();
     let (k, built) = cairn::kernel_build::build_source_kernel(&m, src, &cache)?;
     let size = std::fs::metadata(&k.image).map(|md| md.len()).unwrap_or(0);
@@ -232,6 +267,10 @@ fn main() -> ExitCode {
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),
         Cmd::Kernel(KernelCmd::Build { manifest }) => kernel_build(&manifest),
+        Cmd::Kernel(KernelCmd::Check { manifest }) => match kernel_check(&manifest) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Cmd::Boot { efi, machine } => {
             let boot = Boot {
                 vmlinuz: PathBuf::new(),
