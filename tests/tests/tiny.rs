@@ -302,3 +302,91 @@ fn kernel_profiles_merge_cleanly() {
     assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
     o.assert_stdout_has("CONFIG_CPUSETS=y (requested), got is not set");
 }
+
+/// The hardware profile on top of tiny, built and booted on QEMU's
+/// emulation of common real hardware instead of virtio: two CPUs (SMP), an
+/// Intel e1000e NIC that gets a DHCP lease, an NVMe disk and a SATA disk
+/// on an AHCI controller, each read by a service.
+#[test]
+fn hardware_profile_boots_on_e1000e_nvme_and_sata() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = |name: &str, mark: &str| {
+        let path = dir.path().join(name);
+        let mut data = mark.as_bytes().to_vec();
+        data.resize(1 << 20, 0);
+        std::fs::write(&path, data).unwrap();
+        path
+    };
+    let nvme = disk("nvme.img", "NVME-MARK-4921");
+    let sata = disk("sata.img", "SATA-MARK-7730");
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+name = "hw"
+hostname = "hw"
+
+[kernel]
+source = "/usr/src/linux-source-6.1.tar.xz"
+config = ["{tiny}", "{hardware}"]
+base = "tinyconfig"
+cmdline = "console=ttyS0 quiet panic=-1"
+
+[[binary]]
+path = "/bin/busybox"
+
+[[service]]
+name = "probe"
+exec = ["/bin/busybox", "sh", "-c", "echo cpus: $(/bin/busybox nproc); echo nic: $(/bin/busybox basename $(/bin/busybox readlink /sys/class/net/eth0/device/driver)); echo nvme: $(/bin/busybox head -c 14 /dev/nvme0n1); echo sata: $(/bin/busybox head -c 14 /dev/sda)"]
+after = ["network-online"]
+on_exit = "poweroff"
+"#,
+            tiny = root().join("kernel/tiny.config").display(),
+            hardware = root().join("kernel/hardware.config").display(),
+        ),
+    )
+    .unwrap();
+    let drive =
+        |id: &str, p: &std::path::Path| format!("if=none,id={id},format=raw,file={}", p.display());
+    let (nvme_drive, sata_drive) = (drive("nv", &nvme), drive("sa", &sata));
+    let out = dir.path().join("out");
+    let o = boot(
+        &manifest,
+        &out,
+        &[
+            "--net",
+            "none",
+            "--mem",
+            "128M",
+            "--",
+            "-smp",
+            "2",
+            "-netdev",
+            "user,id=n0,ipv6=off",
+            "-device",
+            "e1000e,netdev=n0",
+            "-drive",
+            &nvme_drive,
+            "-device",
+            "nvme,drive=nv,serial=cairn0",
+            "-drive",
+            &sata_drive,
+            "-device",
+            "ahci,id=ahci0",
+            "-device",
+            "ide-hd,drive=sa,bus=ahci0.0",
+        ],
+        // A cold build of this kernel is a few minutes more than tiny's.
+        KERNEL_BUILD_TIMEOUT,
+    );
+    o.assert_ok();
+    o.assert_in_order(&[
+        "DHCPv4 lease obtained: 10.0.2.15/24",
+        "probe: cpus: 2",
+        "probe: nic: e1000e",
+        "probe: nvme: NVME-MARK-4921",
+        "probe: sata: SATA-MARK-7730",
+        "cairn: powering off",
+    ]);
+}
