@@ -27,6 +27,39 @@ fn kernel_built() -> &'static Outcome {
     })
 }
 
+/// `kernel/NAME.config` in the repository.
+fn profile(name: &str) -> std::path::PathBuf {
+    root().join("kernel").join(format!("{name}.config"))
+}
+
+/// Writes `DIR/NAME.toml`: appliance NAME on a kernel built from
+/// linux-source-6.1 with `fragments` merged onto tinyconfig, BusyBox in the
+/// image, then `services` (TOML).
+fn source_manifest(
+    dir: &std::path::Path,
+    name: &str,
+    fragments: &[std::path::PathBuf],
+    services: &str,
+) -> std::path::PathBuf {
+    let list: Vec<String> = fragments
+        .iter()
+        .map(|f| format!("\"{}\"", f.display()))
+        .collect();
+    let manifest = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"{name}\"\nhostname = \"{name}\"\n\n[kernel]\n\
+             source = \"/usr/src/linux-source-6.1.tar.xz\"\nconfig = [{}]\n\
+             base = \"tinyconfig\"\ncmdline = \"console=ttyS0 quiet panic=-1\"\n\n\
+             [[binary]]\npath = \"/bin/busybox\"\n{services}",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
 fn markers() -> [&'static str; 5] {
     [
         "cairn: init started",
@@ -125,23 +158,11 @@ fn tiny_build_reports_the_source_kernel() {
 fn tiny_kernel_networked_appliance_in_32_mib() {
     kernel_built();
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
-name = "tinynet"
-hostname = "tinynet"
-
-[kernel]
-source = "/usr/src/linux-source-6.1.tar.xz"
-config = ["{fragment}"]
-base = "tinyconfig"
-cmdline = "console=ttyS0 quiet panic=-1"
-
-[[binary]]
-path = "/bin/busybox"
-
+    let manifest = source_manifest(
+        dir.path(),
+        "tinynet",
+        &[profile("tiny")],
+        r#"
 [[service]]
 name = "probe"
 exec = ["/bin/busybox", "sh", "-c", "echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); /bin/busybox sleep 1; echo klog: $(/usr/bin/cairnctl logs | /bin/busybox grep -m1 'kernel: Linux version'); echo PROBE-DONE; exec /bin/busybox sleep 600"]
@@ -149,10 +170,7 @@ after = ["network-online"]
 memory_max = "8M"
 pids_max = 16
 "#,
-            fragment = root().join("kernel/tiny.config").display()
-        ),
-    )
-    .unwrap();
+    );
     let (mut live, qmp_sock) = Live::start_with_qmp(
         &manifest,
         dir.path(),
@@ -206,7 +224,7 @@ fn on_tiny_kernel(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let kernel = format!(
         "[kernel]\nsource = \"/usr/src/linux-source-6.1.tar.xz\"\nconfig = [\"{}\"]\n\
          base = \"tinyconfig\"\n{cmdline}\n\n",
-        root().join("kernel/tiny.config").display()
+        profile("tiny").display()
     );
     let patched = format!("{}{kernel}{}", &text[..start], &text[end..]);
     std::fs::write(&manifest, patched).unwrap();
@@ -267,29 +285,21 @@ fn tiny_kernel_boots_the_hello_and_disk_examples() {
 #[test]
 fn kernel_profiles_merge_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let check = |name: &str, fragments: &[&str]| {
-        let list: Vec<String> = fragments.iter().map(|f| format!("\"{}\"", f)).collect();
-        let manifest = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &manifest,
-            format!(
-                "name = \"{name}\"\n[kernel]\nsource = \"/usr/src/linux-source-6.1.tar.xz\"\n\
-                 config = [{}]\nbase = \"tinyconfig\"\n\n[[service]]\nname = \"x\"\nexec = [\"/init\"]\n",
-                list.join(", ")
-            ),
-        )
-        .unwrap();
+    let check = |name: &str, fragments: &[std::path::PathBuf]| {
+        let manifest = source_manifest(
+            dir.path(),
+            name,
+            fragments,
+            "[[service]]\nname = \"x\"\nexec = [\"/init\"]\n",
+        );
         let mut c = cairn();
         c.arg("kernel").arg("check").arg(&manifest);
         run_with_timeout(c, Duration::from_secs(600))
     };
-    let profile = |p: &str| root().join("kernel").join(p).display().to_string();
-    let tiny = profile("tiny.config");
     for extra in [None, Some("hardware"), Some("container")] {
-        let mut frags = vec![tiny.clone()];
-        frags.extend(extra.map(|p| profile(&format!("{p}.config"))));
-        let refs: Vec<&str> = frags.iter().map(String::as_str).collect();
-        let o = check(extra.unwrap_or("tiny"), &refs);
+        let mut frags = vec![profile("tiny")];
+        frags.extend(extra.map(profile));
+        let o = check(extra.unwrap_or("tiny"), &frags);
         o.assert_ok();
         o.assert_stdout_has("every option of the fragments applied");
         // Merged, not compiled.
@@ -298,7 +308,7 @@ fn kernel_profiles_merge_cleanly() {
     }
     let bad = dir.path().join("cpusets.config");
     std::fs::write(&bad, "CONFIG_CPUSETS=y\n").unwrap();
-    let o = check("bad", &[&tiny, bad.to_str().unwrap()]);
+    let o = check("bad", &[profile("tiny"), bad]);
     assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
     o.assert_stdout_has("CONFIG_CPUSETS=y (requested), got is not set");
 }
@@ -319,34 +329,18 @@ fn hardware_profile_boots_on_e1000e_nvme_and_sata() {
     };
     let nvme = disk("nvme.img", "NVME-MARK-4921");
     let sata = disk("sata.img", "SATA-MARK-7730");
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            r#"
-name = "hw"
-hostname = "hw"
-
-[kernel]
-source = "/usr/src/linux-source-6.1.tar.xz"
-config = ["{tiny}", "{hardware}"]
-base = "tinyconfig"
-cmdline = "console=ttyS0 quiet panic=-1"
-
-[[binary]]
-path = "/bin/busybox"
-
+    let manifest = source_manifest(
+        dir.path(),
+        "hw",
+        &[profile("tiny"), profile("hardware")],
+        r#"
 [[service]]
 name = "probe"
 exec = ["/bin/busybox", "sh", "-c", "echo cpus: $(/bin/busybox nproc); echo nic: $(/bin/busybox basename $(/bin/busybox readlink /sys/class/net/eth0/device/driver)); echo nvme: $(/bin/busybox head -c 14 /dev/nvme0n1); echo sata: $(/bin/busybox head -c 14 /dev/sda)"]
 after = ["network-online"]
 on_exit = "poweroff"
 "#,
-            tiny = root().join("kernel/tiny.config").display(),
-            hardware = root().join("kernel/hardware.config").display(),
-        ),
-    )
-    .unwrap();
+    );
     let drive =
         |id: &str, p: &std::path::Path| format!("if=none,id={id},format=raw,file={}", p.display());
     let (nvme_drive, sata_drive) = (drive("nv", &nvme), drive("sa", &sata));
