@@ -384,3 +384,50 @@ on_exit = "poweroff"
         "cairn: powering off",
     ]);
 }
+
+/// The container profile on top of tiny, built and booted: what a
+/// container runtime needs from the kernel works (an unprivileged user
+/// namespace, an overlay mount, a bridge, every cgroup v2 controller a
+/// runtime delegates, seccomp).
+#[test]
+fn container_profile_boots_with_namespaces_overlay_bridge_and_controllers() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = source_manifest(
+        dir.path(),
+        "ctr",
+        &[profile("tiny"), profile("container")],
+        r#"
+[[service]]
+name = "probe"
+exec = ["/bin/busybox", "sh", "-c", "echo userns: $(/bin/busybox unshare -U -r /bin/busybox id -u); cd /tmp && /bin/busybox mkdir l u w m && echo below > l/f && /bin/busybox mount -t overlay overlay -o lowerdir=l,upperdir=u,workdir=w m && echo overlay: $(cat m/f); /bin/busybox brctl addbr br0 && echo bridge: $(cat /sys/class/net/br0/type); echo controllers: $(cat /sys/fs/cgroup/cgroup.controllers); echo seccomp: $(/bin/busybox grep Seccomp: /proc/self/status)"]
+on_exit = "poweroff"
+"#,
+    );
+    let out = dir.path().join("out");
+    let o = boot(
+        &manifest,
+        &out,
+        &["--net", "none", "--mem", "128M"],
+        KERNEL_BUILD_TIMEOUT,
+    );
+    o.assert_ok();
+    o.assert_in_order(&[
+        "probe: userns: 0",
+        "probe: overlay: below",
+        "probe: bridge: 1",
+        "probe: controllers: ",
+        "probe: seccomp: Seccomp: 0",
+        "cairn: powering off",
+    ]);
+    let controllers = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("probe: controllers: "))
+        .unwrap_or_default();
+    for c in ["cpuset", "cpu", "memory", "pids"] {
+        assert!(
+            controllers.split_whitespace().any(|w| w == c),
+            "{c} missing: {controllers}"
+        );
+    }
+}
