@@ -222,9 +222,8 @@ fn kernel_check(manifest: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 fn kernel_build(manifest: &std::path::Path) -> anyhow::Result<()> {
     let (m, src) = source_manifest(manifest, "build")?;
-    let src = &src;
     let cache = cairn_image::kernel::cache_dir();
-    let (k, built) = cairn::kernel_build::build_source_kernel(&m, src, &cache)?;
+    let (k, built) = cairn::kernel_build::build_source_kernel(&m, &src, &cache)?;
     let size = std::fs::metadata(&k.image).map(|md| md.len()).unwrap_or(0);
     println!(
         "kernel {} ({} bytes){}",

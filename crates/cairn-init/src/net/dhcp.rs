@@ -172,7 +172,10 @@ pub enum Action {
     },
 }
 
+/// (One client per interface holds one state: boxing the offer would only
+/// add an allocation per exchange.)
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum State {
     Init,
     Selecting,
@@ -180,8 +183,9 @@ pub enum State {
         offer: LeaseInfo,
         tries: u32,
     },
+    /// Bound (the lease is `Client::lease`) and probing it with ARP until
+    /// `until`.
     Probing {
-        lease: LeaseInfo,
         until: Instant,
     },
     Bound,
@@ -457,7 +461,7 @@ impl Client {
                     self.send_reboot_request(now, addr)
                 }
             }
-            State::Probing { until, .. } => {
+            State::Probing { until } => {
                 if now < until {
                     self.timer = Some(until);
                     return Vec::new();
@@ -551,11 +555,12 @@ impl Client {
     /// Reacts to a reply or an ARP result.
     pub fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
         match input {
-            Input::ArpConflict => match self.state.clone() {
-                State::Probing { lease, .. } => {
+            Input::ArpConflict => match (&self.state, &self.lease) {
+                (State::Probing { .. }, Some(b)) => {
+                    let (addr, server) = (b.info.addr, b.info.server);
                     let mut m = self.msg(now, MessageKind::Decline);
-                    m.requested = Some(lease.addr);
-                    m.server_id = Some(lease.server);
+                    m.requested = Some(addr);
+                    m.server_id = Some(server);
                     let mut out = vec![Action::Send(m)];
                     out.extend(self.restart_after(now, DECLINE_WAIT, "address in use"));
                     out
@@ -623,8 +628,8 @@ impl Client {
     fn probe(&mut self, now: Instant, lease: LeaseInfo) -> Vec<Action> {
         let until = now + PROBE_WAIT;
         let addr = lease.addr;
-        let mut out = self.bind(now, lease.clone());
-        self.state = State::Probing { lease, until };
+        let mut out = self.bind(now, lease);
+        self.state = State::Probing { until };
         self.timer = Some(until);
         out.push(Action::Probe(addr));
         out
