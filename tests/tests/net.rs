@@ -550,6 +550,68 @@ fn hotplugged_nic_gets_a_lease() {
     g.wait_from(t, "cairn: network online", 30);
 }
 
+/// DHCPv4 Rapid Commit (RFC 4039) against dnsmasq with
+/// `--dhcp-rapid-commit`: by default the DISCOVER is answered by an ACK
+/// and the lease is bound from it (two messages, no OFFER or REQUEST);
+/// with `rapid_commit = false` the same server runs the classic exchange.
+#[test]
+fn dnsmasq_rapid_commit_and_classic_exchange() {
+    let dir = scratch("rapid");
+    let mut ns = Netns::new("rc", "192.168.75.1/24", None);
+    let log = dir.join("dnsmasq.log");
+    ns.spawn(
+        &[
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=tap0",
+            "--bind-interfaces",
+            "--no-ping",
+            "--log-dhcp",
+            "--dhcp-rapid-commit",
+            &format!("--dhcp-leasefile={}", dir.join("leases").display()),
+            "--dhcp-range=192.168.75.50,192.168.75.99,255.255.255.0,2m",
+        ],
+        &log,
+    );
+    let served = || std::fs::read_to_string(&log).unwrap_or_default();
+    let count = |what: &str| served().matches(what).count();
+
+    let g = Guest::start(
+        &ns.prefix(),
+        "examples/net/cairn.toml",
+        dir.join("out").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    g.wait(
+        "eth0: DHCPv4 lease obtained (rapid commit): 192.168.75.",
+        120,
+    );
+    drop(g);
+    assert_eq!(count("DHCPDISCOVER(tap0)"), 1, "{}", served());
+    assert_eq!(count("DHCPACK(tap0)"), 1, "{}", served());
+    assert_eq!(count("DHCPOFFER(tap0)"), 0, "{}", served());
+    assert_eq!(count("DHCPREQUEST(tap0)"), 0, "{}", served());
+
+    // The same appliance with rapid commit turned off.
+    let (_tmp, manifest) = cairn_e2e::copy_example("net");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[[network]]\nmatch = { name = \"eth*\" }\nrapid_commit = false\n");
+    std::fs::write(&manifest, text).unwrap();
+    let g = Guest::start(
+        &ns.prefix(),
+        manifest.to_str().unwrap(),
+        dir.join("out2").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    g.wait("eth0: DHCPv4 lease obtained: 192.168.75.", 120);
+    assert!(!g.text().contains("(rapid commit)"), "{}", g.text());
+    drop(g);
+    assert_eq!(count("DHCPOFFER(tap0)"), 1, "{}", served());
+    assert_eq!(count("DHCPREQUEST(tap0)"), 1, "{}", served());
+}
+
 /// A static-only appliance: addresses, gateway, extra route, MTU and DNS
 /// from the manifest, the gateway answers a ping, and the DHCP server on
 /// the link never hears from it.

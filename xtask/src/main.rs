@@ -361,14 +361,18 @@ fn bench_cairn(
     })
 }
 
-/// `cargo xtask bench [--runs N] [--no-mem] [--only WORD] [--init PATH]`
-/// (`--init`: measure another cairn-init build, such as one made with a
-/// different opt-level, against the same baseline).
+/// `cargo xtask bench [--runs N] [--no-mem] [--only WORD[,WORD..]] [--init PATH]
+/// [--append ARGS]` (`--init`: measure another cairn-init build, such as one
+/// made with a different opt-level, against the same baseline; `--append`:
+/// extra kernel command line for the cairn variants, such as `cairn.debug`
+/// for a per-step timeline with CAIRN_BENCH_CONSOLE=1). With `--only` or
+/// `--append` the table is printed but bench/RESULTS.md is left alone.
 fn bench_cmd(args: &[String]) -> Result<()> {
     let mut runs = 3usize;
     let mut mem = true;
     let mut only: Option<String> = None;
     let mut init_override: Option<PathBuf> = None;
+    let mut append: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -376,6 +380,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             "--no-mem" => mem = false,
             "--only" => only = Some(it.next().context("--only WORD")?.clone()),
             "--init" => init_override = Some(it.next().context("--init PATH")?.into()),
+            "--append" => append = Some(it.next().context("--append ARGS")?.clone()),
             other => bail!("unknown bench option {other}"),
         }
     }
@@ -415,8 +420,17 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         &web,
         &out,
     )?);
+    if let Some(extra) = &append {
+        for v in variants
+            .iter_mut()
+            .filter(|v| v.marks.init == bench::CAIRN_MARKS.init)
+        {
+            v.cmdline = format!("{} {extra}", v.cmdline);
+        }
+    }
     if let Some(word) = &only {
-        variants.retain(|v| v.label.contains(word.as_str()));
+        // Comma-separated words; a variant stays if its label has any.
+        variants.retain(|v| word.split(',').any(|w| v.label.contains(w)));
         if variants.is_empty() {
             bail!("--only {word}: no variant's label contains it");
         }
@@ -456,6 +470,10 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     );
     let md = bench::report(&variants, &measured, base, &cmd);
     print!("{md}");
+    if only.is_some() || append.is_some() {
+        eprintln!("bench: --only/--append run: bench/RESULTS.md left as it was");
+        return Ok(());
+    }
     std::fs::write(root().join("bench/RESULTS.md"), &md)?;
     let svg = root().join("target/bench/timeline.svg");
     std::fs::write(&svg, bench::timeline_svg(&variants, &measured))?;

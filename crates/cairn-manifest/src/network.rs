@@ -10,6 +10,7 @@
 //! [[network]]
 //! match = { name = "eth*" }    # a glob on the interface name, or { mac = "52:54:00:12:34:56" }
 //! dhcp4 = true                 # default: true unless `addresses` has an IPv4 address
+//! rapid_commit = true          # DHCPv4 Rapid Commit, RFC 4039 (default true; needs dhcp4)
 //! ipv6 = "slaac"               # slaac (default) | off | static
 //! addresses = ["192.168.7.2/24", "fd00::2/64"]
 //! gateway = "192.168.7.1"      # IPv4 default route
@@ -67,6 +68,8 @@ pub enum NetworkInvalid {
     StaticWithoutV6,
     #[error("`ipv6 = \"off\"` but `{0}` has IPv6 values")]
     V6Off(&'static str),
+    #[error("`rapid_commit` is a DHCPv4 setting, but dhcp4 is off for this entry")]
+    RapidCommitWithoutDhcp,
     #[error("`gateway` needs an IPv4 address in `addresses` (a DHCP lease brings its own router)")]
     GatewayWithoutV4,
     #[error("route via {via} is not reachable: no static address of that family and no dynamic configuration for it on this interface")]
@@ -104,6 +107,8 @@ pub(crate) struct RawNetwork {
     pub matches: Spanned<RawMatch>,
     #[serde(default)]
     pub dhcp4: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub rapid_commit: Option<Spanned<bool>>,
     #[serde(default)]
     pub ipv6: Option<Spanned<Ipv6Mode>>,
     #[serde(default)]
@@ -318,6 +323,10 @@ pub struct InterfaceConfig {
     #[serde(rename = "match")]
     pub matches: MatchRule,
     pub dhcp4: bool,
+    /// Ask for DHCPv4 Rapid Commit (RFC 4039): a server that supports it
+    /// answers the DISCOVER with an ACK, two messages instead of four.
+    #[serde(default = "crate::system::yes")]
+    pub rapid_commit: bool,
     pub ipv6: Ipv6Mode,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<IpPrefix>,
@@ -343,6 +352,7 @@ impl InterfaceConfig {
         InterfaceConfig {
             matches: MatchRule::Name("*".into()),
             dhcp4: true,
+            rapid_commit: true,
             ipv6: Ipv6Mode::Slaac,
             addresses: Vec::new(),
             gateway: None,
@@ -550,6 +560,13 @@ fn interface(
     let has_v6 = addresses.iter().any(|p| p.addr.is_ipv6());
 
     let dhcp4 = n.dhcp4.as_ref().map_or(!has_v4, |d| *d.get_ref());
+    let rapid_commit = match &n.rapid_commit {
+        Some(r) if *r.get_ref() && !dhcp4 => {
+            return Err((sp(r), NetworkInvalid::RapidCommitWithoutDhcp))
+        }
+        Some(r) => *r.get_ref(),
+        None => dhcp4,
+    };
     let ipv6 = n.ipv6.as_ref().map_or(Ipv6Mode::Slaac, |v| *v.get_ref());
     let ipv6_span = n.ipv6.as_ref().map_or(entry_span, sp);
     match ipv6 {
@@ -640,6 +657,7 @@ fn interface(
     Ok(InterfaceConfig {
         matches,
         dhcp4,
+        rapid_commit,
         ipv6,
         addresses,
         gateway,
@@ -768,6 +786,21 @@ mod manifest_tests {
     }
 
     #[test]
+    fn rapid_commit_follows_dhcp4_unless_set() {
+        let m = parse(
+            "[[network]]\nmatch = { name = \"a\" }\n\
+             [[network]]\nmatch = { name = \"b\" }\nrapid_commit = false\n\
+             [[network]]\nmatch = { name = \"c\" }\naddresses = [\"10.0.0.2/24\"]\n",
+        )
+        .unwrap();
+        let rc: Vec<bool> = m.net.interfaces.iter().map(|i| i.rapid_commit).collect();
+        assert_eq!(rc, [true, false, false]);
+        assert!(InterfaceConfig::automatic().rapid_commit);
+        let sys = m.system_config(vec![]);
+        assert_eq!(SystemConfig::from_toml(&sys.to_toml()).unwrap(), sys);
+    }
+
+    #[test]
     fn static_address_turns_dhcp_off_by_default() {
         let m = parse("[[network]]\nmatch = { name = \"eth0\" }\naddresses = [\"10.0.0.2/24\"]\n")
             .unwrap();
@@ -807,6 +840,11 @@ mod manifest_tests {
                 "must be an IPv4",
             ),
             ("[[network]]\nmatch = { name = \"a\" }\nipv6 = \"static\"\n", (3, 8), "needs at least one IPv6"),
+            (
+                "[[network]]\nmatch = { name = \"a\" }\ndhcp4 = false\nrapid_commit = true\n",
+                (4, 16),
+                "`rapid_commit` is a DHCPv4 setting",
+            ),
             ("[[network]]\nmatch = { name = \"a\" }\nipv6 = \"auto\"\n", (3, 8), "unknown value"),
             (
                 "[[network]]\nmatch = { name = \"a\" }\nipv6 = \"off\"\naddresses = [\"fd00::2/64\"]\n",

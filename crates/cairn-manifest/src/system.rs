@@ -160,7 +160,7 @@ impl ServiceConfig {
     }
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 

@@ -56,6 +56,9 @@ pub struct LeaseInfo {
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
     pub ntp: Vec<Ipv4Addr>,
+    /// The reply carried the Rapid Commit option (RFC 4039): an ACK that
+    /// answers a DISCOVER directly.
+    pub rapid_commit: bool,
 }
 
 impl Default for LeaseInfo {
@@ -75,6 +78,7 @@ impl Default for LeaseInfo {
             hostname: None,
             mtu: None,
             ntp: Vec::new(),
+            rapid_commit: false,
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct Outgoing {
     pub unicast: Option<Ipv4Addr>,
     /// Seconds since the exchange began (`secs`).
     pub secs: u16,
+    /// Option 80 (RFC 4039): a DISCOVER that accepts an immediate ACK.
+    pub rapid_commit: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +246,7 @@ pub struct Client {
     timer: Option<Instant>,
     interval: Duration,
     rng: u64,
+    rapid_commit: bool,
 }
 
 impl Client {
@@ -255,11 +262,19 @@ impl Client {
             timer: None,
             interval: RETRANSMIT_START,
             rng: seed | 1,
+            rapid_commit: false,
         };
         if let Some(addr) = previous {
             c.state = State::Rebooting { addr, tries: 0 };
         }
         c
+    }
+
+    /// Asks for Rapid Commit (RFC 4039) in every DISCOVER and accepts an
+    /// ACK that carries it as the answer.
+    pub fn with_rapid_commit(mut self, on: bool) -> Self {
+        self.rapid_commit = on;
+        self
     }
 
     pub fn state(&self) -> &State {
@@ -313,6 +328,7 @@ impl Client {
             server_id: None,
             unicast: None,
             secs: self.secs(now),
+            rapid_commit: false,
         }
     }
 
@@ -344,6 +360,7 @@ impl Client {
         let mut m = self.msg(now, MessageKind::Discover);
         // Ask for the address we had, if any (a hint only).
         m.requested = self.lease.as_ref().map(|b| b.info.addr);
+        m.rapid_commit = self.rapid_commit;
         self.arm_retransmit(now);
         vec![Action::Send(m)]
     }
@@ -587,6 +604,11 @@ impl Client {
                 self.interval = RETRANSMIT_START;
                 self.send_selecting_request(now, &r.info)
             }
+            // RFC 4039: an ACK with Rapid Commit answers our DISCOVER
+            // directly; one without it is not for this exchange.
+            (State::Selecting, ReplyKind::Ack) if self.rapid_commit && r.info.rapid_commit => {
+                self.probe(now, r.info)
+            }
             (State::Requesting { offer, .. }, ReplyKind::Ack) => {
                 if r.info.addr != offer.addr {
                     return Vec::new();
@@ -818,6 +840,43 @@ mod tests {
         assert_eq!(b.t1 - b.since, Duration::from_secs(1800));
         assert_eq!(b.t2 - b.since, Duration::from_secs(3150));
         assert_eq!(c.deadline(), Some(b.t1));
+    }
+
+    #[test]
+    fn rapid_commit_ack_binds_straight_from_selecting() {
+        let t0 = Instant::now();
+        let rapid_ack = |c: &Client| {
+            let mut i = info(3600);
+            i.rapid_commit = true;
+            Input::Reply(Reply {
+                kind: ReplyKind::Ack,
+                xid: c.xid,
+                info: i,
+            })
+        };
+        let mut c = Client::new(42, None).with_rapid_commit(true);
+        let a = c.start(t0);
+        assert!(sent(&a)[0].rapid_commit, "DISCOVER asks for rapid commit");
+        // A plain ACK is not an answer to a DISCOVER.
+        assert!(c.handle(t0, reply(&c, ReplyKind::Ack, 3600)).is_empty());
+        assert_eq!(c.state(), &State::Selecting);
+        let a = c.handle(t0, rapid_ack(&c));
+        assert!(sent(&a).is_empty(), "no REQUEST after a rapid ACK");
+        assert!(matches!(&a[0], Action::Bind(l) if l.addr == ADDR));
+        assert!(matches!(a[1], Action::Probe(ADDR)));
+        assert!(matches!(c.state(), State::Probing { .. }));
+        // An OFFER still works the classic way (server without 4039).
+        let mut c = Client::new(42, None).with_rapid_commit(true);
+        c.start(t0);
+        let a = c.handle(t0, reply(&c, ReplyKind::Offer, 3600));
+        assert_eq!(sent(&a)[0].kind, MessageKind::Request);
+        assert!(!sent(&a)[0].rapid_commit);
+        // Without rapid commit turned on, the option is neither sent nor
+        // honoured.
+        let mut c = Client::new(42, None);
+        assert!(!sent(&c.start(t0))[0].rapid_commit);
+        assert!(c.handle(t0, rapid_ack(&c)).is_empty());
+        assert_eq!(c.state(), &State::Selecting);
     }
 
     #[test]

@@ -372,7 +372,7 @@ impl Net {
                             0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
                         ]);
                     Some(DhcpRun {
-                        client: Client::new(seed, None),
+                        client: Client::new(seed, None).with_rapid_commit(cfg.rapid_commit),
                         sock,
                         probe: None,
                         rebooting: false,
@@ -600,7 +600,12 @@ impl Net {
                 Action::Bind(l) => {
                     self.apply_lease(index, &name, &l, false);
                     info!(
-                        "{name}: DHCPv4 lease obtained: {}/{} from {} for {}s{}{}",
+                        "{name}: DHCPv4 lease obtained{}: {}/{} from {} for {}s{}{}",
+                        if l.rapid_commit {
+                            " (rapid commit)"
+                        } else {
+                            ""
+                        },
                         l.addr,
                         l.prefix_len,
                         l.server,

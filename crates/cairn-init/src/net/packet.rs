@@ -164,6 +164,8 @@ pub mod code {
     pub const RENEWAL: u8 = 58;
     pub const REBINDING: u8 = 59;
     pub const CLIENT_ID: u8 = 61;
+    /// RFC 4039.
+    pub const RAPID_COMMIT: u8 = 80;
     /// RFC 3397.
     pub const DOMAIN_SEARCH: u8 = 119;
     /// RFC 3442.
@@ -254,6 +256,9 @@ pub fn encode(out: &Outgoing, id: &ClientId) -> Result<Vec<u8>, PacketError> {
             put_option(&mut p, code::HOSTNAME, h.as_bytes())?;
         }
     }
+    if out.rapid_commit && out.kind == MessageKind::Discover {
+        put_option(&mut p, code::RAPID_COMMIT, &[])?;
+    }
     p.push(code::END);
     Ok(p)
 }
@@ -277,7 +282,7 @@ fn clean_text(field_name: &'static str, s: &str) -> Result<String, PacketError> 
 }
 
 /// Options cairn reads; every other option is skipped.
-const KEEP: [u8; 14] = [1, 3, 6, 12, 15, 26, 42, 51, 53, 54, 58, 59, 119, 121];
+const KEEP: [u8; 15] = [1, 3, 6, 12, 15, 26, 42, 51, 53, 54, 58, 59, 80, 119, 121];
 
 /// Options whose repeated occurrences are joined into one value (RFC
 /// 3396); for the fixed-size ones the last occurrence wins.
@@ -346,6 +351,7 @@ fn options(bytes: &[u8]) -> Result<Options, PacketError> {
             1 | 51 | 54 | 58 | 59 => len == 4,
             53 => len == 1,
             26 => len == 2,
+            80 => len == 0,
             3 | 6 | 42 => len > 0 && len % 4 == 0,
             12 | 15 | 119 | 121 => len > 0,
             _ => true,
@@ -507,6 +513,7 @@ pub fn decode(bytes: &[u8], mac: &[u8; 6]) -> Result<Reply, PacketError> {
     let mut info = LeaseInfo {
         addr: addr("yiaddr", &bytes[16..20])?,
         server,
+        rapid_commit: opts.get(code::RAPID_COMMIT).is_some(),
         ..Default::default()
     };
     if kind == ReplyKind::Nak {
@@ -631,6 +638,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn rapid_commit_option_80() {
+        let plain = decode(&server_reply(MessageType::Ack, 1), &MAC).unwrap();
+        assert!(!plain.info.rapid_commit);
+        let mut m = v4::Message::from_bytes(&server_reply(MessageType::Ack, 1)).unwrap();
+        m.opts_mut().insert(DhcpOption::RapidCommit);
+        let r = decode(&m.to_vec().unwrap(), &MAC).unwrap();
+        assert!(r.info.rapid_commit);
+        // Option 80 has no value; one with a value is malformed.
+        let bad = with_raw_options(&[80, 1, 0]);
+        assert!(decode(&bad, &MAC).is_err());
+    }
+
+    #[test]
     fn search_list_option_119() {
         let mut m = v4::Message::from_bytes(&server_reply(MessageType::Ack, 1)).unwrap();
         m.opts_mut().insert(DhcpOption::DomainSearch(vec![
@@ -653,6 +673,7 @@ pub(crate) mod tests {
             server_id: None,
             unicast: None,
             secs: 0,
+            rapid_commit: false,
         };
         let id = ClientId {
             mac: MAC,
@@ -800,6 +821,7 @@ pub(crate) mod tests {
                 server_id: Some(Ipv4Addr::new(10, 0, 2, 2)),
                 unicast: Some(Ipv4Addr::new(10, 0, 2, 2)),
                 secs: 7,
+                rapid_commit: true,
             };
             let m = v4::Message::from_bytes(&encode(&out, &id).unwrap()).unwrap();
             assert_eq!(m.opts().msg_type(), Some(want));
@@ -811,6 +833,11 @@ pub(crate) mod tests {
             assert_eq!(
                 m.opts().get(OptionCode::ServerIdentifier),
                 Some(&DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 2, 2)))
+            );
+            // Rapid Commit only ever goes into a DISCOVER.
+            assert_eq!(
+                m.opts().get(OptionCode::RapidCommit).is_some(),
+                kind == MessageKind::Discover
             );
             let asks = matches!(kind, MessageKind::Discover | MessageKind::Request);
             assert_eq!(m.opts().get(OptionCode::Hostname).is_some(), asks);
@@ -836,6 +863,7 @@ pub(crate) mod tests {
             server_id: None,
             unicast: None,
             secs: 0,
+            rapid_commit: false,
         };
         assert!(matches!(encode(&out, &long), Err(PacketError::Encode(_))));
     }
