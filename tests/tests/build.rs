@@ -94,7 +94,7 @@ fn inspect_lists_uki_sections_and_initramfs_entries() {
     o.assert_stdout_has("crw-------    0    0        5,1 /dev/console");
     o.assert_stdout_has("-rwxr-xr-x    0    0");
     o.assert_stdout_has("/init\n");
-    o.assert_stdout_has("/etc/cairn/system.toml");
+    o.assert_stdout_has("/etc/cairn/system.json");
     o.assert_stdout_has("/usr/bin/cairnctl -> /init");
 }
 

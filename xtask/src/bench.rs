@@ -178,6 +178,19 @@ impl Lab {
     /// Boot `v` with `mem_mib` of RAM; the console output, or None if the
     /// guest did not power off within `timeout`.
     pub fn boot(&self, v: &Variant, mem_mib: u32, timeout: Duration) -> Result<(bool, String)> {
+        self.boot_with(v, mem_mib, timeout, &[], "")
+    }
+
+    /// [`Lab::boot`] with more QEMU arguments and kernel command line.
+    pub fn boot_with(
+        &self,
+        v: &Variant,
+        mem_mib: u32,
+        timeout: Duration,
+        qemu_extra: &[String],
+        append_extra: &str,
+    ) -> Result<(bool, String)> {
+        let cmdline = format!("{} {append_extra}", v.cmdline);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns, "qemu-system-x86_64"])
             .args([
@@ -197,7 +210,8 @@ impl Lab {
             .arg(&v.vmlinuz)
             .arg("-initrd")
             .arg(&v.initrd)
-            .args(["-append", &v.cmdline])
+            .args(["-append", cmdline.trim_end()])
+            .args(qemu_extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -300,8 +314,8 @@ pub fn build_baseline(
     for e in cpio::read(&raw)? {
         if e.path.starts_with("lib/modules/") && e.is_file() && e.path.ends_with(".ko") {
             a.add_file(&e.path, 0o644, e.data)?;
-        } else if e.path == "etc/cairn/system.toml" {
-            let cfg = cairn_manifest::SystemConfig::from_toml(&String::from_utf8_lossy(&e.data))?;
+        } else if Some(e.path.as_str()) == cairn_manifest::SYSTEM_CONFIG_PATH.strip_prefix('/') {
+            let cfg = cairn_manifest::SystemConfig::from_json(&String::from_utf8_lossy(&e.data))?;
             for m in cfg.modules {
                 let _ = writeln!(order, "{m}");
             }

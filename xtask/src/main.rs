@@ -10,6 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod profile;
 
 /// Debian packages the build, the runner and the tests need.
 const APT_PACKAGES: &[&str] = &[
@@ -199,11 +200,18 @@ fn build_init() -> Result<PathBuf> {
 /// Build one workspace package as a static release binary for `triple`
 /// and return its path, target/TRIPLE/release/PACKAGE.
 fn build_static(package: &str, triple: &str) -> Result<PathBuf> {
+    build_static_in(package, triple, &root().join("target"), true)
+}
+
+/// [`build_static`] into another target directory, optionally keeping the
+/// symbols (same code, same addresses: only the symbol table differs).
+fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Result<PathBuf> {
     // --target keeps RUSTFLAGS away from proc-macros and build scripts, and
     // gives the static build its own directory.
     run(Command::new(env!("CARGO"))
         .current_dir(root())
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_STRIP", if strip { "true" } else { "false" })
         .args([
             "build",
             "--quiet",
@@ -212,12 +220,10 @@ fn build_static(package: &str, triple: &str) -> Result<PathBuf> {
             package,
             "--target",
             triple,
-        ]))?;
-    Ok(root()
-        .join("target")
-        .join(triple)
-        .join("release")
-        .join(package))
+            "--target-dir",
+        ])
+        .arg(dir))?;
+    Ok(dir.join(triple).join("release").join(package))
 }
 
 fn build_cli(release: bool) -> Result<PathBuf> {
@@ -296,6 +302,7 @@ fn real_main() -> Result<()> {
         }
         "demo" => demo(rest),
         "bench" => bench_cmd(rest),
+        "profile" => profile_cmd(rest),
         "test" => test(rest),
         _ => {
             eprintln!(
@@ -304,6 +311,7 @@ fn real_main() -> Result<()> {
                  demo         install what is missing, build and boot examples/hello in QEMU\n  \
                  test         install what is missing, run fmt, clippy and the whole test suite\n  \
                  bench        boot cairn and a BusyBox baseline side by side; write bench/RESULTS.md\n  \
+                 profile      which code each init runs before its service starts (QEMU TCG translation log)\n  \
                  deps         install the Debian packages cairn needs\n  \
                  build-init   build the static cairn-init and print its path"
             );
@@ -482,5 +490,72 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         .arg("-o")
         .arg(root().join("bench/timeline.png")))?;
     eprintln!("bench: wrote bench/RESULTS.md and bench/timeline.png");
+    Ok(())
+}
+
+/// `cargo xtask profile [--top N]`: boots the bench's tiny-kernel cairn
+/// appliance (with an unstripped build of the same init) and the BusyBox
+/// baseline once each with QEMU's translation log, and prints which code
+/// each init runs before its service starts (see xtask/src/profile.rs).
+fn profile_cmd(args: &[String]) -> Result<()> {
+    let mut top = 25usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--top" => top = it.next().context("--top N")?.parse()?,
+            other => bail!("unknown profile option {other}"),
+        }
+    }
+    deps()?;
+    let dir = root().join("target/profile");
+    let init = build_static_in("cairn-init", static_target(), &dir, false)?;
+    let cairn = build_cli(true)?;
+    build_web(&init, &root().join("target/bench"))?;
+    let tiny = bench_cairn(
+        &cairn,
+        &init,
+        "bench/cairn-tiny.toml",
+        &dir,
+        "cairn (tiny kernel)",
+    )?;
+    let web = root().join("target/bench/hello-web");
+    let base = bench::build_baseline(&root(), &tiny.vmlinuz, &tiny.initrd, &web, &dir)?;
+    let lab = bench::Lab::start()?;
+    let mut logs = Vec::new();
+    for v in [&tiny, &base] {
+        let log = dir.join(format!("{}.in_asm", v.label.split(' ').next().unwrap_or("x")));
+        let _ = std::fs::remove_file(&log);
+        eprintln!("profile: booting {} with the translation log", v.label);
+        let qemu = [
+            "-d".to_string(),
+            "in_asm".into(),
+            "-D".into(),
+            log.display().to_string(),
+        ];
+        let (done, console) = lab.boot_with(
+            v,
+            256,
+            std::time::Duration::from_secs(300),
+            &qemu,
+            "norandmaps",
+        )?;
+        if !done {
+            bail!("{} did not reach ready; console:\n{console}", v.label);
+        }
+        logs.push(std::fs::read_to_string(&log).with_context(|| log.display().to_string())?);
+    }
+    drop(lab);
+
+    let (entry, pie) = profile::elf_entry(&std::fs::read(&init)?)?;
+    let blocks = profile::parse_log(&logs[0]);
+    let (span, start) = profile::init_span(&blocks, (!pie).then_some(entry))
+        .context("cairn-init's entry point is not in the translation log")?;
+    let bias = if pie { start - entry } else { 0 };
+    let cairn_bd = profile::breakdown(span, bias, &profile::symbols(&init)?);
+    let (bb_entry, bb_pie) = profile::elf_entry(&std::fs::read("/bin/busybox")?)?;
+    let bb_blocks = profile::parse_log(&logs[1]);
+    let bb = profile::init_span(&bb_blocks, (!bb_pie).then_some(bb_entry))
+        .map(|(s, _)| profile::breakdown(s, 0, &[]));
+    print!("{}", profile::report(&cairn_bd, bb.as_ref(), top));
     Ok(())
 }

@@ -29,19 +29,32 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("invalid config {path}: {source}")]
-    Parse {
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Toml {
         path: PathBuf,
         source: toml::de::Error,
     },
 }
 
-/// Reads and parses the runtime config.
+/// Reads and parses the runtime config: JSON as the builder writes it, or
+/// TOML when the file name ends in `.toml` (a hand-written config for test
+/// mode).
 pub fn load_config(path: &Path) -> Result<SystemConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
         source,
     })?;
-    SystemConfig::from_toml(&text).map_err(|source| ConfigError::Parse {
+    if path.extension().is_some_and(|e| e == "toml") {
+        return SystemConfig::from_toml(&text).map_err(|source| ConfigError::Toml {
+            path: path.into(),
+            source,
+        });
+    }
+    SystemConfig::from_json(&text).map_err(|source| ConfigError::Json {
         path: path.into(),
         source,
     })
@@ -404,6 +417,18 @@ mod tests {
         let e = load_config(&bad).unwrap_err().to_string();
         assert!(e.contains("bad.toml"), "{e}");
         assert!(e.contains("line 3, column 8"), "{e}");
+
+        let bad = dir.path().join("system.json");
+        std::fs::write(&bad, "{\"name\": \"x\",\n\"service\": [\n  {\"name\": 3}]}\n").unwrap();
+        let e = load_config(&bad).unwrap_err().to_string();
+        assert!(e.contains("system.json"), "{e}");
+        assert!(e.contains("line 3 column 12"), "{e}");
+        let good = SystemConfig {
+            name: "x".into(),
+            ..Default::default()
+        };
+        std::fs::write(&bad, good.to_json()).unwrap();
+        assert_eq!(load_config(&bad).unwrap(), good);
     }
 
     #[test]

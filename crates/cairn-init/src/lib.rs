@@ -6,7 +6,7 @@
 //! 2. print `cairn-init VERSION` and `cairn: init started`;
 //! 3. mount `/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm`, `/run`, `/tmp`
 //!    ([`boot`]); turn Ctrl-Alt-Del into SIGINT;
-//! 4. read `/etc/cairn/system.toml` ([`cairn_manifest::SystemConfig`]);
+//! 4. read `/etc/cairn/system.json` ([`cairn_manifest::SystemConfig`]);
 //! 5. load kernel modules ([`modules`]), set the hostname, bring `lo` up
 //!    ([`net`]);
 //! 6. start the services in `after` order and supervise them

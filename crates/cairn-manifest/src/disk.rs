@@ -679,8 +679,7 @@ mount = "/data"
         let sys = m.system_config(vec![]);
         assert_eq!(sys.config_mount.as_deref(), Some("/data"));
         assert_eq!(sys.mounts[0].source, MountSource::Label("DATA".into()));
-        let back = crate::SystemConfig::from_toml(&sys.to_toml()).unwrap();
-        assert_eq!(back, sys);
+        sys.assert_round_trips();
     }
 
     #[test]

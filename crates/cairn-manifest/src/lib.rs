@@ -1,6 +1,6 @@
 //! The cairn manifest: what the user writes (`cairn.toml`), how it is
 //! validated, and the runtime subset (`SystemConfig`) that the builder bakes
-//! into the image at `/etc/cairn/system.toml` for `cairn-init` to read.
+//! into the image at `/etc/cairn/system.json` for `cairn-init` to read.
 //!
 //! ```no_run
 //! # use std::path::Path;

@@ -1331,7 +1331,7 @@ dst = "/bin/jq2"
         };
         assert_eq!(sys, expected);
         // And it survives the trip through the file baked into the image.
-        assert_eq!(SystemConfig::from_toml(&sys.to_toml()).unwrap(), expected);
+        sys.assert_round_trips();
     }
 
     #[test]

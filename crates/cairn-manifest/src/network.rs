@@ -1,6 +1,6 @@
 //! Network configuration: the `[[network]]` entries and the `[net]` table
 //! of the manifest, their validation, and the runtime form (`NetConfig`)
-//! that the init reads from `/etc/cairn/system.toml`.
+//! that the init reads from `/etc/cairn/system.json`.
 //!
 //! ```toml
 //! [net]
@@ -782,7 +782,7 @@ mod manifest_tests {
         assert_eq!(b.matches, MatchRule::Mac("52:54:00:aa:bb:cc".into()));
         assert!(b.dhcp4 && b.ipv6 == Ipv6Mode::Slaac && b.required);
         let sys = m.system_config(vec![]);
-        assert_eq!(SystemConfig::from_toml(&sys.to_toml()).unwrap(), sys);
+        sys.assert_round_trips();
     }
 
     #[test]
@@ -797,7 +797,7 @@ mod manifest_tests {
         assert_eq!(rc, [true, false, false]);
         assert!(InterfaceConfig::automatic().rapid_commit);
         let sys = m.system_config(vec![]);
-        assert_eq!(SystemConfig::from_toml(&sys.to_toml()).unwrap(), sys);
+        sys.assert_round_trips();
     }
 
     #[test]

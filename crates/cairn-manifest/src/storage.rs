@@ -2,7 +2,7 @@
 //! what to mount at boot, where the secondary config lives.
 //!
 //! These are part of [`crate::SystemConfig`] (`[[mount]]`, `config_mount`,
-//! in `/etc/cairn/system.toml`).
+//! in `/etc/cairn/system.json`).
 
 use serde::{Deserialize, Serialize};
 

@@ -780,8 +780,7 @@ mod tests {
             m.accounts.group(),
             "root:x:0:\nnogroup:x:65534:\naudio:x:29:app\napp:x:1000:\n"
         );
-        let back = crate::SystemConfig::from_toml(&c.to_toml()).unwrap();
-        assert_eq!(back, c);
+        c.assert_round_trips();
     }
 
     #[test]

@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::supervision::{self as sv, LogConfig};
 
-/// Where the builder writes the runtime config inside the image.
-pub const SYSTEM_CONFIG_PATH: &str = "/etc/cairn/system.toml";
+/// Where the builder writes the runtime config inside the image. It is
+/// JSON, not TOML: the init parses it on every boot, and under emulation
+/// (QEMU TCG) every distinct code block costs its translation the first
+/// time it runs; serde_json's reader runs about a third of the code that
+/// toml's document parser does (see `cargo xtask bench`). The secondary
+/// config, which people write, stays TOML.
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/cairn/system.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -195,12 +200,31 @@ pub enum PanicAction {
 }
 
 impl SystemConfig {
+    /// The form baked into the image at [`SYSTEM_CONFIG_PATH`].
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("SystemConfig always serializes");
+        s.push('\n');
+        s
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The same config as TOML (what a test-mode init may be given).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("SystemConfig always serializes")
     }
 
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// Both serialized forms read back as `self` (for tests).
+    #[cfg(test)]
+    pub(crate) fn assert_round_trips(&self) {
+        assert_eq!(&SystemConfig::from_json(&self.to_json()).unwrap(), self);
+        assert_eq!(&SystemConfig::from_toml(&self.to_toml()).unwrap(), self);
     }
 }
 
@@ -234,13 +258,15 @@ mod tests {
             }),
             ..Default::default()
         };
-        let text = cfg.to_toml();
-        assert_eq!(SystemConfig::from_toml(&text).unwrap(), cfg);
+        cfg.assert_round_trips();
     }
 
     #[test]
     fn unknown_key_is_refused() {
         let err = SystemConfig::from_toml("name = \"x\"\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+        let err = SystemConfig::from_json("{\"name\": \"x\",\n \"bogus\": 1}").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bogus") && msg.contains("line 2"), "{msg}");
     }
 }

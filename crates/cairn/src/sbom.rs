@@ -35,7 +35,7 @@ pub enum Origin {
     KernelSource { source: String },
     /// A host file no package owns, or a file from the manifest.
     Host { path: String },
-    /// Written by cairn (system.toml, os-release, ...).
+    /// Written by cairn (system.json, os-release, ...).
     Generated,
 }
 
