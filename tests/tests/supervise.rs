@@ -132,3 +132,50 @@ fn supervision_control_and_power_button_in_qemu() {
     assert!(button < last && last < first && first < synced, "{o}");
     assert!(o.contains("reboot: Power down"), "{o}");
 }
+
+/// The power button works while the appliance still waits for ready: the
+/// init looks for it at ready or at most a second after setting up its
+/// services. Here ready never comes (no NIC, a service after
+/// `network-online` with a long timeout) and the press still powers off.
+#[test]
+fn power_button_while_waiting_for_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(
+        &manifest,
+        r#"
+name = "waiting"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 quiet panic=-1 cairn.debug"
+modules = ["evdev", "button"]
+
+[net]
+online_timeout = 600
+
+[[binary]]
+path = "/bin/busybox"
+
+[[service]]
+name = "late"
+exec = ["/bin/busybox", "echo", "late started"]
+after = ["network-online"]
+"#,
+    )
+    .unwrap();
+    let (mut live, qmp_sock) = Live::start_with_qmp(
+        &manifest,
+        dir.path(),
+        &["--net", "none", "--mem", "256M"],
+        Duration::from_secs(300),
+    );
+    live.wait_for("(Power Button)", Duration::from_secs(240));
+    qmp(&qmp_sock, "system_powerdown");
+    let (o, exited) = live.finish(Duration::from_secs(120));
+    assert!(exited, "QEMU did not power off:\n{o}");
+    let pressed = pos(&o, "power button pressed: power off");
+    assert!(pos(&o, "(Power Button)") < pressed, "{o}");
+    assert!(!o.contains("cairn: ready"), "ready came after all:\n{o}");
+    assert!(!o.contains("late started"), "{o}");
+}

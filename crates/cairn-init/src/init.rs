@@ -16,6 +16,10 @@ use crate::supervise::shutdown::{self, reboot_forever};
 use crate::supervise::{Shutdown, Supervisor};
 use crate::{debug, info, log, net, Mode};
 
+/// The power button is looked for once the appliance is ready, or after
+/// this long if ready takes longer.
+const POWER_BUTTON_AT_MOST: Duration = Duration::from_secs(1);
+
 /// Test mode only: overrides the config path.
 pub const CONFIG_ENV: &str = "CAIRN_CONFIG";
 /// Test mode only: replaces the contents of `/proc/cmdline`.
@@ -162,7 +166,7 @@ fn supervisor_setup(
             None
         }
     });
-    let (mut kmsg, mut power, mut console) = (None, None, None);
+    let (mut kmsg, mut console) = (None, None);
     if mode == Mode::Pid1 {
         if crate::cgroup::available() {
             for e in crate::cgroup::setup() {
@@ -176,17 +180,14 @@ fn supervisor_setup(
             rustix::fs::Mode::empty(),
         )
         .ok();
-        power = crate::power::open().map(|(p, fd)| {
-            debug!("watching {} (Power Button)", p.display());
-            fd
-        });
+        sup.watch_power(POWER_BUTTON_AT_MOST);
         // The console: fd 0 (the status screen reads Enter from it).
         console = rustix::io::dup(rustix::stdio::stdin()).ok();
         if let Some(c) = &console {
             let _ = rustix::io::ioctl_fionbio(c, true);
         }
     }
-    sup.set_sources(ctl, kmsg, power, console);
+    sup.set_sources(ctl, kmsg, console);
     if cmdline.params.iter().any(|(k, _)| k == "cairn.test_panic") {
         sup.arm_test_panic();
     }

@@ -184,6 +184,9 @@ pub struct Supervisor {
     pub(crate) ctl: Option<ctl::Server>,
     kmsg: Option<OwnedFd>,
     power: Option<OwnedFd>,
+    /// The power button is looked for once ready is logged, or at this
+    /// moment if ready takes longer (see [`Supervisor::watch_power`]).
+    power_due: Option<Instant>,
     console: Option<OwnedFd>,
     screen: status::Screen,
     shell: crate::shell::Shell,
@@ -240,6 +243,7 @@ impl Supervisor {
             ctl: None,
             kmsg: None,
             power: None,
+            power_due: None,
             console: None,
             screen: status::Screen::default(),
             shell: crate::shell::Shell::default(),
@@ -270,13 +274,32 @@ impl Supervisor {
         &mut self,
         ctl: Option<ctl::Server>,
         kmsg: Option<OwnedFd>,
-        power: Option<OwnedFd>,
         console: Option<OwnedFd>,
     ) {
         self.ctl = ctl;
         self.kmsg = kmsg;
-        self.power = power;
         self.console = console;
+    }
+
+    /// Looks for the ACPI power button once ready is logged (finding it
+    /// reads sysfs and is not on the way to ready; every service's output
+    /// is read after that), or after `at_most` if ready takes longer (a
+    /// slow network): a press while the appliance waits is never lost.
+    pub fn watch_power(&mut self, at_most: Duration) {
+        self.power_due = Some(Instant::now() + at_most);
+        if !self.announce_ready {
+            self.open_power();
+        }
+    }
+
+    fn open_power(&mut self) {
+        if self.power_due.take().is_none() {
+            return;
+        }
+        self.power = power::open().map(|(p, fd)| {
+            debug!("watching {} (Power Button)", p.display());
+            fd
+        });
     }
 
     /// The break-glass shell (`[shell]`); `None`: off.
@@ -319,6 +342,9 @@ impl Supervisor {
         if self.test_panic && self.ready_logged {
             self.test_panic = false;
             panic!("test panic requested by cairn.test_panic");
+        }
+        if self.power_due.is_some_and(|at| at <= Instant::now()) {
+            self.open_power();
         }
         let timeout = self
             .next_deadline()
@@ -748,6 +774,7 @@ impl Supervisor {
                 self.configs.len()
             );
         }
+        self.open_power();
     }
 
     fn start(&mut self, i: usize) {
@@ -904,6 +931,7 @@ impl Supervisor {
                 _ => None,
             })
             .chain(self.shell.deadline())
+            .chain(self.power_due)
             .min()
     }
 
