@@ -41,10 +41,25 @@ pub fn available() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
 }
 
-/// Creates `/sys/fs/cgroup/cairn` and delegates the memory and pids
-/// controllers to it and its children. Errors are returned per step; a
-/// missing controller only means its limits are not applied.
-pub fn setup() -> Vec<CgroupError> {
+/// The controllers to delegate for `services`: `memory` if one sets
+/// `memory_max`, `pids` if one sets `pids_max`. A controller nobody limits
+/// is left off: turning one on makes the kernel set up its state for every
+/// cgroup below, on the way to ready.
+pub fn controllers(services: &[cairn_manifest::ServiceConfig]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if services.iter().any(|s| s.memory_max.is_some()) {
+        out.push("+memory");
+    }
+    if services.iter().any(|s| s.pids_max.is_some()) {
+        out.push("+pids");
+    }
+    out
+}
+
+/// Creates `/sys/fs/cgroup/cairn` and delegates `controllers` (see
+/// [`controllers`]) to it and its children. Errors are returned per step;
+/// a missing controller only means its limits are not applied.
+pub fn setup(controllers: &[&str]) -> Vec<CgroupError> {
     let mut errs = Vec::new();
     if let Err(e) = std::fs::create_dir(BASE) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
@@ -53,7 +68,7 @@ pub fn setup() -> Vec<CgroupError> {
         }
     }
     for dir in [ROOT, BASE] {
-        for c in ["+memory", "+pids"] {
+        for c in controllers {
             if let Err(e) = write(&Path::new(dir).join("cgroup.subtree_control"), c) {
                 errs.push(e);
             }
@@ -126,5 +141,30 @@ impl Cgroup {
                 let _ = rustix::process::kill_process(p, sig);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_manifest::ServiceConfig;
+
+    fn svc(memory_max: Option<u64>, pids_max: Option<u64>) -> ServiceConfig {
+        ServiceConfig {
+            memory_max,
+            pids_max,
+            ..ServiceConfig::new("s", &["/bin/true"])
+        }
+    }
+
+    #[test]
+    fn only_the_controllers_a_limit_needs() {
+        assert!(controllers(&[]).is_empty());
+        assert!(controllers(&[svc(None, None)]).is_empty());
+        assert_eq!(controllers(&[svc(Some(1 << 20), None)]), ["+memory"]);
+        assert_eq!(
+            controllers(&[svc(None, Some(16)), svc(Some(1 << 20), None)]),
+            ["+memory", "+pids"]
+        );
     }
 }

@@ -169,7 +169,8 @@ fn supervisor_setup(
     let (mut kmsg, mut console) = (None, None);
     if mode == Mode::Pid1 {
         if crate::cgroup::available() {
-            for e in crate::cgroup::setup() {
+            let services = cfg.map_or(&[][..], |c| &c.services[..]);
+            for e in crate::cgroup::setup(&crate::cgroup::controllers(services)) {
                 info!("{e}");
             }
             sup.set_cgroups(true);
