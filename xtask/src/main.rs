@@ -211,7 +211,10 @@ fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Resu
     run(Command::new(env!("CARGO"))
         .current_dir(root())
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_PROFILE_RELEASE_STRIP", if strip { "true" } else { "false" })
+        .env(
+            "CARGO_PROFILE_RELEASE_STRIP",
+            if strip { "true" } else { "false" },
+        )
         .args([
             "build",
             "--quiet",
@@ -523,7 +526,10 @@ fn profile_cmd(args: &[String]) -> Result<()> {
     let lab = bench::Lab::start()?;
     let mut logs = Vec::new();
     for v in [&tiny, &base] {
-        let log = dir.join(format!("{}.in_asm", v.label.split(' ').next().unwrap_or("x")));
+        let log = dir.join(format!(
+            "{}.in_asm",
+            v.label.split(' ').next().unwrap_or("x")
+        ));
         let _ = std::fs::remove_file(&log);
         eprintln!("profile: booting {} with the translation log", v.label);
         let qemu = [

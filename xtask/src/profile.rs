@@ -184,12 +184,7 @@ pub fn breakdown(span: &[Block], bias: u64, syms: &[(u64, String)]) -> Breakdown
         blocks,
         kernel,
         by_crate: sorted(crates),
-        by_function: sorted(
-            funcs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        ),
+        by_function: sorted(funcs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
     }
 }
 
@@ -267,11 +262,17 @@ mod tests {
         let (span, bias) = init_span(&blocks, None).unwrap();
         assert_eq!(bias, 0x7fff_f7e7_9d6a);
         assert_eq!(span.len(), 3, "stops at the service's _start");
-        let syms = vec![(0, "_start".to_string()), (0x90, "cairn_init::main".to_string())];
+        let syms = vec![
+            (0, "_start".to_string()),
+            (0x90, "cairn_init::main".to_string()),
+        ];
         let b = breakdown(span, bias, &syms);
         assert_eq!((b.total, b.blocks, b.kernel), (7, 2, 4));
         assert_eq!(b.by_function[0], ("_start".to_string(), 6));
-        assert_eq!(b.by_crate.iter().find(|c| c.0 == "cairn_init").unwrap().1, 1);
+        assert_eq!(
+            b.by_crate.iter().find(|c| c.0 == "cairn_init").unwrap().1,
+            1
+        );
         // A fixed-address init starts at its entry point.
         assert!(init_span(&blocks, Some(0x1234)).is_none());
         assert_eq!(init_span(&blocks, Some(0xfe05b)).unwrap().0.len(), 1);
@@ -285,7 +286,10 @@ mod tests {
             "alloc"
         );
         assert_eq!(crate_of("__libc_malloc_impl"), "libc");
-        assert_eq!(crate_of("<(Alt2,Alt3) as winnow::Alt>::choice"), "(generic)");
+        assert_eq!(
+            crate_of("<(Alt2,Alt3) as winnow::Alt>::choice"),
+            "(generic)"
+        );
     }
 
     #[test]

@@ -421,7 +421,11 @@ mod tests {
         assert!(e.contains("line 3, column 8"), "{e}");
 
         let bad = dir.path().join("system.json");
-        std::fs::write(&bad, "{\"name\": \"x\",\n\"service\": [\n  {\"name\": 3}]}\n").unwrap();
+        std::fs::write(
+            &bad,
+            "{\"name\": \"x\",\n\"service\": [\n  {\"name\": 3}]}\n",
+        )
+        .unwrap();
         let e = load_config(&bad).unwrap_err().to_string();
         assert!(e.contains("system.json"), "{e}");
         assert!(e.contains("line 3 column 12"), "{e}");
