@@ -277,6 +277,25 @@ impl Live {
         (Live::start(manifest, &dir.join("out"), &all, timeout), sock)
     }
 
+    /// Writes `manifest` (TOML text) into a new temporary directory and
+    /// boots it there with [`Live::start_with_qmp`], no network, 256 MiB.
+    /// Returns the directory guard, the boot and the QMP socket.
+    pub fn manifest_with_qmp(
+        manifest: &str,
+        timeout: Duration,
+    ) -> (tempfile::TempDir, Live, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.toml");
+        std::fs::write(&path, manifest).unwrap();
+        let (live, sock) = Live::start_with_qmp(
+            &path,
+            dir.path(),
+            &["--net", "none", "--mem", "256M"],
+            timeout,
+        );
+        (dir, live, sock)
+    }
+
     /// The console output so far.
     pub fn output(&self) -> String {
         self.out.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -215,6 +215,26 @@ impl Netns {
         self.procs.len() - 1
     }
 
+    /// dnsmasq on the tap device with DHCP logging, its lease file and
+    /// log in `dir`, plus `extra` arguments; returns the log's path.
+    fn dnsmasq(&mut self, dir: &std::path::Path, extra: &[&str]) -> PathBuf {
+        let log = dir.join("dnsmasq.log");
+        let leases = format!("--dhcp-leasefile={}", dir.join("leases").display());
+        let mut args = vec![
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=tap0",
+            "--bind-interfaces",
+            "--log-dhcp",
+            &leases,
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(&args, &log);
+        log
+    }
+
     fn stop(&mut self, i: usize) {
         let _ = self.procs[i].kill();
         let _ = self.procs[i].wait();
@@ -355,18 +375,10 @@ fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
         &["chronyd", "-d", "-x", "-f", chrony.to_str().unwrap()],
         &dir.join("chronyd.log"),
     );
-    let leases = dir.join("leases");
-    ns.spawn(
+    ns.dnsmasq(
+        &dir,
         &[
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--interface=tap0",
-            "--bind-interfaces",
             "--no-ping",
-            "--log-dhcp",
-            &format!("--dhcp-leasefile={}", leases.display()),
             "--dhcp-range=192.168.77.50,192.168.77.99,255.255.255.0,2m",
             "--dhcp-option=option:dns-server,192.168.77.53",
             "--dhcp-option=option:ntp-server,192.168.77.1",
@@ -377,7 +389,6 @@ fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
             "--dhcp-option=option6:dns-server,[fd77::53]",
             "--dhcp-option=option6:domain-search,lab6.example",
         ],
-        &dir.join("dnsmasq.log"),
     );
     let mon = dir.join("monitor.sock");
     let mut args = Netns::tap_args();
@@ -558,22 +569,13 @@ fn hotplugged_nic_gets_a_lease() {
 fn dnsmasq_rapid_commit_and_classic_exchange() {
     let dir = scratch("rapid");
     let mut ns = Netns::new("rc", "192.168.75.1/24", None);
-    let log = dir.join("dnsmasq.log");
-    ns.spawn(
+    let log = ns.dnsmasq(
+        &dir,
         &[
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--interface=tap0",
-            "--bind-interfaces",
             "--no-ping",
-            "--log-dhcp",
             "--dhcp-rapid-commit",
-            &format!("--dhcp-leasefile={}", dir.join("leases").display()),
             "--dhcp-range=192.168.75.50,192.168.75.99,255.255.255.0,2m",
         ],
-        &log,
     );
     let served = || std::fs::read_to_string(&log).unwrap_or_default();
     let count = |what: &str| served().matches(what).count();
@@ -619,21 +621,7 @@ fn dnsmasq_rapid_commit_and_classic_exchange() {
 fn static_only_appliance_sends_no_dhcp() {
     let dir = scratch("static");
     let mut ns = Netns::new("st", "192.168.79.1/24", None);
-    let log = dir.join("dnsmasq.log");
-    ns.spawn(
-        &[
-            "dnsmasq",
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--interface=tap0",
-            "--bind-interfaces",
-            "--log-dhcp",
-            &format!("--dhcp-leasefile={}", dir.join("leases").display()),
-            "--dhcp-range=192.168.79.50,192.168.79.99,2m",
-        ],
-        &log,
-    );
+    let log = ns.dnsmasq(&dir, &["--dhcp-range=192.168.79.50,192.168.79.99,2m"]);
     let mut g = Guest::start(
         &ns.prefix(),
         "examples/net-static/cairn.toml",

@@ -123,17 +123,8 @@ fn stamp_of(line: &str) -> Option<f64> {
 
 #[test]
 fn service_limits_reaping_and_break_glass_shell_in_qemu() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(
-        &manifest,
-        MANIFEST.replace("HASH", &hash_password(PASSWORD)),
-    )
-    .unwrap();
-    let (mut live, qmp_sock) = Live::start_with_qmp(
-        &manifest,
-        dir.path(),
-        &["--net", "none", "--mem", "256M"],
+    let (_dir, mut live, qmp_sock) = Live::manifest_with_qmp(
+        &MANIFEST.replace("HASH", &hash_password(PASSWORD)),
         Duration::from_secs(400),
     );
     live.wait_for("zombies=", Duration::from_secs(240));

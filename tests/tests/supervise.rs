@@ -65,15 +65,7 @@ fn pos(out: &str, needle: &str) -> usize {
 
 #[test]
 fn supervision_control_and_power_button_in_qemu() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(&manifest, MANIFEST).unwrap();
-    let (mut live, qmp_sock) = Live::start_with_qmp(
-        &manifest,
-        dir.path(),
-        &["--net", "none", "--mem", "256M"],
-        Duration::from_secs(300),
-    );
+    let (_dir, mut live, qmp_sock) = Live::manifest_with_qmp(MANIFEST, Duration::from_secs(300));
     live.wait_for("CTL-DONE", Duration::from_secs(240));
     // The status screen on Enter, then back to the log.
     live.send("\n");
@@ -139,10 +131,7 @@ fn supervision_control_and_power_button_in_qemu() {
 /// `network-online` with a long timeout) and the press still powers off.
 #[test]
 fn power_button_while_waiting_for_the_network() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(
-        &manifest,
+    let (_dir, mut live, qmp_sock) = Live::manifest_with_qmp(
         r#"
 name = "waiting"
 
@@ -162,12 +151,6 @@ name = "late"
 exec = ["/bin/busybox", "echo", "late started"]
 after = ["network-online"]
 "#,
-    )
-    .unwrap();
-    let (mut live, qmp_sock) = Live::start_with_qmp(
-        &manifest,
-        dir.path(),
-        &["--net", "none", "--mem", "256M"],
         Duration::from_secs(300),
     );
     live.wait_for("(Power Button)", Duration::from_secs(240));

@@ -741,7 +741,7 @@ mod tests {
 #[cfg(test)]
 mod manifest_tests {
     use super::*;
-    use crate::{Manifest, SystemConfig};
+    use crate::Manifest;
     use std::path::Path;
 
     const HEAD: &str = "name = \"x\"\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n";
