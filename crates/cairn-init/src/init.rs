@@ -225,9 +225,12 @@ pub fn run() -> ! {
     install_panic_hook();
     // Before any child exists, so no SIGCHLD is missed.
     let waiter = Waiter::setup();
+    let mut clock = None;
     if mode == Mode::Pid1 {
         // Nothing to log to if this fails; it is retried after /dev exists.
         let _ = boot::ensure_console();
+        log::use_kernel_clock();
+        clock = log::calibrate_kernel_clock();
     }
     log::write_line(&format!("cairn-init {}", env!("CARGO_PKG_VERSION")));
     info!("init started");
@@ -243,6 +246,13 @@ pub fn run() -> ! {
             });
             let console = boot::ensure_console();
             cmdline = apply_cmdline(mode);
+            match clock {
+                Some(ns) => debug!(
+                    "log clock: the kernel's is {} us ahead of CLOCK_BOOTTIME",
+                    ns / 1000
+                ),
+                None => debug!("log clock: CLOCK_BOOTTIME (no /dev/kmsg at start)"),
+            }
             for (spec, outcome) in outcomes.unwrap_or_default() {
                 match outcome {
                     MountOutcome::Mounted => debug!("mounted {} on {}", spec.fstype, spec.target),

@@ -12,7 +12,13 @@
 //! [    1.301000] web: listening on :80
 //! ```
 //!
-//! Time comes from `CLOCK_BOOTTIME`, the origin of printk timestamps.
+//! Time comes from `CLOCK_BOOTTIME` moved onto the kernel log's own clock:
+//! printk stamps records with the scheduler clock (the TSC), which starts
+//! at a different moment and, under emulation, runs at a slightly different
+//! rate; tens of milliseconds apart around boot. PID 1 measures the
+//! difference ([`calibrate_kernel_clock`]: one record written to
+//! `/dev/kmsg` and read back with its stamp) when it starts and again when
+//! it logs ready, so its lines and the kernel's sort as one timeline.
 //! Console lines go to standard error (PID 1 points it at `/dev/console`),
 //! each in one `write(2)`. Kernel lines are not mirrored: the kernel
 //! prints them on the console itself.
@@ -24,7 +30,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,6 +43,13 @@ pub const FILE_MAX: u64 = 1 << 20;
 pub const LINE_MAX: usize = 2048;
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
+/// How far (ns) the kernel log's clock is ahead of `CLOCK_BOOTTIME`.
+static KERNEL_CLOCK_AHEAD_NS: AtomicI64 = AtomicI64::new(0);
+/// Whether [`calibrate_kernel_clock`] may write to `/dev/kmsg` (PID 1).
+static KERNEL_CLOCK: AtomicBool = AtomicBool::new(false);
+/// The text of the calibration record (level 7: kept, never on the
+/// console).
+const CLOCK_REFERENCE: &str = "cairn-init: log clock reference";
 
 /// One log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +158,72 @@ pub fn boottime() -> Duration {
     )
 }
 
+/// Now on the kernel log's clock: [`boottime`] plus the measured offset.
+pub fn now() -> Duration {
+    shift(boottime(), KERNEL_CLOCK_AHEAD_NS.load(Ordering::Relaxed))
+}
+
+fn shift(t: Duration, ahead_ns: i64) -> Duration {
+    if ahead_ns >= 0 {
+        t + Duration::from_nanos(ahead_ns as u64)
+    } else {
+        t.saturating_sub(Duration::from_nanos(ahead_ns.unsigned_abs()))
+    }
+}
+
+/// How far `stamp` (the kernel's stamp of a record written between
+/// `before` and `after`) is ahead of `CLOCK_BOOTTIME`, in ns.
+fn ahead_ns(stamp: Duration, before: Duration, after: Duration) -> i64 {
+    let mid = before + (after.saturating_sub(before)) / 2;
+    stamp.as_nanos() as i64 - mid.as_nanos() as i64
+}
+
+/// Lets [`calibrate_kernel_clock`] write its record to `/dev/kmsg` (PID 1
+/// only: a test-mode init must not write to its host's kernel log).
+pub fn use_kernel_clock() {
+    KERNEL_CLOCK.store(true, Ordering::Relaxed);
+}
+
+/// Measures the kernel log clock's offset from `CLOCK_BOOTTIME` and uses
+/// it for every line from now on: writes [`CLOCK_REFERENCE`] to
+/// `/dev/kmsg` and reads the record back with its stamp. Returns the
+/// offset (ns), or `None` (offset unchanged) without `/dev/kmsg` or when
+/// not enabled by [`use_kernel_clock`].
+pub fn calibrate_kernel_clock() -> Option<i64> {
+    use rustix::fs::{Mode, OFlags};
+    if !KERNEL_CLOCK.load(Ordering::Relaxed) {
+        return None;
+    }
+    let fd = rustix::fs::open(
+        "/dev/kmsg",
+        OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    // Read only what comes after our write.
+    rustix::fs::seek(&fd, rustix::fs::SeekFrom::End(0)).ok()?;
+    let before = boottime();
+    rustix::io::write(&fd, format!("<7>{CLOCK_REFERENCE}\n").as_bytes()).ok()?;
+    let after = boottime();
+    let mut buf = [0u8; 1024];
+    // Kernel messages logged in between come first; a few at most.
+    for _ in 0..32 {
+        let n = match rustix::io::read(&fd, &mut buf) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::PIPE) => continue, // overwritten records
+            Err(_) => return None,
+        };
+        if let Some((_, stamp, text)) = parse_kmsg(&buf[..n]) {
+            if text == CLOCK_REFERENCE {
+                let ahead = ahead_ns(stamp, before, after);
+                KERNEL_CLOCK_AHEAD_NS.store(ahead, Ordering::Relaxed);
+                return Some(ahead);
+            }
+        }
+    }
+    None
+}
+
 /// Formats one console line: `[SSSSS.UUUUUU] text\n`, like printk.
 pub fn format_line(since_boot: Duration, text: &str) -> String {
     format!(
@@ -162,7 +241,7 @@ fn console_write(s: &str) {
 /// Writes `text` as one timestamped console line, outside the ring (the
 /// banner).
 pub fn write_line(text: &str) {
-    console_write(&format_line(boottime(), text));
+    console_write(&format_line(now(), text));
 }
 
 /// Records one line from `source` at `level` (at `time`, or now).
@@ -170,7 +249,7 @@ pub fn record(level: Level, source: &str, text: &str, time: Option<Duration>) {
     if level == Level::Debug && !debug_enabled() {
         return;
     }
-    let time = time.unwrap_or_else(boottime);
+    let time = time.unwrap_or_else(now);
     let mut rest = text;
     loop {
         let mut cut = rest.len().min(LINE_MAX);
@@ -376,6 +455,19 @@ pub fn parse_kmsg(record: &[u8]) -> Option<(Level, Duration, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_clock_offset() {
+        let ms = Duration::from_millis;
+        // Stamped at 1.030 s by the kernel, written between 1.000 and 1.004 s.
+        assert_eq!(ahead_ns(ms(1030), ms(1000), ms(1004)), 28_000_000);
+        assert_eq!(ahead_ns(ms(990), ms(1000), ms(1000)), -10_000_000);
+        assert_eq!(shift(ms(1000), 28_000_000), ms(1028));
+        assert_eq!(shift(ms(1000), -10_000_000), ms(990));
+        assert_eq!(shift(ms(5), -10_000_000), Duration::ZERO);
+        // Without use_kernel_clock (tests, test mode) nothing is written.
+        assert_eq!(calibrate_kernel_clock(), None);
+    }
 
     #[test]
     fn line_matches_kernel_format() {

@@ -260,6 +260,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     archive.add_dir("/root", 0o700)?;
     archive.add_char_dev("/dev/console", 0o600, 5, 1)?;
     archive.add_char_dev("/dev/null", 0o666, 1, 3)?;
+    // Before devtmpfs is mounted, so the init can set its log clock to the
+    // kernel's from its first line on.
+    archive.add_char_dev("/dev/kmsg", 0o644, 1, 11)?;
 
     // Init.
     let init_path = find_init(opts.init.as_deref())?;

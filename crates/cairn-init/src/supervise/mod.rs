@@ -764,6 +764,9 @@ impl Supervisor {
             return;
         }
         self.ready_logged = true;
+        // The kernel log's clock drifts from CLOCK_BOOTTIME until the
+        // kernel refines its TSC calibration: measure again for this line.
+        crate::log::calibrate_kernel_clock();
         let failed = startable().filter(|&i| self.states[i].starts == 0).count();
         let rss = crate::status::init_rss_kib();
         if failed == 0 {
