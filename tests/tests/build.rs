@@ -92,6 +92,7 @@ fn inspect_lists_uki_sections_and_initramfs_entries() {
     let o = inspect(&out.path().join("hello.initrd"));
     o.assert_ok();
     o.assert_stdout_has("crw-------    0    0        5,1 /dev/console");
+    o.assert_stdout_has("crw-r--r--    0    0       1,11 /dev/kmsg");
     o.assert_stdout_has("-rwxr-xr-x    0    0");
     o.assert_stdout_has("/init\n");
     o.assert_stdout_has("/etc/cairn/system.json");

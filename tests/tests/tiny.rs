@@ -153,7 +153,8 @@ fn tiny_build_reports_the_source_kernel() {
 /// The tiny profile's promises on a networked appliance in 32 MiB: a DHCP
 /// lease over virtio-net (QEMU user networking), cgroup v2 with the memory
 /// and pids controllers (a service's limits land in its cgroup), and the
-/// ACPI power button shutting the machine down cleanly.
+/// ACPI power button shutting the machine down cleanly; the init's log
+/// lines on the kernel log's clock.
 #[test]
 fn tiny_kernel_networked_appliance_in_32_mib() {
     kernel_built();
@@ -165,7 +166,7 @@ fn tiny_kernel_networked_appliance_in_32_mib() {
         r#"
 [[service]]
 name = "probe"
-exec = ["/bin/busybox", "sh", "-c", "echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); /bin/busybox sleep 1; echo klog: $(/usr/bin/cairnctl logs | /bin/busybox grep -m1 'kernel: Linux version'); echo PROBE-DONE; exec /bin/busybox sleep 600"]
+exec = ["/bin/busybox", "sh", "-c", "echo '<3>probe-kmsg: clock mark' > /dev/kmsg; echo clock mark; echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); /bin/busybox sleep 1; echo klog: $(/usr/bin/cairnctl logs | /bin/busybox grep -m1 'kernel: Linux version'); echo PROBE-DONE; exec /bin/busybox sleep 600"]
 after = ["network-online"]
 memory_max = "8M"
 pids_max = 16
@@ -200,6 +201,22 @@ pids_max = 16
     assert!(klog.contains("] kernel: Linux version 6.1."), "{klog}");
     let limits = line("probe: mem: ");
     assert!(limits.contains("mem: 8388608 pids: 16"), "{limits}");
+    // One clock: the service writes a kernel record, then a line the init
+    // reads and stamps; the init's stamp comes after the kernel's, and not
+    // by much.
+    let stamp = |l: String| -> f64 {
+        l.split('[')
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no timestamp in {l:?}"))
+    };
+    let kernel = stamp(line("probe-kmsg: clock mark"));
+    let init = stamp(line("probe: clock mark"));
+    assert!(
+        init >= kernel && init - kernel < 0.5,
+        "kernel {kernel} vs init {init}:\n{o}"
+    );
     // The power button: the service is stopped, then the machine powers off.
     o.find("service probe stopped")
         .or_else(|| o.find("service probe exited"))
