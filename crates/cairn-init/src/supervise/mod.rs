@@ -766,7 +766,12 @@ impl Supervisor {
         self.ready_logged = true;
         // The kernel log's clock drifts from CLOCK_BOOTTIME until the
         // kernel refines its TSC calibration: measure again for this line.
-        crate::log::calibrate_kernel_clock();
+        if let Some(ns) = crate::log::calibrate_kernel_clock() {
+            debug!(
+                "log clock: the kernel's is {} us ahead of CLOCK_BOOTTIME",
+                ns / 1000
+            );
+        }
         let failed = startable().filter(|&i| self.states[i].starts == 0).count();
         let rss = crate::status::init_rss_kib();
         if failed == 0 {
