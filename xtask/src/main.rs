@@ -422,6 +422,12 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         &out,
         "cairn (Debian kernel)",
     )?);
+    // Only the cairn variants (all of them so far) get `--append`.
+    if let Some(extra) = &append {
+        for v in &mut variants {
+            v.cmdline = format!("{} {extra}", v.cmdline);
+        }
+    }
     // The baseline runs on the same kernel as the first cairn variant.
     let (kernel, initrd) = (variants[0].vmlinuz.clone(), variants[0].initrd.clone());
     variants.push(bench::build_baseline(
@@ -431,14 +437,6 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         &web,
         &out,
     )?);
-    if let Some(extra) = &append {
-        for v in variants
-            .iter_mut()
-            .filter(|v| v.marks.init == bench::CAIRN_MARKS.init)
-        {
-            v.cmdline = format!("{} {extra}", v.cmdline);
-        }
-    }
     if let Some(word) = &only {
         // Comma-separated words; a variant stays if its label has any.
         variants.retain(|v| word.split(',').any(|w| v.label.contains(w)));
