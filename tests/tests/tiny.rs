@@ -60,6 +60,23 @@ fn source_manifest(
     manifest
 }
 
+/// Builds appliance NAME on the tiny profile with `extra` on top and
+/// `services`, boots it with `cairn run` ARGS, and checks it powered off
+/// cleanly. (A cold build of such a kernel takes a few minutes more than
+/// tiny's.)
+fn boot_on_profile(
+    dir: &std::path::Path,
+    name: &str,
+    extra: &str,
+    services: &str,
+    args: &[&str],
+) -> Outcome {
+    let manifest = source_manifest(dir, name, &[profile("tiny"), profile(extra)], services);
+    let o = boot(&manifest, &dir.join("out"), args, KERNEL_BUILD_TIMEOUT);
+    o.assert_ok();
+    o
+}
+
 fn markers() -> [&'static str; 5] {
     [
         "cairn: init started",
@@ -346,10 +363,13 @@ fn hardware_profile_boots_on_e1000e_nvme_and_sata() {
     };
     let nvme = disk("nvme.img", "NVME-MARK-4921");
     let sata = disk("sata.img", "SATA-MARK-7730");
-    let manifest = source_manifest(
+    let drive =
+        |id: &str, p: &std::path::Path| format!("if=none,id={id},format=raw,file={}", p.display());
+    let (nvme_drive, sata_drive) = (drive("nv", &nvme), drive("sa", &sata));
+    let o = boot_on_profile(
         dir.path(),
         "hw",
-        &[profile("tiny"), profile("hardware")],
+        "hardware",
         r#"
 [[service]]
 name = "probe"
@@ -357,14 +377,6 @@ exec = ["/bin/busybox", "sh", "-c", "echo cpus: $(/bin/busybox nproc); echo nic:
 after = ["network-online"]
 on_exit = "poweroff"
 "#,
-    );
-    let drive =
-        |id: &str, p: &std::path::Path| format!("if=none,id={id},format=raw,file={}", p.display());
-    let (nvme_drive, sata_drive) = (drive("nv", &nvme), drive("sa", &sata));
-    let out = dir.path().join("out");
-    let o = boot(
-        &manifest,
-        &out,
         &[
             "--net",
             "none",
@@ -388,10 +400,7 @@ on_exit = "poweroff"
             "-device",
             "ide-hd,drive=sa,bus=ahci0.0",
         ],
-        // A cold build of this kernel is a few minutes more than tiny's.
-        KERNEL_BUILD_TIMEOUT,
     );
-    o.assert_ok();
     o.assert_in_order(&[
         "DHCPv4 lease obtained: 10.0.2.15/24",
         "probe: cpus: 2",
@@ -409,25 +418,18 @@ on_exit = "poweroff"
 #[test]
 fn container_profile_boots_with_namespaces_overlay_bridge_and_controllers() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = source_manifest(
+    let o = boot_on_profile(
         dir.path(),
         "ctr",
-        &[profile("tiny"), profile("container")],
+        "container",
         r#"
 [[service]]
 name = "probe"
 exec = ["/bin/busybox", "sh", "-c", "echo userns: $(/bin/busybox unshare -U -r /bin/busybox id -u); cd /tmp && /bin/busybox mkdir l u w m && echo below > l/f && /bin/busybox mount -t overlay overlay -o lowerdir=l,upperdir=u,workdir=w m && echo overlay: $(cat m/f); /bin/busybox brctl addbr br0 && echo bridge: $(cat /sys/class/net/br0/type); echo controllers: $(cat /sys/fs/cgroup/cgroup.controllers); echo seccomp: $(/bin/busybox grep Seccomp: /proc/self/status)"]
 on_exit = "poweroff"
 "#,
-    );
-    let out = dir.path().join("out");
-    let o = boot(
-        &manifest,
-        &out,
         &["--net", "none", "--mem", "128M"],
-        KERNEL_BUILD_TIMEOUT,
     );
-    o.assert_ok();
     o.assert_in_order(&[
         "probe: userns: 0",
         "probe: overlay: below",

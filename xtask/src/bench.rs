@@ -178,19 +178,17 @@ impl Lab {
     /// Boot `v` with `mem_mib` of RAM; the console output, or None if the
     /// guest did not power off within `timeout`.
     pub fn boot(&self, v: &Variant, mem_mib: u32, timeout: Duration) -> Result<(bool, String)> {
-        self.boot_with(v, mem_mib, timeout, &[], "")
+        self.boot_with(v, mem_mib, timeout, &[])
     }
 
-    /// [`Lab::boot`] with more QEMU arguments and kernel command line.
+    /// [`Lab::boot`] with more QEMU arguments.
     pub fn boot_with(
         &self,
         v: &Variant,
         mem_mib: u32,
         timeout: Duration,
         qemu_extra: &[String],
-        append_extra: &str,
     ) -> Result<(bool, String)> {
-        let cmdline = format!("{} {append_extra}", v.cmdline);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns, "qemu-system-x86_64"])
             .args([
@@ -210,7 +208,7 @@ impl Lab {
             .arg(&v.vmlinuz)
             .arg("-initrd")
             .arg(&v.initrd)
-            .args(["-append", cmdline.trim_end()])
+            .args(["-append", &v.cmdline])
             .args(qemu_extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

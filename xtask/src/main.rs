@@ -511,16 +511,19 @@ fn profile_cmd(args: &[String]) -> Result<()> {
     let dir = root().join("target/profile");
     let init = build_static_in("cairn-init", static_target(), &dir, false)?;
     let cairn = build_cli(true)?;
-    build_web(&init, &root().join("target/bench"))?;
-    let tiny = bench_cairn(
+    let web = build_web(&init, &root().join("target/bench"))?;
+    let mut tiny = bench_cairn(
         &cairn,
         &init,
         "bench/cairn-tiny.toml",
         &dir,
         "cairn (tiny kernel)",
     )?;
-    let web = root().join("target/bench/hello-web");
-    let base = bench::build_baseline(&root(), &tiny.vmlinuz, &tiny.initrd, &web, &dir)?;
+    let mut base = bench::build_baseline(&root(), &tiny.vmlinuz, &tiny.initrd, &web, &dir)?;
+    // Fixed load addresses, so the init's blocks map onto its symbols.
+    for v in [&mut tiny, &mut base] {
+        v.cmdline.push_str(" norandmaps");
+    }
     let lab = bench::Lab::start()?;
     let mut logs = Vec::new();
     for v in [&tiny, &base] {
@@ -536,13 +539,7 @@ fn profile_cmd(args: &[String]) -> Result<()> {
             "-D".into(),
             log.display().to_string(),
         ];
-        let (done, console) = lab.boot_with(
-            v,
-            256,
-            std::time::Duration::from_secs(300),
-            &qemu,
-            "norandmaps",
-        )?;
+        let (done, console) = lab.boot_with(v, 256, std::time::Duration::from_secs(300), &qemu)?;
         if !done {
             bail!("{} did not reach ready; console:\n{console}", v.label);
         }

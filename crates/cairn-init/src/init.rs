@@ -247,10 +247,7 @@ pub fn run() -> ! {
             let console = boot::ensure_console();
             cmdline = apply_cmdline(mode);
             match clock {
-                Some(ns) => debug!(
-                    "log clock: the kernel's is {} us ahead of CLOCK_BOOTTIME",
-                    ns / 1000
-                ),
+                Some(ns) => debug!("{}", log::kernel_clock_note(ns)),
                 None => debug!("log clock: CLOCK_BOOTTIME (no /dev/kmsg at start)"),
             }
             for (spec, outcome) in outcomes.unwrap_or_default() {

@@ -224,6 +224,14 @@ pub fn calibrate_kernel_clock() -> Option<i64> {
     None
 }
 
+/// The log line for a measured offset (see [`calibrate_kernel_clock`]).
+pub fn kernel_clock_note(ahead_ns: i64) -> String {
+    format!(
+        "log clock: the kernel's is {} us ahead of CLOCK_BOOTTIME",
+        ahead_ns / 1000
+    )
+}
+
 /// Formats one console line: `[SSSSS.UUUUUU] text\n`, like printk.
 pub fn format_line(since_boot: Duration, text: &str) -> String {
     format!(

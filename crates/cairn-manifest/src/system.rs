@@ -14,7 +14,7 @@ use crate::supervision::{self as sv, LogConfig};
 /// JSON, not TOML: the init parses it on every boot, and under emulation
 /// (QEMU TCG) every distinct code block costs its translation the first
 /// time it runs; serde_json's reader runs about a third of the code that
-/// toml's document parser does (see `cargo xtask bench`). The secondary
+/// toml's document parser does (see `cargo xtask profile`). The secondary
 /// config, which people write, stays TOML.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/cairn/system.json";
 

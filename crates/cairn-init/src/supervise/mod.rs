@@ -767,10 +767,7 @@ impl Supervisor {
         // The kernel log's clock drifts from CLOCK_BOOTTIME until the
         // kernel refines its TSC calibration: measure again for this line.
         if let Some(ns) = crate::log::calibrate_kernel_clock() {
-            debug!(
-                "log clock: the kernel's is {} us ahead of CLOCK_BOOTTIME",
-                ns / 1000
-            );
+            debug!("{}", crate::log::kernel_clock_note(ns));
         }
         let failed = startable().filter(|&i| self.states[i].starts == 0).count();
         let rss = crate::status::init_rss_kib();
