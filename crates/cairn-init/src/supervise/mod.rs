@@ -537,6 +537,16 @@ impl Supervisor {
         }
     }
 
+    /// Reads whatever service `i`'s pipes hold now (without waiting).
+    fn drain_outputs(&mut self, i: usize) {
+        for j in 0..self.outputs.len() {
+            if self.outputs[j].service == i {
+                self.read_output(j);
+            }
+        }
+        self.outputs.retain(|o| o.service != usize::MAX);
+    }
+
     fn read_kmsg(&mut self) {
         let Some(fd) = &self.kmsg else { return };
         let mut buf = [0u8; 8192];
@@ -852,6 +862,9 @@ impl Supervisor {
         let found = self.states.iter().position(|s| s.state.pid() == Some(pid));
         match found {
             Some(i) => {
+                // What it wrote before it ended comes first in the log, and
+                // is not lost if its end powers the machine off.
+                self.drain_outputs(i);
                 let (since, then) = match self.states[i].state {
                     State::Running { since, .. } => (since, None),
                     State::Stopping { since, then, .. } => (since, Some(then)),
@@ -970,5 +983,39 @@ fn exit_of(status: WaitStatus) -> Exit {
 pub fn signal_group(pid: Pid, sig: Signal) {
     if rustix::process::kill_process_group(pid, sig) == Err(Errno::SRCH) {
         let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+
+    /// A service that writes and ends before the loop reads its pipe: the
+    /// line is logged when it is reaped, before its end is acted on.
+    #[test]
+    fn output_written_before_the_end_is_logged_when_reaped() {
+        let cfg: ServiceConfig = serde_json::from_str(
+            r#"{"name": "last-words", "exec": ["/bin/sh", "-c", "echo said before the end"],
+                "on_exit": "poweroff"}"#,
+        )
+        .unwrap();
+        let mut s = Supervisor::new(vec![cfg]);
+        let before = crate::log::last_seq();
+        s.start(0);
+        let pid = s.running()[0].1;
+        // Wait until it has ended, leaving it for `reap` (no poll ran).
+        waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        )
+        .unwrap();
+        s.reap();
+        let said: Vec<String> = crate::log::since(before, Some("last-words"))
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(said, ["said before the end"]);
+        assert_eq!(s.pending, Some(Shutdown::Poweroff));
     }
 }
