@@ -373,17 +373,21 @@ fn bench_cairn(
 }
 
 /// `cargo xtask bench [--runs N] [--no-mem] [--only WORD[,WORD..]] [--init PATH]
-/// [--append ARGS]` (`--init`: measure another cairn-init build, such as one
-/// made with a different opt-level, against the same baseline; `--append`:
-/// extra kernel command line for the cairn variants, such as `cairn.debug`
-/// for a per-step timeline with CAIRN_BENCH_CONSOLE=1). With `--only` or
-/// `--append` the table is printed but bench/RESULTS.md is left alone.
+/// [--compare PATH] [--append ARGS]` (`--init`: measure another cairn-init
+/// build, such as one made with a different opt-level, against the same
+/// baseline; `--compare`: add the tiny-kernel appliance built with another
+/// init as one more variant, booted in turn with the others, for an A/B of
+/// a change; `--append`: extra kernel command line for the cairn variants,
+/// such as `cairn.debug` for a per-step timeline with CAIRN_BENCH_CONSOLE=1).
+/// With `--only`, `--compare` or `--append` the table is printed but
+/// bench/RESULTS.md is left alone.
 fn bench_cmd(args: &[String]) -> Result<()> {
     let mut runs = 3usize;
     let mut mem = true;
     let mut only: Option<String> = None;
     let mut init_override: Option<PathBuf> = None;
     let mut append: Option<String> = None;
+    let mut compare: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -392,6 +396,7 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             "--only" => only = Some(it.next().context("--only WORD")?.clone()),
             "--init" => init_override = Some(it.next().context("--init PATH")?.into()),
             "--append" => append = Some(it.next().context("--append ARGS")?.clone()),
+            "--compare" => compare = Some(it.next().context("--compare PATH")?.into()),
             other => bail!("unknown bench option {other}"),
         }
     }
@@ -414,6 +419,18 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             &out,
             "cairn (tiny kernel)",
         )?);
+        if let Some(other) = &compare {
+            let other = other
+                .canonicalize()
+                .with_context(|| format!("--compare {}", other.display()))?;
+            variants.push(bench_cairn(
+                &cairn,
+                &other,
+                "bench/cairn-tiny.toml",
+                &out.join("compare"),
+                "cairn (tiny kernel, --compare init)",
+            )?);
+        }
     }
     variants.push(bench_cairn(
         &cairn,
@@ -479,8 +496,8 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     );
     let md = bench::report(&variants, &measured, base, &cmd);
     print!("{md}");
-    if only.is_some() || append.is_some() {
-        eprintln!("bench: --only/--append run: bench/RESULTS.md left as it was");
+    if only.is_some() || append.is_some() || compare.is_some() {
+        eprintln!("bench: --only/--compare/--append run: bench/RESULTS.md left as it was");
         return Ok(());
     }
     std::fs::write(root().join("bench/RESULTS.md"), &md)?;
