@@ -40,6 +40,9 @@ pub const CAIRN_MARKS: Marks = Marks {
     done: "cairn: ready",
 };
 
+/// The label of the BusyBox baseline variant.
+pub const BASELINE_LABEL: &str = "busybox";
+
 pub const BASELINE_MARKS: Marks = Marks {
     init: INIT_EXEC,
     dhcp: "bench: dhcp start",
@@ -49,6 +52,7 @@ pub const BASELINE_MARKS: Marks = Marks {
 };
 
 /// One appliance to boot.
+#[derive(Clone)]
 pub struct Variant {
     pub label: String,
     pub vmlinuz: PathBuf,
@@ -325,7 +329,7 @@ pub fn build_baseline(
     let path = out.join("baseline.initrd");
     std::fs::write(&path, initrd)?;
     Ok(Variant {
-        label: "busybox".into(),
+        label: BASELINE_LABEL.into(),
         vmlinuz: vmlinuz.to_path_buf(),
         initrd: path,
         efi: None,
@@ -344,7 +348,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Results for one variant.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Measured {
     pub runs: Vec<Timeline>,
     pub min_mem_mib: Option<u32>,
@@ -529,7 +533,11 @@ pub fn report(variants: &[Variant], measured: &[Measured], base: usize, cmd: &st
             .collect(),
         &secs,
     );
-    s.push_str(&budgets(&variants[0], &measured[0], &measured[base]));
+    // The budgets speak of the BusyBox baseline; a table without it (an
+    // `--only` or `--compare` run) has none.
+    if variants[base].label == BASELINE_LABEL {
+        s.push_str(&budgets(&variants[0], &measured[0], &measured[base]));
+    }
     s
 }
 
@@ -707,6 +715,22 @@ mod tests {
         assert!(b.contains("1500 KiB, met"), "{b}");
         assert!(b.contains("ratio 0.25, met"), "{b}");
         assert!(b.contains("DHCP exchange alone, which every appliance here waits for, is 0.25 of its userspace boot"), "{b}");
+
+        // The report carries them only against the BusyBox baseline.
+        let other = |label: &str| Variant {
+            label: label.into(),
+            ..v.clone()
+        };
+        let with = report(
+            &[v.clone(), other(BASELINE_LABEL)],
+            &[a.clone(), base.clone()],
+            1,
+            "x",
+        );
+        assert!(with.contains("Budgets for a:"), "{with}");
+        let without = report(&[v.clone(), other("b")], &[a, base], 1, "x");
+        assert!(!without.contains("Budgets"), "{without}");
+        assert!(without.contains("| ratio a / b |"), "{without}");
     }
 
     #[test]
