@@ -11,8 +11,10 @@
 //! holds the protective MBR and the primary GPT, the last MiB the backup
 //! GPT.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -159,13 +161,22 @@ pub fn layout(spec: &DiskSpec) -> Vec<PlacedPartition> {
     out
 }
 
+/// Block size of a [`Window`]'s cache.
+const BLOCK: u64 = 4096;
+
 /// A window `[start, start + len)` of a file, as a stream of its own (for
-/// fatfs, which formats and fills one partition).
+/// fatfs, which formats and fills one partition). fatfs reads and writes a
+/// few bytes at a time (a FAT entry, a directory entry): the window keeps
+/// the blocks it has touched in memory and writes the changed ones back in
+/// [`Window::flush`], instead of a seek and a system call for each.
 pub struct Window<'a> {
     file: &'a mut File,
     start: u64,
     len: u64,
     pos: u64,
+    /// Block index -> its bytes (the last block may be short).
+    blocks: BTreeMap<u64, Vec<u8>>,
+    dirty: BTreeSet<u64>,
 }
 
 impl<'a> Window<'a> {
@@ -175,40 +186,81 @@ impl<'a> Window<'a> {
             start,
             len,
             pos: 0,
+            blocks: BTreeMap::new(),
+            dirty: BTreeSet::new(),
         }
+    }
+
+    fn block_len(&self, idx: u64) -> usize {
+        (self.len - idx * BLOCK).min(BLOCK) as usize
+    }
+
+    /// Block `idx`, read from the file the first time (`whole`: it is about
+    /// to be overwritten entirely, so its old bytes are not read).
+    fn block(&mut self, idx: u64, whole: bool) -> io::Result<&mut Vec<u8>> {
+        if !self.blocks.contains_key(&idx) {
+            let mut b = vec![0u8; self.block_len(idx)];
+            if !whole {
+                let at = self.start + idx * BLOCK;
+                let mut got = 0;
+                while got < b.len() {
+                    match self.file.read_at(&mut b[got..], at + got as u64) {
+                        Ok(0) => break, // past the end of the file: zeros
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            self.blocks.insert(idx, b);
+        }
+        Ok(self.blocks.get_mut(&idx).expect("inserted above"))
     }
 }
 
 impl Read for Window<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.len.saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 {
+        if buf.is_empty() || left == 0 {
             return Ok(0);
         }
-        self.file.seek(SeekFrom::Start(self.start + self.pos))?;
-        let got = self.file.read(&mut buf[..n])?;
-        self.pos += got as u64;
-        Ok(got)
+        let (idx, off) = (self.pos / BLOCK, (self.pos % BLOCK) as usize);
+        let block = self.block(idx, false)?;
+        let n = buf.len().min(block.len() - off);
+        buf[..n].copy_from_slice(&block[off..off + n]);
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
 impl Write for Window<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let left = self.len.saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(left) as usize;
-        if n == 0 && !buf.is_empty() {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.len {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "write past the end of the partition",
             ));
         }
-        self.file.seek(SeekFrom::Start(self.start + self.pos))?;
-        let put = self.file.write(&buf[..n])?;
-        self.pos += put as u64;
-        Ok(put)
+        let (idx, off) = (self.pos / BLOCK, (self.pos % BLOCK) as usize);
+        let whole = off == 0 && buf.len() >= self.block_len(idx);
+        let block = self.block(idx, whole)?;
+        let n = buf.len().min(block.len() - off);
+        block[off..off + n].copy_from_slice(&buf[..n]);
+        self.dirty.insert(idx);
+        self.pos += n as u64;
+        Ok(n)
     }
+
+    /// Writes the changed blocks back to the file.
     fn flush(&mut self) -> io::Result<()> {
+        for idx in std::mem::take(&mut self.dirty) {
+            if let Some(b) = self.blocks.get(&idx) {
+                self.file.write_all_at(b, self.start + idx * BLOCK)?;
+            }
+        }
         self.file.flush()
     }
 }
@@ -383,13 +435,11 @@ fn write_fat(f: &mut File, name: &str, p: &PlacedPartition, uki: &[u8]) -> Resul
     if p.label == ESP_LABEL {
         opts = opts.fat_type(fatfs::FatType::Fat32);
     }
-    fatfs::format_volume(Window::new(f, p.offset, p.len), opts).map_err(fat_err)?;
+    let mut w = Window::new(f, p.offset, p.len);
+    fatfs::format_volume(&mut w, opts).map_err(fat_err)?;
     {
-        let fs = fatfs::FileSystem::new(
-            Window::new(f, p.offset, p.len),
-            fatfs::FsOptions::new().time_provider(&FIXED_TIME),
-        )
-        .map_err(fat_err)?;
+        let fs = fatfs::FileSystem::new(&mut w, fatfs::FsOptions::new().time_provider(&FIXED_TIME))
+            .map_err(fat_err)?;
         {
             let root = fs.root_dir();
             if p.label == ESP_LABEL {
@@ -404,9 +454,9 @@ fn write_fat(f: &mut File, name: &str, p: &PlacedPartition, uki: &[u8]) -> Resul
         }
         fs.unmount().map_err(fat_err)?;
     }
-    let mut w = Window::new(f, p.offset, p.len);
     fix_dot_entries(&mut w).map_err(fat_err)?;
-    fix_fat(&mut w, p.offset / SECTOR).map_err(fat_err)
+    fix_fat(&mut w, p.offset / SECTOR).map_err(fat_err)?;
+    w.flush().map_err(fat_err)
 }
 
 /// File times on FAT: 1980-01-01 00:00, the DOS epoch (fatfs without its
@@ -880,6 +930,41 @@ mod tests {
     }
 
     #[test]
+    fn window_caches_blocks_until_flush() {
+        // A window of 3 blocks and a bit, over a file with old content and
+        // bytes on both sides that must stay as they are.
+        let (start, len) = (100u64, 3 * BLOCK + 10);
+        let old: Vec<u8> = (0..start + len + 50).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&old).unwrap();
+        let mut want = old.clone();
+        let mut w = Window::new(&mut f, start, len);
+        // Across a block boundary, a whole block, and the short last block.
+        let spans = [
+            (BLOCK - 3, 7usize),
+            (BLOCK * 2, BLOCK as usize),
+            (len - 4, 4),
+        ];
+        for (n, (at, size)) in spans.into_iter().enumerate() {
+            let data = vec![0xE0 + n as u8; size];
+            w.seek(SeekFrom::Start(at)).unwrap();
+            w.write_all(&data).unwrap();
+            let at = (start + at) as usize;
+            want[at..at + size].copy_from_slice(&data);
+        }
+        // The window reads its own writes; old bytes around them are kept.
+        w.seek(SeekFrom::Start(0)).unwrap();
+        let mut seen = Vec::new();
+        w.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen, want[start as usize..(start + len) as usize]);
+        w.flush().unwrap();
+        let mut all = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut all).unwrap();
+        assert_eq!(all, want);
+    }
+
+    #[test]
     fn window_stays_inside() {
         let mut f = tempfile::tempfile().unwrap();
         f.set_len(100).unwrap();
@@ -891,6 +976,7 @@ mod tests {
         let mut back = Vec::new();
         w.read_to_end(&mut back).unwrap();
         assert_eq!(back, vec![7u8; 20]);
+        w.flush().unwrap();
         let mut all = Vec::new();
         f.seek(SeekFrom::Start(0)).unwrap();
         f.read_to_end(&mut all).unwrap();
