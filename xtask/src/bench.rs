@@ -339,7 +339,7 @@ pub fn build_baseline(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -426,7 +426,43 @@ fn mib(n: u64) -> String {
 }
 
 /// The Markdown report.
-pub fn report(variants: &[Variant], measured: &[Measured], base: usize, cmd: &str) -> String {
+/// How long `cairn build` of one manifest takes from a warm cache.
+pub struct Assembly {
+    pub manifest: String,
+    /// Median wall time of the timed builds, in seconds.
+    pub secs: f64,
+    pub builds: usize,
+}
+
+/// The image-assembly budget (DESIGN.md: under 1 s from a warm cache).
+fn assembly_report(list: &[Assembly]) -> String {
+    let mut s = String::from(
+        "\nImage assembly from a warm cache (`cairn build`, kernel and packages cached):\n\n",
+    );
+    for a in list {
+        let _ = writeln!(
+            s,
+            "- {}: {:.2} s (median of {}), {}",
+            a.manifest,
+            a.secs,
+            a.builds,
+            if a.secs < 1.0 {
+                "met (under 1 s)"
+            } else {
+                "NOT met (budget: under 1 s)"
+            }
+        );
+    }
+    s
+}
+
+pub fn report(
+    variants: &[Variant],
+    measured: &[Measured],
+    base: usize,
+    assembly: &[Assembly],
+    cmd: &str,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Measured with `{cmd}` (QEMU TCG, 1 vCPU, dnsmasq in a network namespace; median of {} boots each, interleaved).\n", measured[0].runs.len());
     let _ = write!(s, "| | ");
@@ -537,6 +573,9 @@ pub fn report(variants: &[Variant], measured: &[Measured], base: usize, cmd: &st
     // `--only` or `--compare` run) has none.
     if variants[base].label == BASELINE_LABEL {
         s.push_str(&budgets(&variants[0], &measured[0], &measured[base]));
+    }
+    if !assembly.is_empty() {
+        s.push_str(&assembly_report(assembly));
     }
     s
 }
@@ -721,15 +760,37 @@ mod tests {
             label: label.into(),
             ..v.clone()
         };
+        let built = [
+            Assembly {
+                manifest: "fast.toml".into(),
+                secs: 0.25,
+                builds: 3,
+            },
+            Assembly {
+                manifest: "slow.toml".into(),
+                secs: 1.5,
+                builds: 3,
+            },
+        ];
         let with = report(
             &[v.clone(), other(BASELINE_LABEL)],
             &[a.clone(), base.clone()],
             1,
+            &built,
             "x",
         );
         assert!(with.contains("Budgets for a:"), "{with}");
-        let without = report(&[v.clone(), other("b")], &[a, base], 1, "x");
+        assert!(
+            with.contains("- fast.toml: 0.25 s (median of 3), met (under 1 s)"),
+            "{with}"
+        );
+        assert!(
+            with.contains("- slow.toml: 1.50 s (median of 3), NOT met"),
+            "{with}"
+        );
+        let without = report(&[v.clone(), other("b")], &[a, base], 1, &[], "x");
         assert!(!without.contains("Budgets"), "{without}");
+        assert!(!without.contains("Image assembly"), "{without}");
         assert!(without.contains("| ratio a / b |"), "{without}");
     }
 

@@ -345,6 +345,28 @@ fn build_web(init: &Path, out: &Path) -> Result<PathBuf> {
     Ok(dst)
 }
 
+/// `cairn build` of `manifest` from a warm cache: one build to warm it,
+/// then the median wall time of three.
+fn time_build(cairn: &Path, init: &Path, manifest: &str, out: &Path) -> Result<bench::Assembly> {
+    let build = || -> Result<f64> {
+        let t = std::time::Instant::now();
+        run(Command::new(cairn)
+            .current_dir(root())
+            .env("CAIRN_INIT", init)
+            .stdout(std::process::Stdio::null())
+            .args(["build", manifest, "-o"])
+            .arg(out))?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    build()?;
+    let times = (0..3).map(|_| build()).collect::<Result<Vec<f64>>>()?;
+    Ok(bench::Assembly {
+        manifest: manifest.into(),
+        builds: times.len(),
+        secs: bench::median(times),
+    })
+}
+
 /// Build one cairn bench appliance with the release CLI.
 fn bench_cairn(
     cairn: &Path,
@@ -494,7 +516,16 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             .map(|p| format!(" --init {}", p.display()))
             .unwrap_or_default()
     );
-    let md = bench::report(&variants, &measured, base, &cmd);
+    let mut assembly = Vec::new();
+    for manifest in [
+        "bench/cairn-tiny.toml",
+        "bench/cairn-debian.toml",
+        "examples/disk/cairn.toml",
+    ] {
+        eprintln!("bench: timing cairn build {manifest}");
+        assembly.push(time_build(&cairn, &init, manifest, &out.join("assembly"))?);
+    }
+    let md = bench::report(&variants, &measured, base, &assembly, &cmd);
     print!("{md}");
     if only.is_some() || append.is_some() || compare.is_some() {
         eprintln!("bench: --only/--compare/--append run: bench/RESULTS.md left as it was");
