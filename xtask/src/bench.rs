@@ -426,31 +426,37 @@ fn mib(n: u64) -> String {
 }
 
 /// The Markdown report.
-/// How long `cairn build` of one manifest takes from a warm cache.
+/// How long `cairn build` of one manifest takes with the kernel and
+/// packages cached (medians of [`ASSEMBLY_BUILDS`] builds, in seconds).
 pub struct Assembly {
     pub manifest: String,
-    /// Median wall time of the timed builds, in seconds.
-    pub secs: f64,
-    pub builds: usize,
+    /// The same inputs again: everything comes from the cache.
+    pub same: f64,
+    /// Changed contents (another SOURCE_DATE_EPOCH, so every file's mtime):
+    /// the initramfs is compressed anew.
+    pub changed: f64,
 }
+
+/// Timed builds per case in [`Assembly`].
+pub const ASSEMBLY_BUILDS: usize = 3;
 
 /// The image-assembly budget (DESIGN.md: under 1 s from a warm cache).
 fn assembly_report(list: &[Assembly]) -> String {
-    let mut s = String::from(
-        "\nImage assembly from a warm cache (`cairn build`, kernel and packages cached):\n\n",
+    let mut s = format!(
+        "\nImage assembly from a warm cache (`cairn build` with the kernel and packages \
+         cached; median of {ASSEMBLY_BUILDS} builds), budget under 1 s:\n\n"
     );
+    let verdict = |t: f64| if t < 1.0 { "met" } else { "NOT met" };
     for a in list {
         let _ = writeln!(
             s,
-            "- {}: {:.2} s (median of {}), {}",
+            "- {}: same inputs again {:.2} s, {}; changed contents (initramfs compressed \
+             anew) {:.2} s, {}",
             a.manifest,
-            a.secs,
-            a.builds,
-            if a.secs < 1.0 {
-                "met (under 1 s)"
-            } else {
-                "NOT met (budget: under 1 s)"
-            }
+            a.same,
+            verdict(a.same),
+            a.changed,
+            verdict(a.changed)
         );
     }
     s
@@ -760,18 +766,11 @@ mod tests {
             label: label.into(),
             ..v.clone()
         };
-        let built = [
-            Assembly {
-                manifest: "fast.toml".into(),
-                secs: 0.25,
-                builds: 3,
-            },
-            Assembly {
-                manifest: "slow.toml".into(),
-                secs: 1.5,
-                builds: 3,
-            },
-        ];
+        let built = [Assembly {
+            manifest: "m.toml".into(),
+            same: 0.25,
+            changed: 1.5,
+        }];
         let with = report(
             &[v.clone(), other(BASELINE_LABEL)],
             &[a.clone(), base.clone()],
@@ -781,11 +780,10 @@ mod tests {
         );
         assert!(with.contains("Budgets for a:"), "{with}");
         assert!(
-            with.contains("- fast.toml: 0.25 s (median of 3), met (under 1 s)"),
-            "{with}"
-        );
-        assert!(
-            with.contains("- slow.toml: 1.50 s (median of 3), NOT met"),
+            with.contains(
+                "- m.toml: same inputs again 0.25 s, met; changed contents (initramfs \
+                 compressed anew) 1.50 s, NOT met"
+            ),
             "{with}"
         );
         let without = report(&[v.clone(), other("b")], &[a, base], 1, &[], "x");
