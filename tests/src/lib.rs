@@ -6,6 +6,7 @@
 //! harness builds both itself.
 
 pub mod img;
+pub mod net;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

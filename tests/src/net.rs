@@ -1,0 +1,371 @@
+//! Guests on real networks: `cairn run` with its console collected as it
+//! comes, network namespaces with a tap device and real servers in them
+//! (every process ended by pid), and the checks more than one test file
+//! runs (the network examples on Debian's kernel and on the tiny one).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{cairn, root};
+
+/// A guest booted with `cairn run`, its console collected as it comes.
+pub struct Guest {
+    child: Child,
+    console: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Guest {
+    /// `prefix` runs the command inside a namespace (`ip netns exec NS`).
+    pub fn start(prefix: &[&str], manifest: &str, out: &str, extra: &[String]) -> Guest {
+        let base = cairn();
+        let mut cmd = if prefix.is_empty() {
+            base
+        } else {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]).arg(base.get_program());
+            for (k, v) in base.get_envs() {
+                if let Some(v) = v {
+                    c.env(k, v);
+                }
+            }
+            c.current_dir(root());
+            c
+        };
+        cmd.args([
+            "run",
+            manifest,
+            "-o",
+            out,
+            "--timeout",
+            "240",
+            "--net",
+            "none",
+            "--",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("cairn run starts");
+        let console = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let console = console.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut c = console.lock().unwrap();
+                    c.push_str(&line);
+                    c.push('\n');
+                }
+            }));
+        }
+        Guest {
+            child,
+            console,
+            readers,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        self.console.lock().unwrap().clone()
+    }
+
+    /// Waits until the console has `needle` after byte `from`; returns the
+    /// offset just past it. Panics with the console on timeout.
+    pub fn wait_from(&self, from: usize, needle: &str, secs: u64) -> usize {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if let Some(i) = text.get(from..).and_then(|t| t.find(needle)) {
+                return from + i + needle.len();
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                panic!("{needle:?} did not appear within {secs}s\n--- console ---\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn wait(&self, needle: &str, secs: u64) -> usize {
+        self.wait_from(0, needle, secs)
+    }
+
+    /// The line holding `needle` (after `from`).
+    pub fn line_with(&self, from: usize, needle: &str) -> String {
+        let text = self.text();
+        text[from..]
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits for the guest to power off by itself.
+    pub fn wait_exit(&mut self, secs: u64) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                // Everything printed before the exit is in the console.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+}
+
+/// Pids of the children of `pid` (QEMU under `cairn run`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+pub fn kill(pid: u32) {
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        // QEMU first (by pid), then cairn itself.
+        for c in children(self.child.id()) {
+            kill(c);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A network namespace with `tap0` for QEMU; deleted (with everything in
+/// it) on drop, after the processes started in it are killed by pid.
+pub struct Netns {
+    name: String,
+    procs: Vec<Child>,
+}
+
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    pub fn new(tag: &str, v4: &str, v6: Option<&str>) -> Netns {
+        let name = format!("cairn-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        ip(&["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            procs: Vec::new(),
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ns.ip(&["addr", "add", v4, "dev", "tap0"]);
+        if let Some(v6) = v6 {
+            ns.ip(&["-6", "addr", "add", v6, "dev", "tap0", "nodad"]);
+        }
+        ns.ip(&["link", "set", "tap0", "up"]);
+        ns
+    }
+
+    pub fn ip(&self, args: &[&str]) {
+        let mut a = vec!["netns", "exec", &self.name, "ip"];
+        a.extend_from_slice(args);
+        ip(&a);
+    }
+
+    pub fn prefix(&self) -> Vec<&str> {
+        vec!["ip", "netns", "exec", &self.name]
+    }
+
+    /// Starts a server in the namespace; its output goes to `log`.
+    pub fn spawn(&mut self, args: &[&str], log: &PathBuf) -> usize {
+        let f = std::fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("server starts");
+        self.procs.push(child);
+        self.procs.len() - 1
+    }
+
+    /// dnsmasq on the tap device with DHCP logging, its lease file and
+    /// log in `dir`, plus `extra` arguments; returns the log's path.
+    pub fn dnsmasq(&mut self, dir: &std::path::Path, extra: &[&str]) -> PathBuf {
+        let log = dir.join("dnsmasq.log");
+        let leases = format!("--dhcp-leasefile={}", dir.join("leases").display());
+        let mut args = vec![
+            "dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=tap0",
+            "--bind-interfaces",
+            "--log-dhcp",
+            &leases,
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(&args, &log);
+        log
+    }
+
+    pub fn stop(&mut self, i: usize) {
+        let _ = self.procs[i].kill();
+        let _ = self.procs[i].wait();
+    }
+
+    pub fn tap_args() -> Vec<String> {
+        vec![
+            "-netdev".into(),
+            "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".into(),
+        ]
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cairn-net-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /` on 127.0.0.1:`port`, retried for `secs`; the response or "".
+pub fn http_get(port: u16, secs: u64) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            if body.contains("200") {
+                return body;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            return String::new();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Appliance `manifest` (examples/net or the same on another kernel) on QEMU user networking (IPv6 off so slirp's DHCP answers): the lease,
+/// resolv.conf, services held until network-online, and the web page
+/// reached from the host through a forwarded port.
+pub fn user_net_lease_and_web_page(manifest: &str) {
+    let port = free_port();
+    let out = scratch("user");
+    let g = Guest::start(
+        &[],
+        manifest,
+        out.to_str().unwrap(),
+        &[
+            "-netdev".into(),
+            format!("user,id=n0,ipv6=off,hostfwd=tcp:127.0.0.1:{port}-:80"),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0".into(),
+        ],
+    );
+    let leased = g.wait(
+        "eth0: DHCPv4 lease obtained: 10.0.2.15/24 from 10.0.2.2",
+        120,
+    );
+    let online = g.wait_from(leased, "cairn: network online", 30);
+    let started = g.wait_from(online, "service httpd started", 30);
+    assert!(online < started);
+    g.wait("nameserver 10.0.2.3", 30);
+    assert!(g
+        .text()
+        .contains("eth0: route 0.0.0.0/0 via 10.0.2.2 added (DHCPv4)"));
+    let body = http_get(port, 60);
+    assert!(
+        body.contains("Hello from a cairn appliance."),
+        "no page through the forwarded port: {body:?}\n{}",
+        g.text()
+    );
+}
+
+/// Appliance `manifest` (examples/net-static or the same on another kernel), static-only: addresses, gateway, extra route, MTU and DNS
+/// from the manifest, the gateway answers a ping, and the DHCP server on
+/// the link never hears from it.
+pub fn static_only_network(manifest: &str) {
+    let dir = scratch("static");
+    let mut ns = Netns::new("st", "192.168.79.1/24", None);
+    let log = ns.dnsmasq(&dir, &["--dhcp-range=192.168.79.50,192.168.79.99,2m"]);
+    let mut g = Guest::start(
+        &ns.prefix(),
+        manifest,
+        dir.join("out").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    assert!(g.wait_exit(180), "guest did not power off\n{}", g.text());
+    let text = g.text();
+    for needle in [
+        "eth0: address 192.168.79.2/24 added (static)",
+        "eth0: route 0.0.0.0/0 via 192.168.79.1 added",
+        "eth0: route 10.79.0.0/16 via 192.168.79.254 added",
+        "cairn: network online",
+        "1 packets received",
+        "nameserver 192.168.79.53",
+        "search static.example",
+        "check: 1400\n",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing\n{text}");
+    }
+    assert!(!text.contains("DHCPv4"), "{text}");
+    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        served.contains("DHCP, IP range") || served.contains("started"),
+        "dnsmasq did not run: {served}"
+    );
+    assert!(!served.contains("DHCPDISCOVER"), "{served}");
+}
