@@ -173,7 +173,12 @@ pub fn ip(args: &[&str]) {
 impl Netns {
     pub fn new(tag: &str, v4: &str, v6: Option<&str>) -> Netns {
         let name = format!("cairn-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace of that name left by an earlier run (usually none:
+        // then ip's complaint is not worth showing).
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         ip(&["netns", "add", &name]);
         let ns = Netns {
             name,
