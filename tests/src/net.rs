@@ -303,7 +303,8 @@ pub fn http_get(port: u16, secs: u64) -> String {
     }
 }
 
-/// Appliance `manifest` (examples/net or the same on another kernel) on QEMU user networking (IPv6 off so slirp's DHCP answers): the lease,
+/// Appliance `manifest` (examples/net, or it on another kernel) on QEMU
+/// user networking (IPv6 off so slirp's DHCP answers): the lease,
 /// resolv.conf, services held until network-online, and the web page
 /// reached from the host through a forwarded port.
 pub fn user_net_lease_and_web_page(manifest: &str) {
@@ -339,9 +340,10 @@ pub fn user_net_lease_and_web_page(manifest: &str) {
     );
 }
 
-/// Appliance `manifest` (examples/net-static or the same on another kernel), static-only: addresses, gateway, extra route, MTU and DNS
-/// from the manifest, the gateway answers a ping, and the DHCP server on
-/// the link never hears from it.
+/// Appliance `manifest` (examples/net-static, or it on another kernel),
+/// static only: addresses, gateway, extra route, MTU and DNS from the
+/// manifest, the gateway answers a ping, and the DHCP server on the link
+/// never hears from it.
 pub fn static_only_network(manifest: &str) {
     let dir = scratch("static");
     let mut ns = Netns::new("st", "192.168.79.1/24", None);

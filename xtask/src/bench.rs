@@ -425,7 +425,6 @@ fn mib(n: u64) -> String {
     format!("{:.2} MiB", n as f64 / 1048576.0)
 }
 
-/// The Markdown report.
 /// How long `cairn build` of one manifest takes with the kernel and
 /// packages cached (medians of [`ASSEMBLY_BUILDS`] builds, in seconds).
 pub struct Assembly {
@@ -462,6 +461,9 @@ fn assembly_report(list: &[Assembly]) -> String {
     s
 }
 
+/// The Markdown report: the table of `variants` (ratios against
+/// `variants[base]`), the budgets when `base` is the BusyBox baseline, and
+/// the image-assembly times.
 pub fn report(
     variants: &[Variant],
     measured: &[Measured],
