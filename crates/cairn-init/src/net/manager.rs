@@ -24,6 +24,8 @@ use crate::{debug, info};
 
 /// Where resolv.conf goes (the initramfs root is writable).
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// How much longer than the lease the kernel keeps a DHCP address.
+const KERNEL_LIFETIME_SLACK: Duration = Duration::from_secs(5);
 /// While not online, addresses are re-read this often (SLAAC happens in
 /// the kernel; cairn only looks).
 const ADDR_POLL: Duration = Duration::from_millis(500);
@@ -664,6 +666,14 @@ impl Net {
                             "{name}: DHCPv4 lease lost ({why}): address {}/{} removed",
                             lease.addr, lease.prefix_len
                         ),
+                        // The kernel drops the address itself when its
+                        // lifetime ends, which can be a moment before
+                        // our own timer.
+                        Err(e) if e.is_absent() => info!(
+                            "{name}: DHCPv4 lease lost ({why}): address {}/{} removed \
+                             (the kernel had already dropped it)",
+                            lease.addr, lease.prefix_len
+                        ),
                         Err(e) => info!(
                             "{name}: DHCPv4 lease lost ({why}); removing {}: {e}",
                             lease.addr
@@ -709,7 +719,11 @@ impl Net {
     }
 
     fn apply_lease(&mut self, index: u32, name: &str, l: &LeaseInfo, renewal: bool) {
-        let lease_secs = l.timers().2.as_secs().min(u64::from(u32::MAX - 1)) as u32;
+        // The kernel's own lifetime is a backstop only: it runs a little
+        // past the lease, so cairn's timer removes the address first.
+        let lease_secs = (l.timers().2 + KERNEL_LIFETIME_SLACK)
+            .as_secs()
+            .min(u64::from(u32::MAX - 1)) as u32;
         if let Err(e) =
             self.rtnl
                 .add_address(index, IpAddr::V4(l.addr), l.prefix_len, Some(lease_secs))

@@ -32,6 +32,14 @@ pub enum RtnlError {
     Decode { op: &'static str, msg: String },
 }
 
+impl RtnlError {
+    /// The kernel said the address or route to remove is not there.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, RtnlError::Kernel { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EADDRNOTAVAIL | libc::ESRCH | libc::ENOENT)))
+    }
+}
+
 /// One network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -543,6 +551,22 @@ impl Monitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removing_an_absent_address_is_told_apart() {
+        let mut r = Rtnl::open().unwrap();
+        // 192.0.2.0/24 is for documentation: never on loopback.
+        let e = r
+            .del_address(1, "192.0.2.77".parse().unwrap(), 32)
+            .unwrap_err();
+        // Without CAP_NET_ADMIN the kernel refuses before it looks.
+        assert_eq!(e.is_absent(), rustix::process::geteuid().is_root(), "{e}");
+        let refused = RtnlError::Kernel {
+            op: "remove address",
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert!(!refused.is_absent());
+    }
 
     #[test]
     fn lists_loopback() {
