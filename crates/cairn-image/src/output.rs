@@ -4,7 +4,10 @@
 //! `DIR/.NAME.tmp-PID` and fsyncs it; [`OutputSet::commit`] renames every
 //! temporary file onto its final name and fsyncs the directory. A set that is
 //! dropped without being committed (an error, a panic) removes its temporary
-//! files, so earlier outputs in `DIR` stay exactly as they were.
+//! files, so earlier outputs in `DIR` stay exactly as they were. A commit
+//! that fails halfway puts back the outputs it had already replaced (it
+//! keeps a hard link `DIR/.NAME.old-PID` to each until it is done), so a
+//! directory never holds a mix of two builds.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -119,15 +122,55 @@ impl OutputSet {
     }
 
     /// Renames every output into place and fsyncs the directory. Returns the
-    /// final paths in the order they were added. On error the outputs not yet
-    /// renamed are removed.
+    /// final paths in the order they were added. On error the directory is
+    /// as it was before: outputs already moved are taken back (the previous
+    /// files restored) and the temporaries removed.
     pub fn commit(mut self) -> Result<Vec<PathBuf>, OutputError> {
-        let mut done = Vec::with_capacity(self.pending.len());
         // Take the list out; on error, Drop removes whatever is left in it.
         let pending = std::mem::take(&mut self.pending);
+        // Keep the previous outputs reachable until every rename is done.
+        let mut backups: Vec<Option<PathBuf>> = Vec::with_capacity(pending.len());
+        let mut failed = None;
+        for (_, final_path, name) in &pending {
+            let backup = self.dir.join(format!(".{name}.old-{}", std::process::id()));
+            let _ = fs::remove_file(&backup);
+            match fs::hard_link(final_path, &backup) {
+                Ok(()) => backups.push(Some(backup)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => backups.push(None),
+                Err(source) => {
+                    failed = Some(OutputError::Write {
+                        path: final_path.clone(),
+                        source,
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for b in backups.into_iter().flatten() {
+                let _ = fs::remove_file(b);
+            }
+            self.pending = pending;
+            return Err(e);
+        }
+        let mut done: Vec<PathBuf> = Vec::with_capacity(pending.len());
         let mut iter = pending.into_iter();
         while let Some((tmp, final_path, name)) = iter.next() {
             if let Err(source) = fs::rename(&tmp, &final_path) {
+                // Undo: the moved outputs go, the old files come back.
+                for (moved, backup) in done.iter().zip(&backups) {
+                    match backup {
+                        Some(b) => {
+                            let _ = fs::rename(b, moved);
+                        }
+                        None => {
+                            let _ = fs::remove_file(moved);
+                        }
+                    }
+                }
+                for b in backups.iter().skip(done.len()).flatten() {
+                    let _ = fs::remove_file(b);
+                }
                 self.pending.push((tmp.clone(), final_path.clone(), name));
                 self.pending.extend(iter);
                 return Err(OutputError::Rename {
@@ -137,6 +180,9 @@ impl OutputSet {
                 });
             }
             done.push(final_path);
+        }
+        for b in backups.into_iter().flatten() {
+            let _ = fs::remove_file(b);
         }
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -232,18 +278,54 @@ mod tests {
     }
 
     #[test]
-    fn failed_commit_removes_remaining_temporaries() {
+    fn failed_commit_puts_the_previous_outputs_back() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
+        fs::write(dir.join("a"), b"old a").unwrap();
         let mut set = OutputSet::new(dir).unwrap();
-        set.add("a", b"a").unwrap();
+        set.add("a", b"new a").unwrap();
+        set.add("new", b"new").unwrap();
         set.add("b", b"b").unwrap();
-        // A non-empty directory where "b" should go makes its rename fail.
+        fs::write(dir.join("b"), b"old b").unwrap();
+        // "b"'s temporary vanishing makes its rename fail, after "a" and
+        // "new" were moved into place.
+        fs::remove_file(dir.join(format!(".b.tmp-{}", std::process::id()))).unwrap();
+        assert!(matches!(set.commit(), Err(OutputError::Rename { .. })));
+        // No temporaries, no backups, no output of the failed build.
+        assert_eq!(
+            listing(dir),
+            vec![
+                ("a".to_string(), b"old a".to_vec()),
+                ("b".to_string(), b"old b".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_directory_in_the_way_fails_before_anything_moves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::write(dir.join("a"), b"old a").unwrap();
+        let mut set = OutputSet::new(dir).unwrap();
+        set.add("a", b"new a").unwrap();
+        set.add("b", b"b").unwrap();
         fs::create_dir(dir.join("b")).unwrap();
         fs::write(dir.join("b/inside"), b"x").unwrap();
-        assert!(matches!(set.commit(), Err(OutputError::Rename { .. })));
-        let names: Vec<_> = listing_names(dir);
-        assert_eq!(names, ["a", "b"]);
+        assert!(set.commit().is_err());
+        assert_eq!(listing_names(dir), ["a", "b"]);
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"old a");
+        assert_eq!(fs::read(dir.join("b/inside")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn commit_leaves_no_backups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::write(dir.join("a"), b"old a").unwrap();
+        let mut set = OutputSet::new(dir).unwrap();
+        set.add("a", b"new a").unwrap();
+        set.commit().unwrap();
+        assert_eq!(listing(dir), vec![("a".to_string(), b"new a".to_vec())]);
     }
 
     fn listing_names(dir: &Path) -> Vec<String> {
