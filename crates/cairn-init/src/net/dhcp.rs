@@ -1151,4 +1151,188 @@ mod tests {
         ));
         assert_eq!(c.deadline(), None);
     }
+
+    const OTHER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 77);
+
+    /// An ACK of the current exchange for [`OTHER`] instead of [`ADDR`].
+    fn ack_for_other(c: &Client, lease: u64) -> Input {
+        let mut i = info(lease);
+        i.addr = OTHER;
+        Input::Reply(Reply {
+            kind: ReplyKind::Ack,
+            xid: c.xid,
+            info: i,
+        })
+    }
+
+    /// A client bound at `t0` with a 100 s lease and driven, with no
+    /// answer, through RENEWING into REBINDING; returns it and the moment
+    /// it started rebinding.
+    fn rebinding(t0: Instant) -> (Client, Instant) {
+        let (mut c, tb) = bound(t0, 100);
+        let mut now = tb + Duration::from_secs(50);
+        c.on_timer(now);
+        assert_eq!(c.state(), &State::Renewing);
+        while c.state() != &State::Rebinding {
+            now = c.deadline().unwrap();
+            c.on_timer(now);
+        }
+        (c, now)
+    }
+
+    #[test]
+    fn nak_while_rebinding_removes_address_and_rediscovers() {
+        let t0 = Instant::now();
+        let (mut c, now) = rebinding(t0);
+        let expiry = c.lease().unwrap().expiry;
+        let a = c.handle(now, reply(&c, ReplyKind::Nak, 0));
+        assert_eq!(
+            a,
+            vec![Action::Unbind {
+                lease: info(100),
+                why: "server sent NAK"
+            }]
+        );
+        assert!(c.lease().is_none());
+        assert!(matches!(c.state(), State::Backoff { .. }));
+        let d = c.deadline().unwrap();
+        assert!(d > now, "a pause before starting over");
+        assert!(c.on_timer(now).is_empty(), "nothing before the pause ends");
+        let a = c.on_timer(d);
+        let m = sent(&a);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(m[0].kind, MessageKind::Discover);
+        assert_eq!(m[0].requested, None, "the refused address is not asked for");
+        assert_eq!(m[0].ciaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(c.state(), &State::Selecting);
+        // The dropped lease's expiry does not unbind it a second time.
+        let mut now = d;
+        while now <= expiry + Duration::from_secs(60) {
+            now = c.deadline().unwrap();
+            let a = c.on_timer(now);
+            assert!(
+                a.iter()
+                    .all(|x| matches!(x, Action::Send(m) if m.kind == MessageKind::Discover)),
+                "{a:?}"
+            );
+        }
+    }
+
+    /// Drives a RENEWING or REBINDING client that receives an ACK for
+    /// another address: the held lease is dropped (not silently replaced
+    /// and not kept), the other address is not bound, and a new DISCOVER
+    /// goes out at once.
+    fn other_address_starts_over(mut c: Client, now: Instant) {
+        let a = c.handle(now, ack_for_other(&c, 100));
+        assert_eq!(
+            a,
+            vec![Action::Unbind {
+                lease: info(100),
+                why: "server gave another address"
+            }]
+        );
+        assert!(c.lease().is_none());
+        assert_eq!(c.deadline(), Some(now), "starts over at once");
+        let a = c.on_timer(now);
+        let m = sent(&a);
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(m[0].kind, MessageKind::Discover);
+        assert_eq!(m[0].requested, None);
+        assert_eq!(c.state(), &State::Selecting);
+    }
+
+    #[test]
+    fn ack_for_another_address_while_renewing_starts_over() {
+        let t0 = Instant::now();
+        let (mut c, tb) = bound(t0, 100);
+        let t1 = tb + Duration::from_secs(50);
+        c.on_timer(t1);
+        assert_eq!(c.state(), &State::Renewing);
+        other_address_starts_over(c, t1);
+    }
+
+    #[test]
+    fn ack_for_another_address_while_rebinding_starts_over() {
+        let (c, now) = rebinding(Instant::now());
+        other_address_starts_over(c, now);
+    }
+
+    #[test]
+    fn ack_for_a_wrong_address_is_ignored_in_requesting() {
+        let t0 = Instant::now();
+        let mut c = Client::new(11, None);
+        c.start(t0);
+        c.handle(t0, reply(&c, ReplyKind::Offer, 60));
+        let (state, deadline) = (c.state().clone(), c.deadline());
+        assert!(c.handle(t0, ack_for_other(&c, 60)).is_empty());
+        assert_eq!((c.state(), c.deadline()), (&state, deadline));
+        assert!(c.lease().is_none());
+        // The REQUEST for the offered address goes on; its ACK binds.
+        let now = c.deadline().unwrap();
+        let a = c.on_timer(now);
+        let m = sent(&a);
+        assert_eq!(m[0].kind, MessageKind::Request);
+        assert_eq!(m[0].requested, Some(ADDR));
+        let a = c.handle(now, reply(&c, ReplyKind::Ack, 60));
+        assert_eq!(a, vec![Action::Bind(info(60)), Action::Probe(ADDR)]);
+    }
+
+    #[test]
+    fn ack_for_a_wrong_address_is_ignored_in_rebooting() {
+        let t0 = Instant::now();
+        // INIT-REBOOT at start (a previous address known, no lease).
+        let mut c = Client::new(9, Some(ADDR));
+        c.start(t0);
+        let (state, deadline) = (c.state().clone(), c.deadline());
+        assert!(c.handle(t0, ack_for_other(&c, 60)).is_empty());
+        assert_eq!((c.state(), c.deadline()), (&state, deadline));
+        assert!(c.lease().is_none());
+        let a = c.handle(t0, reply(&c, ReplyKind::Ack, 60));
+        assert_eq!(a, vec![Action::Bind(info(60)), Action::Probe(ADDR)]);
+
+        // INIT-REBOOT after a carrier loss, holding a lease: it is kept.
+        let (mut c, tb) = bound(t0, 3600);
+        c.link_restored(tb);
+        let (state, deadline) = (c.state().clone(), c.deadline());
+        assert!(c.handle(tb, ack_for_other(&c, 3600)).is_empty());
+        assert_eq!((c.state(), c.deadline()), (&state, deadline));
+        assert_eq!(c.lease().unwrap().info, info(3600));
+        let a = c.handle(tb, reply(&c, ReplyKind::Ack, 3600));
+        assert_eq!(a, vec![Action::Renewed(info(3600))]);
+    }
+
+    #[test]
+    fn decline_wait_ends_in_a_new_discover() {
+        let t0 = Instant::now();
+        let mut c = Client::new(5, None);
+        c.start(t0);
+        c.handle(t0, reply(&c, ReplyKind::Offer, 60));
+        c.handle(t0, reply(&c, ReplyKind::Ack, 60));
+        let declined_xid = c.xid;
+        let t = t0 + PROBE_WAIT / 2;
+        let a = c.handle(t, Input::ArpConflict);
+        assert_eq!(sent(&a)[0].kind, MessageKind::Decline);
+        let until = t + DECLINE_WAIT;
+        assert_eq!(c.state(), &State::Backoff { until });
+        // Quiet for the whole wait, even when polled early, and a late
+        // duplicate ACK of the declined exchange binds nothing.
+        assert!(c.on_timer(until - Duration::from_millis(1)).is_empty());
+        assert!(c
+            .handle(t + Duration::from_secs(1), reply(&c, ReplyKind::Ack, 60))
+            .is_empty());
+        assert!(c.lease().is_none());
+        let a = c.on_timer(until);
+        assert_eq!(a.len(), 1, "{a:?}");
+        let m = sent(&a)[0];
+        assert_eq!(m.kind, MessageKind::Discover);
+        assert_eq!(m.requested, None, "the declined address is not asked for");
+        assert_ne!(m.xid, declined_xid, "a new exchange");
+        assert_eq!(m.secs, 0);
+        assert_eq!(c.state(), &State::Selecting);
+        // The new exchange runs to a lease as usual.
+        let a = c.handle(until, reply(&c, ReplyKind::Offer, 60));
+        assert_eq!(sent(&a)[0].kind, MessageKind::Request);
+        let a = c.handle(until, reply(&c, ReplyKind::Ack, 60));
+        assert_eq!(a, vec![Action::Bind(info(60)), Action::Probe(ADDR)]);
+    }
 }
