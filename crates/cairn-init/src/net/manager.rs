@@ -224,6 +224,28 @@ fn mac_str(m: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// The hostname to set from a DHCP lease (option 12): the server's, only
+/// when the manifest set none and no DHCP hostname was set before.
+fn dhcp_hostname<'a>(
+    manifest: Option<&str>,
+    already_set: bool,
+    offered: Option<&'a str>,
+) -> Option<&'a str> {
+    if manifest.is_some() || already_set {
+        return None;
+    }
+    offered
+}
+
+/// The MTU to set from a DHCP lease (option 26): the server's, unless the
+/// manifest sets one for the interface.
+fn dhcp_mtu(manifest: Option<u32>, offered: Option<u16>) -> Option<u32> {
+    match manifest {
+        Some(_) => None,
+        None => offered.map(u32::from),
+    }
+}
+
 fn sysctl(iface: &str, key: &str, value: &str) {
     let path = format!("/proc/sys/net/ipv6/conf/{iface}/{key}");
     if let Err(e) = std::fs::write(&path, value) {
@@ -732,12 +754,10 @@ impl Net {
         } else if !renewal {
             info!("{name}: address {}/{} added (DHCPv4)", l.addr, l.prefix_len);
         }
-        if let Some(mtu) = l.mtu {
-            let configured = self.ifaces.get(&index).and_then(|i| i.cfg.mtu);
-            if configured.is_none() {
-                if let Err(e) = self.rtnl.set_up(index, Some(u32::from(mtu))) {
-                    info!("{name}: MTU {mtu}: {e}");
-                }
+        let configured = self.ifaces.get(&index).and_then(|i| i.cfg.mtu);
+        if let Some(mtu) = dhcp_mtu(configured, l.mtu) {
+            if let Err(e) = self.rtnl.set_up(index, Some(mtu)) {
+                info!("{name}: MTU {mtu}: {e}");
             }
         }
         for (dst, len, via) in l.routes() {
@@ -757,15 +777,17 @@ impl Net {
             }
         }
         self.dhcp_ntp = l.ntp.iter().map(|a| IpAddr::V4(*a)).collect();
-        if self.hostname.is_none() && !self.dhcp_hostname_set {
-            if let Some(h) = &l.hostname {
-                match crate::boot::set_hostname(h) {
-                    Ok(()) => {
-                        self.dhcp_hostname_set = true;
-                        info!("hostname set to {h} (DHCP)");
-                    }
-                    Err(e) => info!("{e}"),
+        if let Some(h) = dhcp_hostname(
+            self.hostname.as_deref(),
+            self.dhcp_hostname_set,
+            l.hostname.as_deref(),
+        ) {
+            match crate::boot::set_hostname(h) {
+                Ok(()) => {
+                    self.dhcp_hostname_set = true;
+                    info!("hostname set to {h} (DHCP)");
                 }
+                Err(e) => info!("{e}"),
             }
         }
         self.write_resolv();
@@ -1157,6 +1179,27 @@ impl Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dhcp_hostname_only_when_the_manifest_has_none() {
+        // The manifest's hostname always wins.
+        assert_eq!(dhcp_hostname(Some("web"), false, Some("dhcpbox")), None);
+        assert_eq!(dhcp_hostname(Some("web"), true, Some("dhcpbox")), None);
+        // No hostname in the manifest: the server's is used, once.
+        assert_eq!(dhcp_hostname(None, false, Some("dhcpbox")), Some("dhcpbox"));
+        assert_eq!(dhcp_hostname(None, true, Some("other")), None);
+        // Nothing offered, nothing set.
+        assert_eq!(dhcp_hostname(None, false, None), None);
+    }
+
+    #[test]
+    fn dhcp_mtu_unless_the_manifest_sets_one() {
+        assert_eq!(dhcp_mtu(None, Some(1400)), Some(1400));
+        assert_eq!(dhcp_mtu(None, Some(9000)), Some(9000));
+        assert_eq!(dhcp_mtu(Some(1500), Some(1400)), None);
+        assert_eq!(dhcp_mtu(Some(1500), None), None);
+        assert_eq!(dhcp_mtu(None, None), None);
+    }
 
     #[test]
     fn status_text_and_json() {

@@ -868,6 +868,98 @@ pub(crate) mod tests {
         assert!(matches!(encode(&out, &long), Err(PacketError::Encode(_))));
     }
 
+    /// Every message the state machine sends in a client's life (DISCOVER,
+    /// REQUEST while selecting, DECLINE, INIT-REBOOT, renewing and
+    /// rebinding REQUESTs, RELEASE), encoded with and without a hostname,
+    /// carries option 61 exactly once: type 1 (ethernet) and the MAC.
+    #[test]
+    fn client_identifier_is_in_every_outgoing_message() {
+        use super::super::dhcp::{Action, Client, Input, LeaseInfo, State};
+        use std::time::Instant;
+
+        let lease = LeaseInfo {
+            addr: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len: 24,
+            server: Ipv4Addr::new(10, 0, 2, 2),
+            lease_time: Duration::from_secs(100),
+            ..Default::default()
+        };
+        // The messages sent so far; a reply answers the last one's xid.
+        let mut msgs: Vec<Outgoing> = Vec::new();
+        let sends = |a: Vec<Action>| {
+            a.into_iter().filter_map(|x| match x {
+                Action::Send(m) => Some(m),
+                _ => None,
+            })
+        };
+        let answer = |msgs: &[Outgoing], kind: ReplyKind| {
+            Input::Reply(Reply {
+                kind,
+                xid: msgs.last().unwrap().xid,
+                info: lease.clone(),
+            })
+        };
+        let t0 = Instant::now();
+        let mut c = Client::new(3, None);
+        msgs.extend(sends(c.start(t0)));
+        msgs.extend(sends(c.handle(t0, answer(&msgs, ReplyKind::Offer))));
+        msgs.extend(sends(c.handle(t0, answer(&msgs, ReplyKind::Ack))));
+        msgs.extend(sends(c.handle(t0, Input::ArpConflict)));
+        let mut now = c.deadline().unwrap();
+        msgs.extend(sends(c.on_timer(now)));
+        msgs.extend(sends(c.handle(now, answer(&msgs, ReplyKind::Offer))));
+        msgs.extend(sends(c.handle(now, answer(&msgs, ReplyKind::Ack))));
+        now = c.deadline().unwrap();
+        msgs.extend(sends(c.on_timer(now)));
+        assert_eq!(c.state(), &State::Bound);
+        msgs.extend(sends(c.link_restored(now)));
+        msgs.extend(sends(c.handle(now, answer(&msgs, ReplyKind::Ack))));
+        while c.state() != &State::Rebinding {
+            now = c.deadline().unwrap();
+            msgs.extend(sends(c.on_timer(now)));
+        }
+        msgs.extend(sends(c.release(now)));
+        let kinds: Vec<MessageKind> = msgs.iter().map(|m| m.kind).collect();
+        for k in [
+            MessageKind::Discover,
+            MessageKind::Request,
+            MessageKind::Decline,
+            MessageKind::Release,
+        ] {
+            assert!(kinds.contains(&k), "no {k:?} in {kinds:?}");
+        }
+        let renew = |m: &Outgoing| m.kind == MessageKind::Request && !m.ciaddr.is_unspecified();
+        assert!(msgs.iter().any(|m| renew(m) && m.unicast.is_some()));
+        assert!(msgs.iter().any(|m| renew(m) && m.unicast.is_none()));
+        assert!(msgs.iter().any(|m| m.kind == MessageKind::Request
+            && m.ciaddr.is_unspecified()
+            && m.server_id.is_none()));
+
+        let mut want = vec![1u8];
+        want.extend_from_slice(&MAC);
+        for hostname in [None, Some("box".to_string())] {
+            let id = ClientId { mac: MAC, hostname };
+            for m in &msgs {
+                let bytes = encode(m, &id).unwrap();
+                let back = v4::Message::from_bytes(&bytes).unwrap();
+                assert_eq!(
+                    back.opts().get(OptionCode::ClientIdentifier),
+                    Some(&DhcpOption::ClientIdentifier(want.clone())),
+                    "{m:?} with {:?}",
+                    id.hostname
+                );
+                // Exactly once in our own bytes.
+                let mut i = 240;
+                let mut seen = 0;
+                while bytes[i] != code::END {
+                    seen += usize::from(bytes[i] == code::CLIENT_ID);
+                    i += 2 + usize::from(bytes[i + 1]);
+                }
+                assert_eq!(seen, 1, "{m:?}");
+            }
+        }
+    }
+
     /// The stored corpus (`crates/cairn-init/fuzz/corpus/dhcp`) never panics.
     #[test]
     fn corpus_never_panics() {
