@@ -305,14 +305,22 @@ impl Live {
     /// Waits until the console shows `needle`; panics with the output after
     /// `timeout`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let what = format!("{needle:?} never appeared on the console");
+        self.wait_or_panic(|o| o.contains(needle), timeout, &what);
+    }
+
+    /// Waits until `done` holds for the console output; panics with the
+    /// output after `timeout` or when QEMU has ended.
+    pub fn wait_until(&mut self, done: impl Fn(&str) -> bool, timeout: Duration) {
+        self.wait_or_panic(done, timeout, "the console never got there");
+    }
+
+    fn wait_or_panic(&mut self, done: impl Fn(&str) -> bool, timeout: Duration, what: &str) {
         let end = Instant::now() + timeout;
-        while !self.output().contains(needle) {
+        while !done(&self.output()) {
             if Instant::now() > end || self.child.try_wait().ok().flatten().is_some() {
                 let _ = self.child.kill();
-                panic!(
-                    "{needle:?} never appeared on the console:\n{}",
-                    self.output()
-                );
+                panic!("{what}:\n{}", self.output());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -351,6 +359,12 @@ impl Live {
 /// Sends one QMP command (after the capabilities handshake) to the QMP
 /// socket at `path`.
 pub fn qmp(path: &Path, command: &str) {
+    qmp_json(path, &format!("{{\"execute\":\"{command}\"}}"));
+}
+
+/// Sends one whole QMP request (a JSON object, for commands with
+/// arguments) to the QMP socket at `path` and waits for its reply.
+pub fn qmp_json(path: &Path, request: &str) {
     use std::io::{BufRead, BufReader, Write};
     let s = std::os::unix::net::UnixStream::connect(path).expect("QMP socket");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -362,8 +376,7 @@ pub fn qmp(path: &Path, command: &str) {
         .unwrap();
     line.clear();
     r.read_line(&mut line).expect("QMP capabilities reply");
-    w.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())
-        .unwrap();
+    w.write_all(format!("{request}\n").as_bytes()).unwrap();
     // Events (such as POWERDOWN) may come before the reply.
     loop {
         line.clear();
@@ -371,7 +384,7 @@ pub fn qmp(path: &Path, command: &str) {
         if line.contains("\"return\"") {
             return;
         }
-        assert!(line.contains("\"event\""), "QMP {command}: {line}");
+        assert!(line.contains("\"event\""), "QMP {request}: {line}");
     }
 }
 

@@ -189,8 +189,14 @@ fn supervisor_setup(
         }
     }
     sup.set_sources(ctl, kmsg, console);
-    if cmdline.params.iter().any(|(k, _)| k == "cairn.test_panic") {
-        sup.arm_test_panic();
+    match cmdline.params.iter().find(|(k, _)| k == "cairn.test_panic") {
+        // Outside every per-unit guard: only the last resort in `run`
+        // catches this one.
+        Some((_, Some(v))) if v == "setup" => {
+            panic!("test panic requested by cairn.test_panic=setup")
+        }
+        Some(_) => sup.arm_test_panic(),
+        None => {}
     }
 }
 
@@ -219,10 +225,24 @@ fn loopback_up() {
 }
 
 /// PID 1's main program. Never returns: as PID 1 it ends in
-/// `reboot(2)`, in test mode in `exit`.
+/// `reboot(2)`, in test mode in `exit`. A panic that escapes the per-unit
+/// guards (setting up the main loop itself) is the last resort: logged,
+/// then a reboot after 5 s, since nothing could be supervised.
 pub fn run() -> ! {
     let mode = Mode::detect();
     install_panic_hook();
+    let _ = catch_unwind(move || {
+        boot_and_supervise(mode);
+    });
+    info!("init panicked outside its guarded steps; rebooting in 5s");
+    std::thread::sleep(Duration::from_secs(5));
+    match mode {
+        Mode::Test => std::process::exit(1),
+        Mode::Pid1 => reboot_forever(Shutdown::Reboot),
+    }
+}
+
+fn boot_and_supervise(mode: Mode) -> ! {
     // Before any child exists, so no SIGCHLD is missed.
     let waiter = Waiter::setup();
     let mut clock = None;

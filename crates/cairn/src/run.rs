@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -38,6 +38,8 @@ pub enum RunError {
     Timeout(Duration),
     #[error("QEMU exited with {0}")]
     Failed(ExitStatus),
+    #[error("the guest's kernel panicked: {0}")]
+    GuestPanic(String),
     #[error("--save-vars needs a UEFI boot (--uefi, --disk or --secure-boot)")]
     SaveVarsWithoutUefi,
     #[error("cannot save the OVMF variable store to {path}: {source}")]
@@ -266,11 +268,26 @@ pub fn run(boot: &Boot, opts: &RunOptions) -> Result<(), RunError> {
         })?;
     let mut cmd = qemu_command(boot, opts, work.path())?;
     die_with_parent(&mut cmd);
-    let child = cmd.spawn().map_err(|source| RunError::Spawn {
+    // The console passes through cairn, which looks for a kernel panic:
+    // with panic=-1 and -no-reboot a panic also ends QEMU with status 0.
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| RunError::Spawn {
         program: opts.qemu.display().to_string(),
         source,
     })?;
-    let status = wait_with_timeout(child, opts.timeout)?;
+    let console = child.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            let mut watch = PanicWatch::default();
+            pass_through(out, std::io::stdout(), &mut watch);
+            watch.finish()
+        })
+    });
+    let status = wait_with_timeout(child, opts.timeout);
+    let panicked = console.and_then(|t| t.join().ok()).flatten();
+    let status = status?;
+    if let Some(line) = panicked {
+        return Err(RunError::GuestPanic(line));
+    }
     if !status.success() {
         return Err(RunError::Failed(status));
     }
@@ -278,6 +295,60 @@ pub fn run(boot: &Boot, opts: &RunOptions) -> Result<(), RunError> {
         save_vars(&work.path().join("OVMF_VARS.fd"), dst)?;
     }
     Ok(())
+}
+
+/// What the kernel prints when it panics.
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+
+/// Watches a console stream, line by line, for the kernel's panic line.
+#[derive(Debug, Default)]
+struct PanicWatch {
+    line: Vec<u8>,
+    found: Option<String>,
+}
+
+impl PanicWatch {
+    /// Longest line kept; the panic line is short.
+    const MAX_LINE: usize = 4096;
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                if self.found.is_none() {
+                    let text = String::from_utf8_lossy(&self.line);
+                    if let Some(i) = text.find(KERNEL_PANIC) {
+                        self.found = Some(text[i..].trim_end().to_string());
+                    }
+                }
+                self.line.clear();
+            } else if self.line.len() < Self::MAX_LINE {
+                self.line.push(b);
+            }
+        }
+    }
+
+    /// The panic line, if the stream had one (also an unfinished last line).
+    fn finish(mut self) -> Option<String> {
+        self.feed(b"\n");
+        self.found
+    }
+}
+
+/// Copies `from` to `to` as it comes, feeding `watch`, until end of file.
+fn pass_through(mut from: impl std::io::Read, mut to: impl std::io::Write, watch: &mut PanicWatch) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                watch.feed(&buf[..n]);
+                // The terminal going away must not stop the watch.
+                let _ = to.write_all(&buf[..n]).and_then(|()| to.flush());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
 }
 
 /// Copy the store to a temporary name beside `dst`, sync, rename: `dst` is
@@ -340,6 +411,32 @@ pub fn wait_with_timeout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn panic_line_is_found_across_reads_and_passed_through() {
+        let console = b"[    1.0] Run /init as init process\r\n[    1.2] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r\n[    1.3] ---[ end Kernel panic";
+        // Feed it in small pieces, so the line straddles reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(7).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut out = Vec::new();
+        let mut watch = PanicWatch::default();
+        pass_through(Trickle(console), &mut out, &mut watch);
+        assert_eq!(out, console);
+        assert_eq!(
+            watch.finish().as_deref(),
+            Some("Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100")
+        );
+        let mut calm = PanicWatch::default();
+        calm.feed(b"reboot: Power down\r\n");
+        assert_eq!(calm.finish(), None);
+    }
 
     fn args(cmd: &Command) -> Vec<String> {
         cmd.get_args()
