@@ -141,6 +141,56 @@ fn snakeoil_signed_boots_while_tampered_and_unsigned_are_refused() {
     assert_refused(&unsigned, None);
 }
 
+/// Under Secure Boot the kernel command line is the UKI's own, inside the
+/// signature: one the firmware hands over is ignored. QEMU's `-kernel` and
+/// `-append` make OVMF load the image itself and pass `-append` as its
+/// load options (what a boot entry's options would be). Without Secure
+/// Boot the same image takes them, which shows the test can tell.
+#[test]
+fn firmware_command_line_is_ignored_under_secure_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    snakeoil_key(d);
+    // Without `quiet`, so the kernel prints the command line it got.
+    let text = std::fs::read_to_string(example("hello"))
+        .unwrap()
+        .replace("console=ttyS0 quiet panic=-1", "console=ttyS0 panic=-1");
+    let manifest = d.join("cairn.toml");
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[sign]\nkey = \"snakeoil.key\"\ncert = \"{SNAKEOIL_PEM}\"\n"),
+    )
+    .unwrap();
+    build(&manifest, &d.join("out")).assert_ok();
+    let signed = d.join("out/hello.efi");
+    let passed = "console=ttyS0 panic=-1 cairn.passed-by-firmware";
+    let boot_with_append = |secure: bool| {
+        let mut c = cairn();
+        c.arg("boot").arg(&signed);
+        if secure {
+            c.arg("--secure-boot");
+        }
+        c.args(["--accel", "tcg", "--net", "none", "--timeout", "240", "--"])
+            .arg("-kernel")
+            .arg(&signed)
+            .args(["-append", passed]);
+        let (out, seen) = boot_until(c, &[READY, GAVE_UP], Duration::from_secs(240));
+        assert!(seen, "the boot neither finished nor was refused:\n{out}");
+        assert!(out.contains(READY), "did not boot:\n{out}");
+        // The firmware started the image from QEMU's kernel blob, not from
+        // a boot option on the disk.
+        assert!(!out.contains("BdsDxe: loading Boot"), "{out}");
+        out.lines()
+            .find_map(|l| {
+                l.split_once("Kernel command line: ")
+                    .map(|(_, c)| c.trim_end().to_string())
+            })
+            .unwrap_or_else(|| panic!("no command line on the console:\n{out}"))
+    };
+    assert_eq!(boot_with_append(true), "console=ttyS0 panic=-1");
+    assert_eq!(boot_with_append(false), passed);
+}
+
 #[test]
 fn generated_keys_enrolled_in_ovmf_replace_snakeoil() {
     let Some(vfv) = virt_fw_vars() else {
@@ -210,6 +260,23 @@ fn generate_keys(d: &Path) -> PathBuf {
         for ext in ["key", "crt", "cer", "esl", "auth"] {
             assert!(keys.join(format!("{f}.{ext}")).is_file(), "{f}.{ext}");
         }
+        // X.509 with an RSA key of at least 2048 bits.
+        let text = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(keys.join(format!("{f}.crt")))
+            .output()
+            .unwrap();
+        assert!(text.status.success(), "{f}.crt is not an X.509 certificate");
+        let text = String::from_utf8_lossy(&text.stdout);
+        let bits: u32 = text
+            .split_once("Public-Key: (")
+            .and_then(|(_, r)| r.split_once(" bit)"))
+            .and_then(|(n, _)| n.parse().ok())
+            .unwrap_or_else(|| panic!("no key size in {f}.crt:\n{text}"));
+        assert!(
+            text.contains("rsaEncryption") && bits >= 2048,
+            "{f}.crt:\n{text}"
+        );
     }
     keys
 }
