@@ -53,6 +53,10 @@ after = ["first"]
 exec = ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 4; /usr/bin/cairnctl status; echo CTL-DONE"]
 
 [[service]]
+name = "tick"
+exec = ["/bin/busybox", "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; /bin/busybox sleep 1; done"]
+
+[[service]]
 name = "last"
 after = ["ctl"]
 exec = ["/bin/busybox", "sh", "-c", "trap 'echo last got TERM; exit 0' TERM; while true; do /bin/busybox sleep 1; done"]
@@ -67,10 +71,32 @@ fn pos(out: &str, needle: &str) -> usize {
 fn supervision_control_and_power_button_in_qemu() {
     let (_dir, mut live, qmp_sock) = Live::manifest_with_qmp(MANIFEST, Duration::from_secs(300));
     live.wait_for("CTL-DONE", Duration::from_secs(240));
-    // The status screen on Enter, then back to the log.
+    // The status screen on Enter; the log is held while it is shown.
+    const FOOTER: &str = "[Enter: refresh, q Enter: back to the log]";
     live.send("\n");
-    live.wait_for("[Enter: refresh", Duration::from_secs(30));
+    live.wait_for(FOOTER, Duration::from_secs(30));
+    let shown = live.output().len();
+    // `tick` logs a line a second: some would come now.
+    std::thread::sleep(Duration::from_secs(3));
+    // Enter again: a fresh screen.
+    live.send("\n");
+    live.wait_until(|o| o.matches(FOOTER).count() >= 2, Duration::from_secs(30));
+    let screen = live.output()[shown..].to_string();
+    assert!(
+        !screen.contains("tick: tick"),
+        "log lines while the screen was shown:\n{screen}"
+    );
+    assert!(
+        screen.contains("MiB available of"),
+        "no memory line:\n{screen}"
+    );
+    assert!(screen.contains("hostname: suptest"), "{screen}");
+    // Back to the log: the held lines come out, none lost.
     live.send("q\n");
+    live.wait_until(
+        |o| o[shown..].contains("tick: tick"),
+        Duration::from_secs(30),
+    );
     std::thread::sleep(Duration::from_secs(1));
     qmp(&qmp_sock, "system_powerdown");
     let (o, exited) = live.finish(Duration::from_secs(120));
@@ -113,6 +139,19 @@ fn supervision_control_and_power_button_in_qemu() {
     );
     // The status screen on the console (raw, not a log line).
     assert!(o.matches("hostname: suptest").count() >= 2, "{o}");
+    // Every tick was logged once, in order: held lines were not dropped.
+    let ticks: Vec<u32> = o
+        .lines()
+        .filter_map(|l| {
+            l.split_once("tick: tick ")
+                .and_then(|(_, n)| n.trim().parse().ok())
+        })
+        .collect();
+    assert!(ticks.len() > 5, "{o}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "ticks missing or repeated: {ticks:?}"
+    );
     // The test panic was caught and supervision went on.
     let panic = pos(&o, "panic: ");
     assert!(panic < pos(&o, "CTL-DONE"), "{o}");
