@@ -1,5 +1,6 @@
 //! Boot the examples in QEMU (TCG) and read the serial console.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use cairn_e2e::{boot, example};
@@ -52,6 +53,65 @@ fn hello_uefi_boot_through_ovmf() {
     // The firmware, not QEMU's direct kernel boot, started the UKI.
     o.assert_stdout_has("BdsDxe: starting");
     o.assert_in_order(&hello_markers());
+}
+
+/// examples/hello's manifest with `extra` (TOML) appended, written into a
+/// new scratch directory (hello names no file by a relative path, so it
+/// builds the same from there). Returns the directory guard and manifest.
+fn hello_with(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example("hello")).unwrap();
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(&manifest, format!("{text}\n{extra}")).unwrap();
+    (dir, manifest)
+}
+
+/// Builds hello with `[initramfs] compression = COMPRESSION`, checks the
+/// initrd really is in that format, and boots it by direct kernel boot: the
+/// kernel must unpack it itself.
+fn boot_hello_with_compression(compression: &str) -> Vec<u8> {
+    let (dir, manifest) = hello_with(&format!("[initramfs]\ncompression = \"{compression}\"\n"));
+    let out = dir.path().join("out");
+    let o = boot(
+        &manifest,
+        &out,
+        &["--net", "none", "--mem", "128M"],
+        BOOT_TIMEOUT,
+    );
+    o.assert_ok();
+    o.assert_in_order(&hello_markers());
+    o.assert_stdout_has("reboot: Power down");
+    assert!(
+        !o.stdout.contains("Initramfs unpacking failed"),
+        "{}",
+        o.stdout
+    );
+    std::fs::read(out.join("hello.initrd")).unwrap()
+}
+
+#[test]
+fn hello_gzip_initramfs_direct_kernel_boot() {
+    let initrd = boot_hello_with_compression("gzip");
+    // gzip magic and method 8 (deflate).
+    assert_eq!(
+        initrd[..3],
+        [0x1f, 0x8b, 0x08],
+        "not gzip: {:02x?}",
+        &initrd[..8]
+    );
+}
+
+#[test]
+fn hello_xz_initramfs_direct_kernel_boot() {
+    let initrd = boot_hello_with_compression("xz");
+    // xz stream header: magic, then stream flags 0x00 0x01 = CRC32 check
+    // (the kernel's decompressor refuses CRC64, xz's default).
+    assert_eq!(
+        initrd[..8],
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00, 0x00, 0x01],
+        "not xz with CRC32: {:02x?}",
+        &initrd[..8]
+    );
 }
 
 #[test]
