@@ -103,12 +103,7 @@ fn inspect_lists_uki_sections_and_initramfs_entries() {
 fn initramfs_is_read_by_gnu_cpio() {
     let out = tempfile::tempdir().unwrap();
     build(&example("jq"), out.path()).assert_ok();
-    let raw = Command::new("zstd")
-        .args(["-dc"])
-        .arg(out.path().join("jq.initrd"))
-        .output()
-        .unwrap();
-    assert!(raw.status.success());
+    let raw = unzstd(&out.path().join("jq.initrd"));
     let mut cpio = Command::new("cpio")
         .args(["-itv", "--quiet"])
         .stdin(std::process::Stdio::piped())
@@ -116,7 +111,7 @@ fn initramfs_is_read_by_gnu_cpio() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    cpio.stdin.take().unwrap().write_all(&raw.stdout).unwrap();
+    cpio.stdin.take().unwrap().write_all(&raw).unwrap();
     let o = cpio.wait_with_output().unwrap();
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
@@ -135,6 +130,73 @@ fn initramfs_is_read_by_gnu_cpio() {
             .all(|l| l.contains(" root     root ") || l.contains(" 0        0 ")),
         "{text}"
     );
+}
+
+/// `zstd -dc FILE`.
+fn unzstd(file: &Path) -> Vec<u8> {
+    let raw = Command::new("zstd").arg("-dc").arg(file).output().unwrap();
+    assert!(
+        raw.status.success(),
+        "zstd -dc {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    raw.stdout
+}
+
+/// (name, mtime) of every entry of a newc archive, read from the headers
+/// themselves: "070701", then 13 fields of 8 hex digits (ino, mode, uid,
+/// gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor,
+/// namesize, check), the name, padding to 4, the data, padding to 4.
+fn newc_mtimes(raw: &[u8]) -> Vec<(String, u32)> {
+    let align4 = |n: usize| n.div_ceil(4) * 4;
+    let mut entries = Vec::new();
+    let mut pos = 0;
+    loop {
+        assert_eq!(&raw[pos..pos + 6], b"070701", "no newc header at {pos}");
+        let field = |i: usize| {
+            let hex = std::str::from_utf8(&raw[pos + 6 + i * 8..pos + 14 + i * 8]).unwrap();
+            u32::from_str_radix(hex, 16).unwrap() as usize
+        };
+        let (mtime, filesize, namesize) = (field(5), field(6), field(11));
+        let name = String::from_utf8_lossy(&raw[pos + 110..pos + 110 + namesize - 1]).into_owned();
+        if name == "TRAILER!!!" {
+            return entries;
+        }
+        entries.push((name, mtime as u32));
+        pos = align4(align4(pos + 110 + namesize) + filesize);
+    }
+}
+
+/// Every initramfs entry carries SOURCE_DATE_EPOCH as its mtime, or 0
+/// when it is unset.
+#[test]
+fn initramfs_mtimes_are_source_date_epoch_or_zero() {
+    for (epoch, expect) in [(Some("1234567890"), 1_234_567_890), (None, 0)] {
+        let out = tempfile::tempdir().unwrap();
+        let mut c = cairn();
+        c.arg("build")
+            .arg(example("hello"))
+            .arg("-o")
+            .arg(out.path());
+        match epoch {
+            Some(e) => c.env("SOURCE_DATE_EPOCH", e),
+            None => c.env_remove("SOURCE_DATE_EPOCH"),
+        };
+        run_with_timeout(c, std::time::Duration::from_secs(300)).assert_ok();
+        let entries = newc_mtimes(&unzstd(&out.path().join("hello.initrd")));
+        for name in ["init", "dev/console", "etc/cairn/system.json", "bin/echo"] {
+            assert!(
+                entries.iter().any(|(n, _)| n == name),
+                "{name} not in the archive: {entries:?}"
+            );
+        }
+        let other: Vec<_> = entries.iter().filter(|(_, m)| *m != expect).collect();
+        assert!(
+            other.is_empty(),
+            "SOURCE_DATE_EPOCH={epoch:?}: entries whose mtime is not {expect}: {other:?}"
+        );
+    }
 }
 
 /// A failing build leaves earlier outputs untouched and writes nothing.
