@@ -114,6 +114,70 @@ fn hello_xz_initramfs_direct_kernel_boot() {
     );
 }
 
+/// A manifest on Debian's cloud kernel whose one service (BusyBox) runs
+/// `args` and then asks for `on_exit`; written into a new scratch directory.
+fn busybox_manifest(name: &str, args: &[&str], on_exit: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let exec: Vec<String> = std::iter::once("/bin/busybox")
+        .chain(args.iter().copied())
+        .map(|a| format!("{a:?}"))
+        .collect();
+    let text = format!(
+        r#"name = "{name}"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 quiet panic=-1"
+
+[[binary]]
+path = "/bin/busybox"
+
+[[service]]
+name = "once"
+exec = [{}]
+on_exit = "{on_exit}"
+"#,
+        exec.join(", ")
+    );
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(&manifest, text).unwrap();
+    (dir, manifest)
+}
+
+/// `on_exit = "reboot"`: the init stops everything and restarts the
+/// machine (the kernel's restart path, not its power-off); QEMU runs with
+/// -no-reboot, so the restart ends it with status 0.
+#[test]
+fn service_on_exit_reboot_restarts_the_machine() {
+    let (dir, manifest) = busybox_manifest("rebooter", &["echo", "once ran"], "reboot");
+    let o = boot(
+        &manifest,
+        &dir.path().join("out"),
+        &["--net", "none", "--mem", "128M"],
+        BOOT_TIMEOUT,
+    );
+    o.assert_ok();
+    o.assert_in_order(&[
+        "cairn: service once started",
+        "once ran",
+        "cairn: service once exited (status 0)",
+        "cairn: service once ended: reboot requested",
+        "cairn: rebooting",
+        "cairn: all services stopped; syncing and unmounting",
+        "cairn: sync done, filesystems unmounted (0 errors)",
+        "reboot: Restarting system",
+    ]);
+    // Not the power-off path, and not a panic's emergency restart (panic=-1
+    // restarts too, without that kernel line).
+    for absent in ["cairn: powering off", "reboot: Power down", "Kernel panic"] {
+        assert!(
+            !o.stdout.contains(absent),
+            "{absent:?} on the console:\n{}",
+            o.stdout
+        );
+    }
+}
+
 #[test]
 fn jq_example_runs_a_dynamic_debian_program_and_loads_modules() {
     let out = tempfile::tempdir().unwrap();
