@@ -9,20 +9,61 @@ use cairn_e2e::{boot, build, copy_example, example};
 
 const MIB: u64 = 1 << 20;
 
-/// sfdisk --verify, fsck.vfat -n on the ESP, e2fsck -fn on every ext4
-/// partition (named in `ext4`).
-fn check_image(img: &Path, ext4: &[&str]) {
+/// The example's partitions as built: DATA left empty for the init.
+const BUILT: &[(&str, &str)] = &[("ESP", "vfat"), ("CONFIG", "ext4"), ("DATA", "none")];
+/// The example's partitions after a boot: DATA formatted by the init.
+const BOOTED: &[(&str, &str)] = &[("ESP", "vfat"), ("CONFIG", "ext4"), ("DATA", "ext4")];
+
+/// The filesystem `blkid -p` finds in the partition copy `part`: `vfat`,
+/// `ext4`, ... or `none`.
+fn fs_type(part: &Path) -> String {
+    let out = std::process::Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(part)
+        .output()
+        .unwrap();
+    match out.status.code() {
+        Some(0) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        // 2: nothing found.
+        Some(2) => "none".to_string(),
+        _ => panic!(
+            "blkid -p {}: {:?}\n{}",
+            part.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// sfdisk --verify, then every partition checked by the filesystem it
+/// holds: `fsck.vfat -n` for vfat, `e2fsck -fn` for ext4, all zeros for
+/// none (any other type fails). `want`: each partition's GPT name and
+/// filesystem, in disk order.
+fn check_image(img: &Path, want: &[(&str, &str)]) {
     check("sfdisk", &["--verify"], img);
     let tmp = tempfile::tempdir().unwrap();
+    let mut found = Vec::new();
     for (start, len, name) in partitions(img) {
         let part = tmp.path().join(&name);
         extract(img, start, len, &part);
-        if name == "ESP" {
-            check("fsck.vfat", &["-n"], &part);
-        } else if ext4.contains(&name.as_str()) {
-            check("e2fsck", &["-fn"], &part);
+        let ty = fs_type(&part);
+        match ty.as_str() {
+            "vfat" => check("fsck.vfat", &["-n"], &part),
+            "ext4" => check("e2fsck", &["-fn"], &part),
+            "none" => assert!(
+                std::fs::read(&part).unwrap().iter().all(|&x| x == 0),
+                "partition {name} holds no filesystem but is not empty"
+            ),
+            other => panic!("partition {name}: no check for a {other} filesystem"),
         }
+        std::fs::remove_file(&part).unwrap();
+        found.push((name, ty));
     }
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(found, want, "partitions of {}", img.display());
 }
 
 /// Boots `manifest`'s disk image (no network) until it powers off.
@@ -65,7 +106,7 @@ fn image_layout_is_clean_and_reproducible() {
     assert_eq!(parts[0].0, MIB);
     assert_eq!(parts[0].1, 64 * MIB);
     assert_eq!(parts[2].1, 32 * MIB);
-    check_image(&img, &["CONFIG"]);
+    check_image(&img, BUILT);
     // The DATA partition is left empty for the init to format.
     let tmp = tempfile::tempdir().unwrap();
     extract(&img, parts[2].0, parts[2].1, &tmp.path().join("d"));
@@ -99,7 +140,7 @@ fn boots_from_disk_formats_once_and_applies_secondary_config() {
     o.assert_stdout_has("cairn: secondary config: wrote a commented template");
     o.assert_stdout_has("boot 1: hello from the primary config");
     let img = out.path().join("disk.img");
-    check_image(&img, &["CONFIG", "DATA"]);
+    check_image(&img, BOOTED);
     let template = debugfs_cat(&img, "CONFIG", "/cairn.toml");
     assert!(template.contains("# [service.count]"), "{template}");
     assert!(debugfs_cat(&img, "DATA", "/log/cairn.log").contains("cairn: logging to /data/log"));
@@ -146,7 +187,7 @@ fn boots_from_disk_formats_once_and_applies_secondary_config() {
     o.assert_stdout_has("cairn: /config/cairn.toml:3:11: error:");
     o.assert_stdout_has("secondary config refused: using the built-in config");
     o.assert_stdout_has("boot 3: hello from the primary config");
-    check_image(&img, &["CONFIG", "DATA"]);
+    check_image(&img, BOOTED);
 }
 
 /// `format = "qcow2"`: the image is a clean qcow2 holding the same disk as
@@ -163,6 +204,7 @@ fn qcow2_image_matches_raw_and_boots() {
     .unwrap();
     let raw = tempfile::tempdir().unwrap();
     build(&example("disk"), raw.path()).assert_ok();
+    check_image(&raw.path().join("disk.img"), BUILT);
     let out = tempfile::tempdir().unwrap();
     build(&manifest, out.path()).assert_ok();
     let img = out.path().join("disk.img");
@@ -222,8 +264,9 @@ fn mounts_by_uuid_and_partlabel() {
     let (_src, manifest) = copy_example("disk");
     let out = tempfile::tempdir().unwrap();
     build(&manifest, out.path()).assert_ok();
-    // The CONFIG filesystem's UUID, as e2fsprogs reads it.
     let img = out.path().join("disk.img");
+    check_image(&img, BUILT);
+    // The CONFIG filesystem's UUID, as e2fsprogs reads it.
     let parts = partitions(&img);
     let (start, len, _) = parts.iter().find(|p| p.2 == "CONFIG").unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -264,4 +307,7 @@ fn mounts_by_uuid_and_partlabel() {
     ));
     o.assert_stdout_has("cairn: mounted /dev/vda3 (PARTLABEL=DATA) on /data");
     o.assert_stdout_has("boot 1: hello from the primary config");
+    // The image is clean after the boot (the init unmounted everything),
+    // DATA now ext4.
+    check_image(&img, BOOTED);
 }
