@@ -274,6 +274,23 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Writes the manifest of appliance `name` to `dir/cairn.toml`: its name,
+/// a `[kernel]` table for the virtio NIC (as in examples/net), then `body`
+/// (tables only). Returns its path.
+pub fn write_manifest(dir: &std::path::Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join("cairn.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\n\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n\
+             cmdline = \"console=ttyS0 panic=-1\"\n\
+             modules = [\"virtio_pci\", \"virtio_net\"]\n\n{body}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -8,7 +8,9 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::net::{scratch, static_only_network, user_net_lease_and_web_page, Guest, Netns};
+use cairn_e2e::net::{
+    scratch, static_only_network, user_net_lease_and_web_page, write_manifest, Guest, Netns,
+};
 
 /// QEMU user networking (IPv6 off so slirp's DHCP answers): the lease,
 /// resolv.conf, services held until network-online, and the web page
@@ -352,4 +354,63 @@ fn address_in_use_is_declined() {
     let after = &g.text()[t..];
     assert!(!after.contains("lease obtained"), "{}", g.text());
     assert!(!after.contains("192.168.76.50/24 added"), "{}", g.text());
+}
+
+/// No server of any kind on the link (a tap in a namespace with no DHCP
+/// server and no router adverts) and a 5 s `online_timeout`: the interface
+/// is configured and asks for a lease, network-online is reached with the
+/// warning naming it, never a hang, and only then does a service ordered
+/// after network-online start (it powers the machine off).
+#[test]
+fn online_timeout_warns_and_starts_services_after_it() {
+    let dir = scratch("timeout");
+    let ns = Netns::new("to", "192.168.73.1/24", None);
+    let manifest = write_manifest(
+        &dir,
+        "net-timeout",
+        r#"[net]
+online_timeout = 5
+
+[[binary]]
+path = "/usr/bin/busybox"
+
+[[service]]
+name = "late"
+exec = ["/usr/bin/busybox", "echo", "started after network-online"]
+after = ["network-online"]
+on_exit = "poweroff"
+"#,
+    );
+    let mut g = Guest::start(
+        &ns.prefix(),
+        manifest.to_str().unwrap(),
+        dir.join("out").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    let asked = g.wait("eth0: DHCPv4 discover sent", 120);
+    let warned = g.wait_from(
+        asked,
+        "cairn: warning: network-online reached after the 5s timeout without a usable \
+         address on eth0",
+        60,
+    );
+    let reached = g.wait_from(warned, "target network-online reached", 30);
+    g.wait_from(reached, "late: started after network-online", 60);
+    assert!(g.wait_exit(120), "guest did not power off\n{}", g.text());
+    let text = g.text();
+    // The service started once, after the warning, not before.
+    let started = text
+        .find("service late started")
+        .unwrap_or_else(|| panic!("service late never started\n{text}"));
+    assert!(
+        started > warned,
+        "service started before the timeout\n{text}"
+    );
+    assert!(!text.contains("cairn: network online"), "{text}");
+    assert!(!text.contains("lease obtained"), "{text}");
+    eprintln!(
+        "{}\n{}",
+        g.line_with(0, "cairn: warning: network-online"),
+        g.line_with(0, "service late started")
+    );
 }
