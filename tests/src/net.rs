@@ -239,6 +239,27 @@ impl Netns {
         log
     }
 
+    /// Pings `addr` (IPv4 or IPv6) from the namespace with BusyBox's
+    /// ping (busybox-static is among the test packages; iputils is not),
+    /// one echo request at a time, up to `tries` times; true as soon as
+    /// one is answered.
+    pub fn ping(&self, addr: &str, tries: u32) -> bool {
+        for _ in 0..tries {
+            let answered = Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(["busybox", "ping", "-c", "1", "-W", "2", addr])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answered {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
+    }
+
     pub fn stop(&mut self, i: usize) {
         let _ = self.procs[i].kill();
         let _ = self.procs[i].wait();

@@ -414,3 +414,101 @@ on_exit = "poweroff"
         g.line_with(0, "service late started")
     );
 }
+
+/// One interface with everything static next to DHCP: `ipv6 = "static"`
+/// with an IPv6 address and `gateway6`, a static IPv4 address and DHCPv4
+/// (dnsmasq, which also hands out a hostname and an MTU) on the same link.
+/// The host reaches all three addresses from the namespace; the guest
+/// reaches an address behind the IPv6 gateway (only through the default
+/// route), lists both IPv4 addresses, and takes the DHCP hostname and MTU
+/// because its manifest sets neither.
+#[test]
+fn static_ipv6_gateway6_and_static_ipv4_next_to_dhcp() {
+    let dir = scratch("static6");
+    let mut ns = Netns::new("s6", "192.168.74.1/24", Some("fd74::1/64"));
+    // Off the guest's link: reachable only through its gateway6.
+    ns.ip(&["-6", "addr", "add", "fd99::1/128", "dev", "lo"]);
+    let log = ns.dnsmasq(
+        &dir,
+        &[
+            "--no-ping",
+            "--dhcp-range=192.168.74.50,192.168.74.99,255.255.255.0,2m",
+            "--dhcp-host=52:54:00:12:34:56,192.168.74.60,dhcpbox",
+            "--dhcp-option=option:mtu,1400",
+        ],
+    );
+    let manifest = write_manifest(
+        &dir,
+        "net-static6",
+        r#"[[network]]
+match = { name = "eth0" }
+dhcp4 = true
+ipv6 = "static"
+addresses = ["192.168.74.2/24", "fd74::2/64"]
+gateway6 = "fd74::1"
+
+[[binary]]
+path = "/usr/bin/busybox"
+
+[[service]]
+name = "check"
+exec = ["/usr/bin/busybox", "sh", "-c", """
+n=0
+until [ "$(cat /proc/sys/kernel/hostname)" = dhcpbox ] || [ $n -ge 90 ]; do n=$((n+1)); sleep 1; done
+echo "hostname $(cat /proc/sys/kernel/hostname) mtu $(cat /sys/class/net/eth0/mtu)"
+n=0
+until busybox ping -c 1 -W 2 fd99::1 >/dev/null 2>&1 || [ $n -ge 30 ]; do n=$((n+1)); sleep 1; done
+busybox ping -c 1 -W 5 fd99::1 | grep 'packets received' | sed 's/^/fd99::1 /'
+busybox ip -4 addr show dev eth0 | grep inet | sed 's/^ *//'
+echo done
+"""]
+after = ["network-online"]
+"#,
+    );
+    let g = Guest::start(
+        &ns.prefix(),
+        manifest.to_str().unwrap(),
+        dir.join("out").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    // Service output lines read `check: ...`.
+    g.wait(
+        "eth0: DHCPv4 lease obtained: 192.168.74.60/24 from 192.168.74.1",
+        120,
+    );
+    g.wait("check: done", 180);
+    let text = g.text();
+    for needle in [
+        "eth0: address 192.168.74.2/24 added (static)",
+        "eth0: address fd74::2/64 added (static)",
+        "eth0: route ::/0 via fd74::1 added",
+        "eth0: address 192.168.74.60/24 added (DHCPv4)",
+        "hostname set to dhcpbox (DHCP)",
+        "check: hostname dhcpbox mtu 1400\n",
+        "check: fd99::1 1 packets transmitted, 1 packets received",
+        "check: inet 192.168.74.2/24",
+        "check: inet 192.168.74.60/24",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing\n{text}");
+    }
+    // ipv6 = "static": no router adverts are listened to, no SLAAC.
+    assert!(!text.contains("(SLAAC)"), "{text}");
+    for addr in ["fd74::2", "192.168.74.2", "192.168.74.60"] {
+        assert!(
+            ns.ping(addr, 30),
+            "{addr} does not answer from the host side\n{}",
+            g.text()
+        );
+    }
+    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        served.contains("DHCPACK(tap0) 192.168.74.60 52:54:00:12:34:56 dhcpbox"),
+        "{served}"
+    );
+    let text = g.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("eth0: ") || l.contains("check: ") || l.contains("(DHCP)"))
+        .collect();
+    eprintln!("{}", lines.join("\n"));
+}
