@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_e2e::{boot, example};
+use cairn_e2e::{boot, build, example};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -173,6 +173,136 @@ fn service_on_exit_reboot_restarts_the_machine() {
         assert!(
             !o.stdout.contains(absent),
             "{absent:?} on the console:\n{}",
+            o.stdout
+        );
+    }
+}
+
+/// cairn's cache directory, found the way the CLI finds it (the `cairn`
+/// processes the tests start inherit this environment).
+fn cache_dir() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = var("CAIRN_CACHE_DIR") {
+        return d;
+    }
+    if let Some(d) = var("XDG_CACHE_HOME").filter(|d| d.is_absolute()) {
+        return d.join("cairn");
+    }
+    match var("HOME") {
+        Some(h) => h.join(".cache/cairn"),
+        None => std::env::temp_dir().join("cairn-cache"),
+    }
+}
+
+/// The kernel image and modules directory that resolving
+/// linux-image-cloud-amd64 unpacked into the cache (building hello first
+/// makes sure it did): `kernels/DIR/boot/vmlinuz-VERSION` and
+/// `kernels/DIR/lib/modules/VERSION`, DIR from the package's record.
+fn unpacked_debian_kernel() -> (PathBuf, PathBuf) {
+    let out = tempfile::tempdir().unwrap();
+    build(&example("hello"), out.path()).assert_ok();
+    let kernels = cache_dir().join("kernels");
+    let record = std::fs::read_to_string(kernels.join("linux-image-cloud-amd64.resolved"))
+        .expect("the build recorded its kernel package in the cache");
+    let dir = record
+        .lines()
+        .find_map(|l| l.strip_prefix("dir="))
+        .unwrap_or_else(|| panic!("no dir= in the record:\n{record}"));
+    let root = kernels.join(dir);
+    let image = std::fs::read_dir(root.join("boot"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .unwrap_or_else(|| panic!("no boot/vmlinuz-* in {}", root.display()));
+    let version = image.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
+    let modules = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|d| root.join(d).join(&version))
+        .find(|d| d.join("kernel").is_dir())
+        .unwrap_or_else(|| panic!("no modules directory for {version} in {}", root.display()));
+    (image, modules)
+}
+
+/// `[kernel] path` + `modules_dir` instead of a package: the image and
+/// modules the package path unpacked, named directly. The build says it
+/// used that path, and the booted kernel has the listed module (and its
+/// dependencies) loaded.
+#[test]
+fn explicit_kernel_path_and_modules_dir_build_and_boot() {
+    let (image, modules_dir) = unpacked_debian_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"name = "kpath"
+
+[kernel]
+path = "{}"
+modules_dir = "{}"
+cmdline = "console=ttyS0 quiet panic=-1"
+modules = ["virtio_net"]
+
+[[binary]]
+path = "/bin/busybox"
+
+[[service]]
+name = "greet"
+exec = ["/bin/busybox", "sh", "-c", "echo Hello from cairn!; cat /proc/modules"]
+on_exit = "poweroff"
+"#,
+            image.display(),
+            modules_dir.display()
+        ),
+    )
+    .unwrap();
+    let o = boot(
+        &manifest,
+        &dir.path().join("out"),
+        &["--net", "none", "--mem", "128M"],
+        BOOT_TIMEOUT,
+    );
+    o.assert_ok();
+    // The build table (on stderr for `run`) names the kernel by its path,
+    // and lists virtio_net's dependency closure from that modules_dir.
+    assert!(
+        o.stderr.contains(&format!("path:{}", image.display())),
+        "{}",
+        o.stderr
+    );
+    let modules: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter_map(|l| l.split_once("  module ").map(|(_, m)| m.trim()))
+        .collect();
+    assert!(
+        modules.contains(&"virtio_net") && modules.contains(&"net_failover"),
+        "{}",
+        o.stderr
+    );
+    let loaded = format!("cairn: modules loaded ({} ok, 0 failed)", modules.len());
+    o.assert_in_order(&[
+        &loaded,
+        "cairn: service greet started",
+        "Hello from cairn!",
+        "cairn: service greet exited (status 0)",
+        "cairn: powering off",
+        "reboot: Power down",
+    ]);
+    // Each is in the kernel's /proc/modules ("NAME SIZE REFS ...").
+    for m in modules {
+        assert!(
+            o.stdout.contains(&format!("greet: {m} ")),
+            "{m} not in /proc/modules:\n{}",
             o.stdout
         );
     }
