@@ -15,15 +15,26 @@ struct Run {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
-    stdout: std::thread::JoinHandle<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+/// The init in test mode with `config` and `cmdline`; stdin `/dev/null`.
+fn init_command(config: &Path, cmdline: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("CAIRN_CONFIG", config)
+        .env("CAIRN_CMDLINE", cmdline)
+        .stdin(Stdio::null());
+    cmd
 }
 
 impl Run {
     fn start(config: &Path, cmdline: &str) -> Run {
-        let mut child = Command::new(BIN)
-            .env("CAIRN_CONFIG", config)
-            .env("CAIRN_CMDLINE", cmdline)
-            .stdin(Stdio::null())
+        Run::spawn(init_command(config, cmdline))
+    }
+
+    /// Runs `cmd` (see [`init_command`]), reading its stdout and stderr.
+    fn spawn(mut cmd: Command) -> Run {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -48,7 +59,7 @@ impl Run {
             child,
             lines,
             seen: Vec::new(),
-            stdout,
+            stdout: Some(stdout),
         }
     }
 
@@ -59,14 +70,11 @@ impl Run {
             let left = end.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) => self.seen.push(l),
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    panic!(
-                        "no line containing {needle:?}; got:\n{}",
-                        self.seen.join("\n")
-                    );
-                }
+                // Dropping `self` stops the init.
+                Err(_) => panic!(
+                    "no line containing {needle:?}; got:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -91,9 +99,33 @@ impl Run {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        self.seen.extend(self.lines.iter());
-        let stdout = self.stdout.join().unwrap();
-        (status, self.seen, stdout)
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.extend(self.lines.iter());
+        let stdout = self
+            .stdout
+            .take()
+            .map(|t| t.join().unwrap())
+            .unwrap_or_default();
+        (status, seen, stdout)
+    }
+}
+
+impl Drop for Run {
+    /// A test that fails half-way leaves no init behind: SIGTERM (the init
+    /// stops its services), SIGKILL if it is still there after a while.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -552,4 +584,119 @@ exec = ["/bin/sh", "-c", "while true; do echo other line; sleep 0.1; done"]
         std::thread::sleep(Duration::from_millis(50));
     }
     reader.join().unwrap();
+}
+
+/// Polls `f` every 50 ms until it gives a value; panics with `what` after
+/// [`DEADLINE`].
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The init with a control socket at `sock`, its console read as in
+/// [`Run::start`].
+fn start_with_control(config: &Path, sock: &Path) -> Run {
+    let mut cmd = init_command(config, "");
+    cmd.env("CAIRN_CONTROL", sock);
+    Run::spawn(cmd)
+}
+
+/// State letter and start time (clock ticks after boot) of `pid`, from
+/// `/proc/PID/stat`; `None`: no such process.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (COMM) STATE ...`: COMM may hold spaces and parentheses.
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let state = f.first()?.chars().next()?;
+    // Field 22 of the line is the 20th after COMM.
+    let start = f.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// A process the test did not start itself (a service's child), known by
+/// pid and start time so that a reused pid is not taken for it. Killed by
+/// pid on drop if it is still running (a failed test leaves nothing).
+struct Proc {
+    pid: i32,
+    start: u64,
+}
+
+impl Proc {
+    fn of(pid: i32) -> Proc {
+        let (_, start) = proc_stat(pid).unwrap_or_else(|| panic!("no process {pid}"));
+        Proc { pid, start }
+    }
+
+    /// Still there, the same process, and not a zombie (the init in test
+    /// mode is a subreaper: a killed orphan is its zombie until reaped).
+    fn running(&self) -> bool {
+        matches!(proc_stat(self.pid), Some((state, start)) if start == self.start && state != 'Z')
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.running() {
+            if let Some(p) = rustix::process::Pid::from_raw(self.pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// `cairnctl stop`: SIGTERM goes to the whole process group; once the
+/// service's main process has ended, what is left of the group (here a
+/// child that ignores SIGTERM) is killed, not left running.
+#[test]
+fn cairnctl_stop_kills_what_is_left_of_the_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("control.sock");
+    let pidfile = dir.path().join("child.pid");
+    // The stop timeout is far away: the main process ends on SIGTERM at
+    // once, so only its end can be what kills the child.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"
+name = "t"
+[[service]]
+name = "parent"
+exec = ["/bin/sh", "-c", "/bin/sh -c 'trap \"\" TERM; echo $$ > \"$PIDFILE\"; exec sleep 1000' & wait"]
+env = {{ PIDFILE = "{}" }}
+stop_timeout_ms = 60000
+"#,
+            pidfile.display()
+        ),
+    );
+    let mut run = start_with_control(&cfg, &sock);
+    let pid = wait_until("the child's pid file", || {
+        let text = std::fs::read_to_string(&pidfile).ok()?;
+        text.strip_suffix('\n')?.parse::<i32>().ok()
+    });
+    let child = Proc::of(pid);
+    let (code, _, err) = ctl(&sock, &["stop", "parent"]);
+    assert_eq!(code, 0, "{err}");
+    run.wait_for("service parent stopped");
+    wait_until("the child that ignores SIGTERM to be killed", || {
+        (!child.running()).then_some(())
+    });
+    let (code, _, err) = ctl(&sock, &["poweroff"]);
+    assert_eq!(code, 0, "{err}");
+    let (status, lines, _) = run.finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+    let killed = index_of(
+        &lines,
+        "cairn: service parent: killed what was left of its process group",
+    );
+    let stopped = index_of(&lines, "cairn: service parent stopped (signal 15)");
+    assert!(killed < stopped, "{all}");
+    assert!(!all.contains("did not stop within"), "{all}");
 }

@@ -742,6 +742,21 @@ impl Supervisor {
         signal_group(pid, Signal::KILL);
     }
 
+    /// SIGKILL to what is left of service `i` once its main process `pid`
+    /// has been reaped: its cgroup and its process group. Only the group:
+    /// the pid itself may already belong to someone else.
+    fn kill_remains(&self, i: usize, pid: Pid) {
+        if let Some(cg) = &self.states[i].cgroup {
+            cg.kill();
+        }
+        if rustix::process::kill_process_group(pid, Signal::KILL).is_ok() {
+            info!(
+                "service {}: killed what was left of its process group",
+                self.configs[i].name
+            );
+        }
+    }
+
     /// Starts services whose turn has come: first starts in `after` order,
     /// then restarts whose delay has passed. Logs `ready` once every
     /// startable service has had its first start.
@@ -874,6 +889,9 @@ impl Supervisor {
                 self.states[i].last_exit = Some(exit);
                 match then {
                     Some(then) => {
+                        // The rest of its group and cgroup had SIGTERM
+                        // with it: whatever is still there is killed now.
+                        self.kill_remains(i, pid);
                         info!("service {} stopped ({exit})", self.configs[i].name);
                         self.states[i].state = State::Stopped(exit);
                         if then == AfterStop::Restart && !self.stopping {
