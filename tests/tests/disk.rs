@@ -258,14 +258,46 @@ fn run_disk_without_a_disk_table_is_refused() {
     );
 }
 
-/// Mounts found by filesystem UUID and by GPT partition name, not label.
+/// Mounts found by filesystem UUID and by GPT partition name, and a vfat
+/// data partition with initial content mounted by label.
 #[test]
 fn mounts_by_uuid_and_partlabel() {
-    let (_src, manifest) = copy_example("disk");
+    let (src, manifest) = copy_example("disk");
+    let extra = src.path().join("disk/extra");
+    std::fs::create_dir_all(extra.join("sub")).unwrap();
+    std::fs::write(extra.join("hello.txt"), "hello from vfat\n").unwrap();
+    std::fs::write(extra.join("sub/nested.txt"), "and from a subdirectory\n").unwrap();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let service_end = r#"echo \"boot $n: $GREETING\""]"#;
+    assert_eq!(text.matches(service_end).count(), 1, "{text}");
+    let text = text.replace(
+        service_end,
+        r#"echo \"boot $n: $GREETING\"; echo extra: $(cat /extra/hello.txt) $(cat /extra/sub/nested.txt)"]"#,
+    ) + r#"
+[[partition]]
+label = "EXTRA"
+size = "8M"
+fs = "vfat"
+content = "extra"
+
+[[mount]]
+label = "EXTRA"
+path = "/extra"
+fs = "vfat"
+"#;
+    std::fs::write(&manifest, &text).unwrap();
     let out = tempfile::tempdir().unwrap();
     build(&manifest, out.path()).assert_ok();
     let img = out.path().join("disk.img");
-    check_image(&img, BUILT);
+    check_image(
+        &img,
+        &[
+            ("ESP", "vfat"),
+            ("CONFIG", "ext4"),
+            ("DATA", "none"),
+            ("EXTRA", "vfat"),
+        ],
+    );
     // The CONFIG filesystem's UUID, as e2fsprogs reads it.
     let parts = partitions(&img);
     let (start, len, _) = parts.iter().find(|p| p.2 == "CONFIG").unwrap();
@@ -284,7 +316,6 @@ fn mounts_by_uuid_and_partlabel() {
         .map(str::trim)
         .unwrap_or_else(|| panic!("no UUID in dumpe2fs output:\n{dump}"))
         .to_string();
-    let text = std::fs::read_to_string(&manifest).unwrap();
     let changed = text
         .replace(
             "[[mount]]\nlabel = \"CONFIG\"",
@@ -294,20 +325,30 @@ fn mounts_by_uuid_and_partlabel() {
             "[[mount]]\nlabel = \"DATA\"",
             "[[mount]]\npartlabel = \"DATA\"",
         );
-    assert_eq!(changed.matches("[[mount]]\nlabel").count(), 0, "{changed}");
+    assert_eq!(changed.matches("[[mount]]\nlabel").count(), 1, "{changed}");
     std::fs::write(&manifest, changed).unwrap();
     std::fs::remove_file(&img).unwrap();
 
     let o = boot_disk(&manifest, out.path());
     o.assert_ok();
     // Matched case-insensitively: the manifest has it upper case.
-    o.assert_stdout_has(&format!(
-        "cairn: mounted /dev/vda2 (UUID={}) on /config",
-        uuid.to_uppercase()
-    ));
+    let config = format!("UUID={}", uuid.to_uppercase());
+    o.assert_stdout_has(&format!("cairn: mounted /dev/vda2 ({config}) on /config"));
     o.assert_stdout_has("cairn: mounted /dev/vda3 (PARTLABEL=DATA) on /data");
+    o.assert_stdout_has("cairn: mounted /dev/vda4 (LABEL=EXTRA) on /extra");
     o.assert_stdout_has("boot 1: hello from the primary config");
+    // The vfat partition's initial content, read in the guest.
+    o.assert_stdout_has("count: extra: hello from vfat and from a subdirectory");
+
     // The image is clean after the boot (the init unmounted everything),
     // DATA now ext4.
-    check_image(&img, BOOTED);
+    check_image(
+        &img,
+        &[
+            ("ESP", "vfat"),
+            ("CONFIG", "ext4"),
+            ("DATA", "ext4"),
+            ("EXTRA", "vfat"),
+        ],
+    );
 }
