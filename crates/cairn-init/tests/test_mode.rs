@@ -651,6 +651,21 @@ impl Drop for Proc {
     }
 }
 
+/// The pid in `service NAME started (pid N)`, the first such line.
+fn started_pid(lines: &[String], name: &str) -> i32 {
+    let needle = format!("service {name} started (pid ");
+    let line = &lines[index_of(lines, &needle)];
+    let tail = line.split(&needle).nth(1).unwrap();
+    tail.trim_end_matches(')').parse().unwrap()
+}
+
+/// The time stamp of a console line, `[    1.234567] ...`.
+fn stamp(line: &str) -> Duration {
+    assert_timestamped(line);
+    let (secs, micros) = line[1..13].trim().split_once('.').unwrap();
+    Duration::from_secs(secs.parse().unwrap()) + Duration::from_micros(micros.parse().unwrap())
+}
+
 /// `cairnctl stop`: SIGTERM goes to the whole process group; once the
 /// service's main process has ended, what is left of the group (here a
 /// child that ignores SIGTERM) is killed, not left running.
@@ -699,4 +714,71 @@ stop_timeout_ms = 60000
     let stopped = index_of(&lines, "cairn: service parent stopped (signal 15)");
     assert!(killed < stopped, "{all}");
     assert!(!all.contains("did not stop within"), "{all}");
+}
+
+/// A service that ignores SIGTERM is killed with SIGKILL once its
+/// `stop_timeout` has passed; a `restart` that had to kill it still starts
+/// it again.
+#[test]
+fn a_service_ignoring_sigterm_is_killed_after_its_stop_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("control.sock");
+    let cfg = write_config(
+        dir.path(),
+        r#"
+name = "t"
+[[service]]
+name = "stubborn"
+exec = ["/bin/sh", "-c", "trap '' TERM; echo ignoring TERM; exec sleep 1000"]
+stop_timeout_ms = 300
+"#,
+    );
+    let mut run = start_with_control(&cfg, &sock);
+    run.wait_for("stubborn: ignoring TERM");
+    let first = Proc::of(started_pid(&run.seen, "stubborn"));
+    let (code, _, err) = ctl(&sock, &["stop", "stubborn"]);
+    assert_eq!(code, 0, "{err}");
+    run.wait_for("service stubborn stopped");
+    assert!(!first.running());
+
+    let (code, _, err) = ctl(&sock, &["start", "stubborn"]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("stubborn to run again", || {
+        let (_, st, _) = ctl(&sock, &["status"]);
+        st.lines()
+            .any(|l| l.contains("stubborn") && l.contains("running"))
+            .then_some(())
+    });
+    let (code, _, err) = ctl(&sock, &["restart", "stubborn"]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("stubborn to be restarted after the kill", || {
+        let (_, logs, _) = ctl(&sock, &["logs", "cairn"]);
+        (logs.matches("service stubborn started (pid ").count() == 3).then_some(())
+    });
+    let (code, _, err) = ctl(&sock, &["poweroff"]);
+    assert_eq!(code, 0, "{err}");
+    let (status, lines, _) = run.finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+
+    let asked = index_of(&lines, "cairn: cairnctl: stop stubborn");
+    let timeout = index_of(
+        &lines,
+        "cairn: service stubborn did not stop within 300ms; killing it with SIGKILL",
+    );
+    let stopped = index_of(&lines, "cairn: service stubborn stopped (signal 9)");
+    assert!(asked < timeout && timeout < stopped, "{all}");
+    // Not before the timeout.
+    assert!(
+        stamp(&lines[timeout]) - stamp(&lines[asked]) >= Duration::from_millis(300),
+        "{all}"
+    );
+    // The restart went through the same kill.
+    let restart = index_of(&lines, "cairn: cairnctl: restart stubborn");
+    assert!(
+        lines[restart..]
+            .iter()
+            .any(|l| l.contains("service stubborn did not stop within 300ms")),
+        "{all}"
+    );
 }

@@ -716,19 +716,26 @@ impl Supervisor {
     fn check_stop_deadlines(&mut self) {
         let now = Instant::now();
         for i in 0..self.states.len() {
-            if let State::Stopping { pid, deadline, .. } = self.states[i].state {
+            if let State::Stopping {
+                pid,
+                since,
+                deadline,
+                then,
+            } = self.states[i].state
+            {
                 if deadline <= now {
                     info!(
-                        "service {} did not stop within {}ms; killing it",
+                        "service {} did not stop within {}ms; killing it with SIGKILL",
                         self.configs[i].name, self.configs[i].stop_timeout_ms
                     );
                     self.kill_service(i, pid);
-                    // Once is enough: the reaper takes it from here.
+                    // Once is enough: the reaper takes it from here (and
+                    // a `restart` still starts it again).
                     self.states[i].state = State::Stopping {
                         pid,
-                        since: now,
+                        since,
                         deadline: now + Duration::from_secs(3600),
-                        then: AfterStop::Stay,
+                        then,
                     };
                 }
             }
