@@ -42,7 +42,10 @@ pub const FILE_MAX: u64 = 1 << 20;
 /// Longest line kept; longer ones are split.
 pub const LINE_MAX: usize = 2048;
 
+/// `cairn.debug` is on.
 static DEBUG: AtomicBool = AtomicBool::new(false);
+/// `[log] console = "debug"`.
+static CONSOLE_DEBUG: AtomicBool = AtomicBool::new(false);
 /// How far (ns) the kernel log's clock is ahead of `CLOCK_BOOTTIME`.
 static KERNEL_CLOCK_AHEAD_NS: AtomicI64 = AtomicI64::new(0);
 /// Whether [`calibrate_kernel_clock`] may write to `/dev/kmsg` (PID 1).
@@ -93,6 +96,14 @@ fn lock() -> MutexGuard<'static, Logger> {
     LOG.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Held by unit tests that change the global logger's settings (or need
+/// them unchanged while they look at the ring).
+#[cfg(test)]
+pub(crate) fn test_settings() -> MutexGuard<'static, ()> {
+    static SETTINGS: Mutex<()> = Mutex::new(());
+    SETTINGS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Turns debug lines on or off (`cairn.debug`): debug lines are then kept
 /// and mirrored to the console.
 pub fn set_debug(on: bool) {
@@ -102,24 +113,39 @@ pub fn set_debug(on: bool) {
     }
 }
 
-/// Whether debug lines are kept.
+/// Whether debug lines are kept: `cairn.debug` or `[log] console =
+/// "debug"` asked for them.
 pub fn debug_enabled() -> bool {
-    DEBUG.load(Ordering::Relaxed)
+    DEBUG.load(Ordering::Relaxed) || CONSOLE_DEBUG.load(Ordering::Relaxed)
 }
 
-/// Applies `[log]`: ring size and console level (debug stays on if
-/// `cairn.debug` asked for it).
+/// The console level in effect: `[log] console`, or debug with
+/// `cairn.debug`.
+fn console_level(configured: Level, cmdline_debug: bool) -> Level {
+    if cmdline_debug {
+        Level::Debug
+    } else {
+        configured
+    }
+}
+
+/// Whether a line at `level` is recorded at all: debug lines only when
+/// they may be shown (see [`debug_enabled`]).
+fn keeps(level: Level, debug: bool) -> bool {
+    level != Level::Debug || debug
+}
+
+/// Applies `[log]`: ring size and console level. `console = "debug"`
+/// keeps and shows debug lines; `cairn.debug` shows them whatever the
+/// level.
 pub fn configure(lines: usize, console: Level) {
     let mut l = lock();
     l.cap = lines.max(1);
     while l.ring.len() > l.cap {
         l.ring.pop_front();
     }
-    l.console = if debug_enabled() {
-        Level::Debug
-    } else {
-        console
-    };
+    l.console = console_level(console, DEBUG.load(Ordering::Relaxed));
+    CONSOLE_DEBUG.store(console == Level::Debug, Ordering::Relaxed);
 }
 
 /// Starts writing `dir/cairn.log` (appending; what the ring holds is
@@ -254,7 +280,7 @@ pub fn write_line(text: &str) {
 
 /// Records one line from `source` at `level` (at `time`, or now).
 pub fn record(level: Level, source: &str, text: &str, time: Option<Duration>) {
-    if level == Level::Debug && !debug_enabled() {
+    if !keeps(level, debug_enabled()) {
         return;
     }
     let time = time.unwrap_or_else(now);
@@ -389,7 +415,8 @@ macro_rules! warn {
     };
 }
 
-/// Logs `cairn: MESSAGE` only when `cairn.debug` is on.
+/// Logs `cairn: MESSAGE` at debug level, only when debug lines are kept
+/// (`cairn.debug` or `[log] console = "debug"`).
 #[macro_export]
 macro_rules! debug {
     ($($arg:tt)*) => {
@@ -528,8 +555,34 @@ mod tests {
     }
 
     #[test]
+    fn console_debug_from_the_config_keeps_debug_lines() {
+        let _settings = test_settings();
+        let start = last_seq();
+        configure(cairn_manifest::supervision::DEFAULT_LOG_LINES, Level::Debug);
+        assert!(debug_enabled());
+        assert_eq!(lock().console, Level::Debug);
+        record(Level::Debug, "debugtest", "kept", None);
+        configure(cairn_manifest::supervision::DEFAULT_LOG_LINES, Level::Info);
+        assert!(!debug_enabled());
+        record(Level::Debug, "debugtest", "dropped", None);
+        let got: Vec<String> = since(start, Some("debugtest"))
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(got, ["kept"]);
+        // `cairn.debug` shows debug lines whatever the configured level.
+        assert_eq!(console_level(Level::Warn, true), Level::Debug);
+        assert_eq!(console_level(Level::Warn, false), Level::Warn);
+        assert_eq!(console_level(Level::Debug, false), Level::Debug);
+        assert!(keeps(Level::Debug, true));
+        assert!(!keeps(Level::Debug, false));
+        assert!(keeps(Level::Info, false));
+    }
+
+    #[test]
     fn ring_is_bounded_and_filterable() {
         // The logger is global: use sources no other test uses.
+        let _settings = test_settings();
         configure(3, Level::Off);
         let start = last_seq();
         for i in 0..5 {

@@ -782,3 +782,38 @@ stop_timeout_ms = 300
         "{all}"
     );
 }
+
+/// `[log] console = "debug"` shows debug lines without `cairn.debug`; the
+/// default level does not; `cairn.debug` shows them whatever the level.
+#[test]
+fn console_level_from_the_config_shows_debug_lines() {
+    let run = |log: &str, cmdline: &str| -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                "name = \"t\"\n{log}\n[[service]]\nname = \"idle\"\nexec = [\"/bin/sh\", \"-c\", \"sleep 30\"]\n"
+            ),
+        );
+        let mut run = Run::start(&cfg, cmdline);
+        run.wait_for("cairn: ready");
+        run.signal(rustix::process::Signal::TERM);
+        let (status, lines, _) = run.finish();
+        let all = lines.join("\n");
+        assert!(status.success(), "{all}");
+        index_of(&lines, "cairn: SIGTERM received: power off");
+        lines
+    };
+    // The debug line for the signal.
+    let shows_debug = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.ends_with("] cairn: received SIGTERM"))
+    };
+    let lines = run("[log]\nconsole = \"debug\"", "");
+    assert!(shows_debug(&lines), "{}", lines.join("\n"));
+    let lines = run("", "");
+    assert!(!shows_debug(&lines), "{}", lines.join("\n"));
+    let lines = run("[log]\nconsole = \"warn\"", "cairn.debug");
+    assert!(shows_debug(&lines), "{}", lines.join("\n"));
+}

@@ -1026,6 +1026,8 @@ mod tests {
         )
         .unwrap();
         let mut s = Supervisor::new(vec![cfg]);
+        // No other test shrinks the ring meanwhile.
+        let _settings = crate::log::test_settings();
         let before = crate::log::last_seq();
         s.start(0);
         let pid = s.running()[0].1;
