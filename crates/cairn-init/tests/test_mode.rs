@@ -817,3 +817,50 @@ fn console_level_from_the_config_shows_debug_lines() {
     let lines = run("[log]\nconsole = \"warn\"", "cairn.debug");
     assert!(shows_debug(&lines), "{}", lines.join("\n"));
 }
+
+/// A service runs in its `workdir`, reads end-of-file from stdin
+/// (`/dev/null`, not the init's stdin), and what it writes to stderr is
+/// logged line by line like its stdout, in order.
+#[test]
+fn service_workdir_stdin_and_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let work = work.canonicalize().unwrap();
+    // What the service would read if it shared the init's stdin.
+    let input = dir.path().join("input");
+    std::fs::write(&input, "from the init's stdin\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"
+name = "t"
+[[service]]
+name = "io"
+exec = ["/bin/sh", "-c", "pwd; if read x; then echo \"read: $x\"; else echo stdin-eof; fi; echo to-stderr >&2; echo after"]
+workdir = "{}"
+on_exit = "poweroff"
+"#,
+            work.display()
+        ),
+    );
+    let mut cmd = init_command(&cfg, "");
+    cmd.stdin(std::fs::File::open(&input).unwrap());
+    let (status, lines, stdout) = Run::spawn(cmd).finish();
+    let all = lines.join("\n");
+    assert!(status.success(), "{all}");
+    let line = |text: &str| {
+        lines
+            .iter()
+            .position(|l| l.ends_with(&format!("] io: {text}")))
+            .unwrap_or_else(|| panic!("no line `io: {text}` in:\n{all}"))
+    };
+    let pwd = line(&work.display().to_string());
+    let eof = line("stdin-eof");
+    let err = line("to-stderr");
+    let after = line("after");
+    assert!(pwd < eof && eof < err && err < after, "{all}");
+    assert!(!all.contains("read: "), "{all}");
+    assert!(!stdout.contains("to-stderr"), "stdout: {stdout:?}");
+    assert_eq!(all.matches("to-stderr").count(), 1, "{all}");
+}
