@@ -378,15 +378,8 @@ restart = "always"
 stop_timeout_ms = 3000
 "#,
     );
-    let mut child = Command::new(BIN)
-        .env("CAIRN_CONFIG", &cfg)
-        .env("CAIRN_CMDLINE", "")
-        .env("CAIRN_CONTROL", &sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, should the test fail half-way.
+    let run = start_with_control(&cfg, &sock);
     let end = Instant::now() + DEADLINE;
     let status = loop {
         let (code, out, _) = ctl(&sock, &["status"]);
@@ -467,30 +460,51 @@ stop_timeout_ms = 3000
     }
     let (code, _, _) = ctl(&sock, &["stop", "web"]);
     assert_eq!(code, 0);
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, st, _) = ctl(&sock, &["status"]);
-    assert!(
-        st.lines()
-            .any(|l| l.contains("web") && l.contains("stopped")),
-        "{st}"
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (_, st, _) = ctl(&sock, &["status"]);
+        if st
+            .lines()
+            .any(|l| l.contains("web") && l.contains("stopped"))
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "web never stopped: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // start: a stopped service and a failed one really run again.
+    let (code, _, err) = ctl(&sock, &["start", "web"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ctl(&sock, &["start", "crash"]);
+    assert_eq!(code, 0, "{err}");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (_, web, _) = ctl(&sock, &["logs", "web"]);
+        let (_, crash, _) = ctl(&sock, &["logs", "crash"]);
+        let (_, st, _) = ctl(&sock, &["status"]);
+        if web.matches("web: web up").count() == 3
+            && crash.matches("crash: crashing").count() > 5
+            && st
+                .lines()
+                .any(|l| l.contains("web") && l.contains("running"))
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "{web}\n{crash}\n{st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, logs, _) = ctl(&sock, &["logs", "cairn"]);
+    assert_eq!(
+        logs.matches("service web started (pid ").count(),
+        3,
+        "{logs}"
     );
-    let (code, _, _) = ctl(&sock, &["start", "crash"]);
-    assert_eq!(code, 0);
 
     let (code, _, _) = ctl(&sock, &["poweroff"]);
     assert_eq!(code, 0);
-    let end = Instant::now() + DEADLINE;
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            panic!("init did not exit after cairnctl poweroff");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(st.success());
+    let (st, lines, _) = run.finish();
+    assert!(st.success(), "{}", lines.join("\n"));
 }
 
 /// `cairnctl logs -f SERVICE`: first what the ring holds, then new lines as
