@@ -258,8 +258,10 @@ fn run_disk_without_a_disk_table_is_refused() {
     );
 }
 
-/// Mounts found by filesystem UUID and by GPT partition name, and a vfat
-/// data partition with initial content mounted by label.
+/// Mounts found by filesystem UUID and by GPT partition name, a vfat data
+/// partition with initial content mounted by label, and a missing mount
+/// that is not required: boot goes on, and `cairnctl status` (text and
+/// JSON) shows each mount's state.
 #[test]
 fn mounts_by_uuid_and_partlabel() {
     let (src, manifest) = copy_example("disk");
@@ -272,7 +274,7 @@ fn mounts_by_uuid_and_partlabel() {
     assert_eq!(text.matches(service_end).count(), 1, "{text}");
     let text = text.replace(
         service_end,
-        r#"echo \"boot $n: $GREETING\"; echo extra: $(cat /extra/hello.txt) $(cat /extra/sub/nested.txt)"]"#,
+        r#"echo \"boot $n: $GREETING\"; echo extra: $(cat /extra/hello.txt) $(cat /extra/sub/nested.txt); /usr/bin/cairnctl status; /usr/bin/cairnctl status --json; echo STATUS-DONE"]"#,
     ) + r#"
 [[partition]]
 label = "EXTRA"
@@ -284,6 +286,12 @@ content = "extra"
 label = "EXTRA"
 path = "/extra"
 fs = "vfat"
+
+[[mount]]
+label = "NOPE"
+path = "/nope"
+fs = "ext4"
+wait = 1
 "#;
     std::fs::write(&manifest, &text).unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -325,7 +333,7 @@ fs = "vfat"
             "[[mount]]\nlabel = \"DATA\"",
             "[[mount]]\npartlabel = \"DATA\"",
         );
-    assert_eq!(changed.matches("[[mount]]\nlabel").count(), 1, "{changed}");
+    assert_eq!(changed.matches("[[mount]]\nlabel").count(), 2, "{changed}");
     std::fs::write(&manifest, changed).unwrap();
     std::fs::remove_file(&img).unwrap();
 
@@ -336,9 +344,58 @@ fs = "vfat"
     o.assert_stdout_has(&format!("cairn: mounted /dev/vda2 ({config}) on /config"));
     o.assert_stdout_has("cairn: mounted /dev/vda3 (PARTLABEL=DATA) on /data");
     o.assert_stdout_has("cairn: mounted /dev/vda4 (LABEL=EXTRA) on /extra");
+    o.assert_stdout_has(
+        "cairn: mount LABEL=NOPE on /nope: no filesystem found after 1s; devices seen: ",
+    );
+    o.assert_stdout_has("(not required: boot goes on)");
     o.assert_stdout_has("boot 1: hello from the primary config");
     // The vfat partition's initial content, read in the guest.
     o.assert_stdout_has("count: extra: hello from vfat and from a subdirectory");
+
+    // `cairnctl status`: one row per mount with its state.
+    let out_text = &o.stdout;
+    let from = out_text
+        .find("count: cairn status")
+        .unwrap_or_else(|| panic!("no cairnctl status output:\n{out_text}"));
+    let to = from
+        + out_text[from..]
+            .find("count: STATUS-DONE")
+            .unwrap_or_else(|| panic!("cairnctl did not finish:\n{out_text}"));
+    let status = &out_text[from..to];
+    let row = |path: &str, source: &str, required: &str, state: &str| {
+        let want = format!("{path} {source} {required} {state}");
+        assert!(
+            status.lines().any(|l| {
+                l.split_once("count: ").is_some_and(|(_, rest)| {
+                    rest.split_whitespace().collect::<Vec<_>>().join(" ") == want
+                })
+            }),
+            "no row {want:?} in:\n{status}"
+        );
+    };
+    row("/config", &config, "yes", "mounted from /dev/vda2");
+    row(
+        "/data",
+        "PARTLABEL=DATA",
+        "yes",
+        "formatted (it was empty), mounted from /dev/vda3",
+    );
+    row("/extra", "LABEL=EXTRA", "no", "mounted from /dev/vda4");
+    row("/nope", "LABEL=NOPE", "no", "not found after 1s");
+    // And `cairnctl status --json`.
+    for want in [
+        format!(
+            r#"{{"path":"/config","source":"{config}","required":true,"state":"mounted","device":"/dev/vda2","error":null}}"#
+        ),
+        r#"{"path":"/data","source":"PARTLABEL=DATA","required":true,"state":"formatted","device":"/dev/vda3","error":null}"#.to_string(),
+        r#"{"path":"/extra","source":"LABEL=EXTRA","required":false,"state":"mounted","device":"/dev/vda4","error":null}"#.to_string(),
+        r#"{"path":"/nope","source":"LABEL=NOPE","required":false,"state":"not-found","device":null,"error":"not found after 1s"}"#.to_string(),
+    ] {
+        assert!(
+            status.lines().any(|l| l.contains("\"mounts\":[") && l.contains(&want)),
+            "no {want} in the JSON status:\n{status}"
+        );
+    }
 
     // The image is clean after the boot (the init unmounted everything),
     // DATA now ext4.

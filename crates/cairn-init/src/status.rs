@@ -1,6 +1,7 @@
 //! The status screen and `cairnctl status`: hostname, uptime, memory, each
-//! service (state, pid, restarts, last exit) and the IP addresses of each
-//! interface (read-only, from a netlink `RTM_GETADDR` dump).
+//! service (state, pid, restarts, last exit), each `[[mount]]` (mounted from
+//! which device, formatted, not found, or the error) and the IP addresses
+//! of each interface (read-only, from a netlink `RTM_GETADDR` dump).
 //!
 //! On the console the log and the screen take turns: press Enter and the
 //! status screen is shown while log lines are held in the ring; Enter
@@ -11,6 +12,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
+use crate::disk::{MountState, MountStatus};
 use crate::log;
 use crate::supervise::Supervisor;
 
@@ -144,6 +146,7 @@ pub fn render(sup: &Supervisor) -> String {
             "  {name:<16} {state:<10} {pid:>7} {restarts:>8}  {last}"
         );
     }
+    out.push_str(&render_mounts(&crate::disk::snapshot()));
     let _ = writeln!(out, "addresses:");
     match addresses() {
         Ok(list) if list.is_empty() => {
@@ -162,6 +165,79 @@ pub fn render(sup: &Supervisor) -> String {
         out.push_str(&net.render());
     }
     out
+}
+
+/// What a mount's state reads as on the screen.
+fn mount_state_text(state: &MountState) -> String {
+    match state {
+        MountState::Mounted {
+            dev,
+            formatted: false,
+        } => format!("mounted from {dev}"),
+        MountState::Mounted {
+            dev,
+            formatted: true,
+        } => format!("formatted (it was empty), mounted from {dev}"),
+        MountState::NotFound { wait } => format!("not found after {wait}s"),
+        MountState::Failed(e) => format!("failed: {e}"),
+    }
+}
+
+/// The `mounts:` section: one row per `[[mount]]` (nothing without any).
+pub fn render_mounts(mounts: &[MountStatus]) -> String {
+    let mut out = String::new();
+    if mounts.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "mounts:");
+    let _ = writeln!(
+        out,
+        "  {:<16} {:<24} {:<8}  state",
+        "PATH", "SOURCE", "REQUIRED"
+    );
+    for m in mounts {
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<24} {:<8}  {}",
+            m.path,
+            m.source,
+            if m.required { "yes" } else { "no" },
+            mount_state_text(&m.state)
+        );
+    }
+    out
+}
+
+/// The `mounts` array of `cairnctl status --json`: `state` is `mounted`,
+/// `formatted` (was empty, formatted and mounted), `not-found` or `failed`;
+/// `device` is set when mounted, `error` when not.
+pub fn mounts_json(mounts: &[MountStatus]) -> String {
+    let items: Vec<String> = mounts
+        .iter()
+        .map(|m| {
+            let (state, device, error) = match &m.state {
+                MountState::Mounted { dev, formatted } => (
+                    if *formatted { "formatted" } else { "mounted" },
+                    json_str(dev),
+                    "null".to_string(),
+                ),
+                MountState::NotFound { .. } => (
+                    "not-found",
+                    "null".to_string(),
+                    json_str(&mount_state_text(&m.state)),
+                ),
+                MountState::Failed(e) => ("failed", "null".to_string(), json_str(e)),
+            };
+            format!(
+                "{{\"path\":{},\"source\":{},\"required\":{},\"state\":{},\"device\":{device},\"error\":{error}}}",
+                json_str(&m.path),
+                json_str(&m.source),
+                m.required,
+                json_str(state)
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
 }
 
 /// JSON string literal.
@@ -210,11 +286,12 @@ pub fn json(sup: &Supervisor) -> String {
         })
         .collect();
     format!(
-        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"init_rss_kib\":{},\"services\":[{}],\"addresses\":[{}],\"network\":{}}}\n",
+        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"init_rss_kib\":{},\"services\":[{}],\"mounts\":{},\"addresses\":[{}],\"network\":{}}}\n",
         json_str(read("/proc/sys/kernel/hostname").trim()),
         log::boottime().as_secs(),
         init_rss_kib(),
         services.join(","),
+        mounts_json(&crate::disk::snapshot()),
         addrs.join(","),
         crate::net::manager::snapshot().map_or("null".to_string(), |n| n.json())
     )
@@ -395,6 +472,108 @@ mod tests {
     fn loopback_is_listed_on_the_host() {
         let list = addresses().unwrap();
         assert!(list.iter().any(|(_, a, _)| a.is_loopback()), "{list:?}");
+    }
+
+    #[test]
+    fn mounts_section_and_json() {
+        let status = |path: &str, source: &str, required, state| MountStatus {
+            path: path.into(),
+            source: source.into(),
+            required,
+            state,
+        };
+        let mounts = [
+            status(
+                "/config",
+                "LABEL=CONFIG",
+                true,
+                MountState::Mounted {
+                    dev: "/dev/vda2".into(),
+                    formatted: false,
+                },
+            ),
+            status(
+                "/data",
+                "PARTLABEL=DATA",
+                true,
+                MountState::Mounted {
+                    dev: "/dev/vda3".into(),
+                    formatted: true,
+                },
+            ),
+            status(
+                "/nope",
+                "LABEL=NOPE",
+                false,
+                MountState::NotFound { wait: 1 },
+            ),
+            status(
+                "/bad",
+                "UUID=1234-ABCD",
+                false,
+                MountState::Failed("mounting /dev/vda4 failed: \"EINVAL\"".into()),
+            ),
+        ];
+        let text = render_mounts(&mounts);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines[0], "mounts:");
+        let row = |i: usize, words: &[&str]| {
+            let got: Vec<&str> = lines[i].split_whitespace().collect();
+            assert_eq!(got, words, "{text}");
+        };
+        row(1, &["PATH", "SOURCE", "REQUIRED", "state"]);
+        row(
+            2,
+            &[
+                "/config",
+                "LABEL=CONFIG",
+                "yes",
+                "mounted",
+                "from",
+                "/dev/vda2",
+            ],
+        );
+        row(
+            3,
+            &[
+                "/data",
+                "PARTLABEL=DATA",
+                "yes",
+                "formatted",
+                "(it",
+                "was",
+                "empty),",
+                "mounted",
+                "from",
+                "/dev/vda3",
+            ],
+        );
+        row(
+            4,
+            &["/nope", "LABEL=NOPE", "no", "not", "found", "after", "1s"],
+        );
+        assert!(
+            lines[5].ends_with("failed: mounting /dev/vda4 failed: \"EINVAL\""),
+            "{text}"
+        );
+        // Nothing to show without [[mount]]s.
+        assert_eq!(render_mounts(&[]), "");
+        assert_eq!(mounts_json(&[]), "[]");
+        assert_eq!(
+            mounts_json(&mounts),
+            concat!(
+                "[{\"path\":\"/config\",\"source\":\"LABEL=CONFIG\",\"required\":true,",
+                "\"state\":\"mounted\",\"device\":\"/dev/vda2\",\"error\":null},",
+                "{\"path\":\"/data\",\"source\":\"PARTLABEL=DATA\",\"required\":true,",
+                "\"state\":\"formatted\",\"device\":\"/dev/vda3\",\"error\":null},",
+                "{\"path\":\"/nope\",\"source\":\"LABEL=NOPE\",\"required\":false,",
+                "\"state\":\"not-found\",\"device\":null,\"error\":\"not found after 1s\"},",
+                "{\"path\":\"/bad\",\"source\":\"UUID=1234-ABCD\",\"required\":false,",
+                "\"state\":\"failed\",\"device\":null,",
+                "\"error\":\"mounting /dev/vda4 failed: \\\"EINVAL\\\"\"}]"
+            )
+        );
     }
 
     #[test]

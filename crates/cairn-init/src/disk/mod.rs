@@ -7,12 +7,14 @@
 //! A `required` mount that cannot be found or mounted is fatal: the init
 //! prints what it looked for and every device it saw, starts no services
 //! and stays up showing that (it still reaps, and answers power-off
-//! signals).
+//! signals). What became of each mount ([`snapshot`]) is shown on the
+//! status screen and by `cairnctl status`.
 
 pub mod probe;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cairn_manifest::{FormatPolicy, MountConfig, MountSource, MKFS_EXT4_PATH};
@@ -253,8 +255,9 @@ fn mkfs_ext4(dev: &Path, label: &str) -> Result<(), String> {
 }
 
 /// Finds (waiting up to `m.wait` seconds), formats if asked and allowed,
-/// and mounts one filesystem. Returns the device it mounted.
-pub fn mount_one(m: &MountConfig, table: &mut MountTable) -> Result<String, DiskError> {
+/// and mounts one filesystem. Returns the device it mounted and whether it
+/// formatted it first.
+pub fn mount_one(m: &MountConfig, table: &mut MountTable) -> Result<(String, bool), DiskError> {
     let what = format!("mount {} on {}", m.source, m.path);
     let deadline = Instant::now() + Duration::from_secs(m.wait.into());
     let (dev, format) = loop {
@@ -324,7 +327,63 @@ pub fn mount_one(m: &MountConfig, table: &mut MountTable) -> Result<String, Disk
         source,
     })?;
     table.mounted.push(PathBuf::from(&m.path));
-    Ok(dev_name)
+    Ok((dev_name, format))
+}
+
+/// What became of one `[[mount]]` at boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountState {
+    /// Mounted from `dev`; `formatted`: it was empty and formatted first.
+    Mounted { dev: String, formatted: bool },
+    /// No device matched within `wait` seconds.
+    NotFound { wait: u32 },
+    /// Found but not mounted: the error.
+    Failed(String),
+}
+
+/// One `[[mount]]` and its [`MountState`], for the status screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountStatus {
+    /// The mount point.
+    pub path: String,
+    /// `LABEL=...`, `PARTLABEL=...` or `UUID=...`.
+    pub source: String,
+    pub required: bool,
+    pub state: MountState,
+}
+
+impl MountStatus {
+    fn new(m: &MountConfig, result: &Result<(String, bool), DiskError>) -> MountStatus {
+        let state = match result {
+            Ok((dev, formatted)) => MountState::Mounted {
+                dev: dev.clone(),
+                formatted: *formatted,
+            },
+            Err(DiskError::NotFound { wait, .. }) => MountState::NotFound { wait: *wait },
+            Err(e) => {
+                // The error without its "mount SOURCE on PATH: " prefix,
+                // which the status row shows already.
+                let text = e.to_string();
+                let prefix = format!("mount {} on {}: ", m.source, m.path);
+                MountState::Failed(text.strip_prefix(&prefix).unwrap_or(&text).to_string())
+            }
+        };
+        MountStatus {
+            path: m.path.clone(),
+            source: m.source.to_string(),
+            required: m.required,
+            state,
+        }
+    }
+}
+
+/// The outcome of each `[[mount]]` of this boot, in manifest order.
+static STATUS: Mutex<Vec<MountStatus>> = Mutex::new(Vec::new());
+
+/// What [`mount_all`] did, for the status screen and `cairnctl status`
+/// (empty before it ran and without `[[mount]]`s).
+pub fn snapshot() -> Vec<MountStatus> {
+    STATUS.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The outcome of [`mount_all`].
@@ -340,9 +399,12 @@ pub struct MountReport {
 /// required mount is reported as FATAL with everything the init knows.
 pub fn mount_all(mounts: &[MountConfig], table: &mut MountTable) -> MountReport {
     let mut report = MountReport::default();
+    let mut status = Vec::new();
     for m in mounts {
-        match mount_one(m, table) {
-            Ok(dev) => {
+        let result = mount_one(m, table);
+        status.push(MountStatus::new(m, &result));
+        match result {
+            Ok((dev, _)) => {
                 info!("mounted {dev} ({}) on {}", m.source, m.path);
                 report.mounted.push(m.path.clone());
             }
@@ -353,6 +415,7 @@ pub fn mount_all(mounts: &[MountConfig], table: &mut MountTable) -> MountReport 
             Err(e) => info!("{e} (not required: boot goes on)"),
         }
     }
+    *STATUS.lock().unwrap_or_else(|p| p.into_inner()) = status;
     if !mounts.is_empty() && !report.fatal {
         info!("mounts done");
     }
@@ -539,6 +602,41 @@ mod tests {
         assert_eq!(
             pick(MountSource::Label("NONE".into()), FormatPolicy::IfEmpty),
             None
+        );
+    }
+
+    #[test]
+    fn mount_status_from_each_outcome() {
+        let m = mc(MountSource::Label("DATA".into()), FormatPolicy::IfEmpty);
+        let st = |r| MountStatus::new(&m, &r).state;
+        assert_eq!(
+            st(Ok(("/dev/vda3".into(), true))),
+            MountState::Mounted {
+                dev: "/dev/vda3".into(),
+                formatted: true
+            }
+        );
+        let not_found = DiskError::NotFound {
+            what: "mount LABEL=DATA on /data".into(),
+            wait: 5,
+            seen: "vda".into(),
+        };
+        assert_eq!(st(Err(not_found)), MountState::NotFound { wait: 5 });
+        // The error without the "mount SOURCE on PATH: " the row shows.
+        let failed = DiskError::Mount {
+            what: "mount LABEL=DATA on /data".into(),
+            dev: "/dev/vda3".into(),
+            source: rustix::io::Errno::INVAL,
+        };
+        let text = failed.to_string();
+        assert_eq!(
+            st(Err(failed)),
+            MountState::Failed(text["mount LABEL=DATA on /data: ".len()..].to_string())
+        );
+        let full = MountStatus::new(&m, &Ok(("/dev/vda3".into(), false)));
+        assert_eq!(
+            (full.path.as_str(), full.source.as_str(), full.required),
+            ("/data", "LABEL=DATA", true)
         );
     }
 
