@@ -11,6 +11,40 @@ fn inspect(file: &Path) -> Outcome {
     run_with_timeout(c, std::time::Duration::from_secs(60))
 }
 
+/// The size column of the build table's row whose first word is `label`
+/// ("13.53 MiB", "42.8 KiB", "12 B").
+fn table_size(table: &str, label: &str) -> String {
+    let line = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(label))
+        .unwrap_or_else(|| panic!("no row {label} in the table:\n{table}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(words.len() >= 3, "no size in {line:?}");
+    format!("{} {}", words[1], words[2])
+}
+
+/// Checks a size as the table prints it against `real` bytes: bytes below
+/// 1 KiB, KiB with one decimal below 1 MiB, MiB with two decimals above,
+/// the number right to its last printed digit.
+fn assert_size_matches(printed: &str, real: u64) {
+    let (num, unit) = printed
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("size {printed:?}"));
+    let num: f64 = num.parse().unwrap_or_else(|_| panic!("size {printed:?}"));
+    let (want_unit, scale, half_step) = if real >= 1 << 20 {
+        ("MiB", (1u64 << 20) as f64, 0.005)
+    } else if real >= 1 << 10 {
+        ("KiB", 1024.0, 0.05)
+    } else {
+        ("B", 1.0, 0.0)
+    };
+    assert_eq!(unit, want_unit, "{printed:?} for {real} bytes");
+    assert!(
+        (num - real as f64 / scale).abs() <= half_step + 1e-9,
+        "{printed:?} for {real} bytes"
+    );
+}
+
 #[test]
 fn build_writes_three_outputs_and_a_table() {
     let out = tempfile::tempdir().unwrap();
@@ -26,6 +60,20 @@ fn build_writes_three_outputs_and_a_table() {
     o.assert_stdout_has("hello.efi");
     // Only the three outputs, no temporary files.
     assert_eq!(dir_contents(out.path()).len(), 3);
+    // The table's sizes are the real ones: each output's file, the kernel
+    // input (the vmlinuz output is that image) and the uncompressed
+    // initramfs.
+    for f in ["hello.vmlinuz", "hello.initrd", "hello.efi"] {
+        let path = out.path().join(f);
+        let real = std::fs::metadata(&path).unwrap().len();
+        assert_size_matches(&table_size(&o.stdout, &path.display().to_string()), real);
+    }
+    let vmlinuz = std::fs::metadata(out.path().join("hello.vmlinuz"))
+        .unwrap()
+        .len();
+    assert_size_matches(&table_size(&o.stdout, "kernel"), vmlinuz);
+    let raw = unzstd(&out.path().join("hello.initrd")).len() as u64;
+    assert_size_matches(&table_size(&o.stdout, "initramfs"), raw);
 }
 
 #[test]
@@ -73,11 +121,68 @@ fn uki_layout_is_accepted_by_objdump_and_sbverify() {
     assert!(all.contains("No signature table present"), "{all}");
 }
 
+/// (name, address relative to the image base, size, file offset) of each
+/// section in `cairn inspect`'s table of a UKI ("section vaddr size file
+/// offset", sizes in decimal bytes).
+fn inspect_sections(text: &str) -> Vec<(String, u64, u64, u64)> {
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    let v: Vec<_> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("section "))
+        .skip(1)
+        .map_while(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 4 && w[0].starts_with('.')).then(|| {
+                (
+                    w[0].to_string(),
+                    hex(w[1]),
+                    w[2].parse().unwrap(),
+                    hex(w[3]),
+                )
+            })
+        })
+        .collect();
+    assert!(!v.is_empty(), "no section table in:\n{text}");
+    v
+}
+
+/// The same from `objdump -h` (hex sizes; VMAs include the ImageBase that
+/// `objdump -p` prints). For a PE image objdump's size is the VirtualSize
+/// unless the section's raw data is shorter, which no UKI section is.
+fn objdump_sections(file: &Path) -> Vec<(String, u64, u64, u64)> {
+    let run = |flag: &str| {
+        let o = Command::new("objdump")
+            .arg(flag)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "objdump {flag} failed");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+    let headers = run("-p");
+    let base = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("ImageBase"))
+        .map(|v| hex(v.trim()))
+        .unwrap_or_else(|| panic!("no ImageBase in objdump -p:\n{headers}"));
+    // "Idx Name Size VMA LMA File-off Algn" rows start with the index.
+    run("-h")
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() == 7 && w[0].parse::<u32>().is_ok())
+                .then(|| (w[1].to_string(), hex(w[3]) - base, hex(w[2]), hex(w[5])))
+        })
+        .collect()
+}
+
 #[test]
 fn inspect_lists_uki_sections_and_initramfs_entries() {
     let out = tempfile::tempdir().unwrap();
     build(&example("hello"), out.path()).assert_ok();
-    let o = inspect(&out.path().join("hello.efi"));
+    let efi = out.path().join("hello.efi");
+    let o = inspect(&efi);
     o.assert_ok();
     for s in [
         ".osrel",
@@ -89,6 +194,9 @@ fn inspect_lists_uki_sections_and_initramfs_entries() {
     ] {
         o.assert_stdout_has(s);
     }
+    // Its section table is what objdump reads from the same file: names in
+    // order, sizes, addresses and file offsets.
+    assert_eq!(inspect_sections(&o.stdout), objdump_sections(&efi));
     let o = inspect(&out.path().join("hello.initrd"));
     o.assert_ok();
     o.assert_stdout_has("crw-------    0    0        5,1 /dev/console");
