@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cairn_e2e::img::{check, debugfs_cat, debugfs_write, extract, partitions};
-use cairn_e2e::{boot, build, copy_example, example};
+use cairn_e2e::{boot, build, copy_example, example, qmp, Live};
 
 const MIB: u64 = 1 << 20;
 
@@ -408,4 +408,84 @@ wait = 1
             ("EXTRA", "vfat"),
         ],
     );
+}
+
+/// A required mount whose filesystem does not exist: after its short wait
+/// the console says FATAL with what was looked for and what was seen, no
+/// service starts, the status screen shows the mount as not found, and the
+/// init stays up (it still powers off on the power button).
+#[test]
+fn missing_required_mount_is_fatal_and_starts_no_service() {
+    let (src, manifest) = copy_example("disk");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let modules = r#""nls_ascii"]"#;
+    assert_eq!(text.matches(modules).count(), 1, "{text}");
+    let text = text.replace(modules, r#""nls_ascii", "evdev", "button"]"#)
+        + r#"
+[[mount]]
+label = "MISSING"
+path = "/missing"
+fs = "ext4"
+required = true
+wait = 2
+"#;
+    std::fs::write(&manifest, text).unwrap();
+    let (mut live, qmp_sock) = Live::start_with_qmp(
+        &manifest,
+        src.path(),
+        &["--disk", "--net", "none", "--mem", "256M"],
+        Duration::from_secs(400),
+    );
+    live.wait_for("no services will be started", Duration::from_secs(300));
+    // The status screen on Enter, then back to the log.
+    live.send("\n");
+    live.wait_for("[Enter: refresh", Duration::from_secs(30));
+    live.send("q\n");
+    std::thread::sleep(Duration::from_secs(1));
+    qmp(&qmp_sock, "system_powerdown");
+    let (o, exited) = live.finish(Duration::from_secs(120));
+    assert!(exited, "QEMU did not power off:\n{o}");
+
+    let fatal = o
+        .lines()
+        .find(|l| l.contains("cairn: FATAL: required mount LABEL=MISSING on /missing: "))
+        .unwrap_or_else(|| panic!("no FATAL line for the missing mount:\n{o}"));
+    assert!(
+        fatal.contains("no filesystem found after 2s; devices seen: ")
+            && fatal.contains(r#"vda2 ext4 label="CONFIG""#)
+            && fatal.contains(r#"vda1 vfat label="ESP""#),
+        "{fatal}"
+    );
+    assert!(
+        o.contains("cairn: FATAL: a required filesystem is missing: no services will be started"),
+        "{o}"
+    );
+    // The service never started.
+    assert!(!o.contains("] count: "), "a service ran:\n{o}");
+    assert!(!o.contains("boot 1:"), "a service ran:\n{o}");
+    // The screen (raw text, not log lines): no services, the mounts with
+    // their state.
+    let end = o.find("[Enter: refresh").unwrap();
+    let start = o[..end]
+        .rfind("cairn status")
+        .unwrap_or_else(|| panic!("{o}"));
+    let screen = &o[start..end];
+    let section = |name: &str| {
+        screen
+            .find(name)
+            .unwrap_or_else(|| panic!("no {name} on the screen:\n{screen}"))
+    };
+    let services = &screen[section("services:")..section("mounts:")];
+    assert_eq!(services.lines().count(), 2, "services listed:\n{screen}");
+    let row = |words: &str| {
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == words),
+            "no row {words:?} on the screen:\n{screen}"
+        );
+    };
+    row("/config LABEL=CONFIG yes mounted from /dev/vda2");
+    row("/missing LABEL=MISSING yes not found after 2s");
+    assert!(o.contains("cairn: power button pressed: power off"), "{o}");
 }
