@@ -188,6 +188,20 @@ fn boots_from_disk_formats_once_and_applies_secondary_config() {
     o.assert_stdout_has("secondary config refused: using the built-in config");
     o.assert_stdout_has("boot 3: hello from the primary config");
     check_image(&img, BOOTED);
+    // The error is in the log file on DATA too (written after boot 2's
+    // lines: the file is appended to on every boot).
+    let log = debugfs_cat(&img, "DATA", "/log/cairn.log");
+    let boot2 = log
+        .find("count: boot 2: hello from the secondary config")
+        .unwrap_or_else(|| panic!("boot 2 is not in cairn.log:\n{log}"));
+    let error = log
+        .find("cairn: /config/cairn.toml:3:11: error:")
+        .unwrap_or_else(|| panic!("the secondary config error is not in cairn.log:\n{log}"));
+    assert!(boot2 < error, "{log}");
+    assert!(
+        log[error..].contains("cairn: secondary config refused: using the built-in config"),
+        "{log}"
+    );
 }
 
 /// `format = "qcow2"`: the image is a clean qcow2 holding the same disk as
