@@ -144,12 +144,22 @@ on_exit = "{on_exit}"
     (dir, manifest)
 }
 
-/// `on_exit = "reboot"`: the init stops everything and restarts the
-/// machine (the kernel's restart path, not its power-off); QEMU runs with
-/// -no-reboot, so the restart ends it with status 0.
+/// The service lists /proc/mounts: the init mounted the API filesystems
+/// with their flags. Then `on_exit = "reboot"`: the init stops everything
+/// and restarts the machine (the kernel's restart path, not its
+/// power-off); QEMU runs with -no-reboot, so the restart ends it with
+/// status 0.
 #[test]
-fn service_on_exit_reboot_restarts_the_machine() {
-    let (dir, manifest) = busybox_manifest("rebooter", &["echo", "once ran"], "reboot");
+fn api_mounts_then_on_exit_reboot_restarts_the_machine() {
+    let (dir, manifest) = busybox_manifest(
+        "rebooter",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/mounts; stat -c 'mode %a %n' /tmp /dev/shm",
+        ],
+        "reboot",
+    );
     let o = boot(
         &manifest,
         &dir.path().join("out"),
@@ -159,7 +169,7 @@ fn service_on_exit_reboot_restarts_the_machine() {
     o.assert_ok();
     o.assert_in_order(&[
         "cairn: service once started",
-        "once ran",
+        "once: proc /proc proc ",
         "cairn: service once exited (status 0)",
         "cairn: service once ended: reboot requested",
         "cairn: rebooting",
@@ -173,6 +183,48 @@ fn service_on_exit_reboot_restarts_the_machine() {
         assert!(
             !o.stdout.contains(absent),
             "{absent:?} on the console:\n{}",
+            o.stdout
+        );
+    }
+    // /proc/mounts as the service printed it: "SOURCE TARGET TYPE OPTIONS
+    // 0 0", the last mount on a target winning.
+    let mut mounts = std::collections::BTreeMap::new();
+    for l in o.stdout.lines() {
+        if let Some((_, m)) = l.split_once("] once: ") {
+            let w: Vec<&str> = m.split_whitespace().collect();
+            if w.len() == 6 {
+                mounts.insert(w[1], (w[2], w[3].split(',').collect::<Vec<_>>()));
+            }
+        }
+    }
+    for (target, fstype, flags) in [
+        ("/proc", "proc", &["nosuid", "nodev", "noexec"][..]),
+        ("/sys", "sysfs", &["nosuid", "nodev", "noexec"]),
+        ("/sys/fs/cgroup", "cgroup2", &["nosuid", "nodev", "noexec"]),
+        ("/dev", "devtmpfs", &["nosuid", "mode=755"]),
+        (
+            "/dev/pts",
+            "devpts",
+            &["nosuid", "noexec", "mode=620", "ptmxmode=666"],
+        ),
+        ("/dev/shm", "tmpfs", &["nosuid", "nodev"]),
+        ("/run", "tmpfs", &["nosuid", "nodev", "mode=755"]),
+        ("/tmp", "tmpfs", &["nosuid", "nodev"]),
+    ] {
+        let Some((ty, opts)) = mounts.get(target) else {
+            panic!("nothing mounted on {target}: {mounts:?}\n{}", o.stdout);
+        };
+        assert_eq!(*ty, fstype, "{target}: {mounts:?}");
+        for f in flags {
+            assert!(opts.contains(f), "{target} lacks {f}: {opts:?}");
+        }
+    }
+    // tmpfs's default mode, which /proc/mounts does not show.
+    for dir in ["/tmp", "/dev/shm"] {
+        let want = format!("once: mode 1777 {dir}");
+        assert!(
+            o.stdout.lines().any(|l| l.trim_end().ends_with(&want)),
+            "{want:?} missing:\n{}",
             o.stdout
         );
     }
