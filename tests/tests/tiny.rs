@@ -184,7 +184,7 @@ fn tiny_kernel_networked_appliance_in_32_mib() {
         r#"
 [[service]]
 name = "probe"
-exec = ["/bin/busybox", "sh", "-c", "echo '<3>probe-kmsg: clock mark' > /dev/kmsg; echo clock mark; echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); /bin/busybox sleep 1; echo klog: $(/usr/bin/cairnctl logs | /bin/busybox grep -m1 'kernel: Linux version'); echo PROBE-DONE; exec /bin/busybox sleep 600"]
+exec = ["/bin/busybox", "sh", "-c", "echo '<3>probe-kmsg: clock mark' > /dev/kmsg; echo clock mark; echo ctl: $(cat /sys/fs/cgroup/cgroup.controllers); echo cg: $(cat /proc/self/cgroup); echo mem: $(cat /sys/fs/cgroup/cairn/probe/memory.max) pids: $(cat /sys/fs/cgroup/cairn/probe/pids.max); /bin/busybox sleep 1; echo klog: $(/usr/bin/cairnctl logs | /bin/busybox grep -m1 'kernel: Linux version'); echo st: $(/usr/bin/cairnctl status | /bin/busybox grep -m1 'dhcp4'); echo json: $(/usr/bin/cairnctl status --json); echo PROBE-DONE; exec /bin/busybox sleep 600"]
 after = ["network-online"]
 memory_max = "8M"
 pids_max = 16
@@ -217,6 +217,20 @@ pids_max = 16
     // one on (they fit the tiny kernel's 16 KiB ring).
     let klog = line("probe: klog: ");
     assert!(klog.contains("] kernel: Linux version 6.1."), "{klog}");
+    // The live network state in `cairnctl status`, text and JSON.
+    let st = line("probe: st: ");
+    assert!(
+        st.contains("eth0") && st.contains("dhcp4 BOUND 10.0.2.15/24 from 10.0.2.2"),
+        "{st}"
+    );
+    let json = line("probe: json: ");
+    for needle in [
+        "\"network\":{\"online\":true",
+        "{\"name\":\"eth0\",\"dhcp4\":\"BOUND\",\"lease\":{\"address\":\"10.0.2.15\",\"prefix\":24,\"server\":\"10.0.2.2\"",
+        "\"dns\":[\"10.0.2.3\"]",
+    ] {
+        assert!(json.contains(needle), "{needle} not in {json}");
+    }
     let limits = line("probe: mem: ");
     assert!(limits.contains("mem: 8388608 pids: 16"), "{limits}");
     // One clock: the service writes a kernel record, then a line the init
