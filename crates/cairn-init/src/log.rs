@@ -315,15 +315,26 @@ fn push(level: Level, source: &str, text: &str, time: Duration) {
     if source != "kernel" && level <= l.console && l.paused_at.is_none() {
         console_write(&line);
     }
+    write_file(&mut l.file, &line, FILE_MAX);
+    if l.ring.len() >= l.cap {
+        l.ring.pop_front();
+    }
+    l.ring.push_back(entry);
+}
+
+/// Appends `line` to the log file (path, file, bytes written), then
+/// rotates it once it is larger than `max` bytes: renamed to `cairn.log.1`
+/// (replacing the previous one) and a new, empty `cairn.log` opened.
+fn write_file(file: &mut Option<(PathBuf, File, u64)>, line: &str, max: u64) {
     let mut rotate = false;
-    if let Some((_, f, size)) = &mut l.file {
+    if let Some((_, f, size)) = file {
         if f.write_all(line.as_bytes()).is_ok() {
             *size += line.len() as u64;
-            rotate = *size > FILE_MAX;
+            rotate = *size > max;
         }
     }
     if rotate {
-        if let Some((path, _, _)) = l.file.take() {
+        if let Some((path, _, _)) = file.take() {
             let old = path.with_extension("log.1");
             let _ = std::fs::rename(&path, &old);
             if let Ok(f) = std::fs::OpenOptions::new()
@@ -331,14 +342,10 @@ fn push(level: Level, source: &str, text: &str, time: Duration) {
                 .append(true)
                 .open(&path)
             {
-                l.file = Some((path, f, 0));
+                *file = Some((path, f, 0));
             }
         }
     }
-    if l.ring.len() >= l.cap {
-        l.ring.pop_front();
-    }
-    l.ring.push_back(entry);
 }
 
 /// The lines after sequence number `after` (oldest first), optionally only
@@ -577,6 +584,50 @@ mod tests {
         assert!(keeps(Level::Debug, true));
         assert!(!keeps(Level::Debug, false));
         assert!(keeps(Level::Info, false));
+    }
+
+    #[test]
+    fn log_file_is_rotated_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairn.log");
+        let rotated = dir.path().join("cairn.log.1");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap()
+        };
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let mut file = Some((path.clone(), open(), 0));
+        let line = |c: char| format!("{}\n", c.to_string().repeat(99));
+        // 100-byte lines, limit 250: the third line goes past it.
+        write_file(&mut file, &line('a'), 250);
+        write_file(&mut file, &line('b'), 250);
+        assert_eq!(read(&path), line('a') + &line('b'));
+        assert!(!rotated.exists());
+        write_file(&mut file, &line('c'), 250);
+        assert_eq!(read(&rotated), line('a') + &line('b') + &line('c'));
+        assert_eq!(read(&path), "");
+        assert_eq!(file.as_ref().map(|f| f.2), Some(0));
+        // The next lines go to the new file; the next rotation replaces
+        // cairn.log.1.
+        for c in ['d', 'e', 'f'] {
+            write_file(&mut file, &line(c), 250);
+        }
+        assert_eq!(read(&rotated), line('d') + &line('e') + &line('f'));
+        write_file(&mut file, &line('g'), 250);
+        assert_eq!(read(&path), line('g'));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A file that already holds bytes (set_log_dir after a reboot
+        // counts them): one more line takes it past the limit.
+        let mut file = Some((path.clone(), open(), 240));
+        write_file(&mut file, &line('h'), 250);
+        assert_eq!(read(&rotated), line('g') + &line('h'));
     }
 
     #[test]
