@@ -844,11 +844,7 @@ impl Net {
         }
         // RDNSS/DNSSL entries expire with their lifetime.
         if let Some((dns, at)) = &mut i.ra_dns {
-            let age = now.saturating_duration_since(*at);
-            let before = dns.servers.len() + dns.search.len();
-            dns.servers.retain(|s| s.1 > age);
-            dns.search.retain(|s| s.1 > age);
-            changed |= before != dns.servers.len() + dns.search.len();
+            changed |= dns.expire(now.saturating_duration_since(*at));
         }
         if changed {
             self.write_resolv();
@@ -1068,13 +1064,7 @@ impl Net {
                 d.extend(i.solicit.first().copied());
             }
             if let Some((dns, at)) = &i.ra_dns {
-                let life = dns
-                    .servers
-                    .iter()
-                    .map(|s| s.1)
-                    .chain(dns.search.iter().map(|s| s.1))
-                    .min();
-                d.extend(life.map(|l| *at + l));
+                d.extend(dns.next_expiry().and_then(|l| at.checked_add(l)));
             }
         }
         if !self.online {

@@ -32,6 +32,28 @@ pub struct RaDns {
     pub router_lifetime: Duration,
 }
 
+impl RaDns {
+    /// Drops the RDNSS and DNSSL entries whose lifetime has run out `age`
+    /// after the advert that carried them (RFC 8106: a lifetime of 0 means
+    /// "no longer use it", so such an entry goes at once). True if any
+    /// entry went.
+    pub fn expire(&mut self, age: Duration) -> bool {
+        let before = self.servers.len() + self.search.len();
+        self.servers.retain(|s| s.1 > age);
+        self.search.retain(|s| s.1 > age);
+        before != self.servers.len() + self.search.len()
+    }
+
+    /// How long after the advert the next remaining entry expires.
+    pub fn next_expiry(&self) -> Option<Duration> {
+        self.servers
+            .iter()
+            .map(|s| s.1)
+            .chain(self.search.iter().map(|s| s.1))
+            .min()
+    }
+}
+
 /// Parses an ICMPv6 router advert (starting at the ICMPv6 type byte).
 pub fn parse(p: &[u8]) -> Result<RaDns, RaError> {
     if p.len() < 16 {
@@ -197,6 +219,46 @@ pub(crate) mod tests {
         let dnssl = 16 + 40 + 8;
         p[dnssl] = 64; // label too long
         assert!(matches!(parse(&p), Err(RaError::Dnssl(_))));
+    }
+
+    #[test]
+    fn rdnss_and_dnssl_expire_with_their_lifetimes() {
+        let secs = Duration::from_secs;
+        let ip = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let mut d = RaDns {
+            servers: vec![
+                (ip("fd00::53"), secs(600)),
+                (ip("fd00::54"), secs(30)),
+                (ip("fd00::55"), secs(0)),
+            ],
+            search: vec![("lab".into(), secs(60)), ("example.com".into(), secs(600))],
+            router_lifetime: secs(1800),
+        };
+        let servers = |d: &RaDns| {
+            d.servers
+                .iter()
+                .map(|s| s.0.to_string())
+                .collect::<Vec<_>>()
+        };
+        let search = |d: &RaDns| d.search.iter().map(|s| s.0.clone()).collect::<Vec<_>>();
+        // Lifetime 0: withdrawn as soon as the advert is read.
+        assert!(d.expire(secs(0)));
+        assert_eq!(servers(&d), ["fd00::53", "fd00::54"]);
+        assert_eq!(d.next_expiry(), Some(secs(30)));
+        // Up to the end of a lifetime the entry stays; at its end it goes.
+        assert!(!d.expire(secs(29)));
+        assert!(d.expire(secs(30)));
+        assert_eq!(servers(&d), ["fd00::53"]);
+        assert_eq!(search(&d), ["lab", "example.com"]);
+        assert_eq!(d.next_expiry(), Some(secs(60)));
+        assert!(d.expire(secs(60)));
+        assert_eq!(search(&d), ["example.com"]);
+        assert!(!d.expire(secs(599)));
+        assert_eq!(d.next_expiry(), Some(secs(600)));
+        assert!(d.expire(secs(600)));
+        assert!(d.servers.is_empty() && d.search.is_empty());
+        assert_eq!(d.next_expiry(), None);
+        assert!(!d.expire(secs(10_000)));
     }
 
     #[test]
