@@ -960,18 +960,52 @@ pub(crate) mod tests {
         }
     }
 
-    /// The stored corpus (`crates/cairn-init/fuzz/corpus/dhcp`) never panics.
+    /// Corpus files (`crates/cairn-init/fuzz/corpus/dhcp`, DHCP messages
+    /// without their IP/UDP header) that a client must accept.
+    const CORPUS_GOOD: [&str; 3] = ["ack", "offer", "nak"];
+    /// Corpus files that must be refused, with the words of their error.
+    const CORPUS_REFUSED: [(&str, &str); 10] = [
+        ("bad_cookie", "magic cookie: missing"),
+        ("classless_bad", "option 121: prefix longer than 32"),
+        ("empty", "0 bytes, a DHCP message has at least 240"),
+        ("garbage", "magic cookie: missing"),
+        ("hostname_binary", "option 12: not UTF-8"),
+        (
+            "option_len_overflow",
+            "option runs past the end of the packet",
+        ),
+        ("request_not_reply", "op: not a BOOTREPLY"),
+        (
+            "search_compression_loop",
+            "option 119: compression pointers loop",
+        ),
+        ("truncated", "200 bytes, a DHCP message has at least 240"),
+        ("zero_yiaddr", "yiaddr: not a usable address"),
+    ];
+
+    /// The stored corpus never panics; its hostile messages are refused
+    /// with the expected reason and its good ones decode.
     #[test]
-    fn corpus_never_panics() {
+    fn corpus_never_panics_and_bad_messages_are_refused() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/dhcp");
-        let mut n = 0;
+        let mut seen = Vec::new();
         for e in std::fs::read_dir(dir).unwrap() {
-            let bytes = std::fs::read(e.unwrap().path()).unwrap();
-            let _ = decode(&bytes, &MAC);
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let bytes = std::fs::read(e.path()).unwrap();
+            let got = decode(&bytes, &MAC);
             let _ = udp_payload(&bytes);
-            n += 1;
+            if let Some((_, why)) = CORPUS_REFUSED.iter().find(|(n, _)| *n == name) {
+                let err = got.expect_err(&name).to_string();
+                assert!(err.contains(why), "{name}: {err}");
+            } else if CORPUS_GOOD.contains(&name.as_str()) {
+                got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            seen.push(name);
         }
-        assert!(n >= 5, "corpus has {n} files");
+        for name in CORPUS_REFUSED.iter().map(|r| r.0).chain(CORPUS_GOOD) {
+            assert!(seen.iter().any(|s| s == name), "corpus file {name} missing");
+        }
     }
 
     proptest! {

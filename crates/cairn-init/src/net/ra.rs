@@ -261,15 +261,44 @@ pub(crate) mod tests {
         assert!(!d.expire(secs(10_000)));
     }
 
+    /// Corpus files (`crates/cairn-init/fuzz/corpus/ra`) that hold an
+    /// acceptable advert; every other named file below must be refused.
+    const CORPUS_GOOD: [&str; 1] = ["good"];
+    /// Corpus files that must be refused, with the error each one gets.
+    fn corpus_refused() -> [(&'static str, RaError); 5] {
+        [
+            ("dnssl_loop", RaError::Dnssl(16)),
+            ("past_end", RaError::OptionLength(16)),
+            ("rs", RaError::Short(8)),
+            ("short", RaError::Short(10)),
+            ("zero_len", RaError::OptionLength(16)),
+        ]
+    }
+
+    /// The stored corpus never panics; its hostile adverts are refused
+    /// with the expected reason and its good one is read.
     #[test]
-    fn corpus_never_panics() {
+    fn corpus_never_panics_and_bad_adverts_are_refused() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/ra");
-        let mut n = 0;
+        let mut seen = Vec::new();
         for e in std::fs::read_dir(dir).unwrap() {
-            let _ = parse(&std::fs::read(e.unwrap().path()).unwrap());
-            n += 1;
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let got = parse(&std::fs::read(e.path()).unwrap());
+            if let Some((_, want)) = corpus_refused().into_iter().find(|(n, _)| *n == name) {
+                assert_eq!(got, Err(want), "{name}");
+            } else if CORPUS_GOOD.contains(&name.as_str()) {
+                let dns = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(!dns.servers.is_empty(), "{name}: {dns:?}");
+            }
+            seen.push(name);
         }
-        assert!(n >= 3, "corpus has {n} files");
+        for (name, _) in corpus_refused() {
+            assert!(seen.iter().any(|s| s == name), "corpus file {name} missing");
+        }
+        for name in CORPUS_GOOD {
+            assert!(seen.iter().any(|s| s == name), "corpus file {name} missing");
+        }
     }
 
     proptest! {
