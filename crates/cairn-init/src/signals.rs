@@ -21,8 +21,11 @@ use rustix::io::Errno;
 use rustix::time::Timespec;
 
 /// The signals [`SignalFd`] takes over.
-pub const HANDLED: [libc::c_int; 6] = [
+pub const HANDLED: [libc::c_int; 7] = [
     libc::SIGCHLD,
+    // Taken only to be ignored: a hangup must not end the init when it is
+    // not PID 1 (test mode, a container), where the default would kill it.
+    libc::SIGHUP,
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGUSR1,

@@ -305,6 +305,48 @@ fn missing_config_idles_and_sigusr2_reboots() {
     index_of(&lines, "cairn: rebooting");
 }
 
+/// Every documented shutdown signal: SIGTERM, SIGUSR1 and SIGPWR power
+/// off, SIGINT (Ctrl-Alt-Del) and SIGUSR2 reboot; the running service is
+/// stopped first either way. SIGHUP changes nothing.
+#[test]
+fn each_shutdown_signal_stops_the_services_then_powers_off_or_reboots() {
+    use rustix::process::Signal;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"
+name = "t"
+
+[[service]]
+name = "svc"
+exec = ["/bin/sh", "-c", "trap 'echo svc got TERM; exit 0' TERM; echo svc up; while true; do sleep 0.1; done"]
+"#,
+    );
+    for (sig, name, kind) in [
+        (Signal::TERM, "SIGTERM", "powering off"),
+        (Signal::USR1, "SIGUSR1", "powering off"),
+        (Signal::POWER, "SIGPWR", "powering off"),
+        (Signal::INT, "SIGINT", "rebooting"),
+        (Signal::USR2, "SIGUSR2", "rebooting"),
+    ] {
+        let mut run = Run::start(&cfg, "");
+        run.wait_for("svc: svc up");
+        run.signal(Signal::HUP);
+        run.signal(sig);
+        let (status, lines, _) = run.finish();
+        let all = lines.join("\n");
+        assert!(status.success(), "{name}: {all}");
+        let at = index_of(&lines, &format!("cairn: {kind}"));
+        assert!(at < index_of(&lines, "svc: svc got TERM"), "{name}: {all}");
+        let other = if kind == "rebooting" {
+            "powering off"
+        } else {
+            "rebooting"
+        };
+        assert!(!all.contains(&format!("cairn: {other}")), "{name}: {all}");
+    }
+}
+
 #[test]
 fn orphans_are_reaped_and_debug_flag_is_verbose() {
     let dir = tempfile::tempdir().unwrap();
@@ -527,15 +569,8 @@ name = "other"
 exec = ["/bin/sh", "-c", "while true; do echo other line; sleep 0.1; done"]
 "#,
     );
-    let mut init = Command::new(BIN)
-        .env("CAIRN_CONFIG", &cfg)
-        .env("CAIRN_CMDLINE", "")
-        .env("CAIRN_CONTROL", &sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Guarded: a failure below still stops the init (and so the follower).
+    let mut run = start_with_control(&cfg, &sock);
     let end = Instant::now() + DEADLINE;
     while ctl(&sock, &["logs", "ticker"]).1.matches("tick ").count() < 3 {
         assert!(Instant::now() < end, "ticker never ticked");
@@ -583,15 +618,13 @@ exec = ["/bin/sh", "-c", "while true; do echo other line; sleep 0.1; done"]
     assert_eq!(code, 0);
     let end = Instant::now() + DEADLINE;
     loop {
-        let a = init.try_wait().unwrap();
+        let a = run.child.try_wait().unwrap();
         let b = follower.try_wait().unwrap();
         if a.is_some() && b.is_some() {
             break;
         }
         if Instant::now() > end {
-            let _ = init.kill();
             let _ = follower.kill();
-            let _ = init.wait();
             let _ = follower.wait();
             panic!("init or follower did not end after poweroff");
         }
