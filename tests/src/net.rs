@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -239,6 +239,26 @@ impl Netns {
         log
     }
 
+    /// chronyd serving the host's time at stratum 8 to anyone in the
+    /// namespace, without touching the host's clock (`-x`); its
+    /// configuration, pid file and log in `dir`.
+    pub fn chronyd(&mut self, dir: &Path) -> usize {
+        let conf = dir.join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "local stratum 8\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\n\
+                 driftfile {d}/drift\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        self.spawn(
+            &["chronyd", "-d", "-x", "-f", conf.to_str().unwrap()],
+            &dir.join("chronyd.log"),
+        )
+    }
+
     /// Pings `addr` (IPv4 or IPv6) from the namespace with BusyBox's
     /// ping (busybox-static is among the test packages; iputils is not),
     /// one echo request at a time, up to `tries` times; true as soon as
@@ -285,6 +305,34 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// QEMU arguments that start the guest's real-time clock, and with it
+/// the guest's clock, on 2001-01-01.
+pub fn rtc_in_2001() -> Vec<String> {
+    vec!["-rtc".into(), "base=2001-01-01T00:00:00".into()]
+}
+
+/// Waits for the guest's clock to be stepped by SNTP from `server` and
+/// checks the step: forward by more than 20 years (its clock started in
+/// 2001, see [`rtc_in_2001`]) to the host's current year. Returns the
+/// log line.
+pub fn assert_clock_stepped(g: &Guest, server: &str, secs: u64) -> String {
+    let tag = format!("(SNTP {server})");
+    g.wait(&tag, secs);
+    let step = g.line_with(0, &tag);
+    let by: f64 = step
+        .split("clock stepped by +")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no forward step: {step}\n{}", g.text()));
+    // From 2001 to now: more than 20 years.
+    assert!(by > 20.0 * 365.0 * 86400.0, "{step}");
+    let out = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
+    let year = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(step.contains(&format!(" to {year}-")), "{step}");
+    step
 }
 
 /// A fresh scratch directory for one test.

@@ -5,11 +5,11 @@
 //! from services that print files.
 
 use std::io::Write;
-use std::process::Command;
 use std::time::Duration;
 
 use cairn_e2e::net::{
-    scratch, static_only_network, user_net_lease_and_web_page, write_manifest, Guest, Netns,
+    assert_clock_stepped, rtc_in_2001, scratch, static_only_network, user_net_lease_and_web_page,
+    write_manifest, Guest, Netns,
 };
 
 /// QEMU user networking (IPv6 off so slirp's DHCP answers): the lease,
@@ -31,12 +31,6 @@ fn monitor(path: &std::path::Path) -> std::os::unix::net::UnixStream {
     panic!("no QEMU monitor socket at {}", path.display());
 }
 
-/// The current UTC year on the host.
-fn host_year() -> String {
-    let out = Command::new("date").args(["-u", "+%Y"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// dnsmasq in a namespace: DHCPv4, router adverts with RDNSS and DNSSL,
 /// SLAAC, and resolv.conf from both families in a stable order. In the
 /// same boot: the guest's RTC starts in 2001 and SNTP (chronyd, offered
@@ -47,21 +41,7 @@ fn host_year() -> String {
 fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
     let dir = scratch("dnsmasq");
     let mut ns = Netns::new("dm", "192.168.77.1/24", Some("fd77::1/64"));
-    let chrony = dir.join("chrony.conf");
-    std::fs::write(
-        &chrony,
-        format!(
-            "local stratum 8\nallow all\ncmdport 0\npidfile {d}/chronyd.pid\n\
-             driftfile {d}/drift\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    // -x: serve time without touching the host's clock.
-    ns.spawn(
-        &["chronyd", "-d", "-x", "-f", chrony.to_str().unwrap()],
-        &dir.join("chronyd.log"),
-    );
+    ns.chronyd(&dir);
     ns.dnsmasq(
         &dir,
         &[
@@ -79,9 +59,8 @@ fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
     );
     let mon = dir.join("monitor.sock");
     let mut args = Netns::tap_args();
+    args.extend(rtc_in_2001());
     args.extend([
-        "-rtc".to_string(),
-        "base=2001-01-01T00:00:00".to_string(),
         "-monitor".to_string(),
         format!("unix:{},server=on,wait=off", mon.display()),
     ]);
@@ -108,17 +87,7 @@ fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
     );
 
     // SNTP: the clock started in 2001 and is stepped to the present.
-    g.wait("(SNTP 192.168.77.1)", 60);
-    let step = g.line_with(0, "(SNTP 192.168.77.1)");
-    let secs: f64 = step
-        .split("clock stepped by +")
-        .nth(1)
-        .and_then(|r| r.split('s').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no forward step: {step}\n{}", g.text()));
-    // From 2001 to now: more than 20 years.
-    assert!(secs > 20.0 * 365.0 * 86400.0, "{step}");
-    assert!(step.contains(&format!(" to {}-", host_year())), "{step}");
+    let step = assert_clock_stepped(&g, "192.168.77.1", 60);
 
     // The carrier goes and comes back: INIT-REBOOT confirms the lease.
     let lease = g.line_with(0, "lease obtained");
@@ -511,4 +480,40 @@ after = ["network-online"]
         .filter(|l| l.contains("eth0: ") || l.contains("check: ") || l.contains("(DHCP)"))
         .collect();
     eprintln!("{}", lines.join("\n"));
+}
+
+/// SNTP from the manifest alone: `[net] ntp` names the server and there is
+/// no DHCP at all (a static address, `dhcp4 = false`), so no option 42 can
+/// name one. The guest's clock starts in 2001 and is stepped to the
+/// present from that server (chronyd in the namespace).
+#[test]
+fn manifest_ntp_server_steps_the_clock() {
+    let dir = scratch("ntp");
+    let mut ns = Netns::new("nt", "192.168.72.1/24", None);
+    ns.chronyd(&dir);
+    let manifest = write_manifest(
+        &dir,
+        "net-ntp",
+        r#"[net]
+ntp = ["192.168.72.1"]
+
+[[network]]
+match = { name = "eth0" }
+dhcp4 = false
+ipv6 = "off"
+addresses = ["192.168.72.2/24"]
+"#,
+    );
+    let mut args = Netns::tap_args();
+    args.extend(rtc_in_2001());
+    let g = Guest::start(
+        &ns.prefix(),
+        manifest.to_str().unwrap(),
+        dir.join("out").to_str().unwrap(),
+        &args,
+    );
+    g.wait("eth0: address 192.168.72.2/24 added (static)", 120);
+    let step = assert_clock_stepped(&g, "192.168.72.1", 90);
+    assert!(!g.text().contains("DHCPv4"), "{}", g.text());
+    eprintln!("{step}");
 }
