@@ -259,6 +259,15 @@ impl Netns {
         )
     }
 
+    /// dnsmasq arguments for router adverts on `tap0` only (no DHCPv6):
+    /// one every 4 s, the SLAAC prefix from `tap0`'s IPv6 address. DNS
+    /// options (RDNSS, DNSSL) are the caller's.
+    pub const RA_ONLY: [&'static str; 3] = [
+        "--enable-ra",
+        "--ra-param=tap0,4",
+        "--dhcp-range=::,constructor:tap0,ra-only,64,2m",
+    ];
+
     /// Pings `addr` (IPv4 or IPv6) from the namespace with BusyBox's
     /// ping (busybox-static is among the test packages; iputils is not),
     /// one echo request at a time, up to `tries` times; true as soon as

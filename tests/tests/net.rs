@@ -517,3 +517,94 @@ addresses = ["192.168.72.2/24"]
     assert!(!g.text().contains("DHCPv4"), "{}", g.text());
     eprintln!("{step}");
 }
+
+/// An IPv6-only link: no IPv4 address in the namespace, dnsmasq sends
+/// router adverts only (no DHCPv4 range, no DHCPv6) with RDNSS and DNSSL,
+/// and the guest's `[[network]]` turns DHCPv4 off. The kernel makes a
+/// SLAAC address; resolv.conf holds the advertised server and search
+/// domain (the init's log line and the file as a service reads it);
+/// network-online is reached through the IPv6 address, before a timeout
+/// could have fired; the host reaches the guest's SLAAC address.
+#[test]
+fn ipv6_only_link_slaac_rdnss_dnssl_and_network_online() {
+    let dir = scratch("v6only");
+    let mut ns = Netns::new("v6", "192.168.70.1/24", Some("fd70::1/64"));
+    ns.ip(&["-4", "addr", "flush", "dev", "tap0"]);
+    let mut servers = Netns::RA_ONLY.to_vec();
+    servers.extend([
+        "--dhcp-option=option6:dns-server,[fd70::53]",
+        "--dhcp-option=option6:domain-search,v6only.example",
+    ]);
+    ns.dnsmasq(&dir, &servers);
+    let manifest = write_manifest(
+        &dir,
+        "net-v6only",
+        r#"[net]
+online_timeout = 300
+
+[[network]]
+match = { name = "eth0" }
+dhcp4 = false
+ipv6 = "slaac"
+
+[[binary]]
+path = "/usr/bin/busybox"
+
+[[service]]
+name = "report"
+exec = ["/usr/bin/busybox", "sh", "-c", """
+n=0
+until grep -q nameserver /etc/resolv.conf || [ $n -ge 60 ]; do n=$((n+1)); sleep 1; done
+cat /etc/resolv.conf
+echo done
+"""]
+after = ["network-online"]
+"#,
+    );
+    let g = Guest::start(
+        &ns.prefix(),
+        manifest.to_str().unwrap(),
+        dir.join("out").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    let slaac = g.wait(
+        "eth0: address fd70::5054:ff:fe12:3456/64 added (SLAAC)",
+        150,
+    );
+    let online = g.wait("cairn: network online", 60);
+    assert!(
+        slaac < online,
+        "online before the SLAAC address\n{}",
+        g.text()
+    );
+    g.wait("dns [fd70::53] search [v6only.example]", 30);
+    let advert = g.line_with(0, "dns [fd70::53]");
+    assert!(
+        advert.contains("eth0: router advert from fe80::"),
+        "{advert}"
+    );
+    g.wait(
+        "resolv.conf: nameservers [fd70::53] search [v6only.example]",
+        30,
+    );
+    g.wait("report: done", 90);
+    let text = g.text();
+    for needle in [
+        "report: nameserver fd70::53\n",
+        "report: search v6only.example\n",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing\n{text}");
+    }
+    assert!(!text.contains("DHCPv4"), "{text}");
+    assert!(!text.contains("warning: network-online"), "{text}");
+    assert!(
+        ns.ping("fd70::5054:ff:fe12:3456", 30),
+        "the SLAAC address does not answer from the host side\n{}",
+        g.text()
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("eth0: ") || l.contains("resolv.conf") || l.contains("online"))
+        .collect();
+    eprintln!("{}", lines.join("\n"));
+}
