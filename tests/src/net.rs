@@ -4,7 +4,8 @@
 //! runs (the network examples on Debian's kernel and on the tiny one).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -79,20 +80,43 @@ impl Guest {
         self.console.lock().unwrap().clone()
     }
 
+    /// The offset just past `needle` if the console has it after byte
+    /// `from` (no waiting).
+    pub fn find_from(&self, from: usize, needle: &str) -> Option<usize> {
+        let text = self.text();
+        let i = text.get(from..)?.find(needle)?;
+        Some(from + i + needle.len())
+    }
+
     /// Waits until the console has `needle` after byte `from`; returns the
     /// offset just past it. Panics with the console on timeout.
     pub fn wait_from(&self, from: usize, needle: &str, secs: u64) -> usize {
         let start = Instant::now();
         loop {
-            let text = self.text();
-            if let Some(i) = text.get(from..).and_then(|t| t.find(needle)) {
-                return from + i + needle.len();
+            if let Some(end) = self.find_from(from, needle) {
+                return end;
             }
             if start.elapsed() > Duration::from_secs(secs) {
+                let text = self.text();
                 panic!("{needle:?} did not appear within {secs}s\n--- console ---\n{text}");
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Calls `send` once a second, at most `tries` times, until the
+    /// console has `needle` after byte `from`; returns the offset just past
+    /// it. For input the guest may not hear yet when it is first sent.
+    pub fn resend_until(&self, from: usize, needle: &str, tries: u32, send: impl Fn()) -> usize {
+        for _ in 0..tries {
+            send();
+            std::thread::sleep(Duration::from_secs(1));
+            if let Some(end) = self.find_from(from, needle) {
+                return end;
+            }
+        }
+        let text = self.text();
+        panic!("{needle:?} did not appear after sending {tries} times\n--- console ---\n{text}");
     }
 
     pub fn wait(&self, needle: &str, secs: u64) -> usize {
@@ -259,6 +283,107 @@ impl Netns {
         )
     }
 
+    /// Runs `f` on a thread that has entered the namespace (setns(2) on
+    /// its `ip netns` file), so the sockets `f` opens live there.
+    pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: `ns` is an open network namespace file for the whole
+            // call; setns only moves this thread, which ends after `f`.
+            let rc = unsafe { sys::setns(ns.as_raw_fd(), sys::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("the thread inside the namespace panicked")
+    }
+
+    /// Broadcasts one UDP datagram from `src`:67 (an address of the
+    /// namespace) to 255.255.255.255:68, as a DHCP server's reply goes
+    /// to a client without an address.
+    pub fn dhcp_broadcast(&self, src: Ipv4Addr, payload: &[u8]) {
+        let payload = payload.to_vec();
+        self.inside(move || {
+            let s = UdpSocket::bind((src, 67)).expect("bind to port 67");
+            s.set_broadcast(true).unwrap();
+            s.send_to(&payload, (Ipv4Addr::BROADCAST, 68))
+                .expect("DHCP broadcast sent");
+        });
+    }
+
+    /// Sends `icmp` (an ICMPv6 message from its type byte on; the kernel
+    /// fills in the checksum) to all nodes (ff02::1) on `tap0` with hop
+    /// limit 255, as a router sends its adverts.
+    pub fn icmpv6_all_nodes(&self, icmp: &[u8]) {
+        let icmp = icmp.to_vec();
+        self.inside(move || {
+            // SAFETY: socket(2) with constant arguments; the result is
+            // checked before use.
+            let fd = unsafe {
+                sys::socket(
+                    sys::AF_INET6,
+                    sys::SOCK_RAW | sys::SOCK_CLOEXEC,
+                    sys::IPPROTO_ICMPV6,
+                )
+            };
+            assert!(
+                fd >= 0,
+                "ICMPv6 socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: `fd` is a new socket that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let hops: std::os::raw::c_int = 255;
+            // SAFETY: `fd` is open and `hops` is a c_int of the size given.
+            let rc = unsafe {
+                sys::setsockopt(
+                    fd.as_raw_fd(),
+                    sys::IPPROTO_IPV6,
+                    sys::IPV6_MULTICAST_HOPS,
+                    (&hops as *const std::os::raw::c_int).cast(),
+                    std::mem::size_of_val(&hops) as u32,
+                )
+            };
+            assert_eq!(rc, 0, "hop limit: {}", std::io::Error::last_os_error());
+            // SAFETY: the name is a NUL-terminated C string.
+            let index = unsafe { sys::if_nametoindex(c"tap0".as_ptr()) };
+            assert!(index > 0, "no tap0 in the namespace");
+            // sendto(2) on a raw socket is the same call as on a UDP one
+            // (the port must be 0).
+            let sock = UdpSocket::from(fd);
+            let to = SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, index);
+            sock.send_to(&icmp, to).expect("ICMPv6 message sent");
+        });
+    }
+
+    /// The link-local address of `tap0` once duplicate address detection
+    /// is over (the source of what [`Netns::icmpv6_all_nodes`] sends).
+    pub fn link_local(&self) -> String {
+        for _ in 0..150 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args([
+                    "ip", "-6", "-o", "addr", "show", "dev", "tap0", "scope", "link",
+                ])
+                .output()
+                .expect("ip runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !text.contains("tentative") {
+                let addr = text
+                    .split_whitespace()
+                    .skip_while(|w| *w != "inet6")
+                    .nth(1)
+                    .and_then(|a| a.split('/').next());
+                if let Some(a) = addr {
+                    return a.to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("tap0 in {} has no usable link-local address", self.name);
+    }
+
     /// dnsmasq arguments for router adverts on `tap0` only (no DHCPv6):
     /// one every 4 s, the SLAAC prefix from `tap0`'s IPv6 address. DNS
     /// options (RDNSS, DNSSL) are the caller's.
@@ -313,6 +438,34 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// What the helpers above call in the C library (std has no setns or raw
+/// sockets); values as in Linux's headers, the same on every architecture
+/// cairn tests on.
+mod sys {
+    use std::os::raw::{c_char, c_int, c_uint, c_void};
+
+    pub const CLONE_NEWNET: c_int = 0x4000_0000;
+    pub const AF_INET6: c_int = 10;
+    pub const SOCK_RAW: c_int = 3;
+    pub const SOCK_CLOEXEC: c_int = 0o2_000_000;
+    pub const IPPROTO_IPV6: c_int = 41;
+    pub const IPPROTO_ICMPV6: c_int = 58;
+    pub const IPV6_MULTICAST_HOPS: c_int = 18;
+
+    extern "C" {
+        pub fn setns(fd: c_int, nstype: c_int) -> c_int;
+        pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+        pub fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const c_void,
+            len: u32,
+        ) -> c_int;
+        pub fn if_nametoindex(name: *const c_char) -> c_uint;
     }
 }
 

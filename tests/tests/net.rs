@@ -5,6 +5,7 @@
 //! from services that print files.
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use cairn_e2e::net::{
@@ -606,5 +607,82 @@ after = ["network-online"]
         .lines()
         .filter(|l| l.contains("eth0: ") || l.contains("resolv.conf") || l.contains("online"))
         .collect();
+    eprintln!("{}", lines.join("\n"));
+}
+
+/// Hostile input on the link before any server answers, the same bytes as
+/// the init's fuzz corpus: DHCP replies for the guest's MAC that are
+/// truncated, have an option running past the end or a search list whose
+/// compression pointers loop, then router adverts (from the namespace's
+/// link-local address) that are truncated or hold a DNSSL name with a
+/// compression pointer. The guest logs each one as dropped, with the
+/// reason, and keeps working: once dnsmasq starts it gets its lease and the
+/// DNS server from the adverts.
+#[test]
+fn hostile_dhcp_replies_and_router_adverts_are_dropped_with_a_log_line() {
+    let dir = scratch("hostile");
+    let mut ns = Netns::new("ho", "192.168.71.1/24", Some("fd71::1/64"));
+    let g = Guest::start(
+        &ns.prefix(),
+        "examples/net/cairn.toml",
+        dir.join("out").to_str().unwrap(),
+        &Netns::tap_args(),
+    );
+    let mut t = g.wait("eth0: DHCPv4 discover sent", 120);
+    let corpus = cairn_e2e::root().join("crates/cairn-init/fuzz/corpus");
+    let read = |f: &str| std::fs::read(corpus.join(f)).unwrap();
+    // Each one is sent again every second until the guest logs it: the
+    // namespace cannot see when the guest starts hearing the link (its
+    // IPv6, and so ff02::1, comes up a moment after the carrier).
+    for (file, why) in [
+        (
+            "dhcp/truncated",
+            "not a DHCP message: 200 bytes, a DHCP message has at least 240",
+        ),
+        (
+            "dhcp/option_len_overflow",
+            "DHCP field options: option runs past the end of the packet",
+        ),
+        (
+            "dhcp/search_compression_loop",
+            "DHCP field option 119: compression pointers loop",
+        ),
+    ] {
+        let line = format!("eth0: DHCP packet dropped: {why}");
+        let bytes = read(file);
+        t = g.resend_until(t, &line, 60, || {
+            ns.dhcp_broadcast(Ipv4Addr::new(192, 168, 71, 1), &bytes)
+        });
+    }
+    let router = ns.link_local();
+    for (file, why) in [
+        ("ra/short", "router advert too short (10 bytes)"),
+        (
+            "ra/dnssl_loop",
+            "DNSSL option at offset 16 holds a bad domain name",
+        ),
+    ] {
+        let line = format!("eth0: router advert from {router} dropped: {why}");
+        let bytes = read(file);
+        t = g.resend_until(t, &line, 60, || ns.icmpv6_all_nodes(&bytes));
+    }
+    assert!(!g.text().contains("lease obtained"), "{}", g.text());
+
+    // Still working: real servers now answer.
+    let mut servers = Netns::RA_ONLY.to_vec();
+    servers.extend([
+        "--no-ping",
+        "--dhcp-range=192.168.71.50,192.168.71.99,255.255.255.0,2m",
+        "--dhcp-option=option6:dns-server,[fd71::53]",
+    ]);
+    ns.dnsmasq(&dir, &servers);
+    g.wait_from(t, "eth0: DHCPv4 lease obtained: 192.168.71.", 120);
+    g.wait_from(
+        t,
+        &format!("eth0: router advert from {router}: dns [fd71::53]"),
+        90,
+    );
+    let text = g.text();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("eth0: ")).collect();
     eprintln!("{}", lines.join("\n"));
 }
