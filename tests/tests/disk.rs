@@ -288,7 +288,7 @@ fn mounts_by_uuid_and_partlabel() {
     assert_eq!(text.matches(service_end).count(), 1, "{text}");
     let text = text.replace(
         service_end,
-        r#"echo \"boot $n: $GREETING\"; echo extra: $(cat /extra/hello.txt) $(cat /extra/sub/nested.txt); /usr/bin/cairnctl status; /usr/bin/cairnctl status --json; echo STATUS-DONE"]"#,
+        r#"echo \"boot $n: $GREETING\"; echo extra: $(cat /extra/hello.txt) $(cat /extra/sub/nested.txt); echo extra-mount: $(grep ' /extra ' /proc/mounts); /usr/bin/cairnctl status; /usr/bin/cairnctl status --json; echo STATUS-DONE"]"#,
     ) + r#"
 [[partition]]
 label = "EXTRA"
@@ -300,6 +300,7 @@ content = "extra"
 label = "EXTRA"
 path = "/extra"
 fs = "vfat"
+options = "ro,noatime,umask=027"
 
 [[mount]]
 label = "NOPE"
@@ -365,6 +366,17 @@ wait = 1
     o.assert_stdout_has("boot 1: hello from the primary config");
     // The vfat partition's initial content, read in the guest.
     o.assert_stdout_has("count: extra: hello from vfat and from a subdirectory");
+    // Its options: the flags (ro, noatime) and the filesystem's own (umask).
+    let opts = o
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("count: extra-mount: /dev/vda4 /extra vfat "))
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or("").to_string())
+        .unwrap_or_else(|| panic!("no /extra line from /proc/mounts:\n{}", o.stdout));
+    let opts: Vec<&str> = opts.split(',').collect();
+    for want in ["ro", "noatime", "fmask=0027", "dmask=0027"] {
+        assert!(opts.contains(&want), "{want} not in {opts:?}");
+    }
 
     // `cairnctl status`: one row per mount with its state.
     let out_text = &o.stdout;
@@ -502,4 +514,84 @@ wait = 2
     row("/config LABEL=CONFIG yes mounted from /dev/vda2");
     row("/missing LABEL=MISSING yes not found after 2s");
     assert!(o.contains("cairn: power button pressed: power off"), "{o}");
+}
+
+/// A device that comes late: the init waits (bounded by `wait`) for the
+/// filesystem, the disk is hot-added meanwhile (QMP), the init mounts it
+/// and only then starts the service, which reads a file from it.
+#[test]
+fn mount_waits_for_a_disk_that_comes_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("hello.txt"), "hello from the late disk\n").unwrap();
+    let late = dir.path().join("late.img");
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "LATE", "-d"])
+        .arg(&content)
+        .arg(&late)
+        .arg("8M")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(mkfs.success(), "mkfs.ext4 failed");
+    let (_guard, mut live, sock) = Live::manifest_with_qmp(
+        r#"
+name = "late"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 quiet panic=-1"
+modules = ["virtio_pci", "virtio_blk"]
+
+[[binary]]
+path = "/bin/busybox"
+
+[[mount]]
+label = "LATE"
+path = "/late"
+fs = "ext4"
+required = true
+wait = 120
+
+[[service]]
+name = "reader"
+after = ["mounts"]
+exec = ["/bin/busybox", "cat", "/late/hello.txt"]
+on_exit = "poweroff"
+"#,
+        Duration::from_secs(400),
+    );
+    live.wait_for(
+        "cairn: mount LABEL=LATE on /late: waiting up to 120s for its device",
+        Duration::from_secs(240),
+    );
+    cairn_e2e::qmp_json(
+        &sock,
+        &format!(
+            r#"{{"execute":"blockdev-add","arguments":{{"driver":"raw","node-name":"late","file":{{"driver":"file","filename":"{}"}}}}}}"#,
+            late.display()
+        ),
+    );
+    cairn_e2e::qmp_json(
+        &sock,
+        r#"{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","drive":"late","id":"lateblk"}}"#,
+    );
+    let (o, exited) = live.finish(Duration::from_secs(180));
+    assert!(exited, "QEMU did not power off:\n{o}");
+    let at = |needle: &str| {
+        o.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not on the console:\n{o}"))
+    };
+    let waiting = at("waiting up to 120s for its device");
+    let mounted = at("cairn: mounted /dev/vda (LABEL=LATE) on /late");
+    let started = at("cairn: service reader started");
+    let read = at("reader: hello from the late disk");
+    assert!(
+        waiting < mounted && mounted < started && started < read,
+        "{o}"
+    );
+    assert!(o.contains("reboot: Power down"), "{o}");
+    // The filesystem was unmounted cleanly at power-off.
+    check("e2fsck", &["-fn"], &late);
 }

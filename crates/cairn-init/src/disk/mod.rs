@@ -260,10 +260,15 @@ fn mkfs_ext4(dev: &Path, label: &str) -> Result<(), String> {
 pub fn mount_one(m: &MountConfig, table: &mut MountTable) -> Result<(String, bool), DiskError> {
     let what = format!("mount {} on {}", m.source, m.path);
     let deadline = Instant::now() + Duration::from_secs(m.wait.into());
+    let mut told = false;
     let (dev, format) = loop {
         let devices = scan();
         if let Some((d, format)) = choose(m, &devices) {
             break (d.clone(), format);
+        }
+        if !told && m.wait > 0 {
+            info!("{what}: waiting up to {}s for its device", m.wait);
+            told = true;
         }
         if Instant::now() >= deadline {
             let seen = if devices.is_empty() {
