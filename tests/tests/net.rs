@@ -525,7 +525,8 @@ addresses = ["192.168.72.2/24"]
 /// SLAAC address; resolv.conf holds the advertised server and search
 /// domain (the init's log line and the file as a service reads it);
 /// network-online is reached through the IPv6 address, before a timeout
-/// could have fired; the host reaches the guest's SLAAC address.
+/// could have fired; the host reaches the guest's SLAAC address; the
+/// manifest's IPv6 time server steps the clock (SNTP over IPv6).
 #[test]
 fn ipv6_only_link_slaac_rdnss_dnssl_and_network_online() {
     let dir = scratch("v6only");
@@ -537,11 +538,14 @@ fn ipv6_only_link_slaac_rdnss_dnssl_and_network_online() {
         "--dhcp-option=option6:domain-search,v6only.example",
     ]);
     ns.dnsmasq(&dir, &servers);
+    // A time server on the link's IPv6 address, named by the manifest.
+    ns.chronyd(&dir);
     let manifest = write_manifest(
         &dir,
         "net-v6only",
         r#"[net]
 online_timeout = 300
+ntp = ["fd70::1"]
 
 [[network]]
 match = { name = "eth0" }
@@ -562,11 +566,13 @@ echo done
 after = ["network-online"]
 "#,
     );
+    let mut args = Netns::tap_args();
+    args.extend(rtc_in_2001());
     let g = Guest::start(
         &ns.prefix(),
         manifest.to_str().unwrap(),
         dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
+        &args,
     );
     let slaac = g.wait(
         "eth0: address fd70::5054:ff:fe12:3456/64 added (SLAAC)",
@@ -598,6 +604,8 @@ after = ["network-online"]
     }
     assert!(!text.contains("DHCPv4"), "{text}");
     assert!(!text.contains("warning: network-online"), "{text}");
+    // SNTP over IPv6.
+    assert_clock_stepped(&g, "fd70::1", 60);
     assert!(
         ns.ping("fd70::5054:ff:fe12:3456", 30),
         "the SLAAC address does not answer from the host side\n{}",

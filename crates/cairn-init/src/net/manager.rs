@@ -15,7 +15,7 @@ use cairn_manifest::{InterfaceConfig, Ipv6Mode, NetConfig};
 
 use super::dhcp::{self, Action, Client, Input, LeaseInfo};
 use super::packet::{self, ClientId};
-use super::ra::{self, RaDns};
+use super::ra::{self, AdvertDns};
 use super::resolv::{self, DnsSource};
 use super::rtnl::{Link, LinkEvent, Monitor, Rtnl};
 use super::sntp;
@@ -166,7 +166,7 @@ struct Iface {
     entry: Option<usize>,
     dhcp: Option<DhcpRun>,
     ra: Option<RaSocket>,
-    ra_dns: Option<(RaDns, Instant)>,
+    ra_dns: Option<AdvertDns>,
     solicit: Vec<Instant>,
     /// Global addresses last read from the kernel.
     addresses: Vec<(IpAddr, u8)>,
@@ -816,20 +816,18 @@ impl Net {
             }
             match ra::parse(&p) {
                 Ok(dns) => {
-                    let old = i.ra_dns.as_ref().map(|(d, _)| (&d.servers, &d.search));
-                    let same = old.is_some_and(|(s, d)| {
-                        s.iter().map(|x| x.0).eq(dns.servers.iter().map(|x| x.0))
-                            && d.iter().map(|x| &x.0).eq(dns.search.iter().map(|x| &x.0))
-                    });
-                    if !same && (!dns.servers.is_empty() || !dns.search.is_empty()) {
+                    let known = i.ra_dns.get_or_insert_with(AdvertDns::default);
+                    if known.merge(&dns, now) {
                         info!(
                             "{name}: router advert from {src}: dns [{}] search [{}]",
-                            dns.servers
+                            known
+                                .servers
                                 .iter()
                                 .map(|s| s.0.to_string())
                                 .collect::<Vec<_>>()
                                 .join(" "),
-                            dns.search
+                            known
+                                .search
                                 .iter()
                                 .map(|s| s.0.clone())
                                 .collect::<Vec<_>>()
@@ -837,14 +835,13 @@ impl Net {
                         );
                         changed = true;
                     }
-                    i.ra_dns = Some((dns, now));
                 }
                 Err(e) => info!("{name}: router advert from {src} dropped: {e}"),
             }
         }
         // RDNSS/DNSSL entries expire with their lifetime.
-        if let Some((dns, at)) = &mut i.ra_dns {
-            changed |= dns.expire(now.saturating_duration_since(*at));
+        if let Some(dns) = &mut i.ra_dns {
+            changed |= dns.expire(now);
         }
         if changed {
             self.write_resolv();
@@ -874,7 +871,7 @@ impl Net {
             }
         }
         for i in self.ifaces.values() {
-            if let Some((d, _)) = &i.ra_dns {
+            if let Some(d) = &i.ra_dns {
                 out.push(DnsSource {
                     servers: d.servers.iter().map(|s| IpAddr::V6(s.0)).collect(),
                     search: d.search.iter().map(|s| s.0.clone()).collect(),
@@ -1004,6 +1001,7 @@ impl Net {
         };
         let mut buf = [0u8; 128];
         while let Ok((n, from)) = st.sock.recv_from(&mut buf) {
+            let from = sock::unmapped(from);
             let Some((server, stamp, _)) = st.pending else {
                 continue;
             };
@@ -1063,8 +1061,8 @@ impl Net {
             if i.ra.is_some() {
                 d.extend(i.solicit.first().copied());
             }
-            if let Some((dns, at)) = &i.ra_dns {
-                d.extend(dns.next_expiry().and_then(|l| at.checked_add(l)));
+            if let Some(dns) = &i.ra_dns {
+                d.extend(dns.next_expiry());
             }
         }
         if !self.online {

@@ -4,7 +4,7 @@
 //! input is refused with a reason.
 
 use std::net::Ipv6Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const ROUTER_ADVERT: u8 = 134;
 pub const ROUTER_SOLICIT: u8 = 133;
@@ -32,26 +32,67 @@ pub struct RaDns {
     pub router_lifetime: Duration,
 }
 
-impl RaDns {
-    /// Drops the RDNSS and DNSSL entries whose lifetime has run out `age`
-    /// after the advert that carried them (RFC 8106: a lifetime of 0 means
-    /// "no longer use it", so such an entry goes at once). True if any
-    /// entry went.
-    pub fn expire(&mut self, age: Duration) -> bool {
+/// The DNS servers and search domains learnt from router adverts on one
+/// link, each kept until its own expiry (RFC 8106 5.3.1): an advert
+/// refreshes or adds the entries it carries and leaves the others alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdvertDns {
+    pub servers: Vec<(Ipv6Addr, Instant)>,
+    pub search: Vec<(String, Instant)>,
+}
+
+impl AdvertDns {
+    /// Takes in an advert read at `now`: an entry it carries gets the new
+    /// lifetime (a new one is added at the end, a lifetime of 0 removes
+    /// it); entries it does not carry keep theirs. True if the lists
+    /// changed (not only a lifetime).
+    pub fn merge(&mut self, advert: &RaDns, now: Instant) -> bool {
+        let a = merge_entries(&mut self.servers, &advert.servers, now);
+        let b = merge_entries(&mut self.search, &advert.search, now);
+        a || b
+    }
+
+    /// Drops the entries whose lifetime has run out at `now`. True if any
+    /// went.
+    pub fn expire(&mut self, now: Instant) -> bool {
         let before = self.servers.len() + self.search.len();
-        self.servers.retain(|s| s.1 > age);
-        self.search.retain(|s| s.1 > age);
+        self.servers.retain(|s| s.1 > now);
+        self.search.retain(|s| s.1 > now);
         before != self.servers.len() + self.search.len()
     }
 
-    /// How long after the advert the next remaining entry expires.
-    pub fn next_expiry(&self) -> Option<Duration> {
+    /// When the next entry expires.
+    pub fn next_expiry(&self) -> Option<Instant> {
         self.servers
             .iter()
             .map(|s| s.1)
             .chain(self.search.iter().map(|s| s.1))
             .min()
     }
+}
+
+fn merge_entries<T: PartialEq + Clone>(
+    list: &mut Vec<(T, Instant)>,
+    advert: &[(T, Duration)],
+    now: Instant,
+) -> bool {
+    let mut changed = false;
+    for (value, lifetime) in advert {
+        let pos = list.iter().position(|(v, _)| v == value);
+        match (pos, lifetime.is_zero()) {
+            (Some(i), true) => {
+                list.remove(i);
+                changed = true;
+            }
+            (Some(i), false) => list[i].1 = now + *lifetime,
+            (None, true) => {}
+            (None, false) => {
+                list.push((value.clone(), now + *lifetime));
+                changed = true;
+            }
+        }
+    }
+    changed
 }
 
 /// Parses an ICMPv6 router advert (starting at the ICMPv6 type byte).
@@ -222,43 +263,57 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rdnss_and_dnssl_expire_with_their_lifetimes() {
+    fn advert_dns_entries_are_merged_and_expire_one_by_one() {
         let secs = Duration::from_secs;
         let ip = |s: &str| s.parse::<Ipv6Addr>().unwrap();
-        let mut d = RaDns {
-            servers: vec![
-                (ip("fd00::53"), secs(600)),
-                (ip("fd00::54"), secs(30)),
-                (ip("fd00::55"), secs(0)),
-            ],
-            search: vec![("lab".into(), secs(60)), ("example.com".into(), secs(600))],
+        let advert = |servers: &[(&str, u64)], search: &[(&str, u64)]| RaDns {
+            servers: servers.iter().map(|(a, l)| (ip(a), secs(*l))).collect(),
+            search: search
+                .iter()
+                .map(|(d, l)| (d.to_string(), secs(*l)))
+                .collect(),
             router_lifetime: secs(1800),
         };
-        let servers = |d: &RaDns| {
+        let servers = |d: &AdvertDns| {
             d.servers
                 .iter()
                 .map(|s| s.0.to_string())
                 .collect::<Vec<_>>()
         };
-        let search = |d: &RaDns| d.search.iter().map(|s| s.0.clone()).collect::<Vec<_>>();
-        // Lifetime 0: withdrawn as soon as the advert is read.
-        assert!(d.expire(secs(0)));
+        let search = |d: &AdvertDns| d.search.iter().map(|s| s.0.clone()).collect::<Vec<_>>();
+        let t0 = Instant::now();
+        let mut d = AdvertDns::default();
+        // A lifetime of 0 for an unknown entry adds nothing.
+        assert!(d.merge(
+            &advert(
+                &[("fd00::53", 600), ("fd00::54", 30), ("fd00::55", 0)],
+                &[("lab", 60), ("example.com", 600)]
+            ),
+            t0
+        ));
         assert_eq!(servers(&d), ["fd00::53", "fd00::54"]);
-        assert_eq!(d.next_expiry(), Some(secs(30)));
+        assert_eq!(d.next_expiry(), Some(t0 + secs(30)));
+        // An advert without DNS options (or from another router with other
+        // servers) leaves the entries it does not name alone.
+        assert!(!d.merge(&advert(&[], &[]), t0 + secs(10)));
+        assert!(d.merge(&advert(&[("fd00::99", 600)], &[]), t0 + secs(10)));
+        assert_eq!(servers(&d), ["fd00::53", "fd00::54", "fd00::99"]);
         // Up to the end of a lifetime the entry stays; at its end it goes.
-        assert!(!d.expire(secs(29)));
-        assert!(d.expire(secs(30)));
-        assert_eq!(servers(&d), ["fd00::53"]);
+        assert!(!d.expire(t0 + secs(29)));
+        assert!(d.expire(t0 + secs(30)));
+        assert_eq!(servers(&d), ["fd00::53", "fd00::99"]);
         assert_eq!(search(&d), ["lab", "example.com"]);
-        assert_eq!(d.next_expiry(), Some(secs(60)));
-        assert!(d.expire(secs(60)));
-        assert_eq!(search(&d), ["example.com"]);
-        assert!(!d.expire(secs(599)));
-        assert_eq!(d.next_expiry(), Some(secs(600)));
-        assert!(d.expire(secs(600)));
+        // A refresh moves the expiry: only a lifetime changed.
+        assert!(!d.merge(&advert(&[], &[("lab", 600)]), t0 + secs(50)));
+        assert!(!d.expire(t0 + secs(60)));
+        assert_eq!(d.next_expiry(), Some(t0 + secs(600)));
+        // A lifetime of 0 withdraws a known entry at once.
+        assert!(d.merge(&advert(&[("fd00::53", 0)], &[]), t0 + secs(70)));
+        assert_eq!(servers(&d), ["fd00::99"]);
+        assert!(d.expire(t0 + secs(650)));
         assert!(d.servers.is_empty() && d.search.is_empty());
         assert_eq!(d.next_expiry(), None);
-        assert!(!d.expire(secs(10_000)));
+        assert!(!d.expire(t0 + secs(10_000)));
     }
 
     /// Corpus files (`crates/cairn-init/fuzz/corpus/ra`) that hold an

@@ -391,8 +391,25 @@ impl RaSocket {
     }
 }
 
-/// A UDP socket for SNTP.
+/// A UDP socket for SNTP: IPv6 and IPv4 (dual stack), or IPv4 only when
+/// the kernel has no IPv6. Answers from IPv4 servers come back as
+/// IPv4-mapped addresses: see [`unmapped`].
 pub fn udp_socket() -> std::io::Result<std::net::UdpSocket> {
+    use rustix::net::{bind, socket_with, sockopt, AddressFamily, SocketFlags, SocketType};
+    let dual = || -> rustix::io::Result<OwnedFd> {
+        let fd = socket_with(
+            AddressFamily::INET6,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        sockopt::set_ipv6_v6only(&fd, false)?;
+        bind(&fd, &SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))?;
+        Ok(fd)
+    };
+    if let Ok(fd) = dual() {
+        return Ok(std::net::UdpSocket::from(fd));
+    }
     // A SocketAddr, not a "0.0.0.0:0" string: the string form links
     // getaddrinfo (and with it NSS and dlopen) into the static init.
     let s = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
@@ -400,9 +417,49 @@ pub fn udp_socket() -> std::io::Result<std::net::UdpSocket> {
     Ok(s)
 }
 
+/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a dual
+/// stack socket names IPv4 peers) turned back into IPv4.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, a.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sntp_socket_reaches_ipv4_and_ipv6_peers() {
+        let sock = udp_socket().unwrap();
+        for peer in [
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
+        ] {
+            let server = std::net::UdpSocket::bind(peer).unwrap();
+            let to = server.local_addr().unwrap();
+            sock.send_to(b"ping", to).unwrap();
+            let mut buf = [0u8; 8];
+            let (n, back) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"ping");
+            server.send_to(b"pong", back).unwrap();
+            let from = loop {
+                match sock.recv_from(&mut buf) {
+                    Ok((_, from)) => break from,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            // The answer's source compares equal to the server asked.
+            assert_eq!(unmapped(from), to);
+        }
+    }
 
     #[test]
     fn arp_conflicts() {
