@@ -234,13 +234,7 @@ fn power_cuts_lose_nothing_that_was_synced() {
         let live = boot_until_records(&manifest, &out, &["-pidfile", &pid_arg], 3);
         // A random moment: up to 1.5 s past the third synced record.
         std::thread::sleep(Duration::from_millis(rng.below(1500)));
-        let pid = std::fs::read_to_string(&pidfile).expect("QEMU wrote its pid file");
-        let pid: i32 = pid.trim().parse().expect("a pid");
-        let st = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill -KILL {pid}");
+        cut_power(&pidfile);
         let (console, _) = live.finish(Duration::from_secs(30));
         if cut == 1 {
             assert!(
@@ -292,4 +286,110 @@ fn power_cuts_lose_nothing_that_was_synced() {
         "{}",
         String::from_utf8_lossy(&last)
     );
+}
+
+const MOUNTED_CONFIG: &str = "(PARTLABEL=CONFIG) on /config";
+
+/// Kills QEMU through its pid file (SIGKILL: a power cut).
+fn cut_power(pidfile: &Path) {
+    let pid = std::fs::read_to_string(pidfile).expect("QEMU wrote its pid file");
+    let pid: i32 = pid.trim().parse().expect("a pid");
+    let st = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -KILL {pid}");
+}
+
+/// The config file the init writes itself: on a first boot with no
+/// secondary config it writes the commented template (temp file, fsync,
+/// rename, fsync of the directory). Power cuts around that moment, each on
+/// a fresh copy of the image: afterwards CONFIG checks clean and
+/// `/cairn.toml` is either absent or the whole template, never a part of
+/// it or an empty file.
+#[test]
+fn the_init_s_template_write_is_all_or_nothing_under_power_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("cairn.toml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let out = dir.path().join("out");
+    build(&manifest, &out).assert_ok();
+    let img = out.join("powercut.img");
+    let fresh = dir.path().join("fresh.img");
+    std::fs::copy(&img, &fresh).unwrap();
+    let pidfile = dir.path().join("qemu.pid");
+    let pid_arg = pidfile.display().to_string();
+    let config_of = |img: &Path| {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, _) = copy_partition(img, "CONFIG", tmp.path());
+        replay_and_check_ext4(&config);
+        debugfs_read(&config, "/cairn.toml")
+    };
+
+    let boot = |pid_arg: &str| {
+        let args = [
+            "--disk", "--net", "none", "--mem", "256M", "--", "-pidfile", pid_arg,
+        ];
+        Live::start(&manifest, &out, &args, Duration::from_secs(300))
+    };
+    // The reference: a boot that gets well past the write (the template
+    // is all comments, so the writer runs with the primary's TAG).
+    let mut live = boot(&pid_arg);
+    live.wait_for(
+        "secondary config: wrote a commented template to /config/cairn.toml",
+        Duration::from_secs(240),
+    );
+    live.wait_for("writer: record primary", Duration::from_secs(60));
+    cut_power(&pidfile);
+    let (console, _) = live.finish(Duration::from_secs(30));
+    // How long after CONFIG's mount line the template was written, by the
+    // guest's clock: the cuts below land from before that to twice as long.
+    let stamp = |needle: &str| -> u64 {
+        let line = console
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} line:\n{console}"));
+        let secs: f64 = line
+            .split('[')
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+        (secs * 1000.0) as u64
+    };
+    let delay = stamp("wrote a commented template").saturating_sub(stamp(MOUNTED_CONFIG));
+    eprintln!("template written {delay} ms after CONFIG was mounted");
+    let template = config_of(&img).expect("the template is on CONFIG");
+    assert!(
+        String::from_utf8_lossy(&template)
+            .starts_with("# Secondary config of the cairn appliance `powercut`"),
+        "{}",
+        String::from_utf8_lossy(&template)
+    );
+
+    let mut rng = Rng::new();
+    let (mut absent, mut whole) = (0, 0);
+    for cut in 1..=CUTS {
+        std::fs::copy(&fresh, &img).unwrap();
+        let _ = std::fs::remove_file(&pidfile);
+        let mut live = boot(&pid_arg);
+        // The template is written right after CONFIG is mounted: cut
+        // somewhere from just before that line reaches us to well after.
+        live.wait_for(MOUNTED_CONFIG, Duration::from_secs(240));
+        std::thread::sleep(Duration::from_millis(rng.below(2 * delay + 50)));
+        cut_power(&pidfile);
+        let (console, _) = live.finish(Duration::from_secs(30));
+        match config_of(&img) {
+            None => absent += 1,
+            Some(bytes) => {
+                assert_eq!(
+                    String::from_utf8_lossy(&bytes),
+                    String::from_utf8_lossy(&template),
+                    "cut {cut}: a partial config file\n{console}"
+                );
+                whole += 1;
+            }
+        }
+    }
+    eprintln!("template write under {CUTS} cuts: {absent} absent, {whole} whole");
 }
