@@ -307,6 +307,11 @@ label = "NOPE"
 path = "/nope"
 fs = "ext4"
 wait = 1
+
+[[mount]]
+partlabel = "EXTRA"
+path = "/wrongfs"
+fs = "ext4"
 "#;
     std::fs::write(&manifest, &text).unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -408,6 +413,13 @@ wait = 1
     );
     row("/extra", "LABEL=EXTRA", "no", "mounted from /dev/vda4");
     row("/nope", "LABEL=NOPE", "no", "not found after 1s");
+    // Found, but not what the mount asked for: failed, with the reason.
+    row(
+        "/wrongfs",
+        "PARTLABEL=EXTRA",
+        "no",
+        "failed: /dev/vda4 holds vfat, not ext4",
+    );
     // And `cairnctl status --json`.
     for want in [
         format!(
@@ -416,6 +428,7 @@ wait = 1
         r#"{"path":"/data","source":"PARTLABEL=DATA","required":true,"state":"formatted","device":"/dev/vda3","error":null}"#.to_string(),
         r#"{"path":"/extra","source":"LABEL=EXTRA","required":false,"state":"mounted","device":"/dev/vda4","error":null}"#.to_string(),
         r#"{"path":"/nope","source":"LABEL=NOPE","required":false,"state":"not-found","device":null,"error":"not found after 1s"}"#.to_string(),
+        r#"{"path":"/wrongfs","source":"PARTLABEL=EXTRA","required":false,"state":"failed","device":null,"error":"/dev/vda4 holds vfat, not ext4"}"#.to_string(),
     ] {
         assert!(
             status.lines().any(|l| l.contains("\"mounts\":[") && l.contains(&want)),
