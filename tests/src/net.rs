@@ -123,6 +123,17 @@ impl Guest {
         self.wait_from(0, needle, secs)
     }
 
+    /// Prints (to the test's stderr) the console lines that hold any of
+    /// `needles`: what a passing test shows with `--nocapture`.
+    pub fn show(&self, needles: &[&str]) {
+        let text = self.text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)))
+            .collect();
+        eprintln!("{}", lines.join("\n"));
+    }
+
     /// The line holding `needle` (after `from`).
     pub fn line_with(&self, from: usize, needle: &str) -> String {
         let text = self.text();

@@ -475,12 +475,7 @@ after = ["network-online"]
         served.contains("DHCPACK(tap0) 192.168.74.60 52:54:00:12:34:56 dhcpbox"),
         "{served}"
     );
-    let text = g.text();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("eth0: ") || l.contains("check: ") || l.contains("(DHCP)"))
-        .collect();
-    eprintln!("{}", lines.join("\n"));
+    g.show(&["eth0: ", "check: ", "(DHCP)"]);
 }
 
 /// SNTP from the manifest alone: `[net] ntp` names the server and there is
@@ -611,11 +606,7 @@ after = ["network-online"]
         "the SLAAC address does not answer from the host side\n{}",
         g.text()
     );
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("eth0: ") || l.contains("resolv.conf") || l.contains("online"))
-        .collect();
-    eprintln!("{}", lines.join("\n"));
+    g.show(&["eth0: ", "resolv.conf", "online"]);
 }
 
 /// Hostile input on the link before any server answers, the same bytes as
@@ -690,7 +681,5 @@ fn hostile_dhcp_replies_and_router_adverts_are_dropped_with_a_log_line() {
         &format!("eth0: router advert from {router}: dns [fd71::53]"),
         90,
     );
-    let text = g.text();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("eth0: ")).collect();
-    eprintln!("{}", lines.join("\n"));
+    g.show(&["eth0: "]);
 }

@@ -15,7 +15,7 @@
 //! QEMU did write stays in the host's page cache, so a disk's own volatile
 //! write cache is not modelled.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use cairn_e2e::img::{copy_partition, debugfs_read, debugfs_write, replay_and_check_ext4};
@@ -215,14 +215,21 @@ fn check_disk(img: &Path, reported: &[(String, u64)], clean: bool) -> Vec<String
     lines
 }
 
+/// The test appliance built in `dir`: (manifest, output directory, disk
+/// image).
+fn built(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let manifest = dir.join("cairn.toml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let out = dir.join("out");
+    build(&manifest, &out).assert_ok();
+    let img = out.join("powercut.img");
+    (manifest, out, img)
+}
+
 #[test]
 fn power_cuts_lose_nothing_that_was_synced() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(&manifest, MANIFEST).unwrap();
-    let out = dir.path().join("out");
-    build(&manifest, &out).assert_ok();
-    let img = out.join("powercut.img");
+    let (manifest, out, img) = built(dir.path());
     debugfs_write(&img, "CONFIG", "/cairn.toml", SECONDARY);
 
     let pidfile = dir.path().join("qemu.pid");
@@ -310,11 +317,7 @@ fn cut_power(pidfile: &Path) {
 #[test]
 fn the_init_s_template_write_is_all_or_nothing_under_power_cuts() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(&manifest, MANIFEST).unwrap();
-    let out = dir.path().join("out");
-    build(&manifest, &out).assert_ok();
-    let img = out.join("powercut.img");
+    let (manifest, out, img) = built(dir.path());
     let fresh = dir.path().join("fresh.img");
     std::fs::copy(&img, &fresh).unwrap();
     let pidfile = dir.path().join("qemu.pid");
