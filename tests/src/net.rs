@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -299,11 +299,11 @@ impl Netns {
     pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/run/netns/{}", self.name);
         std::thread::spawn(move || {
+            use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
             let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: `ns` is an open network namespace file for the whole
-            // call; setns only moves this thread, which ends after `f`.
-            let rc = unsafe { sys::setns(ns.as_raw_fd(), sys::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            // Only this thread moves; it ends after `f`.
+            move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network))
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
             f()
         })
         .join()
@@ -329,37 +329,17 @@ impl Netns {
     pub fn icmpv6_all_nodes(&self, icmp: &[u8]) {
         let icmp = icmp.to_vec();
         self.inside(move || {
-            // SAFETY: socket(2) with constant arguments; the result is
-            // checked before use.
-            let fd = unsafe {
-                sys::socket(
-                    sys::AF_INET6,
-                    sys::SOCK_RAW | sys::SOCK_CLOEXEC,
-                    sys::IPPROTO_ICMPV6,
-                )
-            };
-            assert!(
-                fd >= 0,
-                "ICMPv6 socket: {}",
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: `fd` is a new socket that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            let hops: std::os::raw::c_int = 255;
-            // SAFETY: `fd` is open and `hops` is a c_int of the size given.
-            let rc = unsafe {
-                sys::setsockopt(
-                    fd.as_raw_fd(),
-                    sys::IPPROTO_IPV6,
-                    sys::IPV6_MULTICAST_HOPS,
-                    (&hops as *const std::os::raw::c_int).cast(),
-                    std::mem::size_of_val(&hops) as u32,
-                )
-            };
-            assert_eq!(rc, 0, "hop limit: {}", std::io::Error::last_os_error());
-            // SAFETY: the name is a NUL-terminated C string.
-            let index = unsafe { sys::if_nametoindex(c"tap0".as_ptr()) };
-            assert!(index > 0, "no tap0 in the namespace");
+            use rustix::net::{ipproto, netdevice, socket_with, sockopt};
+            use rustix::net::{AddressFamily, SocketFlags, SocketType};
+            let fd = socket_with(
+                AddressFamily::INET6,
+                SocketType::RAW,
+                SocketFlags::CLOEXEC,
+                Some(ipproto::ICMPV6),
+            )
+            .expect("ICMPv6 socket");
+            sockopt::set_ipv6_multicast_hops(&fd, 255).expect("hop limit");
+            let index = netdevice::name_to_index(&fd, "tap0").expect("tap0 in the namespace");
             // sendto(2) on a raw socket is the same call as on a UDP one
             // (the port must be 0).
             let sock = UdpSocket::from(fd);
@@ -455,31 +435,6 @@ impl Drop for Netns {
 /// What the helpers above call in the C library (std has no setns or raw
 /// sockets); values as in Linux's headers, the same on every architecture
 /// cairn tests on.
-mod sys {
-    use std::os::raw::{c_char, c_int, c_uint, c_void};
-
-    pub const CLONE_NEWNET: c_int = 0x4000_0000;
-    pub const AF_INET6: c_int = 10;
-    pub const SOCK_RAW: c_int = 3;
-    pub const SOCK_CLOEXEC: c_int = 0o2_000_000;
-    pub const IPPROTO_IPV6: c_int = 41;
-    pub const IPPROTO_ICMPV6: c_int = 58;
-    pub const IPV6_MULTICAST_HOPS: c_int = 18;
-
-    extern "C" {
-        pub fn setns(fd: c_int, nstype: c_int) -> c_int;
-        pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
-        pub fn setsockopt(
-            fd: c_int,
-            level: c_int,
-            name: c_int,
-            value: *const c_void,
-            len: u32,
-        ) -> c_int;
-        pub fn if_nametoindex(name: *const c_char) -> c_uint;
-    }
-}
-
 /// QEMU arguments that start the guest's real-time clock, and with it
 /// the guest's clock, on 2001-01-01.
 pub fn rtc_in_2001() -> Vec<String> {
