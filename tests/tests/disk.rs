@@ -107,6 +107,16 @@ fn image_layout_is_clean_and_reproducible() {
     assert_eq!(parts[0].1, 64 * MIB);
     assert_eq!(parts[2].1, 32 * MIB);
     check_image(&img, BUILT);
+    // CONFIG holds the content directory's files, byte for byte.
+    for f in std::fs::read_dir(example("disk").parent().unwrap().join("config")).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(
+            debugfs_cat(&img, "CONFIG", &format!("/{name}")),
+            std::fs::read_to_string(&f).unwrap(),
+            "{name} on CONFIG"
+        );
+    }
     // The DATA partition is left empty for the init to format.
     let tmp = tempfile::tempdir().unwrap();
     extract(&img, parts[2].0, parts[2].1, &tmp.path().join("d"));
