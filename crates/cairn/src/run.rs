@@ -467,6 +467,29 @@ mod tests {
     }
 
     #[test]
+    fn accel_choices_reach_qemu() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["x.vmlinuz", "x.initrd"] {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+        }
+        let boot = Boot::in_dir(dir.path(), "x", "");
+        let accel_of = |accel| {
+            let opts = RunOptions {
+                accel,
+                ..RunOptions::default()
+            };
+            let a = args(&qemu_command(&boot, &opts, dir.path()).unwrap());
+            let pos = a.iter().position(|x| x == "-accel").unwrap();
+            a[pos + 1].clone()
+        };
+        assert_eq!(accel_of(Accel::Kvm), "kvm");
+        assert_eq!(accel_of(Accel::Tcg), "tcg");
+        // auto: KVM only where /dev/kvm opens.
+        let auto = if kvm_usable() { "kvm" } else { "tcg" };
+        assert_eq!(accel_of(Accel::Auto), auto);
+    }
+
+    #[test]
     fn missing_kernel_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let boot = Boot::in_dir(dir.path(), "nope", "");
