@@ -1001,7 +1001,7 @@ impl Net {
         };
         let mut buf = [0u8; 128];
         while let Ok((n, from)) = st.sock.recv_from(&mut buf) {
-            let from = sock::unmapped(from);
+            let from = SocketAddr::new(from.ip().to_canonical(), from.port());
             let Some((server, stamp, _)) = st.pending else {
                 continue;
             };

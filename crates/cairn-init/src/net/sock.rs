@@ -393,7 +393,8 @@ impl RaSocket {
 
 /// A UDP socket for SNTP: IPv6 and IPv4 (dual stack), or IPv4 only when
 /// the kernel has no IPv6. Answers from IPv4 servers come back as
-/// IPv4-mapped addresses: see [`unmapped`].
+/// IPv4-mapped addresses (`::ffff:a.b.c.d`; `IpAddr::to_canonical` turns
+/// them back into IPv4).
 pub fn udp_socket() -> std::io::Result<std::net::UdpSocket> {
     use rustix::net::{bind, socket_with, sockopt, AddressFamily, SocketFlags, SocketType};
     let dual = || -> rustix::io::Result<OwnedFd> {
@@ -415,18 +416,6 @@ pub fn udp_socket() -> std::io::Result<std::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
     s.set_nonblocking(true)?;
     Ok(s)
-}
-
-/// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a dual
-/// stack socket names IPv4 peers) turned back into IPv4.
-pub fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, a.port())),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
-    }
 }
 
 #[cfg(test)]
@@ -457,7 +446,7 @@ mod tests {
                 }
             };
             // The answer's source compares equal to the server asked.
-            assert_eq!(unmapped(from), to);
+            assert_eq!(SocketAddr::new(from.ip().to_canonical(), from.port()), to);
         }
     }
 
