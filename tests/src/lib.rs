@@ -197,6 +197,16 @@ pub fn example(name: &str) -> PathBuf {
     root().join("examples").join(name).join("cairn.toml")
 }
 
+/// Example `name`'s manifest with `extra` (TOML) appended, written to
+/// `dir/cairn.toml` (for examples that name no file by a relative path, so
+/// they build the same from there); returns that path.
+pub fn example_with(name: &str, dir: &Path, extra: &str) -> PathBuf {
+    let text = std::fs::read_to_string(example(name)).unwrap();
+    let p = dir.join("cairn.toml");
+    std::fs::write(&p, format!("{text}\n{extra}")).unwrap();
+    p
+}
+
 /// A copy of example `name` (its whole directory) in a new temporary
 /// directory, for tests that change its files; returns the directory guard
 /// and the copied manifest.

@@ -1,9 +1,9 @@
 //! Boot the examples in QEMU (TCG) and read the serial console.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn_e2e::{boot, build, example};
+use cairn_e2e::{boot, build, example, example_with, Outcome};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -20,12 +20,7 @@ fn hello_markers() -> [&'static str; 5] {
 #[test]
 fn hello_direct_kernel_boot() {
     let out = tempfile::tempdir().unwrap();
-    let o = boot(
-        &example("hello"),
-        out.path(),
-        &["--net", "none", "--mem", "128M"],
-        BOOT_TIMEOUT,
-    );
+    let o = boot_small(&example("hello"), out.path());
     o.assert_ok();
     o.assert_in_order(&hello_markers());
     o.assert_stdout_has("cairn: ready");
@@ -55,29 +50,28 @@ fn hello_uefi_boot_through_ovmf() {
     o.assert_in_order(&hello_markers());
 }
 
-/// examples/hello's manifest with `extra` (TOML) appended, written into a
-/// new scratch directory (hello names no file by a relative path, so it
-/// builds the same from there). Returns the directory guard and manifest.
-fn hello_with(extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(example("hello")).unwrap();
-    let manifest = dir.path().join("cairn.toml");
-    std::fs::write(&manifest, format!("{text}\n{extra}")).unwrap();
-    (dir, manifest)
+/// `cairn run` by direct kernel boot with no NIC and 128 MiB.
+fn boot_small(manifest: &Path, out: &Path) -> Outcome {
+    boot(
+        manifest,
+        out,
+        &["--net", "none", "--mem", "128M"],
+        BOOT_TIMEOUT,
+    )
 }
 
 /// Builds hello with `[initramfs] compression = COMPRESSION`, checks the
 /// initrd really is in that format, and boots it by direct kernel boot: the
 /// kernel must unpack it itself.
 fn boot_hello_with_compression(compression: &str) -> Vec<u8> {
-    let (dir, manifest) = hello_with(&format!("[initramfs]\ncompression = \"{compression}\"\n"));
-    let out = dir.path().join("out");
-    let o = boot(
-        &manifest,
-        &out,
-        &["--net", "none", "--mem", "128M"],
-        BOOT_TIMEOUT,
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = example_with(
+        "hello",
+        dir.path(),
+        &format!("[initramfs]\ncompression = \"{compression}\"\n"),
     );
+    let out = dir.path().join("out");
+    let o = boot_small(&manifest, &out);
     o.assert_ok();
     o.assert_in_order(&hello_markers());
     o.assert_stdout_has("reboot: Power down");
@@ -160,12 +154,7 @@ fn api_mounts_then_on_exit_reboot_restarts_the_machine() {
         ],
         "reboot",
     );
-    let o = boot(
-        &manifest,
-        &dir.path().join("out"),
-        &["--net", "none", "--mem", "128M"],
-        BOOT_TIMEOUT,
-    );
+    let o = boot_small(&manifest, &dir.path().join("out"));
     o.assert_ok();
     o.assert_in_order(&[
         "cairn: service once started",
@@ -230,58 +219,19 @@ fn api_mounts_then_on_exit_reboot_restarts_the_machine() {
     }
 }
 
-/// cairn's cache directory, found the way the CLI finds it (the `cairn`
-/// processes the tests start inherit this environment).
-fn cache_dir() -> PathBuf {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(d) = var("CAIRN_CACHE_DIR") {
-        return d;
-    }
-    if let Some(d) = var("XDG_CACHE_HOME").filter(|d| d.is_absolute()) {
-        return d.join("cairn");
-    }
-    match var("HOME") {
-        Some(h) => h.join(".cache/cairn"),
-        None => std::env::temp_dir().join("cairn-cache"),
-    }
-}
-
 /// The kernel image and modules directory that resolving
 /// linux-image-cloud-amd64 unpacked into the cache (building hello first
-/// makes sure it did): `kernels/DIR/boot/vmlinuz-VERSION` and
-/// `kernels/DIR/lib/modules/VERSION`, DIR from the package's record.
+/// makes sure it did), read from the cache's record by the library the CLI
+/// uses (the `cairn` processes the tests start share this environment).
 fn unpacked_debian_kernel() -> (PathBuf, PathBuf) {
+    use cairn_image::kernel::{cache_dir, resolve_package_cached};
     let out = tempfile::tempdir().unwrap();
     build(&example("hello"), out.path()).assert_ok();
-    let kernels = cache_dir().join("kernels");
-    let record = std::fs::read_to_string(kernels.join("linux-image-cloud-amd64.resolved"))
-        .expect("the build recorded its kernel package in the cache");
-    let dir = record
-        .lines()
-        .find_map(|l| l.strip_prefix("dir="))
-        .unwrap_or_else(|| panic!("no dir= in the record:\n{record}"));
-    let root = kernels.join(dir);
-    let image = std::fs::read_dir(root.join("boot"))
+    let k = resolve_package_cached("linux-image-cloud-amd64", &cache_dir())
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("vmlinuz-")
-        })
-        .unwrap_or_else(|| panic!("no boot/vmlinuz-* in {}", root.display()));
-    let version = image.file_name().unwrap().to_string_lossy()["vmlinuz-".len()..].to_string();
-    let modules = ["lib/modules", "usr/lib/modules"]
-        .iter()
-        .map(|d| root.join(d).join(&version))
-        .find(|d| d.join("kernel").is_dir())
-        .unwrap_or_else(|| panic!("no modules directory for {version} in {}", root.display()));
-    (image, modules)
+        .expect("the build recorded its kernel package in the cache");
+    let modules = k.modules_dir.expect("the package has a modules directory");
+    (k.image, modules)
 }
 
 /// `[kernel] path` + `modules_dir` instead of a package: the image and
@@ -317,12 +267,7 @@ on_exit = "poweroff"
         ),
     )
     .unwrap();
-    let o = boot(
-        &manifest,
-        &dir.path().join("out"),
-        &["--net", "none", "--mem", "128M"],
-        BOOT_TIMEOUT,
-    );
+    let o = boot_small(&manifest, &dir.path().join("out"));
     o.assert_ok();
     // The build table (on stderr for `run`) names the kernel by its path,
     // and lists virtio_net's dependency closure from that modules_dir.

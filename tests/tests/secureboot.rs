@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::{boot, boot_until, build, cairn, example, run_with_timeout};
+use cairn_e2e::{boot, boot_until, build, cairn, example, example_with, run_with_timeout};
 
 const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
@@ -84,21 +84,14 @@ fn sbverify(efi: &Path, cert: &Path) -> bool {
         .success()
 }
 
-/// hello's manifest, in `dir`, plus `extra`.
-fn hello_manifest(dir: &Path, extra: &str) -> PathBuf {
-    let text = std::fs::read_to_string(example("hello")).unwrap();
-    let p = dir.join("cairn.toml");
-    std::fs::write(&p, format!("{text}\n{extra}")).unwrap();
-    p
-}
-
 #[test]
 fn snakeoil_signed_boots_while_tampered_and_unsigned_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     snakeoil_key(d);
     // [sign] paths are relative to the manifest.
-    let manifest = hello_manifest(
+    let manifest = example_with(
+        "hello",
         d,
         &format!("[sign]\nkey = \"snakeoil.key\"\ncert = \"{SNAKEOIL_PEM}\"\n"),
     );
@@ -239,7 +232,8 @@ fn generated_keys_enrolled_in_ovmf_replace_snakeoil() {
 
     // Signed with snakeoil: these keys do not trust it.
     snakeoil_key(d);
-    let manifest = hello_manifest(
+    let manifest = example_with(
+        "hello",
         d,
         &format!("[sign]\nkey = \"snakeoil.key\"\ncert = \"{SNAKEOIL_PEM}\"\n"),
     );
@@ -370,14 +364,19 @@ fn auth_files_enroll_through_the_firmware() {
 fn bad_sign_key_fails_the_build_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let manifest = hello_manifest(d, "[sign]\nkey = \"missing.key\"\ncert = \"missing.pem\"\n");
+    let manifest = example_with(
+        "hello",
+        d,
+        "[sign]\nkey = \"missing.key\"\ncert = \"missing.pem\"\n",
+    );
     let out = d.join("out");
     let o = build(&manifest, &out);
     assert!(!o.success);
     assert!(o.stderr.contains("cairn.toml:"), "{}", o.stderr);
     assert!(o.stderr.contains("missing.key"), "{}", o.stderr);
     // The passphrase-protected snakeoil key cannot be used without a prompt.
-    let manifest = hello_manifest(
+    let manifest = example_with(
+        "hello",
         d,
         &format!("[sign]\nkey = \"{SNAKEOIL_KEY}\"\ncert = \"{SNAKEOIL_PEM}\"\n"),
     );
