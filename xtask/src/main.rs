@@ -529,18 +529,26 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             .map(|p| format!(" --init {}", p.display()))
             .unwrap_or_default()
     );
+    // An --only/--compare/--append run is an A/B of boots: it leaves
+    // bench/RESULTS.md alone and skips the image-assembly timing.
+    let partial = only.is_some() || append.is_some() || compare.is_some();
+    let manifests: &[&str] = if partial {
+        &[]
+    } else {
+        &[
+            "bench/cairn-tiny.toml",
+            "bench/cairn-debian.toml",
+            "examples/disk/cairn.toml",
+        ]
+    };
     let mut assembly = Vec::new();
-    for manifest in [
-        "bench/cairn-tiny.toml",
-        "bench/cairn-debian.toml",
-        "examples/disk/cairn.toml",
-    ] {
+    for manifest in manifests {
         eprintln!("bench: timing cairn build {manifest}");
         assembly.push(time_build(&cairn, &init, manifest, &out.join("assembly"))?);
     }
     let md = bench::report(&variants, &measured, base, &assembly, &cmd);
     print!("{md}");
-    if only.is_some() || append.is_some() || compare.is_some() {
+    if partial {
         eprintln!("bench: --only/--compare/--append run: bench/RESULTS.md left as it was");
         return Ok(());
     }
