@@ -410,13 +410,18 @@ impl Netns {
         let _ = self.procs[i].wait();
     }
 
-    pub fn tap_args() -> Vec<String> {
-        vec![
+    /// Boots `manifest` (outputs in `out`) with a virtio NIC (MAC
+    /// 52:54:00:12:34:56) on this namespace's `tap0`, plus `extra` QEMU
+    /// arguments.
+    pub fn boot(&self, manifest: &str, out: &Path, extra: &[String]) -> Guest {
+        let mut args: Vec<String> = vec![
             "-netdev".into(),
             "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
             "-device".into(),
             "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56".into(),
-        ]
+        ];
+        args.extend_from_slice(extra);
+        Guest::start(&self.prefix(), manifest, out.to_str().unwrap(), &args)
     }
 }
 
@@ -562,12 +567,7 @@ pub fn static_only_network(manifest: &str) {
     let dir = scratch("static");
     let mut ns = Netns::new("st", "192.168.79.1/24", None);
     let log = ns.dnsmasq(&dir, &["--dhcp-range=192.168.79.50,192.168.79.99,2m"]);
-    let mut g = Guest::start(
-        &ns.prefix(),
-        manifest,
-        dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let mut g = ns.boot(manifest, &dir.join("out"), &[]);
     assert!(g.wait_exit(180), "guest did not power off\n{}", g.text());
     let text = g.text();
     for needle in [

@@ -59,18 +59,12 @@ fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
         ],
     );
     let mon = dir.join("monitor.sock");
-    let mut args = Netns::tap_args();
-    args.extend(rtc_in_2001());
+    let mut args = rtc_in_2001();
     args.extend([
         "-monitor".to_string(),
         format!("unix:{},server=on,wait=off", mon.display()),
     ]);
-    let g = Guest::start(
-        &ns.prefix(),
-        "examples/net/cairn.toml",
-        dir.join("out").to_str().unwrap(),
-        &args,
-    );
+    let g = ns.boot("examples/net/cairn.toml", &dir.join("out"), &args);
     g.wait("eth0: DHCPv4 lease obtained: 192.168.77.", 120);
     let lease = g.line_with(0, "lease obtained");
     assert!(lease.contains("from 192.168.77.1"), "{lease}");
@@ -145,12 +139,7 @@ fn udhcpd_short_lease_renew_rebind_and_expiry() {
         &["busybox", "udhcpd", "-f", c1.to_str().unwrap()],
         &dir.join("udhcpd1.log"),
     );
-    let g = Guest::start(
-        &ns.prefix(),
-        "examples/net/cairn.toml",
-        dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let g = ns.boot("examples/net/cairn.toml", &dir.join("out"), &[]);
     let t = g.wait(
         "eth0: DHCPv4 lease obtained: 192.168.78.50/24 from 192.168.78.1 for 20s",
         120,
@@ -237,12 +226,7 @@ fn dnsmasq_rapid_commit_and_classic_exchange() {
     let served = || std::fs::read_to_string(&log).unwrap_or_default();
     let count = |what: &str| served().matches(what).count();
 
-    let g = Guest::start(
-        &ns.prefix(),
-        "examples/net/cairn.toml",
-        dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let g = ns.boot("examples/net/cairn.toml", &dir.join("out"), &[]);
     g.wait(
         "eth0: DHCPv4 lease obtained (rapid commit): 192.168.75.",
         120,
@@ -258,12 +242,7 @@ fn dnsmasq_rapid_commit_and_classic_exchange() {
     let mut text = std::fs::read_to_string(&manifest).unwrap();
     text.push_str("\n[[network]]\nmatch = { name = \"eth*\" }\nrapid_commit = false\n");
     std::fs::write(&manifest, text).unwrap();
-    let g = Guest::start(
-        &ns.prefix(),
-        manifest.to_str().unwrap(),
-        dir.join("out2").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let g = ns.boot(manifest.to_str().unwrap(), &dir.join("out2"), &[]);
     g.wait("eth0: DHCPv4 lease obtained: 192.168.75.", 120);
     assert!(!g.text().contains("(rapid commit)"), "{}", g.text());
     drop(g);
@@ -305,12 +284,7 @@ fn address_in_use_is_declined() {
         &["busybox", "udhcpd", "-f", conf.to_str().unwrap()],
         &dir.join("udhcpd.log"),
     );
-    let g = Guest::start(
-        &ns.prefix(),
-        "examples/net/cairn.toml",
-        dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let g = ns.boot("examples/net/cairn.toml", &dir.join("out"), &[]);
     let t = g.wait(
         "eth0: 192.168.76.50 is already in use (ARP): declining",
         120,
@@ -351,12 +325,7 @@ after = ["network-online"]
 on_exit = "poweroff"
 "#,
     );
-    let mut g = Guest::start(
-        &ns.prefix(),
-        manifest.to_str().unwrap(),
-        dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let mut g = ns.boot(manifest.to_str().unwrap(), &dir.join("out"), &[]);
     let asked = g.wait("eth0: DHCPv4 discover sent", 120);
     let warned = g.wait_from(
         asked,
@@ -435,12 +404,7 @@ echo done
 after = ["network-online"]
 "#,
     );
-    let g = Guest::start(
-        &ns.prefix(),
-        manifest.to_str().unwrap(),
-        dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let g = ns.boot(manifest.to_str().unwrap(), &dir.join("out"), &[]);
     // Service output lines read `check: ...`.
     g.wait(
         "eth0: DHCPv4 lease obtained: 192.168.74.60/24 from 192.168.74.1",
@@ -500,14 +464,7 @@ ipv6 = "off"
 addresses = ["192.168.72.2/24"]
 "#,
     );
-    let mut args = Netns::tap_args();
-    args.extend(rtc_in_2001());
-    let g = Guest::start(
-        &ns.prefix(),
-        manifest.to_str().unwrap(),
-        dir.join("out").to_str().unwrap(),
-        &args,
-    );
+    let g = ns.boot(manifest.to_str().unwrap(), &dir.join("out"), &rtc_in_2001());
     g.wait("eth0: address 192.168.72.2/24 added (static)", 120);
     let step = assert_clock_stepped(&g, "192.168.72.1", 90);
     assert!(!g.text().contains("DHCPv4"), "{}", g.text());
@@ -561,14 +518,7 @@ echo done
 after = ["network-online"]
 "#,
     );
-    let mut args = Netns::tap_args();
-    args.extend(rtc_in_2001());
-    let g = Guest::start(
-        &ns.prefix(),
-        manifest.to_str().unwrap(),
-        dir.join("out").to_str().unwrap(),
-        &args,
-    );
+    let g = ns.boot(manifest.to_str().unwrap(), &dir.join("out"), &rtc_in_2001());
     let slaac = g.wait(
         "eth0: address fd70::5054:ff:fe12:3456/64 added (SLAAC)",
         150,
@@ -621,12 +571,7 @@ after = ["network-online"]
 fn hostile_dhcp_replies_and_router_adverts_are_dropped_with_a_log_line() {
     let dir = scratch("hostile");
     let mut ns = Netns::new("ho", "192.168.71.1/24", Some("fd71::1/64"));
-    let g = Guest::start(
-        &ns.prefix(),
-        "examples/net/cairn.toml",
-        dir.join("out").to_str().unwrap(),
-        &Netns::tap_args(),
-    );
+    let g = ns.boot("examples/net/cairn.toml", &dir.join("out"), &[]);
     let mut t = g.wait("eth0: DHCPv4 discover sent", 120);
     let corpus = cairn_e2e::root().join("crates/cairn-init/fuzz/corpus");
     let read = |f: &str| std::fs::read(corpus.join(f)).unwrap();
