@@ -106,6 +106,8 @@ fn image_layout_is_clean_and_reproducible() {
     assert_eq!(parts[0].0, MIB);
     assert_eq!(parts[0].1, 64 * MIB);
     assert_eq!(parts[2].1, 32 * MIB);
+    // DATA ("none" in BUILT) is checked to be all zeros, left for the init
+    // to format.
     check_image(&img, BUILT);
     // CONFIG holds the content directory's files, byte for byte.
     for f in std::fs::read_dir(example("disk").parent().unwrap().join("config")).unwrap() {
@@ -117,13 +119,6 @@ fn image_layout_is_clean_and_reproducible() {
             "{name} on CONFIG"
         );
     }
-    // The DATA partition is left empty for the init to format.
-    let tmp = tempfile::tempdir().unwrap();
-    extract(&img, parts[2].0, parts[2].1, &tmp.path().join("d"));
-    assert!(std::fs::read(tmp.path().join("d"))
-        .unwrap()
-        .iter()
-        .all(|&x| x == 0));
     let (x, y) = (
         std::fs::read(&img).unwrap(),
         std::fs::read(b.path().join("disk.img")).unwrap(),
