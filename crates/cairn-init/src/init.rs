@@ -118,13 +118,19 @@ fn unit<T>(what: &str, on_panic: PanicAction, mode: Mode, f: impl FnOnce() -> T)
             }
             PanicAction::Reboot => {
                 info!("{what} panicked; rebooting in 5s (on_panic = reboot)");
-                std::thread::sleep(Duration::from_secs(5));
-                match mode {
-                    Mode::Test => std::process::exit(1),
-                    Mode::Pid1 => reboot_forever(Shutdown::Reboot),
-                }
+                reboot_after_panic(mode)
             }
         },
+    }
+}
+
+/// After a panic that leaves nothing to supervise: waits 5 s (the log line
+/// before it stays readable) and reboots; test mode exits with status 1.
+fn reboot_after_panic(mode: Mode) -> ! {
+    std::thread::sleep(Duration::from_secs(5));
+    match mode {
+        Mode::Test => std::process::exit(1),
+        Mode::Pid1 => reboot_forever(Shutdown::Reboot),
     }
 }
 
@@ -235,11 +241,7 @@ pub fn run() -> ! {
         boot_and_supervise(mode);
     });
     info!("init panicked outside its guarded steps; rebooting in 5s");
-    std::thread::sleep(Duration::from_secs(5));
-    match mode {
-        Mode::Test => std::process::exit(1),
-        Mode::Pid1 => reboot_forever(Shutdown::Reboot),
-    }
+    reboot_after_panic(mode)
 }
 
 fn boot_and_supervise(mode: Mode) -> ! {
