@@ -41,18 +41,26 @@ pub fn available() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
 }
 
-/// The controllers to delegate for `services`: `memory` if one sets
-/// `memory_max`, `pids` if one sets `pids_max`. A controller nobody limits
-/// is left off: turning one on makes the kernel set up its state for every
-/// cgroup below, on the way to ready.
+/// `pids.max` of a service without `pids_max`: a fork bomb stays inside
+/// its own cgroup, and PID 1 and the other services can still fork.
+pub const DEFAULT_PIDS_MAX: u64 = 512;
+
+/// The `pids.max` a service gets: its `pids_max`, or [`DEFAULT_PIDS_MAX`].
+pub fn pids_max(cfg: &cairn_manifest::ServiceConfig) -> u64 {
+    cfg.pids_max.unwrap_or(DEFAULT_PIDS_MAX)
+}
+
+/// The controllers to delegate for `services`: `pids` always (every
+/// service has a `pids.max`, see [`DEFAULT_PIDS_MAX`]), `memory` if one
+/// sets `memory_max`. A controller nobody limits is left off: turning one
+/// on makes the kernel set up its state for every cgroup below, on the way
+/// to ready.
 pub fn controllers(services: &[cairn_manifest::ServiceConfig]) -> Vec<&'static str> {
     let mut out = Vec::new();
     if services.iter().any(|s| s.memory_max.is_some()) {
         out.push("+memory");
     }
-    if services.iter().any(|s| s.pids_max.is_some()) {
-        out.push("+pids");
-    }
+    out.push("+pids");
     out
 }
 
@@ -158,13 +166,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_controllers_a_limit_needs() {
-        assert!(controllers(&[]).is_empty());
-        assert!(controllers(&[svc(None, None)]).is_empty());
-        assert_eq!(controllers(&[svc(Some(1 << 20), None)]), ["+memory"]);
+    fn pids_always_memory_when_a_limit_needs_it() {
+        assert_eq!(controllers(&[]), ["+pids"]);
+        assert_eq!(controllers(&[svc(None, None)]), ["+pids"]);
         assert_eq!(
-            controllers(&[svc(None, Some(16)), svc(Some(1 << 20), None)]),
+            controllers(&[svc(Some(1 << 20), None)]),
             ["+memory", "+pids"]
         );
+        assert_eq!(pids_max(&svc(None, None)), DEFAULT_PIDS_MAX);
+        assert_eq!(pids_max(&svc(None, Some(16))), 16);
     }
 }

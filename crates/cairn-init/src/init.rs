@@ -2,76 +2,25 @@
 //! sequence and for test mode.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use cairn_manifest::{PanicAction, SystemConfig, SYSTEM_CONFIG_PATH};
+use cairn_manifest::{PanicAction, SystemConfig};
 use rustix::system::RebootCommand;
 
 use crate::boot::{self, MountOutcome, MountTable, SysMounter};
 use crate::cmdline::Cmdline;
+use crate::config::{config_path, load_config, CONFIG_ENV};
+use crate::console::Console;
+use crate::disk::MountStatus;
+use crate::machine::{on_panic, Loop, Machine, Parts};
 use crate::modules::{self, FinitLoader};
-use crate::signals::Waiter;
-use crate::supervise::shutdown::{self, reboot_forever};
+use crate::shutdown::{self, reboot_forever};
+use crate::signals::SignalFd;
 use crate::supervise::{Shutdown, Supervisor};
 use crate::{debug, info, log, net, Mode};
-
-/// The power button is looked for once the appliance is ready, or after
-/// this long if ready takes longer.
-const POWER_BUTTON_AT_MOST: Duration = Duration::from_secs(1);
-
-/// Test mode only: overrides the config path.
-pub const CONFIG_ENV: &str = "CAIRN_CONFIG";
 /// Test mode only: replaces the contents of `/proc/cmdline`.
 pub const CMDLINE_ENV: &str = "CAIRN_CMDLINE";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config {path}: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("invalid config {path}: {source}")]
-    Toml {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-}
-
-/// Reads and parses the runtime config: JSON as the builder writes it, or
-/// TOML when the file name ends in `.toml` (a hand-written config for test
-/// mode).
-pub fn load_config(path: &Path) -> Result<SystemConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.into(),
-        source,
-    })?;
-    if path.extension().is_some_and(|e| e == "toml") {
-        return SystemConfig::from_toml(&text).map_err(|source| ConfigError::Toml {
-            path: path.into(),
-            source,
-        });
-    }
-    SystemConfig::from_json(&text).map_err(|source| ConfigError::Json {
-        path: path.into(),
-        source,
-    })
-}
-
-/// The config path: [`SYSTEM_CONFIG_PATH`], or `overridden` (the value of
-/// `$CAIRN_CONFIG`) in test mode.
-pub fn config_path(mode: Mode, overridden: Option<std::ffi::OsString>) -> PathBuf {
-    match (mode, overridden) {
-        (Mode::Test, Some(p)) => p.into(),
-        _ => SYSTEM_CONFIG_PATH.into(),
-    }
-}
 
 /// Reads the kernel command line and applies what init understands
 /// (`cairn.debug`).
@@ -140,20 +89,21 @@ fn install_panic_hook() {
     }));
 }
 
-/// Everything the supervisor needs besides the config: accounts, cgroups,
-/// control socket, kernel log, power button, console, log file.
-fn supervisor_setup(
-    sup: &mut Supervisor,
+/// The sources around the supervisor: accounts, cgroups, control
+/// socket, kernel log, power button, console, log file. Returns the
+/// machine ready to be started.
+fn machine_setup(
+    mut sup: Supervisor,
     cfg: Option<&SystemConfig>,
-    mode: Mode,
+    boot: BootState,
     cmdline: &Cmdline,
-) {
+) -> Machine {
+    let mode = boot.mode;
     if let Some(cfg) = cfg {
         log::configure(cfg.log.lines, cfg.log.console);
         if cfg.shell.is_some() {
             info!("break-glass shell: type `shell` and Enter on the console");
         }
-        sup.set_shell(cfg.shell.clone());
         if let Some(dir) = &cfg.log.dir {
             match log::set_log_dir(Path::new(dir)) {
                 Ok(()) => info!("logging to {dir}/cairn.log"),
@@ -165,14 +115,17 @@ fn supervisor_setup(
         Ok(a) => sup.set_accounts(a),
         Err(e) => info!("{e}"),
     }
-    let ctl = crate::ctl::socket_path(mode).and_then(|p| match crate::ctl::Server::bind(&p) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            info!("control socket {}: {e}", p.display());
-            None
-        }
-    });
-    let (mut kmsg, mut console) = (None, None);
+    let ctl =
+        crate::console::ctl::socket_path(mode).and_then(
+            |p| match crate::console::ctl::Server::bind(&p) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    info!("control socket {}: {e}", p.display());
+                    None
+                }
+            },
+        );
+    let (mut kmsg, mut console_fd) = (None, None);
     if mode == Mode::Pid1 {
         if crate::cgroup::available() {
             let services = cfg.map_or(&[][..], |c| &c.services[..]);
@@ -187,23 +140,40 @@ fn supervisor_setup(
             rustix::fs::Mode::empty(),
         )
         .ok();
-        sup.watch_power(POWER_BUTTON_AT_MOST);
         // The console: fd 0 (the status screen reads Enter from it).
-        console = rustix::io::dup(rustix::stdio::stdin()).ok();
-        if let Some(c) = &console {
-            let _ = rustix::io::ioctl_fionbio(c, true);
-        }
+        console_fd = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3).ok();
     }
-    sup.set_sources(ctl, kmsg, console);
+    let mut test_panic = false;
     match cmdline.params.iter().find(|(k, _)| k == "cairn.test_panic") {
         // Outside every per-unit guard: only the last resort in `run`
         // catches this one.
         Some((_, Some(v))) if v == "setup" => {
             panic!("test panic requested by cairn.test_panic=setup")
         }
-        Some(_) => sup.arm_test_panic(),
+        Some(_) => test_panic = true,
         None => {}
     }
+    Machine::new(Parts {
+        sup,
+        mode,
+        signals: boot.signals,
+        net: boot.net,
+        ctl,
+        console: Console::new(console_fd, cfg.and_then(|c| c.shell.clone())),
+        kmsg,
+        watch_power: mode == Mode::Pid1,
+        mounts: boot.mounts,
+        on_panic: cfg.map_or(PanicAction::Continue, |c| c.on_panic),
+        test_panic,
+    })
+}
+
+/// What the boot sequence hands to [`machine_setup`].
+struct BootState {
+    mode: Mode,
+    signals: Option<SignalFd>,
+    net: Option<net::Net>,
+    mounts: Vec<MountStatus>,
 }
 
 /// Modules and hostname (PID 1 only). Loopback comes after the network
@@ -246,7 +216,19 @@ pub fn run() -> ! {
 
 fn boot_and_supervise(mode: Mode) -> ! {
     // Before any child exists, so no SIGCHLD is missed.
-    let waiter = Waiter::setup();
+    let signals = match SignalFd::new() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            info!("{e}; falling back to reaping every second");
+            None
+        }
+    };
+    if mode == Mode::Pid1 {
+        // The OOM killer never picks PID 1.
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+            info!("cannot set oom_score_adj: {e}");
+        }
+    }
     let mut clock = None;
     if mode == Mode::Pid1 {
         // Nothing to log to if this fails; it is retried after /dev exists.
@@ -303,7 +285,8 @@ fn boot_and_supervise(mode: Mode) -> ! {
 
     let path = config_path(mode, std::env::var_os(CONFIG_ENV));
     let mut network = None;
-    let (mut sup, on_panic) = match load_config(&path) {
+    let mut mount_status = Vec::new();
+    let (sup, cfg) = match load_config(&path) {
         Ok(cfg) => {
             debug!("config {} loaded", path.display());
             let on_panic = cfg.on_panic;
@@ -312,18 +295,25 @@ fn boot_and_supervise(mode: Mode) -> ! {
             } else {
                 debug!("test mode: skipping modules, hostname, lo and networking");
             }
-            // Disks (mounts, secondary config) before any service: the
-            // `mounts` target is reached once this returns.
-            let disks = match mode {
+            // Disks before any service: the `mounts` target is reached
+            // once this returns. Then the secondary config on them.
+            let report = match mode {
                 Mode::Pid1 => unit("disks", on_panic, mode, || {
-                    crate::disk::prepare(cfg.clone(), &mut mounts)
-                }),
-                Mode::Test => Some(Some(crate::config2::without_disabled(cfg.clone()))),
+                    crate::disk::prepare(&cfg, &mut mounts)
+                })
+                .unwrap_or_default(),
+                Mode::Test => Default::default(),
             };
-            let (cfg, fatal) = match disks {
-                Some(Some(c)) => (c, false),
-                Some(None) => (cfg, true),
-                None => (cfg, false),
+            let fatal = report.fatal;
+            mount_status = report.status;
+            let cfg = if fatal {
+                cfg
+            } else {
+                let primary = cfg.clone();
+                unit("config", on_panic, mode, || {
+                    crate::config::settle(cfg, &report.mounted)
+                })
+                .unwrap_or(primary)
             };
             // Networking after the disks: the secondary config may
             // override `[[network]]` and `[net]`.
@@ -336,20 +326,17 @@ fn boot_and_supervise(mode: Mode) -> ! {
                 .flatten();
                 let _ = unit("loopback", on_panic, mode, loopback_up);
             }
-            let mut sup = if fatal {
+            let sup = if fatal {
                 Supervisor::idle()
             } else {
                 Supervisor::new(cfg.services.clone())
             };
-            supervisor_setup(&mut sup, Some(&cfg), mode, &cmdline);
-            (sup, on_panic)
+            (sup, Some(cfg))
         }
         Err(e) => {
             info_lines(&e.to_string());
             info!("no usable config: running as an idle reaper without services");
-            let mut sup = Supervisor::idle();
-            supervisor_setup(&mut sup, None, mode, &cmdline);
-            (sup, PanicAction::Continue)
+            (Supervisor::idle(), None)
         }
     };
 
@@ -357,10 +344,26 @@ fn boot_and_supervise(mode: Mode) -> ! {
         // Services with `after = ["network-online"]` wait for the manager.
         crate::targets::hold("network-online");
     }
-    let kind = supervise(&mut sup, &waiter, on_panic, &mut network);
-    crate::signals::clear_extra();
+    let boot = BootState {
+        mode,
+        signals,
+        net: network,
+        mounts: mount_status,
+    };
+    let mut m = machine_setup(sup, cfg.as_ref(), boot, &cmdline);
+    drop(cfg);
+    let mut ev = match Loop::new() {
+        Ok(ev) => ev,
+        // Without an epoll set there is no loop: nothing can be watched.
+        Err(e) => {
+            info!("{e}; rebooting in 5s");
+            reboot_after_panic(mode)
+        }
+    };
+    m.start(&mut ev);
+    let kind = run_loop(&mut m, &mut ev);
     let _ = unit("shutdown", PanicAction::Continue, mode, || {
-        shutdown::shutdown(&mut sup, &waiter, kind, mode, &mut mounts)
+        shutdown::shutdown(&mut m, &mut ev, kind, &mut mounts)
     });
     match mode {
         Mode::Test => std::process::exit(0),
@@ -369,48 +372,16 @@ fn boot_and_supervise(mode: Mode) -> ! {
     }
 }
 
-/// The main loop: one supervisor step per unit of work, until a shutdown
-/// is requested (or a panic asks for a reboot).
-fn supervise(
-    sup: &mut Supervisor,
-    waiter: &Waiter,
-    on_panic: PanicAction,
-    network: &mut Option<net::Net>,
-) -> Shutdown {
+/// The main loop: turns of the event loop until a shutdown is requested
+/// (or a panic asks for a reboot).
+fn run_loop(m: &mut Machine, ev: &mut Loop) -> Shutdown {
     loop {
-        if let Some(n) = network.as_mut() {
-            match catch_unwind(AssertUnwindSafe(|| {
-                let reached = n.process(std::time::Instant::now());
-                n.register();
-                reached
-            })) {
-                Ok(true) => crate::targets::reach("network-online"),
-                Ok(false) => {}
-                Err(_) => {
-                    // Never a busy loop on a network fault: networking stops,
-                    // services carry on.
-                    info!("network manager panicked; networking stopped");
-                    crate::signals::clear_extra();
-                    *network = None;
-                    crate::targets::reach("network-online");
-                }
-            }
+        ev.turn(m, on_panic);
+        if catch_unwind(AssertUnwindSafe(|| m.settle(ev))).is_err() {
+            on_panic(m, "supervisor");
         }
-        match catch_unwind(AssertUnwindSafe(|| sup.step(waiter))) {
-            Ok(Some(kind)) => return kind,
-            Ok(None) => {}
-            Err(_) => match on_panic {
-                PanicAction::Continue => {
-                    info!("supervisor step panicked; carrying on (on_panic = continue)");
-                    // Never spin on a panic that repeats every step.
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                PanicAction::Reboot => {
-                    info!("supervisor step panicked; rebooting in 5s (on_panic = reboot)");
-                    std::thread::sleep(Duration::from_secs(5));
-                    return Shutdown::Reboot;
-                }
-            },
+        if let Some(kind) = m.take_shutdown() {
+            return kind;
         }
     }
 }
@@ -418,53 +389,6 @@ fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_override_only_in_test_mode() {
-        let over = || Some(std::ffi::OsString::from("/tmp/x.toml"));
-        assert_eq!(
-            config_path(Mode::Test, over()),
-            PathBuf::from("/tmp/x.toml")
-        );
-        assert_eq!(
-            config_path(Mode::Pid1, over()),
-            PathBuf::from(SYSTEM_CONFIG_PATH)
-        );
-        assert_eq!(
-            config_path(Mode::Test, None),
-            PathBuf::from(SYSTEM_CONFIG_PATH)
-        );
-    }
-
-    #[test]
-    fn config_errors_name_file_and_position() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("none.toml");
-        let e = load_config(&missing).unwrap_err().to_string();
-        assert!(e.contains("none.toml"), "{e}");
-
-        let bad = dir.path().join("bad.toml");
-        std::fs::write(&bad, "name = \"x\"\n[[service]]\nname = 3\n").unwrap();
-        let e = load_config(&bad).unwrap_err().to_string();
-        assert!(e.contains("bad.toml"), "{e}");
-        assert!(e.contains("line 3, column 8"), "{e}");
-
-        let bad = dir.path().join("system.json");
-        std::fs::write(
-            &bad,
-            "{\"name\": \"x\",\n\"service\": [\n  {\"name\": 3}]}\n",
-        )
-        .unwrap();
-        let e = load_config(&bad).unwrap_err().to_string();
-        assert!(e.contains("system.json"), "{e}");
-        assert!(e.contains("line 3 column 12"), "{e}");
-        let good = SystemConfig {
-            name: "x".into(),
-            ..Default::default()
-        };
-        std::fs::write(&bad, good.to_json()).unwrap();
-        assert_eq!(load_config(&bad).unwrap(), good);
-    }
 
     #[test]
     fn panicking_unit_continues() {

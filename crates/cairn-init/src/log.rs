@@ -39,8 +39,15 @@ use rustix::time::{clock_gettime, ClockId};
 
 /// Size at which `cairn.log` is rotated.
 pub const FILE_MAX: u64 = 1 << 20;
-/// Longest line kept; longer ones are split.
-pub const LINE_MAX: usize = 2048;
+/// Longest line kept; longer ones are cut into pieces of this many bytes,
+/// each but the last ending in [`CUT_MARK`].
+pub const LINE_MAX: usize = 4096;
+/// Ends a line that was cut at [`LINE_MAX`].
+pub const CUT_MARK: &str = " [cut]";
+/// Most bytes of text the ring keeps, whatever `[log] lines` says.
+pub const RING_BYTES: usize = 1 << 20;
+/// How often a log file that failed is tried again.
+pub const FILE_RETRY: Duration = Duration::from_secs(5);
 
 /// `cairn.debug` is on.
 static DEBUG: AtomicBool = AtomicBool::new(false);
@@ -80,7 +87,35 @@ struct Logger {
     console: Level,
     /// Held lines start after this sequence number while paused.
     paused_at: Option<u64>,
-    file: Option<(PathBuf, File, u64)>,
+    file: Option<FileLog>,
+    /// Bytes of text (and source names) in the ring.
+    bytes: usize,
+}
+
+/// The log file: path, open file, bytes in it, and whether writing it
+/// failed (then it is retried every [`FILE_RETRY`]).
+struct FileLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    stopped: Option<Stopped>,
+}
+
+struct Stopped {
+    retry_at: std::time::Instant,
+    missed: u64,
+}
+
+/// What a write to the log file did, beyond writing.
+#[derive(Debug, PartialEq, Eq)]
+enum FileEvent {
+    Written,
+    /// Writing failed (the file log stops until a retry works).
+    Stopped(String),
+    /// A retry worked after `missed` lines were not written.
+    Resumed(u64),
+    /// Stopped and not yet due for a retry.
+    Skipped,
 }
 
 static LOG: Mutex<Logger> = Mutex::new(Logger {
@@ -90,6 +125,7 @@ static LOG: Mutex<Logger> = Mutex::new(Logger {
     console: Level::Info,
     paused_at: None,
     file: None,
+    bytes: 0,
 });
 
 fn lock() -> MutexGuard<'static, Logger> {
@@ -141,9 +177,7 @@ fn keeps(level: Level, debug: bool) -> bool {
 pub fn configure(lines: usize, console: Level) {
     let mut l = lock();
     l.cap = lines.max(1);
-    while l.ring.len() > l.cap {
-        l.ring.pop_front();
-    }
+    trim(&mut l);
     l.console = console_level(console, DEBUG.load(Ordering::Relaxed));
     CONSOLE_DEBUG.store(console == Level::Debug, Ordering::Relaxed);
 }
@@ -163,15 +197,20 @@ pub fn set_log_dir(dir: &Path) -> std::io::Result<()> {
         f.write_all(line.as_bytes())?;
         size += line.len() as u64;
     }
-    l.file = Some((path, f, size));
+    l.file = Some(FileLog {
+        path,
+        file: f,
+        size,
+        stopped: None,
+    });
     Ok(())
 }
 
 /// Stops writing the log file (before unmounting its filesystem).
 pub fn close_log_file() {
     let mut l = lock();
-    if let Some((_, f, _)) = l.file.take() {
-        let _ = f.sync_all();
+    if let Some(f) = l.file.take() {
+        let _ = f.file.sync_all();
     }
 }
 
@@ -285,16 +324,22 @@ pub fn record(level: Level, source: &str, text: &str, time: Option<Duration>) {
     }
     let time = time.unwrap_or_else(now);
     let mut rest = text;
+    // A piece cut by [`LineBuf`] already carries its mark.
+    if rest.len() <= LINE_MAX + CUT_MARK.len() {
+        push(level, source, rest, time);
+        return;
+    }
     loop {
         let mut cut = rest.len().min(LINE_MAX);
         while !rest.is_char_boundary(cut) {
             cut -= 1;
         }
         let (part, tail) = rest.split_at(cut);
-        push(level, source, part, time);
         if tail.is_empty() {
+            push(level, source, part, time);
             break;
         }
+        push(level, source, &format!("{part}{CUT_MARK}"), time);
         rest = tail;
     }
 }
@@ -303,6 +348,10 @@ fn push(level: Level, source: &str, text: &str, time: Duration) {
     // A panic while the lock is held would deadlock the panic hook: nothing
     // in here panics (no indexing, no unwrap).
     let mut l = lock();
+    push_locked(&mut l, level, source, text, time);
+}
+
+fn push_locked(l: &mut Logger, level: Level, source: &str, text: &str, time: Duration) {
     let entry = Entry {
         seq: l.next_seq,
         time,
@@ -315,37 +364,92 @@ fn push(level: Level, source: &str, text: &str, time: Duration) {
     if source != "kernel" && level <= l.console && l.paused_at.is_none() {
         console_write(&line);
     }
-    write_file(&mut l.file, &line, FILE_MAX);
-    if l.ring.len() >= l.cap {
-        l.ring.pop_front();
-    }
+    l.bytes += entry.text.len() + entry.source.len();
     l.ring.push_back(entry);
+    trim(l);
+    let event = write_file(&mut l.file, &line, FILE_MAX, std::time::Instant::now());
+    let path = l.file.as_ref().map(|f| f.path.display().to_string());
+    let path = path.unwrap_or_default();
+    let note = match event {
+        FileEvent::Stopped(e) => {
+            format!("log file {path} stopped: {e}; logging goes on in memory")
+        }
+        FileEvent::Resumed(n) => format!("log file {path} resumed ({n} lines not written)"),
+        FileEvent::Written | FileEvent::Skipped => return,
+    };
+    push_locked(l, Level::Warn, "cairn", &note, time);
 }
 
-/// Appends `line` to the log file (path, file, bytes written), then
-/// rotates it once it is larger than `max` bytes: renamed to `cairn.log.1`
-/// (replacing the previous one) and a new, empty `cairn.log` opened.
-fn write_file(file: &mut Option<(PathBuf, File, u64)>, line: &str, max: u64) {
-    let mut rotate = false;
-    if let Some((_, f, size)) = file {
-        if f.write_all(line.as_bytes()).is_ok() {
-            *size += line.len() as u64;
-            rotate = *size > max;
+/// Drops the oldest lines past `[log] lines` or [`RING_BYTES`].
+fn trim(l: &mut Logger) {
+    while l.ring.len() > l.cap || l.bytes > RING_BYTES && l.ring.len() > 1 {
+        match l.ring.pop_front() {
+            Some(e) => l.bytes = l.bytes.saturating_sub(e.text.len() + e.source.len()),
+            None => break,
         }
     }
-    if rotate {
-        if let Some((path, _, _)) = file.take() {
-            let old = path.with_extension("log.1");
-            let _ = std::fs::rename(&path, &old);
-            if let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-            {
-                *file = Some((path, f, 0));
+}
+
+/// Appends `line` to the log file, then rotates it once it is larger than
+/// `max` bytes: renamed to `cairn.log.1` (replacing the previous one) and
+/// a new, empty `cairn.log` opened. A failed write (a full disk) stops the
+/// file log; it is tried again every [`FILE_RETRY`] from `now` on.
+fn write_file(
+    file: &mut Option<FileLog>,
+    line: &str,
+    max: u64,
+    now: std::time::Instant,
+) -> FileEvent {
+    let Some(f) = file else {
+        return FileEvent::Skipped;
+    };
+    if let Some(st) = &mut f.stopped {
+        if now < st.retry_at {
+            st.missed += 1;
+            return FileEvent::Skipped;
+        }
+    }
+    // After a failure the file may end in part of a line: start afresh.
+    let text = match f.stopped {
+        Some(_) => format!("\n{line}"),
+        None => line.to_string(),
+    };
+    let event = match f.file.write_all(text.as_bytes()) {
+        Ok(()) => {
+            f.size += text.len() as u64;
+            match f.stopped.take() {
+                Some(st) => FileEvent::Resumed(st.missed),
+                None => FileEvent::Written,
             }
         }
+        Err(e) => match &mut f.stopped {
+            Some(st) => {
+                st.missed += 1;
+                st.retry_at = now + FILE_RETRY;
+                return FileEvent::Skipped;
+            }
+            None => {
+                f.stopped = Some(Stopped {
+                    retry_at: now + FILE_RETRY,
+                    missed: 1,
+                });
+                return FileEvent::Stopped(e.to_string());
+            }
+        },
+    };
+    if f.size > max {
+        let old = f.path.with_extension("log.1");
+        let _ = std::fs::rename(&f.path, &old);
+        if let Ok(new) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&f.path)
+        {
+            f.file = new;
+            f.size = 0;
+        }
     }
+    event
 }
 
 /// The lines after sequence number `after` (oldest first), optionally only
@@ -447,14 +551,26 @@ impl LineBuf {
     pub fn feed(&mut self, data: &[u8]) -> Vec<String> {
         self.buf.extend_from_slice(data);
         let mut out = Vec::new();
-        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=i).collect();
-            out.push(clean(&line[..line.len() - 1]));
+        // One pass, one drain at the end: a read full of short lines
+        // costs what it reads.
+        let mut start = 0;
+        while let Some(i) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + i;
+            if end - start > LINE_MAX {
+                // Pieces of a long line that ends here.
+                while end - start > LINE_MAX {
+                    out.push(clean(&self.buf[start..start + LINE_MAX]) + CUT_MARK);
+                    start += LINE_MAX;
+                }
+            }
+            out.push(clean(&self.buf[start..end]));
+            start = end + 1;
         }
-        while self.buf.len() >= LINE_MAX {
-            let line: Vec<u8> = self.buf.drain(..LINE_MAX).collect();
-            out.push(clean(&line));
+        while self.buf.len() - start >= LINE_MAX {
+            out.push(clean(&self.buf[start..start + LINE_MAX]) + CUT_MARK);
+            start += LINE_MAX;
         }
+        self.buf.drain(..start);
         out
     }
 
@@ -545,7 +661,8 @@ mod tests {
         let long = vec![b'x'; LINE_MAX + 10];
         let out = b.feed(&long);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].len(), LINE_MAX);
+        assert_eq!(out[0].len(), LINE_MAX + CUT_MARK.len());
+        assert!(out[0].ends_with(" [cut]"));
         assert_eq!(b.feed(&[0xff, b'\n']), ["xxxxxxxxxx\u{fffd}"]);
     }
 
@@ -599,7 +716,17 @@ mod tests {
                 .unwrap()
         };
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        let mut file = Some((path.clone(), open(), 0));
+        let log = |size: u64| FileLog {
+            path: path.clone(),
+            file: open(),
+            size,
+            stopped: None,
+        };
+        let now = std::time::Instant::now();
+        let write_file = |f: &mut Option<FileLog>, line: &str, max: u64| {
+            assert_eq!(write_file(f, line, max, now), FileEvent::Written);
+        };
+        let mut file = Some(log(0));
         let line = |c: char| format!("{}\n", c.to_string().repeat(99));
         // 100-byte lines, limit 250: the third line goes past it.
         write_file(&mut file, &line('a'), 250);
@@ -609,7 +736,7 @@ mod tests {
         write_file(&mut file, &line('c'), 250);
         assert_eq!(read(&rotated), line('a') + &line('b') + &line('c'));
         assert_eq!(read(&path), "");
-        assert_eq!(file.as_ref().map(|f| f.2), Some(0));
+        assert_eq!(file.as_ref().map(|f| f.size), Some(0));
         // The next lines go to the new file; the next rotation replaces
         // cairn.log.1.
         for c in ['d', 'e', 'f'] {
@@ -625,9 +752,82 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
         // A file that already holds bytes (set_log_dir after a reboot
         // counts them): one more line takes it past the limit.
-        let mut file = Some((path.clone(), open(), 240));
+        let mut file = Some(log(240));
         write_file(&mut file, &line('h'), 250);
         assert_eq!(read(&rotated), line('g') + &line('h'));
+    }
+
+    #[test]
+    fn a_long_line_ending_in_one_read_is_cut_into_marked_pieces() {
+        let mut b = LineBuf::default();
+        let mut data = vec![b'y'; 2 * LINE_MAX + 5];
+        data.extend_from_slice(b"\nnext\n");
+        let out = b.feed(&data);
+        assert_eq!(out.len(), 4);
+        assert!(out[0].ends_with(CUT_MARK) && out[1].ends_with(CUT_MARK));
+        assert_eq!(out[2], "yyyyy");
+        assert_eq!(out[3], "next");
+    }
+
+    #[test]
+    fn a_full_disk_stops_the_file_log_and_a_retry_resumes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut file = Some(FileLog {
+            path: dir.path().join("cairn.log"),
+            file: full,
+            size: 0,
+            stopped: None,
+        });
+        let t0 = std::time::Instant::now();
+        let e = write_file(&mut file, "a\n", FILE_MAX, t0);
+        assert!(
+            matches!(e, FileEvent::Stopped(ref m) if m.contains("No space left")),
+            "{e:?}"
+        );
+        // Not retried before FILE_RETRY: counted.
+        assert_eq!(
+            write_file(&mut file, "b\n", FILE_MAX, t0),
+            FileEvent::Skipped
+        );
+        // Still full at the retry: counted, retried later.
+        let t1 = t0 + FILE_RETRY;
+        assert_eq!(
+            write_file(&mut file, "c\n", FILE_MAX, t1),
+            FileEvent::Skipped
+        );
+        // Room again (a file that takes writes): resumed, with the count.
+        let ok = dir.path().join("cairn.log");
+        file.as_mut().unwrap().file = std::fs::File::create(&ok).unwrap();
+        let t2 = t1 + FILE_RETRY;
+        assert_eq!(
+            write_file(&mut file, "d\n", FILE_MAX, t2),
+            FileEvent::Resumed(3)
+        );
+        assert_eq!(std::fs::read_to_string(&ok).unwrap(), "\nd\n");
+        assert_eq!(
+            write_file(&mut file, "e\n", FILE_MAX, t2),
+            FileEvent::Written
+        );
+    }
+
+    #[test]
+    fn ring_is_bounded_in_bytes() {
+        let _settings = test_settings();
+        configure(1_000_000, Level::Off);
+        let big = "z".repeat(LINE_MAX);
+        for _ in 0..(2 * RING_BYTES / LINE_MAX) {
+            record(Level::Info, "bytestest", &big, None);
+        }
+        let l = lock();
+        assert!(l.bytes <= RING_BYTES, "{}", l.bytes);
+        let counted: usize = l.ring.iter().map(|e| e.text.len() + e.source.len()).sum();
+        assert_eq!(counted, l.bytes);
+        drop(l);
+        configure(cairn_manifest::supervision::DEFAULT_LOG_LINES, Level::Info);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! cairn-init entry point: a multi-call binary (`init` or `cairnctl`).
 
-use cairn_init::{applet, ctl, init, Applet};
+use cairn_init::{applet, console::ctl, init, Applet};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -11,14 +11,10 @@
 //! | SIGINT  | reboot (Ctrl-Alt-Del once CAD is off, see `reboot(2)`)   |
 //! | SIGUSR2 | reboot                                                   |
 
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
-use rustix::time::Timespec;
 
 /// The signals [`SignalFd`] takes over.
 pub const HANDLED: [libc::c_int; 7] = [
@@ -39,8 +35,6 @@ pub enum SignalError {
     Block(std::io::Error),
     #[error("cannot create signalfd: {0}")]
     Create(std::io::Error),
-    #[error("waiting for signals failed: {0}")]
-    Poll(Errno),
     #[error("reading the signalfd failed: {0}")]
     Read(Errno),
 }
@@ -108,24 +102,10 @@ impl SignalFd {
         Ok(SignalFd { fd })
     }
 
-    /// Waits until a signal arrives, one of the extra fds (see
-    /// [`set_extra`]) is readable, or `timeout` (or the extra deadline)
-    /// passes (`None`: forever), then returns the signal numbers read
-    /// (possibly none).
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<Vec<libc::c_int>, SignalError> {
-        let timeout = with_extra_deadline(timeout);
-        let ts = timeout.map(|d| Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: i64::from(d.subsec_nanos()),
-        });
-        let extra = extra_fds();
-        let mut fds = vec![PollFd::new(&self.fd, PollFlags::IN)];
-        fds.extend(extra.iter().map(|f| PollFd::new(f, PollFlags::IN)));
-        match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(SignalError::Poll(e)),
-        }
-        self.drain()
+    /// The fd to watch for readability.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
     }
 
     /// Reads every pending signal without blocking.
@@ -168,95 +148,6 @@ pub fn name(signo: libc::c_int) -> String {
     known.to_owned()
 }
 
-/// How the main loop waits for events: a [`SignalFd`], or, if that could
-/// not be set up, a degraded mode that wakes every second and reaps.
-pub enum Waiter {
-    Fd(SignalFd),
-    Polling,
-}
-
-impl Waiter {
-    /// Sets up the signalfd, falling back to polling (logged).
-    pub fn setup() -> Self {
-        match SignalFd::new() {
-            Ok(fd) => Waiter::Fd(fd),
-            Err(e) => {
-                crate::info!("{e}; falling back to reaping every second");
-                Waiter::Polling
-            }
-        }
-    }
-
-    /// The signalfd to poll, if there is one.
-    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        match self {
-            Waiter::Fd(fd) => Some(fd.fd.as_fd()),
-            Waiter::Polling => None,
-        }
-    }
-
-    /// Waits for signals or `timeout`; see [`SignalFd::wait`]. In polling
-    /// mode it sleeps at most a second and reports a SIGCHLD.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<Vec<libc::c_int>, SignalError> {
-        match self {
-            Waiter::Fd(fd) => fd.wait(timeout),
-            Waiter::Polling => {
-                let second = Duration::from_secs(1);
-                let timeout = with_extra_deadline(timeout);
-                std::thread::sleep(timeout.map_or(second, |t| t.min(second)));
-                Ok(vec![libc::SIGCHLD])
-            }
-        }
-    }
-}
-
-/// More things for the main loop to wait on besides signals: the network
-/// manager's sockets and its next timer. PID 1 is single-threaded, so this
-/// lives in a thread-local that [`Waiter::wait`] reads.
-#[derive(Default)]
-struct Extra {
-    fds: Vec<OwnedFd>,
-    deadline: Option<Instant>,
-}
-
-thread_local! {
-    static EXTRA: RefCell<Extra> = RefCell::new(Extra::default());
-}
-
-/// Makes [`Waiter::wait`] also return when one of `fds` is readable or
-/// `deadline` passes. Replaces what was set before.
-pub fn set_extra(fds: Vec<OwnedFd>, deadline: Option<Instant>) {
-    EXTRA.with(|e| *e.borrow_mut() = Extra { fds, deadline });
-}
-
-/// Stops waiting on extra fds and deadlines (before shutdown).
-pub fn clear_extra() {
-    set_extra(Vec::new(), None);
-}
-
-/// Duplicates of the extra fds, for a caller that polls by itself.
-pub fn extra_fds() -> Vec<OwnedFd> {
-    EXTRA.with(|e| {
-        e.borrow()
-            .fds
-            .iter()
-            .filter_map(|f| f.try_clone().ok())
-            .collect()
-    })
-}
-
-/// `timeout` shortened to the extra deadline, if that comes first.
-pub fn with_extra_deadline(timeout: Option<Duration>) -> Option<Duration> {
-    let extra = EXTRA
-        .with(|e| e.borrow().deadline)
-        .map(|d| d.saturating_duration_since(Instant::now()));
-    match (timeout, extra) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 /// Empties the signal mask. Meant for a child between `fork` and `exec`
 /// (it is async-signal-safe): services must not inherit PID 1's blocked
 /// signals.
@@ -287,29 +178,6 @@ mod tests {
         assert_eq!(action(libc::SIGINT), SignalAction::Reboot);
         assert_eq!(action(libc::SIGUSR2), SignalAction::Reboot);
         assert_eq!(action(libc::SIGHUP), SignalAction::Ignore);
-    }
-
-    #[test]
-    fn extra_deadline_shortens_the_wait() {
-        set_extra(Vec::new(), Some(Instant::now() + Duration::from_millis(50)));
-        let t = with_extra_deadline(Some(Duration::from_secs(10))).unwrap();
-        assert!(t <= Duration::from_millis(50));
-        let t = with_extra_deadline(None).unwrap();
-        assert!(t <= Duration::from_millis(50));
-        clear_extra();
-        assert_eq!(with_extra_deadline(None), None);
-    }
-
-    #[test]
-    fn extra_fd_wakes_the_wait() {
-        let (r, w) = rustix::pipe::pipe().unwrap();
-        rustix::io::write(&w, b"x").unwrap();
-        set_extra(vec![r], None);
-        let sfd = SignalFd::new().unwrap();
-        let start = Instant::now();
-        sfd.wait(Some(Duration::from_secs(5))).unwrap();
-        assert!(start.elapsed() < Duration::from_secs(4));
-        clear_extra();
     }
 
     #[test]

@@ -7,14 +7,13 @@
 //! A `required` mount that cannot be found or mounted is fatal: the init
 //! prints what it looked for and every device it saw, starts no services
 //! and stays up showing that (it still reaps, and answers power-off
-//! signals). What became of each mount ([`snapshot`]) is shown on the
+//! signals). What became of each mount ([`MountReport::status`]) is shown on the
 //! status screen and by `cairnctl status`.
 
 pub mod probe;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cairn_manifest::{FormatPolicy, MountConfig, MountSource, MKFS_EXT4_PATH};
@@ -382,15 +381,6 @@ impl MountStatus {
     }
 }
 
-/// The outcome of each `[[mount]]` of this boot, in manifest order.
-static STATUS: Mutex<Vec<MountStatus>> = Mutex::new(Vec::new());
-
-/// What [`mount_all`] did, for the status screen and `cairnctl status`
-/// (empty before it ran and without `[[mount]]`s).
-pub fn snapshot() -> Vec<MountStatus> {
-    STATUS.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
 /// The outcome of [`mount_all`].
 #[derive(Debug, Default)]
 pub struct MountReport {
@@ -398,16 +388,18 @@ pub struct MountReport {
     pub fatal: bool,
     /// Mount points that are mounted.
     pub mounted: Vec<String>,
+    /// What became of each `[[mount]]`, in manifest order, for the status
+    /// screen and `cairnctl status`.
+    pub status: Vec<MountStatus>,
 }
 
 /// Mounts every `[[mount]]` in order, logging each outcome. A failed
 /// required mount is reported as FATAL with everything the init knows.
 pub fn mount_all(mounts: &[MountConfig], table: &mut MountTable) -> MountReport {
     let mut report = MountReport::default();
-    let mut status = Vec::new();
     for m in mounts {
         let result = mount_one(m, table);
-        status.push(MountStatus::new(m, &result));
+        report.status.push(MountStatus::new(m, &result));
         match result {
             Ok((dev, _)) => {
                 info!("mounted {dev} ({}) on {}", m.source, m.path);
@@ -420,7 +412,6 @@ pub fn mount_all(mounts: &[MountConfig], table: &mut MountTable) -> MountReport 
             Err(e) => info!("{e} (not required: boot goes on)"),
         }
     }
-    *STATUS.lock().unwrap_or_else(|p| p.into_inner()) = status;
     if !mounts.is_empty() && !report.fatal {
         info!("mounts done");
     }
@@ -428,20 +419,16 @@ pub fn mount_all(mounts: &[MountConfig], table: &mut MountTable) -> MountReport 
 }
 
 /// The disk stage of boot (PID 1, after modules are loaded, before any
-/// service): mount the `[[mount]]`s and apply the
-/// secondary config. Returns the config to run, or `None` when a required
-/// mount failed (then no service may start).
-pub fn prepare(
-    cfg: cairn_manifest::SystemConfig,
-    table: &mut MountTable,
-) -> Option<cairn_manifest::SystemConfig> {
+/// service): mount the `[[mount]]`s and create the log directory. The
+/// secondary config on one of them is [`crate::config::settle`]'s.
+pub fn prepare(cfg: &cairn_manifest::SystemConfig, table: &mut MountTable) -> MountReport {
     if cfg.mounts.is_empty() {
-        return Some(crate::config2::without_disabled(cfg));
+        return MountReport::default();
     }
     let report = mount_all(&cfg.mounts, table);
     if report.fatal {
         info!("FATAL: a required filesystem is missing: no services will be started");
-        return None;
+        return report;
     }
     // The log directory usually lives on one of these mounts; the log
     // itself opens it later.
@@ -450,35 +437,7 @@ pub fn prepare(
             info!("cannot create log directory {dir}: {e}");
         }
     }
-    let cfg = match &cfg.config_mount {
-        Some(dir) if report.mounted.iter().any(|m| m == dir) => {
-            let (cfg, outcome) = crate::config2::load(cfg.clone(), Path::new(dir));
-            match outcome {
-                crate::config2::Outcome::WroteTemplate(p) => {
-                    info!(
-                        "secondary config: wrote a commented template to {}",
-                        p.display()
-                    )
-                }
-                crate::config2::Outcome::Applied(p) => {
-                    info!("secondary config {} applied", p.display())
-                }
-                crate::config2::Outcome::Refused(e) => {
-                    for line in e.to_string().lines() {
-                        info!("{line}");
-                    }
-                    info!("secondary config refused: using the built-in config");
-                }
-            }
-            cfg
-        }
-        Some(dir) => {
-            info!("secondary config: {dir} is not mounted; using the built-in config");
-            cfg
-        }
-        None => cfg,
-    };
-    Some(crate::config2::without_disabled(cfg))
+    report
 }
 
 #[cfg(test)]

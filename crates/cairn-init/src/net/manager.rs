@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use cairn_manifest::{InterfaceConfig, Ipv6Mode, NetConfig};
@@ -68,15 +68,6 @@ pub struct LeaseStatus {
     pub prefix_len: u8,
     pub server: Ipv4Addr,
     pub remaining: Duration,
-}
-
-/// The last [`Status`], published after every [`Net::process`] for the
-/// status screen and `cairnctl status` (None: networking not running).
-static SNAPSHOT: std::sync::Mutex<Option<Status>> = std::sync::Mutex::new(None);
-
-/// The current network status, if the manager runs.
-pub fn snapshot() -> Option<Status> {
-    SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 impl Status {
@@ -455,9 +446,7 @@ impl Net {
             self.ra_io(index, now);
         }
         self.sntp_io(now);
-        let reached = self.check_online(now);
-        *SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.status());
-        reached
+        self.check_online(now)
     }
 
     fn link_events(&mut self, now: Instant) {
@@ -1079,8 +1068,10 @@ impl Net {
         d.into_iter().min()
     }
 
-    /// Duplicates of every socket to poll (the loop owns the copies).
-    pub fn poll_fds(&self) -> Vec<OwnedFd> {
+    /// The sockets to watch: the link monitor, each interface's DHCP
+    /// socket (and address probe) and router advert socket, and the SNTP
+    /// socket. Call [`Net::process`] when one is readable.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
         let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
         if let Some(m) = &self.monitor {
             fds.push(m.fd());
@@ -1096,21 +1087,10 @@ impl Net {
                 fds.push(r.fd());
             }
         }
-        let mut out: Vec<OwnedFd> = fds
-            .into_iter()
-            .filter_map(|f| f.try_clone_to_owned().ok())
-            .collect();
         if let Some(st) = &self.sntp {
-            if let Ok(f) = std::os::fd::AsFd::as_fd(&st.sock).try_clone_to_owned() {
-                out.push(f);
-            }
+            fds.push(std::os::fd::AsFd::as_fd(&st.sock));
         }
-        out
-    }
-
-    /// Hands sockets and the next deadline to the main loop's `poll`.
-    pub fn register(&self) {
-        crate::signals::set_extra(self.poll_fds(), self.deadline());
+        fds
     }
 
     pub fn status(&self) -> Status {

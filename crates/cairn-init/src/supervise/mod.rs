@@ -1,19 +1,20 @@
 //! Service supervision: start in order, reap, restart, and turn a service's
 //! end or a signal into a shutdown request.
 //!
-//! The [`Supervisor`] is driven one [`Supervisor::step`] at a time (one unit
-//! of work: start what is due, wait for an event, handle it) so the caller
-//! can catch a panic per step and keep PID 1 alive.
+//! The [`Supervisor`] knows services only: it owns their configs, states,
+//! cgroups and output pipes. It does not wait for anything itself: the
+//! event loop ([`crate::event`]) calls it when a pipe is readable
+//! ([`Supervisor::read_output`]), a child ended ([`Supervisor::reap`]) or
+//! one of its deadlines passed ([`Supervisor::on_time`]), and
+//! [`crate::machine`] wires it to the loop.
 //!
 //! Each service runs in its own session (`setsid`), so its process group id
 //! is its pid, and (PID 1 with cgroup v2) in its own cgroup; see [`spawn`]
 //! for credentials, limits and capabilities. Stdin is `/dev/null`; stdout
 //! and stderr go through a pipe into the log, line by line.
 //!
-//! One step waits with `poll(2)` on: the signalfd, the service output
-//! pipes, the control socket and its clients ([`crate::ctl`]), `/dev/kmsg`,
-//! the ACPI power button ([`crate::power`]) and the console (the status
-//! screen, [`crate::status`]).
+//! Service output is read with a budget per turn and a rate limit per
+//! service ([`output`]).
 //!
 //! When a run ends (including an exec that fails, which counts as an
 //! unsuccessful run) the restart policy decides ([`policy`]): `always`
@@ -24,23 +25,21 @@
 //! shutdown request (so with `restart = "always"` it never fires).
 
 pub mod order;
+pub mod output;
 pub mod policy;
-pub mod shutdown;
 pub mod spawn;
 
-use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use cairn_manifest::{ExitAction, Level, ServiceConfig};
-use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 
 use crate::accounts::Accounts;
 use crate::cgroup::Cgroup;
-use crate::log::LineBuf;
-use crate::signals::{self, SignalAction, Waiter};
-use crate::{ctl, debug, info, power, status, targets, warn};
+use crate::event::Token;
+use crate::{debug, info, targets, warn};
+use output::{Output, RateLimit, ReadOutcome, READ_BUDGET};
 use policy::{Backoff, Decision, Exit, Exponential};
 
 pub use spawn::{SpawnError, DEFAULT_PATH};
@@ -68,6 +67,24 @@ impl From<ExitAction> for Shutdown {
             ExitAction::Reboot => Shutdown::Reboot,
         }
     }
+}
+
+/// What `cairnctl` may ask of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// One service as the status screen and `cairnctl status` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    pub name: String,
+    pub state: &'static str,
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
 }
 
 /// What happens once a service being stopped has exited.
@@ -137,6 +154,8 @@ pub struct ServiceState {
     pub last_exit: Option<Exit>,
     backoff: Box<dyn Backoff>,
     cgroup: Option<Cgroup>,
+    /// Lines this service may still log (shared by its runs).
+    limit: RateLimit,
 }
 
 impl ServiceState {
@@ -144,26 +163,6 @@ impl ServiceState {
     pub fn restarts(&self) -> u32 {
         self.starts.saturating_sub(1)
     }
-}
-
-struct Output {
-    service: usize,
-    fd: OwnedFd,
-    buf: LineBuf,
-}
-
-/// What one poll entry is.
-#[derive(Clone, Copy)]
-enum Src {
-    Signals,
-    Output(usize),
-    Listener,
-    Client(usize),
-    Kmsg,
-    Power,
-    Console,
-    /// A socket of another subsystem (see `signals::set_extra`).
-    Extra,
 }
 
 /// Supervises the configured services.
@@ -181,17 +180,8 @@ pub struct Supervisor {
     accounts: Accounts,
     use_cgroups: bool,
     outputs: Vec<Output>,
-    pub(crate) ctl: Option<ctl::Server>,
-    kmsg: Option<OwnedFd>,
-    power: Option<OwnedFd>,
-    /// The power button is looked for once ready is logged, or at this
-    /// moment if ready takes longer (see [`Supervisor::watch_power`]).
-    power_due: Option<Instant>,
-    console: Option<OwnedFd>,
-    screen: status::Screen,
-    shell: crate::shell::Shell,
-    /// `cairn.test_panic`: panic once inside a step (test hook).
-    test_panic: bool,
+    /// Pipes found closed while reaping, not yet handed to the caller.
+    closed: Vec<Output>,
 }
 
 impl Supervisor {
@@ -226,6 +216,7 @@ impl Supervisor {
                     c.restart_limit,
                 )),
                 cgroup: None,
+                limit: RateLimit::new(Instant::now()),
             })
             .collect();
         Supervisor {
@@ -240,14 +231,7 @@ impl Supervisor {
             accounts: Accounts::default(),
             use_cgroups: false,
             outputs: Vec::new(),
-            ctl: None,
-            kmsg: None,
-            power: None,
-            power_due: None,
-            console: None,
-            screen: status::Screen::default(),
-            shell: crate::shell::Shell::default(),
-            test_panic: false,
+            closed: Vec::new(),
         }
     }
 
@@ -269,49 +253,6 @@ impl Supervisor {
         self.use_cgroups = on;
     }
 
-    /// Event sources besides signals and service output.
-    pub fn set_sources(
-        &mut self,
-        ctl: Option<ctl::Server>,
-        kmsg: Option<OwnedFd>,
-        console: Option<OwnedFd>,
-    ) {
-        self.ctl = ctl;
-        self.kmsg = kmsg;
-        self.console = console;
-    }
-
-    /// Looks for the ACPI power button once ready is logged (finding it
-    /// reads sysfs and is not on the way to ready; every service's output
-    /// is read after that), or after `at_most` if ready takes longer (a
-    /// slow network): a press while the appliance waits is never lost.
-    pub fn watch_power(&mut self, at_most: Duration) {
-        self.power_due = Some(Instant::now() + at_most);
-        if !self.announce_ready {
-            self.open_power();
-        }
-    }
-
-    fn open_power(&mut self) {
-        if self.power_due.take().is_none() {
-            return;
-        }
-        self.power = power::open().map(|(p, fd)| {
-            debug!("watching {} (Power Button)", p.display());
-            fd
-        });
-    }
-
-    /// The break-glass shell (`[shell]`); `None`: off.
-    pub fn set_shell(&mut self, cfg: Option<cairn_manifest::ShellConfig>) {
-        self.shell = crate::shell::Shell::new(cfg);
-    }
-
-    /// Arms the test hook: the next step panics once.
-    pub fn arm_test_panic(&mut self) {
-        self.test_panic = true;
-    }
-
     pub fn configs(&self) -> &[ServiceConfig] {
         &self.configs
     }
@@ -331,367 +272,184 @@ impl Supervisor {
         }
     }
 
-    /// One unit of work: start what is due, wait for an event or the next
-    /// deadline, handle it, reap. Returns a shutdown request once there is
-    /// one.
-    pub fn step(&mut self, waiter: &Waiter) -> Option<Shutdown> {
-        self.start_due();
-        if let Some(r) = self.pending.take() {
-            return Some(r);
-        }
-        if self.test_panic && self.ready_logged {
-            self.test_panic = false;
-            panic!("test panic requested by cairn.test_panic");
-        }
-        if self.power_due.is_some_and(|at| at <= Instant::now()) {
-            self.open_power();
-        }
-        let timeout = self
-            .next_deadline()
-            .map(|at| at.saturating_duration_since(Instant::now()));
-        self.poll_events(waiter, timeout);
-        self.shell.tick(self.console.as_ref());
-        self.reap();
-        self.check_stop_deadlines();
-        self.start_due();
-        self.pending.take()
+    /// Whether `name` is a service.
+    pub fn has_service(&self, name: &str) -> bool {
+        self.configs.iter().any(|c| c.name == name)
     }
 
-    /// Waits up to `timeout` (`None`: until something happens) for any
-    /// event source and handles what is ready.
-    pub fn poll_events(&mut self, waiter: &Waiter, timeout: Option<Duration>) {
-        let Some(sigfd) = waiter.fd() else {
-            // Degraded mode without a signalfd: sleep, then drain pipes.
-            let _ = waiter.wait(timeout.map(|t| t.min(Duration::from_millis(200))));
-            for i in 0..self.outputs.len() {
-                self.read_output(i);
-            }
-            self.outputs.retain(|o| o.service != usize::MAX);
-            return;
-        };
-        let mut srcs = vec![Src::Signals];
-        let mut fds = vec![PollFd::new(&sigfd, PollFlags::IN)];
-        for (i, o) in self.outputs.iter().enumerate() {
-            srcs.push(Src::Output(i));
-            fds.push(PollFd::new(&o.fd, PollFlags::IN));
+    /// `cairnctl start|stop|restart NAME`.
+    pub fn command(&mut self, cmd: Command, n: &str) -> Result<(), String> {
+        if self.stopping {
+            return Err("shutting down".into());
         }
-        if let Some(c) = &self.ctl {
-            srcs.push(Src::Listener);
-            fds.push(PollFd::new(c.listener(), PollFlags::IN));
-            for (i, fd) in c.client_fds().into_iter().enumerate() {
-                srcs.push(Src::Client(i));
-                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-            }
-        }
-        // The kernel's boot messages wait in its ring until the services
-        // are up: copying them is not on the way to ready.
-        if let Some(k) = self
-            .kmsg
-            .as_ref()
-            .filter(|_| self.ready_logged || !self.announce_ready)
-        {
-            srcs.push(Src::Kmsg);
-            fds.push(PollFd::new(k, PollFlags::IN));
-        }
-        if let Some(p) = &self.power {
-            srcs.push(Src::Power);
-            fds.push(PollFd::new(p, PollFlags::IN));
-        }
-        if let Some(c) = self.console.as_ref().filter(|_| self.shell.reads_console()) {
-            srcs.push(Src::Console);
-            fds.push(PollFd::new(c, PollFlags::IN));
-        }
-        // Sockets and the next timer of other subsystems (networking): they
-        // only wake the loop; their owners do the work after the step.
-        let extra = signals::extra_fds();
-        for fd in &extra {
-            srcs.push(Src::Extra);
-            fds.push(PollFd::new(fd, PollFlags::IN));
-        }
-        let timeout = signals::with_extra_deadline(timeout);
-        let ts = timeout.map(|d| rustix::time::Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: i64::from(d.subsec_nanos()),
-        });
-        match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => {
-                info!("poll failed: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-        let ready: Vec<(Src, PollFlags)> = srcs
-            .iter()
-            .zip(fds.iter())
-            .map(|(s, f)| (*s, f.revents()))
-            .filter(|(_, r)| !r.is_empty())
-            .collect();
-        drop(fds);
-        let mut clients = Vec::new();
-        for (src, _) in ready {
-            match src {
-                Src::Signals => self.handle_signals(waiter),
-                Src::Output(i) => self.read_output(i),
-                Src::Listener => {
-                    if let Some(c) = &mut self.ctl {
-                        c.accept();
-                    }
-                }
-                Src::Client(i) => clients.push(i),
-                Src::Kmsg => self.read_kmsg(),
-                Src::Power => {
-                    if let Some(fd) = &self.power {
-                        match power::read_pressed(fd) {
-                            Ok(true) => {
-                                info!("power button pressed: power off");
-                                self.request(Shutdown::Poweroff);
-                            }
-                            Ok(false) => {}
-                            Err(e) => {
-                                info!("power button: {e}; no longer watched");
-                                self.power = None;
-                            }
-                        }
-                    }
-                }
-                Src::Console => self.read_console(),
-                Src::Extra => {}
-            }
-        }
-        self.outputs.retain(|o| o.service != usize::MAX);
-        if !clients.is_empty() {
-            let reqs = match &mut self.ctl {
-                Some(c) => c.read_clients(&clients),
-                None => Vec::new(),
-            };
-            for (client, req) in reqs {
-                let reply = self.handle_request(req);
-                if let Some(c) = &mut self.ctl {
-                    c.reply(client, reply);
-                }
-            }
-        }
-        if let Some(c) = &mut self.ctl {
-            c.finish_round();
-        }
-    }
-
-    fn handle_signals(&mut self, waiter: &Waiter) {
-        let sigs = match waiter.wait(Some(Duration::ZERO)) {
-            Ok(s) => s,
-            Err(e) => {
-                info!("{e}");
-                Vec::new()
-            }
-        };
-        for sig in sigs {
-            debug!("received {}", signals::name(sig));
-            match signals::action(sig) {
-                SignalAction::Poweroff if !self.stopping => {
-                    info!("{} received: power off", signals::name(sig));
-                    self.request(Shutdown::Poweroff);
-                }
-                SignalAction::Reboot if !self.stopping => {
-                    info!("{} received: reboot", signals::name(sig));
-                    self.request(Shutdown::Reboot);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn read_output(&mut self, i: usize) {
-        let Some(o) = self.outputs.get_mut(i) else {
-            return;
-        };
-        let name = self
+        let i = self
             .configs
-            .get(o.service)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        let mut buf = [0u8; 4096];
-        loop {
-            match rustix::io::read(&o.fd, &mut buf) {
-                Ok(0) => {
-                    if let Some(rest) = o.buf.rest() {
-                        crate::log::record(Level::Info, &name, &rest, None);
+            .iter()
+            .position(|c| c.name == n)
+            .ok_or_else(|| format!("no service {n}"))?;
+        let state = self.states[i].state;
+        match cmd {
+            Command::Stop => {
+                info!("cairnctl: stop {n}");
+                match state {
+                    State::Running { .. } => self.begin_stop(i, AfterStop::Stay),
+                    State::Restarting { .. } | State::Waiting => {
+                        self.states[i].attempted = true;
+                        self.states[i].state =
+                            State::Stopped(self.states[i].last_exit.unwrap_or(Exit::Signal(15)));
                     }
-                    o.service = usize::MAX; // closed: removed after the round
-                    return;
-                }
-                Ok(n) => {
-                    for line in o.buf.feed(&buf[..n]) {
-                        crate::log::record(Level::Info, &name, &line, None);
-                    }
-                    if n < buf.len() {
-                        return;
-                    }
-                }
-                Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => return,
-                Err(_) => {
-                    o.service = usize::MAX;
-                    return;
+                    _ => {}
                 }
             }
-        }
-    }
-
-    /// Reads whatever service `i`'s pipes hold now (without waiting).
-    fn drain_outputs(&mut self, i: usize) {
-        for j in 0..self.outputs.len() {
-            if self.outputs[j].service == i {
-                self.read_output(j);
-            }
-        }
-        self.outputs.retain(|o| o.service != usize::MAX);
-    }
-
-    fn read_kmsg(&mut self) {
-        let Some(fd) = &self.kmsg else { return };
-        let mut buf = [0u8; 8192];
-        for _ in 0..256 {
-            match rustix::io::read(fd, &mut buf) {
-                Ok(0) | Err(Errno::AGAIN) => return,
-                Ok(n) => {
-                    if let Some((level, time, text)) = crate::log::parse_kmsg(&buf[..n]) {
-                        crate::log::record(level, "kernel", &text, Some(time));
+            Command::Start => {
+                info!("cairnctl: start {n}");
+                match state {
+                    State::Stopped(_) | State::Failed(_) | State::Restarting { .. } => {
+                        self.states[i].backoff.reset();
+                        self.start(i);
                     }
-                }
-                // Overwritten records: carry on with the next one.
-                Err(Errno::PIPE) | Err(Errno::INTR) => continue,
-                Err(_) => {
-                    self.kmsg = None;
-                    return;
+                    State::Waiting => return Err(format!("{n} is waiting for its after list")),
+                    _ => {}
                 }
             }
-        }
-    }
-
-    fn read_console(&mut self) {
-        let Some(fd) = &self.console else { return };
-        let mut buf = [0u8; 256];
-        match rustix::io::read(fd, &mut buf) {
-            Ok(0) | Err(Errno::BADF) | Err(Errno::IO) => self.console = None,
-            Ok(n) => {
-                let input = buf[..n].to_vec();
-                if self.shell.active() {
-                    if let Some(fd) = &self.console {
-                        self.shell.input(&input, fd);
-                    }
-                    return;
-                }
-                let screen = status::render(self);
-                let shell = self.shell.enabled();
-                if let Some(rest) = self.screen.input(&input, &screen, shell) {
-                    if let Some(fd) = &self.console {
-                        self.shell.begin(fd);
-                        self.shell.input(&input[rest..], fd);
-                    }
-                }
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Handles one control request.
-    fn handle_request(&mut self, req: ctl::Request) -> ctl::Reply {
-        use ctl::{Reply, Request};
-        let find = |s: &Self, n: &str| s.configs.iter().position(|c| c.name == n);
-        match req {
-            Request::Status { json } => Reply::ok(if json {
-                status::json(self)
-            } else {
-                status::render(self)
-            }),
-            Request::Logs { follow, service } => {
-                if let Some(n) = &service {
-                    if find(self, n).is_none() && n != "cairn" && n != "kernel" {
-                        return Reply::err(format!("no service {n}"));
-                    }
-                }
-                Reply::Logs { follow, service }
-            }
-            Request::Poweroff | Request::Reboot if self.stopping => {
-                Reply::err("already shutting down".into())
-            }
-            Request::Poweroff => {
-                info!("cairnctl: power off");
-                self.request(Shutdown::Poweroff);
-                Reply::ok(String::new())
-            }
-            Request::Reboot => {
-                info!("cairnctl: reboot");
-                self.request(Shutdown::Reboot);
-                Reply::ok(String::new())
-            }
-            Request::Stop(n) | Request::Start(n) | Request::Restart(n) if self.stopping => {
-                let _ = n;
-                Reply::err("shutting down".into())
-            }
-            Request::Stop(n) => match find(self, &n) {
-                None => Reply::err(format!("no service {n}")),
-                Some(i) => {
-                    info!("cairnctl: stop {n}");
-                    match self.states[i].state {
-                        State::Running { .. } => self.begin_stop(i, AfterStop::Stay),
-                        State::Restarting { .. } | State::Waiting => {
-                            self.states[i].attempted = true;
-                            self.states[i].state = State::Stopped(
-                                self.states[i].last_exit.unwrap_or(Exit::Signal(15)),
-                            );
-                        }
-                        _ => {}
-                    }
-                    Reply::ok(String::new())
-                }
-            },
-            Request::Start(n) => match find(self, &n) {
-                None => Reply::err(format!("no service {n}")),
-                Some(i) => {
-                    info!("cairnctl: start {n}");
-                    match self.states[i].state {
-                        State::Stopped(_) | State::Failed(_) | State::Restarting { .. } => {
-                            self.states[i].backoff.reset();
-                            self.start(i);
-                            Reply::ok(String::new())
-                        }
-                        State::Waiting => Reply::err(format!("{n} is waiting for its after list")),
-                        _ => Reply::ok(String::new()),
-                    }
-                }
-            },
-            Request::Restart(n) => match find(self, &n) {
-                None => Reply::err(format!("no service {n}")),
-                Some(i) => {
-                    info!("cairnctl: restart {n}");
-                    match self.states[i].state {
-                        State::Running { .. } => self.begin_stop(i, AfterStop::Restart),
-                        State::Stopping {
+            Command::Restart => {
+                info!("cairnctl: restart {n}");
+                match state {
+                    State::Running { .. } => self.begin_stop(i, AfterStop::Restart),
+                    State::Stopping {
+                        pid,
+                        since,
+                        deadline,
+                        ..
+                    } => {
+                        self.states[i].state = State::Stopping {
                             pid,
                             since,
                             deadline,
-                            ..
-                        } => {
-                            self.states[i].state = State::Stopping {
-                                pid,
-                                since,
-                                deadline,
-                                then: AfterStop::Restart,
-                            }
-                        }
-                        State::Waiting => {
-                            return Reply::err(format!("{n} is waiting for its after list"))
-                        }
-                        _ => {
-                            self.states[i].backoff.reset();
-                            self.start(i);
+                            then: AfterStop::Restart,
                         }
                     }
-                    Reply::ok(String::new())
+                    State::Waiting => return Err(format!("{n} is waiting for its after list")),
+                    _ => {
+                        self.states[i].backoff.reset();
+                        self.start(i);
+                    }
                 }
-            },
+            }
         }
+        Ok(())
+    }
+
+    /// Takes the pending shutdown request, if any.
+    pub fn take_pending(&mut self) -> Option<Shutdown> {
+        self.pending.take()
+    }
+
+    /// Whether `ready` was logged (every startable service had its first
+    /// start), or there is nothing to get ready (idle).
+    pub fn is_ready(&self) -> bool {
+        self.ready_logged || !self.announce_ready
+    }
+
+    /// One row per service for the status screen and `cairnctl status`.
+    pub fn rows(&self) -> Vec<ServiceRow> {
+        self.configs
+            .iter()
+            .zip(&self.states)
+            .map(|(c, s)| ServiceRow {
+                name: c.name.clone(),
+                state: s.state.word(),
+                pid: s.state.pid().map(|p| p.as_raw_nonzero().get()),
+                restarts: s.restarts(),
+                last_exit: s.last_exit.map(|e| e.to_string()),
+            })
+            .collect()
+    }
+
+    /// Output pipes the event loop does not watch yet.
+    pub fn unwatched_outputs(&mut self) -> impl Iterator<Item = &mut Output> {
+        self.outputs.iter_mut().filter(|o| o.token.is_none())
+    }
+
+    /// Reads the output pipe watched as `token` (within its budget).
+    /// Returns the pipe once it is closed, for the caller to deregister.
+    pub fn read_output(&mut self, token: Token) -> Option<Output> {
+        let j = self.outputs.iter().position(|o| o.token == Some(token))?;
+        self.read_output_at(j, READ_BUDGET)
+    }
+
+    fn read_output_at(&mut self, j: usize, budget: usize) -> Option<Output> {
+        let o = self.outputs.get_mut(j)?;
+        let st = self.states.get_mut(o.service)?;
+        let name = self.configs.get(o.service).map_or("?", |c| c.name.as_str());
+        match o.read(name, &mut st.limit, budget) {
+            ReadOutcome::Open => None,
+            ReadOutcome::Closed => Some(self.outputs.remove(j)),
+        }
+    }
+
+    /// Reads what service `i`'s pipes hold now, within one budget each: a
+    /// process of the service that lives on and keeps writing is read on
+    /// later turns. Closed pipes are returned for the caller to deregister.
+    fn drain_outputs(&mut self, i: usize) {
+        let mut j = 0;
+        while j < self.outputs.len() {
+            if self.outputs[j].service == i {
+                if let Some(closed) = self.read_output_at(j, READ_BUDGET) {
+                    self.closed.push(closed);
+                    continue;
+                }
+            }
+            j += 1;
+        }
+    }
+
+    /// Pipes closed outside [`Supervisor::read_output`] (while reaping),
+    /// for the caller to deregister.
+    pub fn take_closed(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Deadlines passed: SIGKILL for services that did not stop in time,
+    /// starts and restarts that are due.
+    pub fn on_time(&mut self) {
+        self.check_stop_deadlines();
+        self.start_due();
+    }
+
+    /// Shutdown begins: nothing starts any more. Returns the services to
+    /// stop, in reverse start order, then those being stopped by request
+    /// or never in the start order.
+    pub fn begin_shutdown(&mut self) -> Vec<usize> {
+        self.stopping = true;
+        self.pending = None;
+        let mut order = self.stop_order();
+        for (i, _) in self.running() {
+            if !order.contains(&i) {
+                order.push(i);
+            }
+        }
+        order
+    }
+
+    /// Stops service `i` for shutdown: SIGTERM if it runs. Returns its
+    /// name when there is an end to wait for.
+    pub fn stop_for_shutdown(&mut self, i: usize) -> Option<&str> {
+        match self.states[i].state {
+            State::Running { .. } => self.begin_stop(i, AfterStop::Stay),
+            State::Stopping { .. } => {}
+            State::Restarting { .. } | State::Waiting => {
+                self.states[i].state = State::Stopped(Exit::Code(0));
+                return None;
+            }
+            _ => return None,
+        }
+        Some(&self.configs[i].name)
+    }
+
+    /// Whether service `i` has no process left to wait for.
+    pub fn is_down(&self, i: usize) -> bool {
+        self.states[i].state.pid().is_none()
     }
 
     /// SIGTERM to service `i`'s group; SIGKILL after its stop timeout.
@@ -767,7 +525,7 @@ impl Supervisor {
     /// Starts services whose turn has come: first starts in `after` order,
     /// then restarts whose delay has passed. Logs `ready` once every
     /// startable service has had its first start.
-    fn start_due(&mut self) {
+    pub fn start_due(&mut self) {
         if self.stopping {
             return;
         }
@@ -802,7 +560,7 @@ impl Supervisor {
             debug!("{}", crate::log::kernel_clock_note(ns));
         }
         let failed = startable().filter(|&i| self.states[i].starts == 0).count();
-        let rss = crate::status::init_rss_kib();
+        let rss = crate::console::status::init_rss_kib();
         if failed == 0 {
             info!("ready (init RSS {rss} KiB)");
         } else {
@@ -811,7 +569,6 @@ impl Supervisor {
                 self.configs.len()
             );
         }
-        self.open_power();
     }
 
     fn start(&mut self, i: usize) {
@@ -822,7 +579,11 @@ impl Supervisor {
         let cfg = &self.configs[i];
         let mut procs = None;
         if self.use_cgroups && self.states[i].cgroup.is_none() {
-            match Cgroup::create(&cfg.name, cfg.memory_max, cfg.pids_max) {
+            match Cgroup::create(
+                &cfg.name,
+                cfg.memory_max,
+                Some(crate::cgroup::pids_max(cfg)),
+            ) {
                 Ok((cg, fd)) => {
                     self.states[i].cgroup = Some(cg);
                     procs = Some(fd);
@@ -830,7 +591,11 @@ impl Supervisor {
                 Err(e) => warn!("service {}: {e}", cfg.name),
             }
         } else if let Some(cg) = &self.states[i].cgroup {
-            match Cgroup::create(&cfg.name, cfg.memory_max, cfg.pids_max) {
+            match Cgroup::create(
+                &cfg.name,
+                cfg.memory_max,
+                Some(crate::cgroup::pids_max(cfg)),
+            ) {
                 Ok((_, fd)) => procs = Some(fd),
                 Err(e) => warn!("service {}: {e} ({})", cfg.name, cg.path.display()),
             }
@@ -842,11 +607,7 @@ impl Supervisor {
                     cfg.name,
                     sp.pid.as_raw_nonzero()
                 );
-                self.outputs.push(Output {
-                    service: i,
-                    fd: sp.output,
-                    buf: LineBuf::default(),
-                });
+                self.outputs.push(Output::new(i, sp.output));
                 let st = &mut self.states[i];
                 st.starts += 1;
                 st.state = State::Running {
@@ -861,13 +622,18 @@ impl Supervisor {
         }
     }
 
-    /// Reaps every child that has ended, services and orphans alike.
-    /// Returns whether children remain.
-    pub fn reap(&mut self) -> bool {
+    /// Reaps every child that has ended, services and orphans alike; the
+    /// children that are not services (the break-glass shell, orphans)
+    /// are added to `others`. Returns whether children remain.
+    pub fn reap(&mut self, others: &mut Vec<(Pid, Exit)>) -> bool {
         loop {
             // `wait` is waitpid(-1): any child.
             match rustix::process::wait(WaitOptions::NOHANG) {
-                Ok(Some((pid, status))) => self.on_reaped(pid, status),
+                Ok(Some((pid, status))) => {
+                    if let Some(other) = self.on_reaped(pid, status) {
+                        others.push(other);
+                    }
+                }
                 Ok(None) => return true,
                 Err(Errno::CHILD) => return false,
                 Err(Errno::INTR) => continue,
@@ -879,7 +645,7 @@ impl Supervisor {
         }
     }
 
-    fn on_reaped(&mut self, pid: Pid, status: WaitStatus) {
+    fn on_reaped(&mut self, pid: Pid, status: WaitStatus) -> Option<(Pid, Exit)> {
         let exit = exit_of(status);
         let found = self.states.iter().position(|s| s.state.pid() == Some(pid));
         match found {
@@ -912,12 +678,9 @@ impl Supervisor {
                     }
                 }
             }
-            None => {
-                if !self.shell.reaped(pid, exit, self.console.as_ref()) {
-                    debug!("reaped pid {} ({exit})", pid.as_raw_nonzero());
-                }
-            }
+            None => return Some((pid, exit)),
         }
+        None
     }
 
     /// A run of service `i` is over: restart it or stop it for good, and
@@ -965,7 +728,8 @@ impl Supervisor {
         }
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    /// The next restart or stop timeout.
+    pub fn next_deadline(&self) -> Option<Instant> {
         self.states
             .iter()
             .filter_map(|s| match s.state {
@@ -973,8 +737,6 @@ impl Supervisor {
                 State::Stopping { deadline, .. } => Some(deadline),
                 _ => None,
             })
-            .chain(self.shell.deadline())
-            .chain(self.power_due)
             .min()
     }
 
@@ -1037,7 +799,7 @@ mod tests {
             WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
         )
         .unwrap();
-        s.reap();
+        s.reap(&mut Vec::new());
         let said: Vec<String> = crate::log::since(before, Some("last-words"))
             .into_iter()
             .map(|e| e.text)

@@ -12,9 +12,9 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
+use super::Snapshot;
 use crate::disk::{MountState, MountStatus};
 use crate::log;
-use crate::supervise::Supervisor;
 
 /// The console toggle.
 #[derive(Debug, Default)]
@@ -24,10 +24,18 @@ pub struct Screen {
 }
 
 impl Screen {
-    /// Console input; `screen` is the current status text. With `shell`
-    /// (a break-glass shell is configured) the line `shell` stops here and
-    /// the index of the byte after it is returned: the rest is the shell's.
-    pub fn input(&mut self, data: &[u8], screen: &str, shell: bool) -> Option<usize> {
+    /// Console input; `snapshot` gives the state to draw (asked for once,
+    /// at the first Enter). With `shell` (a break-glass shell is
+    /// configured) the line `shell` stops here and the index of the byte
+    /// after it is returned: the rest is the shell's.
+    pub fn input(
+        &mut self,
+        data: &[u8],
+        snapshot: impl FnOnce() -> Snapshot,
+        shell: bool,
+    ) -> Option<usize> {
+        let mut snapshot = Some(snapshot);
+        let mut screen = String::new();
         for (i, &b) in data.iter().enumerate() {
             if b != b'\n' && b != b'\r' {
                 if self.line.len() < 64 {
@@ -37,7 +45,7 @@ impl Screen {
             }
             let word = String::from_utf8_lossy(&self.line).trim().to_string();
             self.line.clear();
-            if shell && word == crate::shell::WORD {
+            if shell && word == super::shell::WORD {
                 self.shown = false;
                 return Some(i + 1);
             }
@@ -48,6 +56,9 @@ impl Screen {
             }
             self.shown = true;
             log::pause_console();
+            if let Some(f) = snapshot.take() {
+                screen = render(&f());
+            }
             let text = format!("\n{screen}[Enter: refresh, q Enter: back to the log]\n");
             let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
         }
@@ -101,25 +112,8 @@ fn hhmmss(secs: u64) -> String {
     )
 }
 
-/// One row per service: name, state, pid, restarts, last exit.
-pub fn rows(sup: &Supervisor) -> Vec<(String, &'static str, Option<i32>, u32, String)> {
-    sup.configs()
-        .iter()
-        .zip(sup.states())
-        .map(|(c, s)| {
-            (
-                c.name.clone(),
-                s.state.word(),
-                s.state.pid().map(|p| p.as_raw_nonzero().get()),
-                s.restarts(),
-                s.last_exit.map_or("-".into(), |e| e.to_string()),
-            )
-        })
-        .collect()
-}
-
 /// The status text.
-pub fn render(sup: &Supervisor) -> String {
+pub fn render(snap: &Snapshot) -> String {
     let host = read("/proc/sys/kernel/hostname");
     let (total, avail) = meminfo(&read("/proc/meminfo"));
     let mut out = String::new();
@@ -139,14 +133,16 @@ pub fn render(sup: &Supervisor) -> String {
         "  {:<16} {:<10} {:>7} {:>8}  last exit",
         "NAME", "STATE", "PID", "RESTARTS"
     );
-    for (name, state, pid, restarts, last) in rows(sup) {
-        let pid = pid.map_or("-".into(), |p| p.to_string());
+    for r in &snap.services {
+        let (name, state, restarts) = (&r.name, r.state, r.restarts);
+        let pid = r.pid.map_or("-".into(), |p| p.to_string());
+        let last = r.last_exit.as_deref().unwrap_or("-");
         let _ = writeln!(
             out,
             "  {name:<16} {state:<10} {pid:>7} {restarts:>8}  {last}"
         );
     }
-    out.push_str(&render_mounts(&crate::disk::snapshot()));
+    out.push_str(&render_mounts(&snap.mounts));
     let _ = writeln!(out, "addresses:");
     match addresses() {
         Ok(list) if list.is_empty() => {
@@ -161,7 +157,7 @@ pub fn render(sup: &Supervisor) -> String {
             let _ = writeln!(out, "  (cannot read: {e})");
         }
     }
-    if let Some(net) = crate::net::manager::snapshot() {
+    if let Some(net) = &snap.net {
         out.push_str(&net.render());
     }
     out
@@ -259,21 +255,22 @@ pub fn json_str(s: &str) -> String {
 }
 
 /// `cairnctl status --json`: one object.
-pub fn json(sup: &Supervisor) -> String {
+pub fn json(snap: &Snapshot) -> String {
     let (total, avail) = meminfo(&read("/proc/meminfo"));
-    let services: Vec<String> =
-        rows(sup)
-            .into_iter()
-            .map(|(name, state, pid, restarts, last)| {
-                format!(
-                "{{\"name\":{},\"state\":{},\"pid\":{},\"restarts\":{restarts},\"last_exit\":{}}}",
-                json_str(&name),
-                json_str(state),
-                pid.map_or("null".into(), |p| p.to_string()),
-                if last == "-" { "null".into() } else { json_str(&last) }
+    let services: Vec<String> = snap
+        .services
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"name\":{},\"state\":{},\"pid\":{},\"restarts\":{},\"last_exit\":{}}}",
+                json_str(&r.name),
+                json_str(r.state),
+                r.pid.map_or("null".into(), |p| p.to_string()),
+                r.restarts,
+                r.last_exit.as_deref().map_or("null".into(), json_str)
             )
-            })
-            .collect();
+        })
+        .collect();
     let addrs: Vec<String> = addresses()
         .unwrap_or_default()
         .into_iter()
@@ -291,9 +288,9 @@ pub fn json(sup: &Supervisor) -> String {
         log::boottime().as_secs(),
         init_rss_kib(),
         services.join(","),
-        mounts_json(&crate::disk::snapshot()),
+        mounts_json(&snap.mounts),
         addrs.join(","),
-        crate::net::manager::snapshot().map_or("null".to_string(), |n| n.json())
+        snap.net.as_ref().map_or("null".to_string(), |n| n.json())
     )
 }
 

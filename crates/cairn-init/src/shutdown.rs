@@ -2,8 +2,9 @@
 //!
 //! 1. Services are stopped one at a time in reverse start order: SIGTERM
 //!    to the service's process group (and cgroup), up to its
-//!    `stop_timeout` while its output is still logged, then SIGKILL to the
-//!    whole cgroup and group.
+//!    `stop_timeout`, then SIGKILL to the whole cgroup and group. The event
+//!    loop keeps running meanwhile: output is logged, `cairnctl` answers
+//!    (`shutting down`), the console is read.
 //! 2. As PID 1 only: `kill(-1, SIGTERM)` for strays, wait up to
 //!    [`STRAY_GRACE`], then `kill(-1, SIGKILL)`.
 //! 3. The log file is closed, `sync`, unmount what boot mounted (reverse
@@ -15,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use rustix::system::RebootCommand;
 
-use super::{AfterStop, Shutdown, State, Supervisor};
 use crate::boot::{self, MountTable, SysMounter};
-use crate::signals::Waiter;
+use crate::machine::{on_panic, Loop, Machine};
+use crate::supervise::Shutdown;
 use crate::{info, Mode};
 
 /// How long strays get between SIGTERM and SIGKILL.
@@ -25,13 +26,8 @@ pub const STRAY_GRACE: Duration = Duration::from_secs(2);
 
 /// Stops everything and, as PID 1, powers off or reboots (never returning).
 /// In test mode it returns after the services are stopped.
-pub fn shutdown(
-    sup: &mut Supervisor,
-    waiter: &Waiter,
-    kind: Shutdown,
-    mode: Mode,
-    mounts: &mut MountTable,
-) {
+pub fn shutdown(m: &mut Machine, ev: &mut Loop, kind: Shutdown, mounts: &mut MountTable) {
+    let mode = m.mode;
     info!(
         "{}",
         match kind {
@@ -39,9 +35,10 @@ pub fn shutdown(
             Shutdown::Reboot => "rebooting",
         }
     );
-    stop_services(sup, waiter);
+    m.stop_network(ev);
+    stop_services(m, ev);
     if mode == Mode::Pid1 {
-        kill_strays(sup, waiter);
+        kill_strays(m, ev);
     }
     info!("all services stopped; syncing and unmounting");
     crate::log::close_log_file();
@@ -59,51 +56,38 @@ pub fn shutdown(
 
 /// Stops running services in reverse start order, each with its own
 /// timeout, then anything still running.
-pub fn stop_services(sup: &mut Supervisor, waiter: &Waiter) {
-    sup.stopping = true;
-    sup.pending = None;
-    let mut order = sup.stop_order();
-    // Services being stopped by request, or not in the start order.
-    for (i, _) in sup.running() {
-        if !order.contains(&i) {
-            order.push(i);
+pub fn stop_services(m: &mut Machine, ev: &mut Loop) {
+    for i in m.sup.begin_shutdown() {
+        if let Some(name) = m.sup.stop_for_shutdown(i) {
+            info!("stopping service {name}");
+            wait_for(m, ev, |m| m.sup.is_down(i));
         }
-    }
-    for i in order {
-        match sup.states[i].state {
-            State::Running { .. } => sup.begin_stop(i, AfterStop::Stay),
-            State::Stopping { .. } => {}
-            State::Restarting { .. } | State::Waiting => {
-                sup.states[i].state = State::Stopped(super::policy::Exit::Code(0));
-                continue;
-            }
-            _ => continue,
-        }
-        info!("stopping service {}", sup.configs[i].name);
-        wait_for(sup, waiter, |s| s.states[i].state.pid().is_none());
     }
 }
 
-/// Runs the event loop until `done` or no deadline is left (stop timeouts
+/// Runs the event loop until `done` or ten minutes pass (stop timeouts
 /// turn into SIGKILL inside the loop).
-fn wait_for(sup: &mut Supervisor, waiter: &Waiter, done: impl Fn(&Supervisor) -> bool) {
+fn wait_for(m: &mut Machine, ev: &mut Loop, done: impl Fn(&Machine) -> bool) {
     let backstop = Instant::now() + Duration::from_secs(600);
-    sup.reap();
-    while !done(sup) && Instant::now() < backstop {
-        let timeout = sup
-            .next_deadline()
-            .map(|at| at.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(1));
-        sup.poll_events(waiter, Some(timeout.min(Duration::from_secs(1))));
-        sup.reap();
-        sup.check_stop_deadlines();
+    m.reap_all();
+    while !done(m) && Instant::now() < backstop {
+        turn(m, ev, Duration::from_secs(1));
     }
     // Last output lines of stopped services.
-    sup.poll_events(waiter, Some(Duration::ZERO));
+    turn(m, ev, Duration::ZERO);
+}
+
+/// One turn of the loop that waits at most `at_most`.
+fn turn(m: &mut Machine, ev: &mut Loop, at_most: Duration) {
+    m.wake = Some(Instant::now() + at_most);
+    ev.turn(m, on_panic);
+    m.settle(ev);
+    // A shutdown is under way: later requests are answered, not acted on.
+    let _ = m.take_shutdown();
 }
 
 /// `kill(-1, …)`: every process but PID 1 and kernel threads. PID 1 only.
-fn kill_strays(sup: &mut Supervisor, waiter: &Waiter) {
+fn kill_strays(m: &mut Machine, ev: &mut Loop) {
     for (sig, limit) in [
         (libc::SIGTERM, STRAY_GRACE),
         (libc::SIGKILL, Duration::from_secs(1)),
@@ -119,12 +103,12 @@ fn kill_strays(sup: &mut Supervisor, waiter: &Waiter) {
             info!("kill(-1, {sig}) failed: {e}");
         }
         let deadline = Instant::now() + limit;
-        while sup.reap() {
+        while m.reap_all() {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            let _ = waiter.wait(Some((deadline - now).min(Duration::from_millis(100))));
+            turn(m, ev, (deadline - now).min(Duration::from_millis(100)));
         }
     }
 }

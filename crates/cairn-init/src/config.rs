@@ -1,3 +1,8 @@
+//! The configuration the init runs: the primary config baked into the
+//! image (`/etc/cairn/system.json`, read by [`load_config`]), with the
+//! secondary config merged over it ([`settle`]). This is the one place
+//! where the two meet; test mode goes through the same path.
+//!
 //! The secondary config: `cairn.toml` on the config mount (`[config]
 //! mount` in the manifest) overrides parts of the primary config baked
 //! into the image.
@@ -19,7 +24,12 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cairn_manifest::{Diagnostic, SystemConfig, SECONDARY_CONFIG_FILE};
+use cairn_manifest::{Diagnostic, SystemConfig, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH};
+
+use crate::{info, Mode};
+
+/// Test mode only: overrides the config path.
+pub const CONFIG_ENV: &str = "CAIRN_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Config2Error {
@@ -118,6 +128,87 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+/// Reads and parses the runtime config: JSON as the builder writes it, or
+/// TOML when the file name ends in `.toml` (a hand-written config for test
+/// mode).
+pub fn load_config(path: &Path) -> Result<SystemConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    if path.extension().is_some_and(|e| e == "toml") {
+        return SystemConfig::from_toml(&text).map_err(|source| ConfigError::Toml {
+            path: path.into(),
+            source,
+        });
+    }
+    SystemConfig::from_json(&text).map_err(|source| ConfigError::Json {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The config path: [`SYSTEM_CONFIG_PATH`], or `overridden` (the value of
+/// `$CAIRN_CONFIG`) in test mode.
+pub fn config_path(mode: Mode, overridden: Option<std::ffi::OsString>) -> PathBuf {
+    match (mode, overridden) {
+        (Mode::Test, Some(p)) => p.into(),
+        _ => SYSTEM_CONFIG_PATH.into(),
+    }
+}
+
+/// The config to run, once the disks are mounted: the secondary config
+/// from `[config] mount` applied over the primary when that mount is in
+/// `mounted` (each outcome logged), then disabled services dropped.
+pub fn settle(cfg: SystemConfig, mounted: &[String]) -> SystemConfig {
+    let cfg = match &cfg.config_mount {
+        Some(dir) if mounted.iter().any(|m| m == dir) => {
+            let (cfg, outcome) = load(cfg.clone(), Path::new(dir));
+            match outcome {
+                Outcome::WroteTemplate(p) => {
+                    info!(
+                        "secondary config: wrote a commented template to {}",
+                        p.display()
+                    )
+                }
+                Outcome::Applied(p) => info!("secondary config {} applied", p.display()),
+                Outcome::Refused(e) => {
+                    for line in e.to_string().lines() {
+                        info!("{line}");
+                    }
+                    info!("secondary config refused: using the built-in config");
+                }
+            }
+            cfg
+        }
+        Some(dir) if !cfg.mounts.is_empty() => {
+            info!("secondary config: {dir} is not mounted; using the built-in config");
+            cfg
+        }
+        _ => cfg,
+    };
+    without_disabled(cfg)
+}
+
 /// What happened with the secondary config.
 #[derive(Debug)]
 pub enum Outcome {
@@ -157,6 +248,53 @@ mod tests {
     use super::*;
     use cairn_manifest::ServiceConfig;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn config_override_only_in_test_mode() {
+        let over = || Some(std::ffi::OsString::from("/tmp/x.toml"));
+        assert_eq!(
+            config_path(Mode::Test, over()),
+            PathBuf::from("/tmp/x.toml")
+        );
+        assert_eq!(
+            config_path(Mode::Pid1, over()),
+            PathBuf::from(SYSTEM_CONFIG_PATH)
+        );
+        assert_eq!(
+            config_path(Mode::Test, None),
+            PathBuf::from(SYSTEM_CONFIG_PATH)
+        );
+    }
+
+    #[test]
+    fn config_errors_name_file_and_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let e = load_config(&missing).unwrap_err().to_string();
+        assert!(e.contains("none.toml"), "{e}");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "name = \"x\"\n[[service]]\nname = 3\n").unwrap();
+        let e = load_config(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.toml"), "{e}");
+        assert!(e.contains("line 3, column 8"), "{e}");
+
+        let bad = dir.path().join("system.json");
+        std::fs::write(
+            &bad,
+            "{\"name\": \"x\",\n\"service\": [\n  {\"name\": 3}]}\n",
+        )
+        .unwrap();
+        let e = load_config(&bad).unwrap_err().to_string();
+        assert!(e.contains("system.json"), "{e}");
+        assert!(e.contains("line 3 column 12"), "{e}");
+        let good = SystemConfig {
+            name: "x".into(),
+            ..Default::default()
+        };
+        std::fs::write(&bad, good.to_json()).unwrap();
+        assert_eq!(load_config(&bad).unwrap(), good);
+    }
 
     fn primary() -> SystemConfig {
         let svc = |n: &str, after: &[&str]| ServiceConfig {
