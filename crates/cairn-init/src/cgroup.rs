@@ -47,10 +47,10 @@ pub fn available() -> bool {
 /// cgroup below, on the way to ready.
 pub fn controllers(services: &[cairn_manifest::ServiceConfig]) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if services.iter().any(|s| s.memory_max.is_some()) {
+    if services.iter().any(|s| s.run.memory_max.is_some()) {
         out.push("+memory");
     }
-    if services.iter().any(|s| s.pids_max.is_some()) {
+    if services.iter().any(|s| s.run.pids_max.is_some()) {
         out.push("+pids");
     }
     out
@@ -147,12 +147,15 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_manifest::ServiceConfig;
+    use cairn_manifest::{RunSettings, ServiceConfig};
 
     fn svc(memory_max: Option<u64>, pids_max: Option<u64>) -> ServiceConfig {
         ServiceConfig {
-            memory_max,
-            pids_max,
+            run: RunSettings {
+                memory_max,
+                pids_max,
+                ..RunSettings::default()
+            },
             ..ServiceConfig::new("s", &["/bin/true"])
         }
     }

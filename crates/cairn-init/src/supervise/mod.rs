@@ -221,9 +221,9 @@ impl Supervisor {
                 starts: 0,
                 last_exit: None,
                 backoff: Box::new(Exponential::new(
-                    Duration::from_millis(c.restart_delay_ms),
-                    Duration::from_millis(c.restart_delay_max_ms),
-                    c.restart_limit,
+                    Duration::from_millis(c.run.restart_delay_ms),
+                    Duration::from_millis(c.run.restart_delay_max_ms),
+                    c.run.restart_limit,
                 )),
                 cgroup: None,
             })
@@ -697,7 +697,7 @@ impl Supervisor {
     /// SIGTERM to service `i`'s group; SIGKILL after its stop timeout.
     pub fn begin_stop(&mut self, i: usize, then: AfterStop) {
         if let State::Running { pid, since } = self.states[i].state {
-            let timeout = Duration::from_millis(self.configs[i].stop_timeout_ms);
+            let timeout = Duration::from_millis(self.configs[i].run.stop_timeout_ms);
             self.states[i].state = State::Stopping {
                 pid,
                 since,
@@ -726,7 +726,7 @@ impl Supervisor {
                 if deadline <= now {
                     info!(
                         "service {} did not stop within {}ms; killing it with SIGKILL",
-                        self.configs[i].name, self.configs[i].stop_timeout_ms
+                        self.configs[i].name, self.configs[i].run.stop_timeout_ms
                     );
                     self.kill_service(i, pid);
                     // Once is enough: the reaper takes it from here (and
@@ -822,7 +822,7 @@ impl Supervisor {
         let cfg = &self.configs[i];
         let mut procs = None;
         if self.use_cgroups && self.states[i].cgroup.is_none() {
-            match Cgroup::create(&cfg.name, cfg.memory_max, cfg.pids_max) {
+            match Cgroup::create(&cfg.name, cfg.run.memory_max, cfg.run.pids_max) {
                 Ok((cg, fd)) => {
                     self.states[i].cgroup = Some(cg);
                     procs = Some(fd);
@@ -830,7 +830,7 @@ impl Supervisor {
                 Err(e) => warn!("service {}: {e}", cfg.name),
             }
         } else if let Some(cg) = &self.states[i].cgroup {
-            match Cgroup::create(&cfg.name, cfg.memory_max, cfg.pids_max) {
+            match Cgroup::create(&cfg.name, cfg.run.memory_max, cfg.run.pids_max) {
                 Ok((_, fd)) => procs = Some(fd),
                 Err(e) => warn!("service {}: {e} ({})", cfg.name, cg.path.display()),
             }
@@ -948,7 +948,7 @@ impl Supervisor {
                     "cairn",
                     &format!(
                         "service {} failed: {} quick restarts in a row; giving up",
-                        cfg.name, cfg.restart_limit
+                        cfg.name, cfg.run.restart_limit
                     ),
                     None,
                 );
