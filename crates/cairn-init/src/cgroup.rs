@@ -47,7 +47,7 @@ pub const DEFAULT_PIDS_MAX: u64 = 512;
 
 /// The `pids.max` a service gets: its `pids_max`, or [`DEFAULT_PIDS_MAX`].
 pub fn pids_max(cfg: &cairn_manifest::ServiceConfig) -> u64 {
-    cfg.pids_max.unwrap_or(DEFAULT_PIDS_MAX)
+    cfg.run.pids_max.unwrap_or(DEFAULT_PIDS_MAX)
 }
 
 /// The controllers to delegate for `services`: `pids` always (every
@@ -57,7 +57,7 @@ pub fn pids_max(cfg: &cairn_manifest::ServiceConfig) -> u64 {
 /// to ready.
 pub fn controllers(services: &[cairn_manifest::ServiceConfig]) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if services.iter().any(|s| s.memory_max.is_some()) {
+    if services.iter().any(|s| s.run.memory_max.is_some()) {
         out.push("+memory");
     }
     out.push("+pids");
@@ -155,12 +155,15 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_manifest::ServiceConfig;
+    use cairn_manifest::{RunSettings, ServiceConfig};
 
     fn svc(memory_max: Option<u64>, pids_max: Option<u64>) -> ServiceConfig {
         ServiceConfig {
-            memory_max,
-            pids_max,
+            run: RunSettings {
+                memory_max,
+                pids_max,
+                ..RunSettings::default()
+            },
             ..ServiceConfig::new("s", &["/bin/true"])
         }
     }

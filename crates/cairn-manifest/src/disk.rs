@@ -34,7 +34,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::diagnostic::{Located, Span};
-use crate::storage::{FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS};
+use crate::runtime::{FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS};
 
 /// One MiB: partitions are aligned to and sized in whole MiB.
 pub const MIB: u64 = 1 << 20;

@@ -1,6 +1,7 @@
 //! The cairn manifest: what the user writes (`cairn.toml`), how it is
-//! validated, and the runtime subset (`SystemConfig`) that the builder bakes
-//! into the image at `/etc/cairn/system.json` for `cairn-init` to read.
+//! validated, and the runtime contract ([`runtime`], `SystemConfig`) that
+//! the builder bakes into the image at `/etc/cairn/system.json` for
+//! `cairn-init` to read.
 //!
 //! ```no_run
 //! # use std::path::Path;
@@ -17,11 +18,10 @@ pub mod disk;
 pub mod manifest;
 pub mod network;
 mod raw;
+pub mod runtime;
 pub mod secondary;
 pub mod shell;
-pub mod storage;
 pub mod supervision;
-pub mod system;
 pub mod validate;
 
 pub use compression::Compression;
@@ -31,16 +31,12 @@ pub use manifest::{
     BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
     SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
 };
-pub use network::{
-    InterfaceConfig, IpPrefix, Ipv6Mode, MatchRule, NetConfig, RouteConfig, DEFAULT_ONLINE_TIMEOUT,
+pub use runtime::{
+    ExitAction, FormatPolicy, FsType, InterfaceConfig, IpPrefix, Ipv6Mode, Level, LogConfig,
+    MatchRule, MountConfig, MountSource, NetConfig, PanicAction, RestartPolicy, RouteConfig,
+    RunSettings, ServiceConfig, ShellConfig, SystemConfig, DEFAULT_MOUNT_WAIT_SECS,
+    DEFAULT_ONLINE_TIMEOUT, MKFS_EXT4_PATH, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH,
 };
 pub use secondary::{SecondaryOverrides, ServiceOverride};
-pub use shell::{Shell, ShellConfig};
-pub use storage::{
-    FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS, MKFS_EXT4_PATH,
-    SECONDARY_CONFIG_FILE,
-};
-pub use supervision::{Accounts, Level, LogConfig, RunSettings};
-pub use system::{
-    ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig, SYSTEM_CONFIG_PATH,
-};
+pub use shell::Shell;
+pub use supervision::Accounts;

@@ -40,8 +40,11 @@ use toml::Spanned;
 use crate::compression::Compression;
 use crate::diagnostic::{Diagnostic, Located, Span};
 use crate::raw::{self, RawBinary, RawFile, RawKernel, RawManifest, RawService, RawSign};
-use crate::supervision::{self, Accounts, LogConfig, RunSettings};
-use crate::system::{ExitAction, PanicAction, RestartPolicy, ServiceConfig, SystemConfig};
+use crate::runtime::{
+    ExitAction, LogConfig, NetConfig, PanicAction, RestartPolicy, RunSettings, ServiceConfig,
+    SystemConfig,
+};
+use crate::supervision::{self, Accounts};
 use crate::validate::{self as check, Invalid, TARGETS};
 
 /// Kernel command line used when `[kernel] cmdline` is not set.
@@ -87,7 +90,7 @@ pub struct Manifest {
     /// `[config] mount`: the mount point holding the secondary config.
     pub config_mount: Option<Located<String>>,
     /// `[[network]]` entries and `[net]` (see [`crate::network`]).
-    pub net: crate::network::NetConfig,
+    pub net: NetConfig,
     /// Users and groups of the image (`[[user]]`, `[[group]]`, plus root
     /// and nobody), written to `/etc/passwd` and `/etc/group`.
     pub accounts: Accounts,
@@ -274,17 +277,15 @@ impl Manifest {
             services: self
                 .services
                 .iter()
-                .map(|s| {
-                    ServiceConfig {
-                        exec: s.exec.value.clone(),
-                        env: s.env.clone(),
-                        restart: s.restart,
-                        on_exit: s.on_exit,
-                        after: s.after.iter().map(|a| a.value.clone()).collect(),
-                        enabled: s.enabled,
-                        ..ServiceConfig::new(&s.name.value, &[])
-                    }
-                    .with_run(&s.run)
+                .map(|s| ServiceConfig {
+                    name: s.name.value.clone(),
+                    exec: s.exec.value.clone(),
+                    env: s.env.clone(),
+                    restart: s.restart,
+                    on_exit: s.on_exit,
+                    after: s.after.iter().map(|a| a.value.clone()).collect(),
+                    enabled: s.enabled,
+                    run: s.run.clone(),
                 })
                 .collect(),
             log: self.log.clone(),

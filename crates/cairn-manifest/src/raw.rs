@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use crate::compression::Compression;
 use crate::diagnostic::Span;
+use crate::runtime::{ExitAction, PanicAction, RestartPolicy};
 use crate::supervision::{RawGroup, RawLog, RawRun, RawUser};
-use crate::system::{ExitAction, PanicAction, RestartPolicy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

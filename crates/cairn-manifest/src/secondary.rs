@@ -29,8 +29,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diagnostic::{Diagnostic, Span};
-use crate::network::{InterfaceConfig, RawNet, RawNetwork};
-use crate::system::SystemConfig;
+use crate::network::{RawNet, RawNetwork};
+use crate::runtime::{InterfaceConfig, SystemConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,8 +191,7 @@ impl SecondaryOverrides {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{Ipv6Mode, MatchRule};
-    use crate::system::ServiceConfig;
+    use crate::runtime::{Ipv6Mode, MatchRule, ServiceConfig};
 
     fn primary() -> SystemConfig {
         let mut cfg = SystemConfig {

@@ -3,11 +3,12 @@
 //! `$argon2id$v=19$m=7168,t=5,p=1$SALT$HASH`, made by `cairn
 //! hash-password`).
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
 use crate::diagnostic::{Located, Span};
+use crate::runtime::ShellConfig;
 
 /// The most memory a hash may ask for (KiB): PID 1 allocates it to verify
 /// a password, and small appliances run in 32 MiB.
@@ -42,14 +43,6 @@ pub struct Shell {
     /// builder checks).
     pub exec: Located<Vec<String>>,
     /// `password_hash`: an argon2 PHC string.
-    pub password_hash: String,
-}
-
-/// The runtime form of `[shell]` in the system config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShellConfig {
-    pub exec: Vec<String>,
     pub password_hash: String,
 }
 

@@ -1,6 +1,8 @@
 //! How services run: credentials, limits, capabilities, restart backoff,
 //! stop timeout, cgroup limits; the image's users and groups (`[[user]]`,
 //! `[[group]]`, rendered as `/etc/passwd` and `/etc/group`); and `[log]`.
+//! This module validates the keys; what they become is the runtime
+//! contract's ([`crate::runtime::RunSettings`], [`crate::runtime::LogConfig`]).
 //!
 //! ```toml
 //! [[user]]
@@ -38,9 +40,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
+
+use crate::runtime::{Level, LogConfig, RunSettings};
 
 /// Linux capability names, by number (`CAP_CHOWN` is 0).
 pub const CAPABILITIES: [&str; 41] = [
@@ -111,13 +115,14 @@ pub const RLIMITS: [(&str, u32); 16] = [
 /// a TOML integer can hold.
 pub const UNLIMITED: u64 = i64::MAX as u64;
 
-/// Defaults of the restart and stop settings.
-pub const DEFAULT_RESTART_DELAY_MS: u64 = 1000;
-pub const DEFAULT_RESTART_DELAY_MAX_MS: u64 = 60_000;
-pub const DEFAULT_RESTART_LIMIT: u32 = 10;
-pub const DEFAULT_STOP_TIMEOUT_MS: u64 = 5000;
-pub const DEFAULT_LOG_LINES: usize = 1000;
+/// Most lines `[log] lines` may keep.
 pub const MAX_LOG_LINES: usize = 1_000_000;
+
+/// The defaults of the keys validated here belong to the runtime forms.
+pub use crate::runtime::{
+    DEFAULT_LOG_LINES, DEFAULT_RESTART_DELAY_MAX_MS, DEFAULT_RESTART_DELAY_MS,
+    DEFAULT_RESTART_LIMIT, DEFAULT_STOP_TIMEOUT_MS,
+};
 
 /// Everything the supervision keys can get wrong.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -156,47 +161,6 @@ pub enum RunInvalid {
     LogLines,
     #[error("`dir` must be an absolute path inside the image; got `{0}`")]
     LogDir(String),
-}
-
-/// Console level of `[log]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Level {
-    Off,
-    Error,
-    Warn,
-    #[default]
-    Info,
-    Debug,
-}
-
-/// `[log]`, validated; also the runtime form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// Lines kept in memory.
-    #[serde(default = "default_lines")]
-    pub lines: usize,
-    /// Lines at or above this importance are mirrored to the console.
-    #[serde(default)]
-    pub console: Level,
-    /// Directory to write `cairn.log` into, when it exists and is writable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dir: Option<String>,
-}
-
-fn default_lines() -> usize {
-    DEFAULT_LOG_LINES
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            lines: DEFAULT_LOG_LINES,
-            console: Level::Info,
-            dir: None,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,45 +209,6 @@ pub struct GroupEntry {
     pub name: String,
     pub gid: u32,
     pub members: Vec<String>,
-}
-
-/// The supervision settings of one `[[service]]`, validated (and copied
-/// as they are into the runtime config).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunSettings {
-    pub user: Option<String>,
-    pub group: Option<String>,
-    pub groups: Vec<String>,
-    pub umask: Option<u32>,
-    pub workdir: Option<String>,
-    pub limits: BTreeMap<String, u64>,
-    pub capabilities: Option<Vec<String>>,
-    pub memory_max: Option<u64>,
-    pub pids_max: Option<u64>,
-    pub stop_timeout_ms: u64,
-    pub restart_delay_ms: u64,
-    pub restart_delay_max_ms: u64,
-    pub restart_limit: u32,
-}
-
-impl Default for RunSettings {
-    fn default() -> Self {
-        RunSettings {
-            user: None,
-            group: None,
-            groups: Vec::new(),
-            umask: None,
-            workdir: None,
-            limits: BTreeMap::new(),
-            capabilities: None,
-            memory_max: None,
-            pids_max: None,
-            stop_timeout_ms: DEFAULT_STOP_TIMEOUT_MS,
-            restart_delay_ms: DEFAULT_RESTART_DELAY_MS,
-            restart_delay_max_ms: DEFAULT_RESTART_DELAY_MAX_MS,
-            restart_limit: DEFAULT_RESTART_LIMIT,
-        }
-    }
 }
 
 /// The raw supervision keys of a `[[service]]`.
@@ -750,23 +675,23 @@ mod tests {
         .unwrap();
         let c = m.system_config(Vec::new());
         let s = &c.services[0];
-        assert_eq!(s.user.as_deref(), Some("app"));
-        assert_eq!(s.groups, ["audio", "7"]);
-        assert_eq!(s.umask, Some(0o027));
-        assert_eq!(s.limits["nofile"], 64);
-        assert_eq!(s.limits["core"], UNLIMITED);
+        assert_eq!(s.run.user.as_deref(), Some("app"));
+        assert_eq!(s.run.groups, ["audio", "7"]);
+        assert_eq!(s.run.umask, Some(0o027));
+        assert_eq!(s.run.limits["nofile"], 64);
+        assert_eq!(s.run.limits["core"], UNLIMITED);
         assert_eq!(
-            s.capabilities.as_deref(),
+            s.run.capabilities.as_deref(),
             Some(&["CAP_NET_BIND_SERVICE".to_string()][..])
         );
-        assert_eq!(s.memory_max, Some(16 << 20));
-        assert_eq!(s.pids_max, Some(8));
+        assert_eq!(s.run.memory_max, Some(16 << 20));
+        assert_eq!(s.run.pids_max, Some(8));
         assert_eq!(
             (
-                s.stop_timeout_ms,
-                s.restart_delay_ms,
-                s.restart_delay_max_ms,
-                s.restart_limit
+                s.run.stop_timeout_ms,
+                s.run.restart_delay_ms,
+                s.run.restart_delay_max_ms,
+                s.run.restart_limit
             ),
             (2000, 100, 1000, 3)
         );

@@ -1,11 +1,12 @@
 //! `cairn build`: manifest -> initramfs, kernel, UKI, written atomically.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use cairn_image::{compress, cpio, elfdeps, kernel, kmod, output, uki};
 use cairn_manifest::{Diagnostic, KernelSource, Manifest, SYSTEM_CONFIG_PATH};
+
+use crate::report::{BuildReport, ReportLine};
 
 /// Where the init binary lives inside the image; the kernel runs `/init`.
 pub const INIT_PATH: &str = "/init";
@@ -30,8 +31,8 @@ pub enum BuildError {
     Output(#[from] output::OutputError),
     #[error("signing: {0}")]
     Sign(#[from] crate::sign::SignError),
-    #[error("disk image: {0}")]
-    Disk(#[from] cairn_image::disk::DiskError),
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -100,66 +101,6 @@ pub fn source_date_epoch() -> u32 {
         .ok()
         .and_then(|v| v.trim().parse::<u32>().ok())
         .unwrap_or(0)
-}
-
-/// One line of the build report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportLine {
-    pub what: String,
-    pub origin: String,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct BuildReport {
-    pub name: String,
-    pub kernel_version: String,
-    pub inputs: Vec<ReportLine>,
-    pub outputs: Vec<(PathBuf, u64)>,
-    pub initrd_uncompressed: u64,
-    /// The kernel command line (for direct kernel boot).
-    pub cmdline: String,
-    /// The manifest's disk image, when it has a `[disk]`: its path in the
-    /// output directory and whether it is qcow2.
-    pub disk: Option<(PathBuf, bool)>,
-}
-
-impl fmt::Display for BuildReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self
-            .inputs
-            .iter()
-            .map(|l| l.what.len())
-            .max()
-            .unwrap_or(0)
-            .max(20);
-        writeln!(f, "{:<w$}  {:>10}  origin", "input", "bytes")?;
-        for l in &self.inputs {
-            writeln!(f, "{:<w$}  {:>10}  {}", l.what, human(l.bytes), l.origin)?;
-        }
-        writeln!(
-            f,
-            "{:<w$}  {:>10}  (uncompressed)",
-            "initramfs",
-            human(self.initrd_uncompressed)
-        )?;
-        writeln!(f)?;
-        writeln!(f, "{:<w$}  {:>10}", "output", "bytes")?;
-        for (p, n) in &self.outputs {
-            writeln!(f, "{:<w$}  {:>10}", p.display(), human(*n))?;
-        }
-        Ok(())
-    }
-}
-
-fn human(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64)
-    } else if n >= 1 << 10 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{n} B")
-    }
 }
 
 /// Locate the cairn-init binary: explicit path, `CAIRN_INIT`, or beside
@@ -557,12 +498,5 @@ mod tests {
         assert!(!is_executable_in(&a, "/usr/bin/data"));
         assert!(!is_executable_in(&a, "/bin/loop"));
         assert!(!is_executable_in(&a, "/bin/missing"));
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(12), "12 B");
-        assert_eq!(human(2048), "2.0 KiB");
-        assert_eq!(human(3 << 20), "3.00 MiB");
     }
 }

@@ -3,10 +3,23 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_image::{disk, output::OutputSet};
-use cairn_manifest::{FormatPolicy, FsType, ImageFormat, Manifest, Span, MKFS_EXT4_PATH};
+use cairn_image::{disk, output};
+use cairn_manifest::{
+    Diagnostic, FormatPolicy, FsType, ImageFormat, Manifest, Span, MKFS_EXT4_PATH,
+};
 
-use crate::build::BuildError;
+/// Everything writing `NAME.img` can run into (shown as `cairn build`
+/// showed it when these were its own).
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A `content` directory that is not one, at its place in the manifest.
+    #[error("{0}")]
+    Content(Box<Diagnostic>),
+    #[error("disk image: {0}")]
+    Image(#[from] disk::DiskError),
+    #[error("output: {0}")]
+    Output(#[from] output::OutputError),
+}
 
 /// `[[binary]]`s the builder adds by itself: `mkfs.ext4` when a mount may
 /// have to format an ext4 filesystem (`format = "if-empty"`), unless the
@@ -35,8 +48,8 @@ pub fn write(
     efi: &[u8],
     mtime: u32,
     keep: bool,
-    out: &mut OutputSet,
-) -> Result<Option<(PathBuf, u64)>, BuildError> {
+    out: &mut output::OutputSet,
+) -> Result<Option<(PathBuf, u64)>, DiskError> {
     let Some(spec) = &m.disk else {
         return Ok(None);
     };
@@ -60,12 +73,10 @@ pub fn write(
     for p in &spec.partitions {
         if let Some(c) = &p.content {
             if !c.value.is_dir() {
-                return Err(m
-                    .error_at(
-                        c.span,
-                        format!("content {} is not a directory", c.value.display()),
-                    )
-                    .into());
+                return Err(DiskError::Content(Box::new(m.error_at(
+                    c.span,
+                    format!("content {} is not a directory", c.value.display()),
+                ))));
             }
         }
     }

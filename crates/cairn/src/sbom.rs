@@ -19,7 +19,7 @@ use serde_json::json;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::build::ReportLine;
+use crate::report::ReportLine;
 
 /// The licence of the crates of this workspace (cairn-init).
 pub const WORKSPACE_LICENSE: &str = env!("CARGO_PKG_LICENSE");

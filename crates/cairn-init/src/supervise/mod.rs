@@ -211,9 +211,9 @@ impl Supervisor {
                 starts: 0,
                 last_exit: None,
                 backoff: Box::new(Exponential::new(
-                    Duration::from_millis(c.restart_delay_ms),
-                    Duration::from_millis(c.restart_delay_max_ms),
-                    c.restart_limit,
+                    Duration::from_millis(c.run.restart_delay_ms),
+                    Duration::from_millis(c.run.restart_delay_max_ms),
+                    c.run.restart_limit,
                 )),
                 cgroup: None,
                 limit: RateLimit::new(Instant::now()),
@@ -455,7 +455,7 @@ impl Supervisor {
     /// SIGTERM to service `i`'s group; SIGKILL after its stop timeout.
     pub fn begin_stop(&mut self, i: usize, then: AfterStop) {
         if let State::Running { pid, since } = self.states[i].state {
-            let timeout = Duration::from_millis(self.configs[i].stop_timeout_ms);
+            let timeout = Duration::from_millis(self.configs[i].run.stop_timeout_ms);
             self.states[i].state = State::Stopping {
                 pid,
                 since,
@@ -484,7 +484,7 @@ impl Supervisor {
                 if deadline <= now {
                     info!(
                         "service {} did not stop within {}ms; killing it with SIGKILL",
-                        self.configs[i].name, self.configs[i].stop_timeout_ms
+                        self.configs[i].name, self.configs[i].run.stop_timeout_ms
                     );
                     self.kill_service(i, pid);
                     // Once is enough: the reaper takes it from here (and
@@ -581,7 +581,7 @@ impl Supervisor {
         if self.use_cgroups && self.states[i].cgroup.is_none() {
             match Cgroup::create(
                 &cfg.name,
-                cfg.memory_max,
+                cfg.run.memory_max,
                 Some(crate::cgroup::pids_max(cfg)),
             ) {
                 Ok((cg, fd)) => {
@@ -593,7 +593,7 @@ impl Supervisor {
         } else if let Some(cg) = &self.states[i].cgroup {
             match Cgroup::create(
                 &cfg.name,
-                cfg.memory_max,
+                cfg.run.memory_max,
                 Some(crate::cgroup::pids_max(cfg)),
             ) {
                 Ok((_, fd)) => procs = Some(fd),
@@ -711,7 +711,7 @@ impl Supervisor {
                     "cairn",
                     &format!(
                         "service {} failed: {} quick restarts in a row; giving up",
-                        cfg.name, cfg.restart_limit
+                        cfg.name, cfg.run.restart_limit
                     ),
                     None,
                 );

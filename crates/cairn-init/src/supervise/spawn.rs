@@ -85,7 +85,11 @@ pub fn spawn(
         .split_first()
         .ok_or_else(|| SpawnError::EmptyExec { service: service() })?;
     let creds = accounts
-        .resolve(cfg.user.as_deref(), cfg.group.as_deref(), &cfg.groups)
+        .resolve(
+            cfg.run.user.as_deref(),
+            cfg.run.group.as_deref(),
+            &cfg.run.groups,
+        )
         .map_err(|source| SpawnError::Account {
             service: service(),
             source,
@@ -109,23 +113,25 @@ pub fn spawn(
         .env("PATH", DEFAULT_PATH)
         .env("HOME", creds.home.as_deref().unwrap_or("/"))
         .envs(&cfg.env)
-        .current_dir(cfg.workdir.as_deref().unwrap_or("/"))
+        .current_dir(cfg.run.workdir.as_deref().unwrap_or("/"))
         .stdin(Stdio::null())
         .stdout(Stdio::from(wr))
         .stderr(Stdio::from(wr2));
 
     let limits: Vec<(u32, u64)> = cfg
+        .run
         .limits
         .iter()
         .filter_map(|(k, v)| rlimit_number(k).map(|r| (r, *v)))
         .collect();
-    let umask = cfg.umask;
-    let keep = cfg.capabilities.as_deref().map(capability_mask);
+    let umask = cfg.run.umask;
+    let keep = cfg.run.capabilities.as_deref().map(capability_mask);
     let uid = creds.uid;
     let gid = creds.gid;
     let groups: Vec<libc::gid_t> = creds.groups.clone();
     let procs = cgroup_procs;
-    let switch_user = cfg.user.is_some() || cfg.group.is_some() || !cfg.groups.is_empty();
+    let switch_user =
+        cfg.run.user.is_some() || cfg.run.group.is_some() || !cfg.run.groups.is_empty();
 
     // SAFETY: the closure runs in the child between fork and exec. It only
     // makes async-signal-safe system calls (sigprocmask, setsid, write,

@@ -1,8 +1,6 @@
-//! Runtime types for disks, shared by the builder and `cairn-init`:
-//! what to mount at boot, where the secondary config lives.
-//!
-//! These are part of [`crate::SystemConfig`] (`[[mount]]`, `config_mount`,
-//! in `/etc/cairn/system.json`).
+//! Disks as the init acts on them: what to mount at boot (`[[mount]]`),
+//! where the secondary config lives, and the `mkfs.ext4` the builder adds
+//! for `format = "if-empty"` (validated in [`crate::disk`]).
 
 use serde::{Deserialize, Serialize};
 
