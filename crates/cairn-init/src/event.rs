@@ -174,9 +174,10 @@ impl<T> EventLoop<T> {
                 on_panic(ctx, name);
             }
         }
-        let now = Instant::now();
         for i in 0..self.timers.len() {
             let (name, due, fire) = (self.timers[i].name, self.timers[i].due, self.timers[i].fire);
+            // A fresh clock per timer: one whose deadline is "now" is due.
+            let now = Instant::now();
             if due(ctx).is_some_and(|at| at <= now)
                 && catch_unwind(AssertUnwindSafe(|| fire(ctx, self, now))).is_err()
             {

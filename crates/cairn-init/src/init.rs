@@ -223,12 +223,7 @@ fn boot_and_supervise(mode: Mode) -> ! {
             None
         }
     };
-    if mode == Mode::Pid1 {
-        // The OOM killer never picks PID 1.
-        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
-            info!("cannot set oom_score_adj: {e}");
-        }
-    }
+
     let mut clock = None;
     if mode == Mode::Pid1 {
         // Nothing to log to if this fails; it is retried after /dev exists.
@@ -265,6 +260,10 @@ fn boot_and_supervise(mode: Mode) -> ! {
                 Ok(true) => debug!("opened /dev/console"),
                 Ok(false) => {}
                 Err(e) => info!("{e}"),
+            }
+            // The OOM killer never picks PID 1 (needs /proc).
+            if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+                info!("cannot set oom_score_adj: {e}");
             }
             // Ctrl-Alt-Del then sends SIGINT to PID 1 instead of rebooting.
             if let Err(e) = rustix::system::reboot(RebootCommand::CadOff) {

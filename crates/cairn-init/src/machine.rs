@@ -58,6 +58,8 @@ pub struct Machine {
     on_panic: PanicAction,
     /// `cairn.test_panic`: panic once after ready (test hook).
     test_panic: bool,
+    /// When that panic is due (set once ready).
+    test_panic_at: Option<Instant>,
     /// Wake the loop at this moment (shutdown waits).
     pub wake: Option<Instant>,
     /// Children that were no service, reaped while nobody asked.
@@ -95,6 +97,7 @@ impl Machine {
             mounts: p.mounts,
             on_panic: p.on_panic,
             test_panic: p.test_panic,
+            test_panic_at: None,
             wake: None,
             reaped_others: 0,
         }
@@ -151,9 +154,9 @@ impl Machine {
         ev.timer("wake", |m| m.wake, |m, _, _| m.wake = None);
         ev.timer(
             "test panic",
-            |m| (m.test_panic && m.sup.is_ready()).then(Instant::now),
+            |m| m.test_panic_at,
             |m, _, _| {
-                m.test_panic = false;
+                m.test_panic_at = None;
                 panic!("test panic requested by cairn.test_panic");
             },
         );
@@ -179,6 +182,9 @@ impl Machine {
         if self.sup.is_ready() {
             self.open_power(ev);
             self.watch_kmsg(ev);
+            if std::mem::take(&mut self.test_panic) {
+                self.test_panic_at = Some(Instant::now());
+            }
         }
         if let Some(c) = &mut self.ctl {
             c.feed_followers();

@@ -359,7 +359,11 @@ impl Server {
 
     /// The earliest client timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.iter().filter_map(|c| c.deadline).min()
+        self.clients
+            .iter()
+            .filter(|c| !c.closed)
+            .filter_map(|c| c.deadline)
+            .min()
     }
 
     /// Closes the clients whose time is up.

@@ -9,8 +9,6 @@
 //! what was held.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsFd;
 
 use super::Snapshot;
 use crate::disk::{MountState, MountStatus};
@@ -144,7 +142,7 @@ pub fn render(snap: &Snapshot) -> String {
     }
     out.push_str(&render_mounts(&snap.mounts));
     let _ = writeln!(out, "addresses:");
-    match addresses() {
+    match crate::net::rtnl::named_addresses() {
         Ok(list) if list.is_empty() => {
             let _ = writeln!(out, "  (none)");
         }
@@ -271,7 +269,7 @@ pub fn json(snap: &Snapshot) -> String {
             )
         })
         .collect();
-    let addrs: Vec<String> = addresses()
+    let addrs: Vec<String> = crate::net::rtnl::named_addresses()
         .unwrap_or_default()
         .into_iter()
         .map(|(i, a, p)| {
@@ -294,182 +292,9 @@ pub fn json(snap: &Snapshot) -> String {
     )
 }
 
-const RTM_NEWADDR: u16 = 20;
-const RTM_GETADDR: u16 = 22;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-
-/// Parses a netlink `RTM_NEWADDR` dump: (interface index, address,
-/// prefix length). Returns whether `NLMSG_DONE` was seen.
-pub fn parse_addrs(buf: &[u8], out: &mut Vec<(u32, IpAddr, u8)>) -> bool {
-    let mut off = 0;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        if len < 16 || off + len > buf.len() {
-            return true; // malformed: stop
-        }
-        if ty == NLMSG_DONE || ty == NLMSG_ERROR {
-            return true;
-        }
-        let msg = &buf[off + 16..off + len];
-        if ty == RTM_NEWADDR && msg.len() >= 8 {
-            let family = msg[0];
-            let prefix = msg[1];
-            let index = u32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
-            let mut a = 8;
-            let mut addr = None;
-            while a + 4 <= msg.len() {
-                let alen = u16::from_ne_bytes([msg[a], msg[a + 1]]) as usize;
-                let aty = u16::from_ne_bytes([msg[a + 2], msg[a + 3]]);
-                if alen < 4 || a + alen > msg.len() {
-                    break;
-                }
-                let data = &msg[a + 4..a + alen];
-                let ip = match (family as i32, data.len()) {
-                    (libc::AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::new(
-                        data[0], data[1], data[2], data[3],
-                    ))),
-                    (libc::AF_INET6, 16) => {
-                        let mut b = [0u8; 16];
-                        b.copy_from_slice(data);
-                        Some(IpAddr::V6(Ipv6Addr::from(b)))
-                    }
-                    _ => None,
-                };
-                // IFA_LOCAL is the interface's own address on point-to-point
-                // links; prefer it over IFA_ADDRESS.
-                if aty == IFA_LOCAL || (aty == IFA_ADDRESS && addr.is_none()) {
-                    if let Some(ip) = ip {
-                        addr = Some(ip);
-                    }
-                }
-                a += (alen + 3) & !3;
-            }
-            if let Some(ip) = addr {
-                out.push((index, ip, prefix));
-            }
-        }
-        off += (len + 3) & !3;
-    }
-    false
-}
-
-fn ifname(index: u32) -> String {
-    if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
-        for e in dir.flatten() {
-            if read(&format!(
-                "/sys/class/net/{}/ifindex",
-                e.file_name().to_string_lossy()
-            ))
-            .trim()
-            .parse::<u32>()
-                == Ok(index)
-            {
-                return e.file_name().to_string_lossy().into_owned();
-            }
-        }
-    }
-    format!("if{index}")
-}
-
-/// Every address of every interface: (name, address, prefix length).
-pub fn addresses() -> Result<Vec<(String, IpAddr, u8)>, rustix::io::Errno> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let fd = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::RAW,
-        SocketFlags::CLOEXEC,
-        None, // NETLINK_ROUTE
-    )?;
-    let _ = rustix::net::sockopt::set_socket_timeout(
-        &fd,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(std::time::Duration::from_secs(1)),
-    );
-    // nlmsghdr (16) + ifaddrmsg (8), NLM_F_REQUEST | NLM_F_DUMP.
-    let mut req = [0u8; 24];
-    req[0..4].copy_from_slice(&24u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETADDR.to_ne_bytes());
-    req[6..8].copy_from_slice(&(0x1u16 | 0x300).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    rustix::net::send(fd.as_fd(), &req, rustix::net::SendFlags::empty())?;
-    let mut raw = Vec::new();
-    let mut buf = vec![0u8; 16384];
-    for _ in 0..64 {
-        let (n, _) = rustix::net::recv(fd.as_fd(), &mut buf[..], rustix::net::RecvFlags::empty())?;
-        if n == 0 || parse_addrs(&buf[..n], &mut raw) {
-            break;
-        }
-    }
-    Ok(raw.into_iter().map(|(i, a, p)| (ifname(i), a, p)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nlmsg(ty: u16, body: &[u8]) -> Vec<u8> {
-        let len = 16 + body.len();
-        let mut v = Vec::new();
-        v.extend_from_slice(&(len as u32).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(&[0; 10]);
-        v.extend_from_slice(body);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
-    fn attr(ty: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(data);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
-    #[test]
-    fn parses_an_address_dump() {
-        let mut v4 = vec![libc::AF_INET as u8, 24, 0, 0];
-        v4.extend_from_slice(&2u32.to_ne_bytes());
-        v4.extend(attr(IFA_ADDRESS, &[10, 0, 2, 15]));
-        v4.extend(attr(3, b"eth0\0"));
-        let mut v6 = vec![libc::AF_INET6 as u8, 64, 0, 0];
-        v6.extend_from_slice(&2u32.to_ne_bytes());
-        let ip6: Ipv6Addr = "fe80::1".parse().unwrap();
-        v6.extend(attr(IFA_ADDRESS, &ip6.octets()));
-        let mut buf = nlmsg(RTM_NEWADDR, &v4);
-        buf.extend(nlmsg(RTM_NEWADDR, &v6));
-        let mut out = Vec::new();
-        assert!(!parse_addrs(&buf, &mut out));
-        assert_eq!(
-            out,
-            [
-                (2, "10.0.2.15".parse().unwrap(), 24),
-                (2, IpAddr::V6(ip6), 64)
-            ]
-        );
-        let mut out = Vec::new();
-        assert!(parse_addrs(&nlmsg(NLMSG_DONE, &[0; 4]), &mut out));
-        // Garbage never panics.
-        for cut in 0..buf.len() {
-            let _ = parse_addrs(&buf[..cut], &mut out);
-        }
-        let _ = parse_addrs(&[0xff; 64], &mut out);
-    }
-
-    #[test]
-    fn loopback_is_listed_on_the_host() {
-        let list = addresses().unwrap();
-        assert!(list.iter().any(|(_, a, _)| a.is_loopback()), "{list:?}");
-    }
 
     #[test]
     fn mounts_section_and_json() {

@@ -481,6 +481,17 @@ impl Rtnl {
 
     /// Addresses of an interface: `(address, prefix)`, global scope only.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<(IpAddr, u8)>, RtnlError> {
+        Ok(self
+            .all_addresses()?
+            .into_iter()
+            .filter(|a| a.index == index && a.scope == RT_SCOPE_UNIVERSE)
+            .map(|a| (a.addr, a.prefix))
+            .collect())
+    }
+
+    /// Every address of every interface (the one address dump of the
+    /// init: the network manager and the status screen both use it).
+    pub fn all_addresses(&mut self) -> Result<Vec<IfAddr>, RtnlError> {
         let msgs = self.request(
             "address dump",
             Request::new(RTM_GETADDR, NLM_F_DUMP, &[0; 8]),
@@ -489,19 +500,48 @@ impl Rtnl {
         for m in msgs {
             if let Msg::Address {
                 new: true,
-                index: i,
+                index,
                 prefix,
-                scope: RT_SCOPE_UNIVERSE,
+                scope,
                 addrs,
             } = m
             {
-                if i == index {
-                    out.extend(addrs.into_iter().map(|a| (a, prefix)));
-                }
+                out.extend(addrs.into_iter().map(|addr| IfAddr {
+                    index,
+                    addr,
+                    prefix,
+                    scope,
+                }));
             }
         }
         Ok(out)
     }
+}
+
+/// One address from [`Rtnl::all_addresses`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfAddr {
+    pub index: u32,
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub scope: u8,
+}
+
+/// Every address with its interface's name: `(name, address, prefix)`.
+pub fn named_addresses() -> Result<Vec<(String, IpAddr, u8)>, RtnlError> {
+    let mut rtnl = Rtnl::open()?;
+    let links = rtnl.links()?;
+    let name = |i: u32| {
+        links
+            .iter()
+            .find(|l| l.index == i)
+            .map_or_else(|| format!("if{i}"), |l| l.name.clone())
+    };
+    Ok(rtnl
+        .all_addresses()?
+        .into_iter()
+        .map(|a| (name(a.index), a.addr, a.prefix))
+        .collect())
 }
 
 /// A non-blocking socket subscribed to link changes.
@@ -681,5 +721,14 @@ mod dump {
         for l in r.links().unwrap() {
             eprintln!("{l:?}");
         }
+    }
+
+    #[test]
+    fn loopback_is_listed_on_the_host() {
+        let list = super::named_addresses().unwrap();
+        assert!(
+            list.iter().any(|(n, a, _)| n == "lo" && a.is_loopback()),
+            "{list:?}"
+        );
     }
 }

@@ -733,7 +733,8 @@ impl Supervisor {
         self.states
             .iter()
             .filter_map(|s| match s.state {
-                State::Restarting { at } => Some(at),
+                // Nothing starts once a shutdown began.
+                State::Restarting { at } if !self.stopping => Some(at),
                 State::Stopping { deadline, .. } => Some(deadline),
                 _ => None,
             })
