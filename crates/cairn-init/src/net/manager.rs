@@ -5,6 +5,15 @@
 //! [`Net::process`] (reads every socket without blocking, runs due timers)
 //! and [`Net::register`] (hands the sockets and the next deadline to the
 //! loop's `poll`).
+//!
+//! Hostile load stays bounded: one call reads at most
+//! [`sock::PACKETS_PER_CALL`] packets per socket (a socket with more stays
+//! readable and the loop calls again next turn); dropped packets are
+//! counted and logged at most once every [`DROP_LOG_EVERY`] per socket;
+//! the DNS lists from router adverts are capped per interface (see
+//! [`ra::MAX_ADVERT_DNS`]), which the log says once, and a flood that
+//! keeps replacing them rewrites resolv.conf at most once every
+//! [`RESOLV_FLOOD_EVERY`].
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,7 +28,7 @@ use super::ra::{self, AdvertDns};
 use super::resolv::{self, DnsSource};
 use super::rtnl::{Link, LinkEvent, Monitor, Rtnl};
 use super::sntp;
-use super::sock::{self, ArpProbe, DhcpSocket, RaSocket};
+use super::sock::{self, ArpProbe, DhcpSocket, RaSocket, PACKETS_PER_CALL};
 use crate::{debug, info};
 
 /// Where resolv.conf goes (the initramfs root is writable).
@@ -37,6 +46,11 @@ const SOLICIT_AT: [Duration; 3] = [
 ];
 const SNTP_TIMEOUT: Duration = Duration::from_secs(3);
 const SNTP_RETRY: Duration = Duration::from_secs(10);
+/// Dropped packets of one socket are logged at most this often.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// While router adverts keep replacing entries of a full DNS list (a
+/// flood), resolv.conf is rewritten (and logged) at most this often.
+const RESOLV_FLOOD_EVERY: Duration = Duration::from_secs(5);
 
 /// A snapshot for the status screen and `cairnctl status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,9 +155,166 @@ impl Status {
     }
 }
 
+/// Packets dropped on one socket (malformed, or for another client),
+/// logged at a limited rate: a drop after a quiet spell is logged at once
+/// with its reason; drops in the [`DROP_LOG_EVERY`] after a line are
+/// counted, and one line then gives their number and the last one's
+/// reason: `LINE (N dropped in the last 10 s)`.
+#[derive(Debug, Default)]
+struct DropLog {
+    /// No line before this moment (None: the next drop is logged at once).
+    quiet_until: Option<Instant>,
+    /// Drops not logged yet, and the line the last of them would have had.
+    pending: u64,
+    last: String,
+}
+
+impl DropLog {
+    /// Counts one drop; returns the line to log, if one is due. `line` is
+    /// the drop's own log line.
+    fn dropped(&mut self, now: Instant, line: impl FnOnce() -> String) -> Option<String> {
+        self.pending += 1;
+        self.last = line();
+        if self.quiet_until.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.emit(now)
+    }
+
+    /// The count line for drops not logged yet, once the quiet spell is
+    /// over.
+    fn flush(&mut self, now: Instant) -> Option<String> {
+        if self.pending == 0 || self.quiet_until.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.emit(now)
+    }
+
+    fn emit(&mut self, now: Instant) -> Option<String> {
+        let n = std::mem::take(&mut self.pending);
+        let line = std::mem::take(&mut self.last);
+        self.quiet_until = Some(now + DROP_LOG_EVERY);
+        Some(if n == 1 {
+            line
+        } else {
+            format!(
+                "{line} ({n} dropped in the last {} s)",
+                DROP_LOG_EVERY.as_secs()
+            )
+        })
+    }
+
+    /// When [`DropLog::flush`] has a line to give.
+    fn deadline(&self) -> Option<Instant> {
+        if self.pending == 0 {
+            None
+        } else {
+            self.quiet_until
+        }
+    }
+}
+
+/// Reads at most [`PACKETS_PER_CALL`] packets from `recv` (a DHCP packet
+/// socket): the replies to the client with `mac`; every other packet is
+/// counted in `drops`. Lines to log go to `log`.
+fn read_dhcp(
+    mut recv: impl FnMut() -> Option<Vec<u8>>,
+    mac: &[u8; 6],
+    name: &str,
+    now: Instant,
+    drops: &mut DropLog,
+    log: &mut Vec<String>,
+) -> Vec<dhcp::Reply> {
+    let mut out = Vec::new();
+    for _ in 0..PACKETS_PER_CALL {
+        let Some(p) = recv() else {
+            break;
+        };
+        match packet::udp_payload(&p).and_then(|b| packet::decode(b, mac)) {
+            Ok(r) => out.push(r),
+            // Malformed, or another client's (normal on a shared link, and
+            // counted the same way).
+            Err(e) => {
+                log.extend(drops.dropped(now, || format!("{name}: DHCP packet dropped: {e}")))
+            }
+        }
+    }
+    out
+}
+
+/// What [`read_adverts`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AdvertsRead {
+    /// A DNS list changed below its cap: resolv.conf is due now.
+    changed: bool,
+    /// A full DNS list had entries replaced (a flood, maybe).
+    replaced: bool,
+}
+
+/// Reads at most [`PACKETS_PER_CALL`] router adverts from `recv` (the
+/// ICMPv6 socket of interface `name`) into `known`; refused ones are
+/// counted in `drops`. Lines to log go to `log`: one per advert that
+/// changes the lists while they have room, the "full" notice once per
+/// interface, never a line per advert that only replaces entries.
+fn read_adverts(
+    mut recv: impl FnMut() -> Option<(Vec<u8>, std::net::Ipv6Addr)>,
+    name: &str,
+    now: Instant,
+    known: &mut Option<AdvertDns>,
+    drops: &mut DropLog,
+    log: &mut Vec<String>,
+) -> AdvertsRead {
+    let mut out = AdvertsRead::default();
+    for _ in 0..PACKETS_PER_CALL {
+        let Some((p, src)) = recv() else {
+            break;
+        };
+        // RFC 4861 6.1.2: adverts come from a link-local address.
+        if src.segments()[0] & 0xffc0 != 0xfe80 {
+            log.extend(drops.dropped(now, || {
+                format!("{name}: router advert from non-link-local {src} dropped")
+            }));
+            continue;
+        }
+        match ra::parse(&p) {
+            Ok(dns) => {
+                let known = known.get_or_insert_with(AdvertDns::default);
+                let m = known.merge(&dns, now);
+                log.extend(AdvertDns::full_notices(name, &m));
+                if m.changed && !m.evicted {
+                    log.push(format!(
+                        "{name}: router advert from {src}: dns [{}] search [{}]",
+                        known
+                            .servers
+                            .iter()
+                            .map(|s| s.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        known
+                            .search
+                            .iter()
+                            .map(|s| s.0.clone())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ));
+                    out.changed = true;
+                } else if m.changed {
+                    out.replaced = true;
+                }
+            }
+            Err(e) => log.extend(drops.dropped(now, || {
+                format!("{name}: router advert from {src} dropped: {e}")
+            })),
+        }
+    }
+    out
+}
+
 struct DhcpRun {
     client: Client,
     sock: DhcpSocket,
+    /// Packets on `sock` that were not for this client.
+    drops: DropLog,
     probe: Option<ArpProbe>,
     id: ClientId,
     /// An INIT-REBOOT after a carrier loss is waiting for its answer.
@@ -158,6 +329,8 @@ struct Iface {
     dhcp: Option<DhcpRun>,
     ra: Option<RaSocket>,
     ra_dns: Option<AdvertDns>,
+    /// Adverts on `ra` that were refused.
+    ra_drops: DropLog,
     solicit: Vec<Instant>,
     /// Global addresses last read from the kernel.
     addresses: Vec<(IpAddr, u8)>,
@@ -202,6 +375,10 @@ pub struct Net {
     online: bool,
     next_addr_poll: Instant,
     resolv: String,
+    /// When resolv.conf was last (re)considered, and whether a change from
+    /// full advert lists waits for [`RESOLV_FLOOD_EVERY`] to pass.
+    resolv_at: Instant,
+    resolv_pending: bool,
     sntp: Option<Sntp>,
     dhcp_ntp: Vec<IpAddr>,
     dhcp_hostname_set: bool,
@@ -284,6 +461,8 @@ impl Net {
             online: false,
             next_addr_poll: now,
             resolv: String::new(),
+            resolv_at: now,
+            resolv_pending: false,
             sntp,
             dhcp_ntp: Vec::new(),
             dhcp_hostname_set: false,
@@ -389,6 +568,7 @@ impl Net {
                     Some(DhcpRun {
                         client: Client::new(seed, None).with_rapid_commit(cfg.rapid_commit),
                         sock,
+                        drops: DropLog::default(),
                         probe: None,
                         rebooting: false,
                         id: ClientId {
@@ -423,6 +603,7 @@ impl Net {
             dhcp,
             ra,
             ra_dns: None,
+            ra_drops: DropLog::default(),
             solicit: SOLICIT_AT.iter().map(|d| now + *d).collect(),
             addresses: Vec::new(),
             static_v4,
@@ -446,6 +627,9 @@ impl Net {
             self.ra_io(index, now);
         }
         self.sntp_io(now);
+        if self.resolv_pending && now >= self.resolv_at + RESOLV_FLOOD_EVERY {
+            self.write_resolv();
+        }
         self.check_online(now)
     }
 
@@ -518,13 +702,13 @@ impl Net {
         let mut timer_due = false;
         let name = &self.ifaces_name(index);
         if let Some(d) = self.ifaces.get_mut(&index).and_then(|i| i.dhcp.as_mut()) {
-            while let Some(p) = d.sock.recv() {
-                match packet::udp_payload(&p).and_then(|b| packet::decode(b, &d.id.mac)) {
-                    Ok(r) => inputs.push(Input::Reply(r)),
-                    // Other clients' traffic is normal on a shared link.
-                    Err(packet::PacketError::OtherClient) => {}
-                    Err(e) => info!("{name}: DHCP packet dropped: {e}"),
-                }
+            let mut log = Vec::new();
+            let sock = &d.sock;
+            let replies = read_dhcp(|| sock.recv(), &d.id.mac, name, now, &mut d.drops, &mut log);
+            inputs.extend(replies.into_iter().map(Input::Reply));
+            log.extend(d.drops.flush(now));
+            for line in log {
+                info!("{line}");
             }
             if let Some(probe) = &d.probe {
                 if probe.conflict() {
@@ -796,44 +980,30 @@ impl Net {
                 debug!("{name}: {e}");
             }
         }
-        let mut changed = false;
-        while let Some((p, src)) = sock.recv() {
-            // RFC 4861 6.1.2: adverts come from a link-local address.
-            if src.segments()[0] & 0xffc0 != 0xfe80 {
-                info!("{name}: router advert from non-link-local {src} dropped");
-                continue;
-            }
-            match ra::parse(&p) {
-                Ok(dns) => {
-                    let known = i.ra_dns.get_or_insert_with(AdvertDns::default);
-                    if known.merge(&dns, now) {
-                        info!(
-                            "{name}: router advert from {src}: dns [{}] search [{}]",
-                            known
-                                .servers
-                                .iter()
-                                .map(|s| s.0.to_string())
-                                .collect::<Vec<_>>()
-                                .join(" "),
-                            known
-                                .search
-                                .iter()
-                                .map(|s| s.0.clone())
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        );
-                        changed = true;
-                    }
-                }
-                Err(e) => info!("{name}: router advert from {src} dropped: {e}"),
-            }
+        let mut log = Vec::new();
+        let read = read_adverts(
+            || sock.recv(),
+            &name,
+            now,
+            &mut i.ra_dns,
+            &mut i.ra_drops,
+            &mut log,
+        );
+        log.extend(i.ra_drops.flush(now));
+        for line in log {
+            info!("{line}");
         }
+        let mut changed = read.changed;
         // RDNSS/DNSSL entries expire with their lifetime.
         if let Some(dns) = &mut i.ra_dns {
             changed |= dns.expire(now);
         }
         if changed {
             self.write_resolv();
+        } else if read.replaced {
+            // Maybe a flood: `process` rewrites resolv.conf when its next
+            // slot comes.
+            self.resolv_pending = true;
         }
     }
 
@@ -871,6 +1041,8 @@ impl Net {
     }
 
     fn write_resolv(&mut self) {
+        self.resolv_pending = false;
+        self.resolv_at = Instant::now();
         let text = resolv::render(&self.dns_sources());
         if text == self.resolv {
             return;
@@ -989,7 +1161,10 @@ impl Net {
             return;
         };
         let mut buf = [0u8; 128];
-        while let Ok((n, from)) = st.sock.recv_from(&mut buf) {
+        for _ in 0..PACKETS_PER_CALL {
+            let Ok((n, from)) = st.sock.recv_from(&mut buf) else {
+                break;
+            };
             let from = SocketAddr::new(from.ip().to_canonical(), from.port());
             let Some((server, stamp, _)) = st.pending else {
                 continue;
@@ -1053,6 +1228,11 @@ impl Net {
             if let Some(dns) = &i.ra_dns {
                 d.extend(dns.next_expiry());
             }
+            d.extend(i.ra_drops.deadline());
+            d.extend(i.dhcp.as_ref().and_then(|x| x.drops.deadline()));
+        }
+        if self.resolv_pending {
+            d.push(self.resolv_at + RESOLV_FLOOD_EVERY);
         }
         if !self.online {
             d.push(self.online_deadline);
@@ -1147,6 +1327,220 @@ impl Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
+
+    const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn drops_are_logged_at_once_then_counted_at_most_every_10_s() {
+        let t0 = Instant::now();
+        let mut d = DropLog::default();
+        assert_eq!(d.deadline(), None);
+        assert_eq!(d.flush(t0), None);
+        // The first drop is logged at once, with its reason.
+        assert_eq!(
+            d.dropped(t0, || "x: bad 0".into()).as_deref(),
+            Some("x: bad 0")
+        );
+        // The next ones, in the 10 s after a line, are counted.
+        for n in 1..=500u64 {
+            assert_eq!(
+                d.dropped(t0 + Duration::from_millis(n), || format!("x: bad {n}")),
+                None
+            );
+        }
+        assert_eq!(d.deadline(), Some(t0 + SECS(10)));
+        assert_eq!(d.flush(t0 + SECS(9)), None);
+        assert_eq!(
+            d.flush(t0 + SECS(10)).as_deref(),
+            Some("x: bad 500 (500 dropped in the last 10 s)")
+        );
+        assert_eq!(d.deadline(), None);
+        // A line opens another quiet spell: a drop right after it waits.
+        assert_eq!(d.dropped(t0 + SECS(11), || "x: bad 501".into()), None);
+        assert_eq!(d.flush(t0 + SECS(15)), None);
+        assert_eq!(d.deadline(), Some(t0 + SECS(20)));
+        assert_eq!(d.flush(t0 + SECS(20)).as_deref(), Some("x: bad 501"));
+        // After a quiet spell, a drop is logged at once again.
+        assert_eq!(
+            d.dropped(t0 + SECS(31), || "x: bad 502".into()).as_deref(),
+            Some("x: bad 502")
+        );
+        assert_eq!(d.flush(t0 + SECS(60)), None);
+    }
+
+    /// A UDP flood to port 68 (junk, and replies for another client) with
+    /// one real reply behind it: each call reads at most PACKETS_PER_CALL
+    /// packets and leaves the socket readable; the reply is found when its
+    /// turn comes; the drops make one line at once and one count line
+    /// later, not a line per packet.
+    #[test]
+    fn dhcp_reads_are_bounded_per_call_and_drops_are_counted() {
+        use crate::net::packet::tests::{server_reply, MAC};
+        use dhcproto::v4::MessageType;
+        let (sock, to) = DhcpSocket::loopback();
+        let peer = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let to_68 = |payload: &[u8]| {
+            let mut p = packet::ip_udp(Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::BROADCAST, payload);
+            p[20..22].copy_from_slice(&67u16.to_be_bytes());
+            p[22..24].copy_from_slice(&68u16.to_be_bytes());
+            p
+        };
+        let mut other = server_reply(MessageType::Offer, 7);
+        other[28..34].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        for n in 0..100 {
+            let p = if n % 2 == 0 {
+                to_68(&[0x55; 40])
+            } else {
+                to_68(&other)
+            };
+            peer.send_to(&p, to).unwrap();
+        }
+        peer.send_to(&to_68(&server_reply(MessageType::Offer, 7)), to)
+            .unwrap();
+
+        let t0 = Instant::now();
+        let mut drops = DropLog::default();
+        let mut log = Vec::new();
+        let mut calls = Vec::new();
+        for _ in 0..6 {
+            let mut reads = 0;
+            let replies = read_dhcp(
+                || {
+                    let p = sock.recv();
+                    reads += usize::from(p.is_some());
+                    p
+                },
+                &MAC,
+                "eth0",
+                t0,
+                &mut drops,
+                &mut log,
+            );
+            calls.push((reads, replies.len()));
+            if calls.len() == 1 {
+                let fd = sock.fd();
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                assert_eq!(rustix::event::poll(&mut fds, Some(&zero)).unwrap(), 1);
+            }
+        }
+        assert_eq!(PACKETS_PER_CALL, 32);
+        assert_eq!(calls, [(32, 0), (32, 0), (32, 0), (5, 1), (0, 0), (0, 0)]);
+        assert_eq!(
+            log,
+            ["eth0: DHCP packet dropped: not a DHCP message: 40 bytes, a DHCP message has at least 240"]
+        );
+        assert_eq!(drops.deadline(), Some(t0 + SECS(10)));
+        assert_eq!(
+            drops.flush(t0 + SECS(10)).as_deref(),
+            Some("eth0: DHCP packet dropped: DHCP message is for another client (chaddr) (99 dropped in the last 10 s)")
+        );
+    }
+
+    fn advert(server: Ipv6Addr) -> Vec<u8> {
+        let mut p = vec![
+            ra::ROUTER_ADVERT,
+            0,
+            0,
+            0,
+            64,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        p.extend_from_slice(&[25, 3, 0, 0, 0, 0, 2, 0x58]);
+        p.extend_from_slice(&server.octets());
+        p
+    }
+
+    /// A flood of router adverts, each naming a new DNS server, with a
+    /// few refused ones among them: each call reads at most
+    /// PACKETS_PER_CALL; the list holds the newest 8; the log has a line
+    /// per advert only while the list had room, the "full" notice once,
+    /// and the refused adverts once (then counted).
+    #[test]
+    fn advert_reads_are_bounded_and_a_flood_logs_the_full_list_once() {
+        let router: Ipv6Addr = "fe80::1".parse().unwrap();
+        let mut queue: std::collections::VecDeque<(Vec<u8>, Ipv6Addr)> = (0..300u16)
+            .map(|n| (advert(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, n)), router))
+            .collect();
+        queue.insert(100, (vec![134, 0, 0], router));
+        queue.insert(
+            150,
+            (
+                advert("fd00::99".parse().unwrap()),
+                "fd00::1".parse().unwrap(),
+            ),
+        );
+        let t0 = Instant::now();
+        let (mut known, mut drops, mut log) = (None, DropLog::default(), Vec::new());
+        let mut calls = Vec::new();
+        while !queue.is_empty() {
+            let before = queue.len();
+            let read = read_adverts(
+                || queue.pop_front(),
+                "eth0",
+                t0,
+                &mut known,
+                &mut drops,
+                &mut log,
+            );
+            calls.push((before - queue.len(), read));
+        }
+        assert_eq!(calls.len(), 302usize.div_ceil(PACKETS_PER_CALL));
+        assert!(calls.iter().all(|(n, _)| *n <= PACKETS_PER_CALL));
+        assert_eq!(
+            calls[0].1,
+            AdvertsRead {
+                changed: true,
+                replaced: true
+            }
+        );
+        assert_eq!(
+            calls[1].1,
+            AdvertsRead {
+                changed: false,
+                replaced: true
+            }
+        );
+        let known = known.unwrap();
+        let servers: Vec<u16> = known.servers.iter().map(|s| s.0.segments()[7]).collect();
+        assert_eq!(servers, (292..300).collect::<Vec<u16>>());
+        let per_advert = log
+            .iter()
+            .filter(|l| l.contains("eth0: router advert from fe80::1: dns ["))
+            .count();
+        assert_eq!(per_advert, 8, "{log:#?}");
+        let full = "eth0: router advert DNS list full (8 servers); the oldest are replaced";
+        assert_eq!(log.iter().filter(|l| *l == full).count(), 1, "{log:#?}");
+        assert!(
+            log.contains(
+                &"eth0: router advert from fe80::1 dropped: router advert too short (3 bytes)"
+                    .to_string()
+            ),
+            "{log:#?}"
+        );
+        assert_eq!(log.len(), 10, "{log:#?}");
+        assert_eq!(
+            drops.flush(t0 + SECS(10)).as_deref(),
+            Some("eth0: router advert from non-link-local fd00::1 dropped")
+        );
+    }
 
     #[test]
     fn dhcp_hostname_only_when_the_manifest_has_none() {

@@ -32,24 +32,73 @@ pub struct RaDns {
     pub router_lifetime: Duration,
 }
 
+/// At most this many DNS servers, and as many search domains, are kept
+/// from router adverts per interface: a flood of adverts each naming a new
+/// server evicts the oldest instead of growing the list without end.
+pub const MAX_ADVERT_DNS: usize = 8;
+
 /// The DNS servers and search domains learnt from router adverts on one
 /// link, each kept until its own expiry (RFC 8106 5.3.1): an advert
 /// refreshes or adds the entries it carries and leaves the others alone.
+/// Each list holds at most [`MAX_ADVERT_DNS`] entries; a new entry beyond
+/// that evicts the one added first (a refresh does not make an entry
+/// younger).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdvertDns {
     pub servers: Vec<(Ipv6Addr, Instant)>,
     pub search: Vec<(String, Instant)>,
+    /// Whether the server list, and the search list, have been full
+    /// (an entry evicted) on this interface: the log says so once.
+    servers_full: bool,
+    search_full: bool,
+}
+
+/// What [`AdvertDns::merge`] did with one advert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// The lists changed (not only a lifetime).
+    pub changed: bool,
+    /// Entries were evicted to make room (the list was full).
+    pub evicted: bool,
+    /// The server list, or the search list, overflowed for the first time
+    /// on this interface (see [`AdvertDns::full_notices`]).
+    pub servers_first_full: bool,
+    pub search_first_full: bool,
 }
 
 impl AdvertDns {
     /// Takes in an advert read at `now`: an entry it carries gets the new
-    /// lifetime (a new one is added at the end, a lifetime of 0 removes
-    /// it); entries it does not carry keep theirs. True if the lists
-    /// changed (not only a lifetime).
-    pub fn merge(&mut self, advert: &RaDns, now: Instant) -> bool {
-        let a = merge_entries(&mut self.servers, &advert.servers, now);
-        let b = merge_entries(&mut self.search, &advert.search, now);
-        a || b
+    /// lifetime (a new one is added at the end, evicting the oldest when
+    /// the list is full; a lifetime of 0 removes it); entries it does not
+    /// carry keep theirs.
+    pub fn merge(&mut self, advert: &RaDns, now: Instant) -> Merged {
+        let (a, ea) = merge_entries(&mut self.servers, &advert.servers, now);
+        let (b, eb) = merge_entries(&mut self.search, &advert.search, now);
+        let servers_first_full = ea && !std::mem::replace(&mut self.servers_full, true);
+        let search_first_full = eb && !std::mem::replace(&mut self.search_full, true);
+        Merged {
+            changed: a || b,
+            evicted: ea || eb,
+            servers_first_full,
+            search_first_full,
+        }
+    }
+
+    /// The log lines for lists that overflowed for the first time on
+    /// interface `name` (once per interface and list, never per packet).
+    pub fn full_notices(name: &str, m: &Merged) -> Vec<String> {
+        let mut out = Vec::new();
+        if m.servers_first_full {
+            out.push(format!(
+                "{name}: router advert DNS list full ({MAX_ADVERT_DNS} servers); the oldest are replaced"
+            ));
+        }
+        if m.search_first_full {
+            out.push(format!(
+                "{name}: router advert search list full ({MAX_ADVERT_DNS} domains); the oldest are replaced"
+            ));
+        }
+        out
     }
 
     /// Drops the entries whose lifetime has run out at `now`. True if any
@@ -71,12 +120,15 @@ impl AdvertDns {
     }
 }
 
+/// Merges `advert` into `list` (at most [`MAX_ADVERT_DNS`] entries).
+/// Returns (changed, evicted).
 fn merge_entries<T: PartialEq + Clone>(
     list: &mut Vec<(T, Instant)>,
     advert: &[(T, Duration)],
     now: Instant,
-) -> bool {
+) -> (bool, bool) {
     let mut changed = false;
+    let mut evicted = false;
     for (value, lifetime) in advert {
         let pos = list.iter().position(|(v, _)| v == value);
         match (pos, lifetime.is_zero()) {
@@ -87,12 +139,17 @@ fn merge_entries<T: PartialEq + Clone>(
             (Some(i), false) => list[i].1 = now + *lifetime,
             (None, true) => {}
             (None, false) => {
+                if list.len() >= MAX_ADVERT_DNS {
+                    // Entries are kept in the order they were added.
+                    list.drain(..=list.len() - MAX_ADVERT_DNS);
+                    evicted = true;
+                }
                 list.push((value.clone(), now + *lifetime));
                 changed = true;
             }
         }
     }
-    changed
+    (changed, evicted)
 }
 
 /// Parses an ICMPv6 router advert (starting at the ICMPv6 type byte).
@@ -262,6 +319,77 @@ pub(crate) mod tests {
         assert!(matches!(parse(&p), Err(RaError::Dnssl(_))));
     }
 
+    /// Whether merging `a` changed the lists (not only a lifetime).
+    fn changed(d: &mut AdvertDns, a: &RaDns, now: Instant) -> bool {
+        d.merge(a, now).changed
+    }
+
+    fn one_server(n: u16, search: Option<String>) -> RaDns {
+        RaDns {
+            servers: vec![(
+                Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, n),
+                Duration::from_secs(600),
+            )],
+            search: search
+                .map(|s| vec![(s, Duration::from_secs(600))])
+                .unwrap_or_default(),
+            router_lifetime: Duration::ZERO,
+        }
+    }
+
+    /// A flood of adverts each naming a new server (and a new search
+    /// domain): each list stays at 8, holding the newest, and the lists
+    /// report being full once each, not once per advert.
+    #[test]
+    fn advert_dns_lists_are_capped_oldest_evicted_and_full_is_reported_once() {
+        let t0 = Instant::now();
+        let mut d = AdvertDns::default();
+        let mut notices = Vec::new();
+        let mut evicting = 0;
+        for n in 0..300u16 {
+            let m = d.merge(&one_server(n, Some(format!("d{n}.example"))), t0);
+            assert!(m.changed, "advert {n}");
+            evicting += usize::from(m.evicted);
+            notices.extend(AdvertDns::full_notices("eth0", &m));
+            assert!(d.servers.len() <= MAX_ADVERT_DNS && d.search.len() <= MAX_ADVERT_DNS);
+        }
+        assert_eq!(evicting, 300 - MAX_ADVERT_DNS);
+        assert_eq!(
+            notices,
+            [
+                "eth0: router advert DNS list full (8 servers); the oldest are replaced",
+                "eth0: router advert search list full (8 domains); the oldest are replaced",
+            ]
+        );
+        // The newest eight, oldest first.
+        let servers: Vec<u16> = d.servers.iter().map(|s| s.0.segments()[7]).collect();
+        assert_eq!(servers, (292..300).collect::<Vec<u16>>());
+        let search: Vec<&str> = d.search.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(search[0], "d292.example");
+        assert_eq!(search[7], "d299.example");
+
+        // A refresh of a known entry evicts nothing and does not make it
+        // younger: the next new server evicts it, being the oldest.
+        let m = d.merge(&one_server(292, None), t0 + Duration::from_secs(5));
+        assert_eq!(m, Merged::default());
+        let m = d.merge(&one_server(1000, None), t0 + Duration::from_secs(5));
+        assert!(m.changed && m.evicted && !m.servers_first_full);
+        assert_eq!(d.servers[0].0.segments()[7], 293);
+
+        // Below the cap nothing is evicted or reported; another interface
+        // (another AdvertDns) reports its own full list once.
+        let mut other = AdvertDns::default();
+        for n in 0..8 {
+            let m = other.merge(&one_server(n, None), t0);
+            assert!(!m.evicted && AdvertDns::full_notices("eth1", &m).is_empty());
+        }
+        let m = other.merge(&one_server(8, None), t0);
+        assert_eq!(
+            AdvertDns::full_notices("eth1", &m),
+            ["eth1: router advert DNS list full (8 servers); the oldest are replaced"]
+        );
+    }
+
     #[test]
     fn advert_dns_entries_are_merged_and_expire_one_by_one() {
         let secs = Duration::from_secs;
@@ -284,7 +412,8 @@ pub(crate) mod tests {
         let t0 = Instant::now();
         let mut d = AdvertDns::default();
         // A lifetime of 0 for an unknown entry adds nothing.
-        assert!(d.merge(
+        assert!(changed(
+            &mut d,
             &advert(
                 &[("fd00::53", 600), ("fd00::54", 30), ("fd00::55", 0)],
                 &[("lab", 60), ("example.com", 600)]
@@ -295,8 +424,12 @@ pub(crate) mod tests {
         assert_eq!(d.next_expiry(), Some(t0 + secs(30)));
         // An advert without DNS options (or from another router with other
         // servers) leaves the entries it does not name alone.
-        assert!(!d.merge(&advert(&[], &[]), t0 + secs(10)));
-        assert!(d.merge(&advert(&[("fd00::99", 600)], &[]), t0 + secs(10)));
+        assert!(!changed(&mut d, &advert(&[], &[]), t0 + secs(10)));
+        assert!(changed(
+            &mut d,
+            &advert(&[("fd00::99", 600)], &[]),
+            t0 + secs(10)
+        ));
         assert_eq!(servers(&d), ["fd00::53", "fd00::54", "fd00::99"]);
         // Up to the end of a lifetime the entry stays; at its end it goes.
         assert!(!d.expire(t0 + secs(29)));
@@ -304,11 +437,19 @@ pub(crate) mod tests {
         assert_eq!(servers(&d), ["fd00::53", "fd00::99"]);
         assert_eq!(search(&d), ["lab", "example.com"]);
         // A refresh moves the expiry: only a lifetime changed.
-        assert!(!d.merge(&advert(&[], &[("lab", 600)]), t0 + secs(50)));
+        assert!(!changed(
+            &mut d,
+            &advert(&[], &[("lab", 600)]),
+            t0 + secs(50)
+        ));
         assert!(!d.expire(t0 + secs(60)));
         assert_eq!(d.next_expiry(), Some(t0 + secs(600)));
         // A lifetime of 0 withdraws a known entry at once.
-        assert!(d.merge(&advert(&[("fd00::53", 0)], &[]), t0 + secs(70)));
+        assert!(changed(
+            &mut d,
+            &advert(&[("fd00::53", 0)], &[]),
+            t0 + secs(70)
+        ));
         assert_eq!(servers(&d), ["fd00::99"]);
         assert!(d.expire(t0 + secs(650)));
         assert!(d.servers.is_empty() && d.search.is_empty());

@@ -33,6 +33,14 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
 
+/// The most packets the manager reads from one socket per call
+/// (`Net::process`): a flood gets this share of a loop turn; the rest
+/// waits in the socket, which stays readable, so the loop calls again at
+/// once after serving its other sources.
+pub const PACKETS_PER_CALL: usize = 32;
+/// The most stale packets [`DhcpSocket::open`] throws away.
+const OPEN_DRAIN: usize = 256;
+
 fn socket(domain: i32, ty: i32, proto: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: socket(2) takes plain integers and returns a new fd or -1.
     let fd = unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
@@ -189,9 +197,15 @@ impl DhcpSocket {
         };
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
             .map_err(sys("attaching the DHCP BPF filter", index))?;
-        // Whatever arrived before the filter was attached is dropped.
+        // Whatever arrived before the filter was attached is dropped (a
+        // bounded number: under a flood the queue may never run dry; what
+        // is left is read, and dropped, as any other packet).
         let mut buf = [0u8; 2048];
-        while recv(&fd, &mut buf).is_some() {}
+        for _ in 0..OPEN_DRAIN {
+            if recv(&fd, &mut buf).is_none() {
+                break;
+            }
+        }
         Ok(DhcpSocket { fd, index })
     }
 
@@ -211,6 +225,25 @@ impl DhcpSocket {
     pub fn send_broadcast(&self, ip_packet: &[u8]) -> Result<(), SockError> {
         send_ll(&self.fd, self.index, ETH_P_IP, ip_packet)
             .map_err(sys("sending a DHCP broadcast", self.index))
+    }
+}
+
+#[cfg(test)]
+impl DhcpSocket {
+    /// A socket that reads, as if from the link, the datagrams sent to the
+    /// returned address (a UDP socket on the loopback): for tests of how
+    /// the manager reads.
+    pub(crate) fn loopback() -> (DhcpSocket, SocketAddr) {
+        let s = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let to = s.local_addr().unwrap();
+        (
+            DhcpSocket {
+                fd: OwnedFd::from(s),
+                index: 0,
+            },
+            to,
+        )
     }
 }
 
@@ -289,10 +322,15 @@ impl ArpProbe {
     }
 
     /// Whether a pending ARP packet shows another host with the address.
+    /// Reads at most [`PACKETS_PER_CALL`] packets; the rest wait for the
+    /// next call (the socket stays readable).
     pub fn conflict(&self) -> bool {
         let mut buf = [0u8; 256];
         let mut seen = false;
-        while let Some(n) = recv(&self.fd, &mut buf) {
+        for _ in 0..PACKETS_PER_CALL {
+            let Some(n) = recv(&self.fd, &mut buf) else {
+                break;
+            };
             seen |= arp_conflict(&buf[..n], &self.mac, self.addr);
         }
         seen
@@ -472,6 +510,50 @@ mod tests {
             addr
         ));
         assert!(!arp_conflict(&[0; 10], &me, addr));
+    }
+
+    /// A flood on the ARP socket: one call reads at most
+    /// PACKETS_PER_CALL packets; the rest wait (the socket stays readable)
+    /// and the next call finds the conflict among them.
+    #[test]
+    fn arp_reads_are_bounded_per_call() {
+        let (dhcp, to) = DhcpSocket::loopback();
+        let mac = [2, 0, 0, 0, 0, 1];
+        let addr = Ipv4Addr::new(10, 0, 0, 5);
+        let probe = ArpProbe {
+            fd: dhcp.fd,
+            mac,
+            addr,
+        };
+        let arp = |sha: [u8; 6], spa: [u8; 4]| {
+            let mut p = vec![0, 1, 8, 0, 6, 4, 0, 2];
+            p.extend_from_slice(&sha);
+            p.extend_from_slice(&spa);
+            p.extend_from_slice(&[0; 6]);
+            p.extend_from_slice(&[10, 0, 0, 9]);
+            p
+        };
+        let peer = std::net::UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        for n in 0..40u8 {
+            let p = if n == PACKETS_PER_CALL as u8 + 3 {
+                arp([2, 0, 0, 0, 0, 2], addr.octets())
+            } else {
+                arp([2, 0, 0, 0, 0, n], [10, 0, 1, n])
+            };
+            peer.send_to(&p, to).unwrap();
+        }
+        assert!(!probe.conflict(), "the conflict is past the first share");
+        let mut fds = [rustix::event::PollFd::new(
+            &probe.fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        assert_eq!(rustix::event::poll(&mut fds, Some(&zero)).unwrap(), 1);
+        assert!(probe.conflict());
+        assert!(!probe.conflict(), "nothing left");
     }
 
     #[test]
