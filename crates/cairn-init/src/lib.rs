@@ -47,6 +47,7 @@ pub mod machine;
 pub mod modules;
 pub mod net;
 pub mod power;
+pub mod procfs;
 pub mod shutdown;
 pub mod signals;
 pub mod supervise;

@@ -560,7 +560,7 @@ impl Supervisor {
             debug!("{}", crate::log::kernel_clock_note(ns));
         }
         let failed = startable().filter(|&i| self.states[i].starts == 0).count();
-        let rss = crate::console::status::init_rss_kib();
+        let rss = crate::procfs::init_rss_kib();
         if failed == 0 {
             info!("ready (init RSS {rss} KiB)");
         } else {
