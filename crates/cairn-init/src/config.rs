@@ -119,8 +119,17 @@ fn uncommented(t: &str) -> String {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let tmp = path.with_extension("tmp");
+    // Never through a symlink planted at the temp name: remove whatever is
+    // there (unlink does not follow) and create the file anew.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -220,11 +229,29 @@ pub enum Outcome {
     Refused(Config2Error),
 }
 
+/// Largest secondary config read (it holds a few settings).
+pub const SECONDARY_MAX: u64 = 256 * 1024;
+
+/// Reads a text file of at most `max` bytes; a larger one is an error
+/// that says so (the file sits on a partition anyone may write).
+fn read_limited(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB; refused",
+            max / 1024
+        )));
+    }
+    Ok(text)
+}
+
 /// Reads `DIR/cairn.toml` and applies it over `primary`; writes the
 /// template when it does not exist. Always returns a usable config.
 pub fn load(primary: SystemConfig, dir: &Path) -> (SystemConfig, Outcome) {
     let path = dir.join(SECONDARY_CONFIG_FILE);
-    match std::fs::read_to_string(&path) {
+    match read_limited(&path, SECONDARY_MAX) {
         Ok(text) => match apply(&primary, &text, &path) {
             Ok(cfg) => (cfg, Outcome::Applied(path)),
             Err(e) => (primary, Outcome::Refused(e)),
@@ -307,6 +334,31 @@ mod tests {
             services: vec![svc("web", &[]), svc("job", &["web"])],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_oversized_secondary_config_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "# x\n".repeat((SECONDARY_MAX as usize) / 4 + 1);
+        std::fs::write(dir.path().join("cairn.toml"), big).unwrap();
+        let (cfg, out) = load(primary(), dir.path());
+        assert_eq!(cfg, primary());
+        match out {
+            Outcome::Refused(e) => assert!(e.to_string().contains("larger than 256 KiB"), "{e}"),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn the_template_is_not_written_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("cairn.tmp")).unwrap();
+        let (_, out) = load(primary(), dir.path());
+        assert!(matches!(out, Outcome::WroteTemplate(_)), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+        assert!(!dir.path().join("cairn.tmp").exists());
     }
 
     fn p() -> &'static Path {

@@ -186,10 +186,7 @@ pub fn configure(lines: usize, console: Level) {
 /// written first). Errors leave the file off.
 pub fn set_log_dir(dir: &Path) -> std::io::Result<()> {
     let path = dir.join("cairn.log");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
+    let mut f = open_append(&path)?;
     let mut l = lock();
     let mut size = f.metadata().map(|m| m.len()).unwrap_or(0);
     for e in &l.ring {
@@ -204,6 +201,17 @@ pub fn set_log_dir(dir: &Path) -> std::io::Result<()> {
         stopped: None,
     });
     Ok(())
+}
+
+/// Opens `path` for appending, creating it; a symlink there is refused
+/// (`O_NOFOLLOW`): the log directory may be on a disk others can write.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Stops writing the log file (before unmounting its filesystem).
@@ -440,11 +448,7 @@ fn write_file(
     if f.size > max {
         let old = f.path.with_extension("log.1");
         let _ = std::fs::rename(&f.path, &old);
-        if let Ok(new) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&f.path)
-        {
+        if let Ok(new) = open_append(&f.path) {
             f.file = new;
             f.size = 0;
         }
@@ -812,6 +816,16 @@ mod tests {
             write_file(&mut file, "e\n", FILE_MAX, t2),
             FileEvent::Written
         );
+    }
+
+    #[test]
+    fn a_symlink_where_the_log_goes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("cairn.log")).unwrap();
+        assert!(open_append(&dir.path().join("cairn.log")).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     }
 
     #[test]

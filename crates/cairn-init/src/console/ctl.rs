@@ -190,6 +190,41 @@ pub struct Server {
     clients: Vec<Client>,
     /// Clients refused or closed so far because the table was full.
     evicted: u64,
+    /// Connections refused for lack of permission.
+    refused: u64,
+}
+
+/// `CAP_SYS_ADMIN`: what a root client needs in its effective set.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether the peer of `stream` may use the control socket: root with
+/// `CAP_SYS_ADMIN` in its effective set, or (an init not running as root,
+/// in test mode) the init's own user. A root service whose manifest drops
+/// its capabilities is refused.
+fn permitted(stream: &UnixStream) -> Result<(), String> {
+    let cred = rustix::net::sockopt::socket_peercred(stream)
+        .map_err(|e| format!("a client whose credentials cannot be read: {e}"))?;
+    let (pid, uid) = (cred.pid.as_raw_nonzero().get(), cred.uid.as_raw());
+    let own = rustix::process::geteuid().as_raw();
+    if own != 0 && uid == own {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if uid == 0 && has_cap(&status, CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    Err(format!(
+        "pid {pid} (uid {uid}): not root with CAP_SYS_ADMIN"
+    ))
+}
+
+/// Whether the `CapEff` line of a /proc/PID/status text has `cap`.
+fn has_cap(status: &str, cap: u32) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << cap) != 0)
 }
 
 /// The socket path for this mode.
@@ -215,6 +250,7 @@ impl Server {
             listener,
             clients: Vec::new(),
             evicted: 0,
+            refused: 0,
         })
     }
 
@@ -231,6 +267,20 @@ impl Server {
                 return;
             };
             let _ = stream.set_nonblocking(true);
+            if let Err(why) = permitted(&stream) {
+                let mut s = stream;
+                let _ = s.write_all(
+                    b"error: permission denied: cairnctl needs root with CAP_SYS_ADMIN\n",
+                );
+                self.refused += 1;
+                if self.refused.is_power_of_two() {
+                    crate::warn!(
+                        "control socket: refused {why} ({} refused so far)",
+                        self.refused
+                    );
+                }
+                continue;
+            }
             let open = self.clients.iter().filter(|c| !c.closed).count();
             if open >= MAX_CLIENTS {
                 if let Some(oldest) = self.clients.iter_mut().find(|c| !c.closed) {
@@ -548,6 +598,26 @@ mod tests {
         let long = "x".repeat(10_000);
         let e = parse(&long).unwrap_err();
         assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn only_root_with_cap_sys_admin_is_let_in() {
+        assert!(has_cap(
+            "Name:\tx\nCapEff:\t000001ffffffffff\n",
+            CAP_SYS_ADMIN
+        ));
+        assert!(!has_cap("CapEff:\t0000000000000000\n", CAP_SYS_ADMIN));
+        assert!(!has_cap("CapEff:\t0000000000200000\n", 20));
+        assert!(has_cap("CapEff:\t0000000000200000\n", 21));
+        assert!(!has_cap("garbage", CAP_SYS_ADMIN));
+        // This process is let in: root with all capabilities, or the init's
+        // own user.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let _c = UnixStream::connect(&path).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert_eq!(permitted(&s), Ok(()));
     }
 
     /// The server driven by a real event loop, as in the init.

@@ -415,6 +415,10 @@ fn dhcp_mtu(manifest: Option<u32>, offered: Option<u16>) -> Option<u32> {
 }
 
 fn sysctl(iface: &str, key: &str, value: &str) {
+    if !super::rtnl::valid_ifname(iface) {
+        debug!("interface name {iface:?} not used in a /proc/sys path");
+        return;
+    }
     let path = format!("/proc/sys/net/ipv6/conf/{iface}/{key}");
     if let Err(e) = std::fs::write(&path, value) {
         debug!("cannot set {path}: {e}");

@@ -327,7 +327,11 @@ impl Rtnl {
         self.sock.send(&buf, 0).map_err(io(op))?;
         let mut out = Vec::new();
         loop {
-            let (data, _) = self.sock.recv_from_full().map_err(io(op))?;
+            let (data, from) = self.sock.recv_from_full().map_err(io(op))?;
+            // Only the kernel (port 0) answers; anything else is ignored.
+            if from.port_number() != KERNEL_PORT {
+                continue;
+            }
             for (seq, m) in messages(op, &data)? {
                 if seq != self.seq {
                     continue;
@@ -565,17 +569,23 @@ impl Monitor {
         self.sock.as_fd()
     }
 
-    /// Every pending event (an empty list when there is none).
+    /// Pending events (an empty list when there is none), at most
+    /// [`MONITOR_BUDGET`] datagrams per call: the rest wait for the next
+    /// turn of the event loop. Datagrams not sent by the kernel (port 0)
+    /// are dropped.
     pub fn events(&self) -> Result<Vec<LinkEvent>, RtnlError> {
         let mut out = Vec::new();
-        loop {
-            let mut buf = vec![0u8; 32 * 1024];
-            let n = match self.sock.recv(&mut &mut buf[..], 0) {
-                Ok(n) => n,
+        let mut buf = vec![0u8; 32 * 1024];
+        for _ in 0..MONITOR_BUDGET {
+            let (n, from) = match self.sock.recv_from(&mut &mut buf[..], 0) {
+                Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(out),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io("link events")(e)),
             };
+            if from.port_number() != KERNEL_PORT {
+                continue;
+            }
             for (_, m) in messages("link events", &buf[..n.min(buf.len())])? {
                 match m {
                     Msg::NewLink(l) => out.push(LinkEvent::New(l)),
@@ -585,7 +595,26 @@ impl Monitor {
                 }
             }
         }
+        Ok(out)
     }
+}
+
+/// The netlink port of the kernel: the only sender rtnetlink messages are
+/// taken from.
+const KERNEL_PORT: u32 = 0;
+/// Link-monitor datagrams read per call.
+pub const MONITOR_BUDGET: usize = 32;
+
+/// Whether `name` is a plausible interface name, safe to put in a
+/// `/proc/sys` path: 1 to 15 bytes, not `.` or `..`, no `/`, whitespace or
+/// control characters.
+pub fn valid_ifname(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
 #[cfg(test)]
@@ -715,9 +744,11 @@ mod tests {
 }
 #[cfg(test)]
 mod dump {
+    use super::*;
+
     #[test]
     fn print_links() {
-        let mut r = super::Rtnl::open().unwrap();
+        let mut r = Rtnl::open().unwrap();
         for l in r.links().unwrap() {
             eprintln!("{l:?}");
         }
@@ -725,10 +756,63 @@ mod dump {
 
     #[test]
     fn loopback_is_listed_on_the_host() {
-        let list = super::named_addresses().unwrap();
+        let list = named_addresses().unwrap();
         assert!(
             list.iter().any(|(n, a, _)| n == "lo" && a.is_loopback()),
             "{list:?}"
+        );
+    }
+
+    #[test]
+    fn interface_names_for_proc_paths() {
+        for ok in [
+            "eth0",
+            "enp0s3",
+            "wlan0",
+            "a",
+            "br-lan.10",
+            "x23456789012345",
+        ] {
+            assert!(valid_ifname(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../x",
+            "a/b",
+            "eth 0",
+            "x234567890123456",
+            "e\n",
+            "e:1",
+        ] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_datagram_from_another_process_is_not_taken_as_the_kernel() {
+        let m = Monitor::open().unwrap();
+        let mut other = Socket::new(NETLINK_ROUTE).unwrap();
+        other.bind_auto().unwrap();
+        // A forged "new link" message sent to the monitor's port.
+        let mut addr = SocketAddr::new(0, 0);
+        m.sock.get_address(&mut addr).unwrap();
+        let port = addr.port_number();
+        let mut link = vec![0u8; 16];
+        link[2..4].copy_from_slice(&ARPHRD_ETHER.to_ne_bytes());
+        link[4..8].copy_from_slice(&4242u32.to_ne_bytes());
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((16 + link.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        msg.extend_from_slice(&[0; 10]);
+        msg.extend_from_slice(&link);
+        let _ = other.send_to(&msg, &SocketAddr::new(port, 0), 0);
+        let ev = m.events().unwrap();
+        assert!(
+            !ev.iter()
+                .any(|e| matches!(e, LinkEvent::New(l) if l.index == 4242)),
+            "{ev:?}"
         );
     }
 }
