@@ -203,7 +203,13 @@ fn inspect_lists_uki_sections_and_initramfs_entries() {
     o.assert_stdout_has("crw-r--r--    0    0       1,11 /dev/kmsg");
     o.assert_stdout_has("-rwxr-xr-x    0    0");
     o.assert_stdout_has("/init\n");
-    o.assert_stdout_has("/etc/cairn/system.json");
+    // Root only: it holds the shell's password hash and services' env.
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.ends_with(" /etc/cairn/system.json"))
+        .expect("system.json listed");
+    assert!(line.starts_with("-rw-------    0    0"), "{line}");
     o.assert_stdout_has("/usr/bin/cairnctl -> /init");
 }
 

@@ -344,7 +344,8 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
 
     // Runtime config.
     let system = m.system_config(module_paths);
-    archive.add_file(SYSTEM_CONFIG_PATH, 0o644, system.to_json().into_bytes())?;
+    // 0600: it holds the shell's password hash and every service's env.
+    archive.add_file(SYSTEM_CONFIG_PATH, 0o600, system.to_json().into_bytes())?;
     archive.add_file("/etc/os-release", 0o644, os_release(&m).into_bytes())?;
     // Users and groups for services' `user`/`group` (parsed by cairn-init, never NSS).
     archive.add_file("/etc/passwd", 0o644, m.accounts.passwd().into_bytes())?;
