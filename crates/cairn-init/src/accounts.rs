@@ -2,6 +2,8 @@
 //! must never go through NSS), and the resolution of a service's `user`,
 //! `group` and `groups` into numbers.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 
 pub const PASSWD_PATH: &str = "/etc/passwd";

@@ -4,6 +4,8 @@
 //! tolerated, what is remembered for unmounting) is unit-tested without root;
 //! [`SysMounter`] is the real implementation.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
@@ -231,13 +233,13 @@ impl Mounter for SysMounter {
 /// Makes sure fds 0, 1 and 2 are open; if any is not, opens `/dev/console`
 /// onto all three. Returns whether the console was (re)opened.
 pub fn ensure_console() -> Result<bool, BootError> {
-    let usable = |fd| {
-        // SAFETY: fds 0-2 are only borrowed for an fcntl probe that does not
-        // close or change them.
-        let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
-        rustix::io::fcntl_getfd(fd).is_ok()
-    };
-    if (0..=2).all(usable) {
+    use rustix::stdio::{stderr, stdin, stdout};
+    // fds 0-2 are only borrowed for an fcntl probe that does not close or
+    // change them (a closed one fails with EBADF).
+    if [stdin(), stdout(), stderr()]
+        .into_iter()
+        .all(|fd| rustix::io::fcntl_getfd(fd).is_ok())
+    {
         return Ok(false);
     }
     let console = rustix::fs::open(

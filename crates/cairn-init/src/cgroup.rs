@@ -3,6 +3,8 @@
 //! whole cgroup (`cgroup.kill`). Used by PID 1 only, when cgroup2 is
 //! mounted.
 
+#![forbid(unsafe_code)]
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::fd::OwnedFd;

@@ -12,6 +12,8 @@
 //! |---------------|-------------------------------------------------------------|
 //! | `cairn.debug` | verbose console log (mounts, spawns, reaped orphans, signals). `cairn.debug=0`/`false`/`no`/`off` turns it off again. |
 
+#![forbid(unsafe_code)]
+
 /// The kernel command line as parameters, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cmdline {

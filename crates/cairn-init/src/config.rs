@@ -20,6 +20,8 @@
 //! template is written (temp file + fsync + rename + fsync of the
 //! directory, so a power cut leaves either no file or the whole file).
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -23,6 +23,8 @@
 //! itself, so they can register and deregister fds as they come and go.
 //! This is the shape of sudo-rs's `exec/event.rs`, on epoll.
 
+#![forbid(unsafe_code)]
+
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The init program: boot, supervise, shut down. See the crate docs for the
 //! sequence and for test mode.
 
+#![forbid(unsafe_code)]
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;

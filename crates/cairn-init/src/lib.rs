@@ -32,6 +32,15 @@
 //!
 //! # Multi-call
 //! Invoked as `cairnctl` the binary is the control client ([`ctl`]).
+//!
+//! # Unsafe code
+//! Every raw system call that needs `unsafe` is in `sys`, each block with
+//! a `// SAFETY:` line; the crate root denies `unsafe_code` and allows it
+//! on `sys` alone, and every other top-level module (so also its
+//! submodules) starts with `#![forbid(unsafe_code)]`, which no `allow`
+//! inside it can lift.
+
+#![deny(unsafe_code)]
 
 pub mod accounts;
 pub mod boot;
@@ -51,6 +60,8 @@ pub mod procfs;
 pub mod shutdown;
 pub mod signals;
 pub mod supervise;
+#[allow(unsafe_code)]
+mod sys;
 pub mod targets;
 
 use std::ffi::OsStr;

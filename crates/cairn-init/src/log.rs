@@ -26,6 +26,8 @@
 //! While the status screen is shown ([`pause_console`]) lines are only
 //! held in the ring; [`resume_console`] prints what was held.
 
+#![forbid(unsafe_code)]
+
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;

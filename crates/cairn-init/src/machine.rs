@@ -16,6 +16,8 @@
 //! and returns. After every turn [`Machine::settle`] starts what is due,
 //! watches new pipes and clients and feeds `cairnctl logs -f`.
 
+#![forbid(unsafe_code)]
+
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 

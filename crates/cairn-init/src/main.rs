@@ -1,5 +1,7 @@
 //! cairn-init entry point: a multi-call binary (`init` or `cairnctl`).
 
+#![forbid(unsafe_code)]
+
 use cairn_init::{applet, console::ctl, init, Applet};
 
 fn main() {

@@ -5,6 +5,8 @@
 //! A module that is already loaded (`EEXIST`) counts as loaded; any other
 //! failure is reported with the kernel's errno text and loading goes on.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};

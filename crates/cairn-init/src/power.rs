@@ -2,6 +2,8 @@
 //! reaches the guest as a `KEY_POWER` press on the input device named
 //! "Power Button" (kernel modules `button` and `evdev`).
 
+#![forbid(unsafe_code)]
+
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 

@@ -12,6 +12,8 @@
 //! 4. `reboot(POWER_OFF)` or `reboot(RESTART)`, retried every 5 s should
 //!    the kernel refuse. In test mode the process exits instead.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use rustix::system::RebootCommand;
@@ -92,11 +94,8 @@ fn kill_strays(m: &mut Machine, ev: &mut Loop) {
         (libc::SIGTERM, STRAY_GRACE),
         (libc::SIGKILL, Duration::from_secs(1)),
     ] {
-        // SAFETY: kill has no memory-safety preconditions; pid -1 targets
-        // every process we may signal, which as PID 1 is what we want.
-        let rc = unsafe { libc::kill(-1, sig) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
+        // As PID 1, every process we may signal is what we want.
+        if let Err(e) = crate::sys::signal::kill_all(sig) {
             if e.raw_os_error() == Some(libc::ESRCH) {
                 return; // nobody left
             }

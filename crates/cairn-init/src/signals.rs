@@ -11,10 +11,13 @@
 //! | SIGINT  | reboot (Ctrl-Alt-Del once CAD is off, see `reboot(2)`)   |
 //! | SIGUSR2 | reboot                                                   |
 
-use std::mem::MaybeUninit;
-use std::os::fd::{FromRawFd, OwnedFd};
+#![forbid(unsafe_code)]
+
+use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
+
+use crate::sys;
 
 /// The signals [`SignalFd`] takes over.
 pub const HANDLED: [libc::c_int; 7] = [
@@ -58,23 +61,6 @@ pub fn action(signo: libc::c_int) -> SignalAction {
     }
 }
 
-fn handled_set() -> Result<libc::sigset_t, std::io::Error> {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set it is given; sigaddset then
-    // only touches that initialised set.
-    unsafe {
-        if libc::sigemptyset(set.as_mut_ptr()) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        for sig in HANDLED {
-            if libc::sigaddset(set.as_mut_ptr(), sig) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(set.assume_init())
-    }
-}
-
 /// A non-blocking signalfd for [`HANDLED`], which are blocked for the
 /// process while it exists (and stay blocked: PID 1 never gives them back).
 pub struct SignalFd {
@@ -86,19 +72,9 @@ impl SignalFd {
     /// started so no SIGCHLD is lost (pending signals are delivered through
     /// the fd once it exists).
     pub fn new() -> Result<Self, SignalError> {
-        let set = handled_set().map_err(SignalError::Block)?;
-        // SAFETY: `set` is an initialised sigset; the old mask is not wanted.
-        let rc = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(SignalError::Block(std::io::Error::last_os_error()));
-        }
-        // SAFETY: -1 asks for a new fd; `set` is initialised.
-        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(SignalError::Create(std::io::Error::last_os_error()));
-        }
-        // SAFETY: signalfd returned a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let set = sys::signal::SigSet::of(&HANDLED).map_err(SignalError::Block)?;
+        sys::signal::block(&set).map_err(SignalError::Block)?;
+        let fd = sys::signal::signalfd(&set).map_err(SignalError::Create)?;
         Ok(SignalFd { fd })
     }
 
@@ -146,23 +122,6 @@ pub fn name(signo: libc::c_int) -> String {
         _ => return format!("signal {signo}"),
     };
     known.to_owned()
-}
-
-/// Empties the signal mask. Meant for a child between `fork` and `exec`
-/// (it is async-signal-safe): services must not inherit PID 1's blocked
-/// signals.
-pub fn unblock_all() -> std::io::Result<()> {
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises `set` before sigprocmask reads it.
-    let rc = unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut())
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! one (networking, disks) calls [`hold`] early in boot, before the
 //! supervisor starts services, and [`reach`] once it is there.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 

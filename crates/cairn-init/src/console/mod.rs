@@ -7,6 +7,8 @@
 //! asked for. Nothing here reaches back into the supervisor or the network
 //! manager.
 
+#![forbid(unsafe_code)]
+
 pub mod ctl;
 pub mod shell;
 pub mod status;

@@ -14,8 +14,7 @@
 //! (the hash's own parameters; `cairn hash-password` picks ones that take
 //! well under a second).
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use rustix::process::Pid;
 use rustix::termios::{self, LocalModes, OptionalActions, QueueSelector, Termios};
 
 use crate::supervise::policy::Exit;
-use crate::{info, log, signals};
+use crate::{info, log, sys};
 
 /// What a console user types to ask for the shell.
 pub const WORD: &str = "shell";
@@ -326,19 +325,15 @@ fn spawn(cfg: &ShellConfig) -> Result<Pid, ShellError> {
         .stdin(Stdio::from(tty))
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
-    // SAFETY: runs in the child between fork and exec, after std has set
-    // up fds 0-2; only async-signal-safe calls (sigprocmask, setsid,
-    // ioctl) on no shared data.
-    unsafe {
-        cmd.pre_exec(|| {
-            signals::unblock_all()?;
-            rustix::process::setsid()?;
-            if libc::ioctl(std::io::stdin().as_raw_fd(), libc::TIOCSCTTY, 1) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // In the child, after std has set up fds 0-2: its own session with
+    // the tty (fd 0) as its controlling terminal.
+    sys::process::before_exec(
+        &mut cmd,
+        sys::process::ChildSetup {
+            controlling_tty: true,
+            ..Default::default()
+        },
+    );
     let child = cmd.spawn().map_err(exec_err)?;
     let raw = child.id() as i32;
     Pid::from_raw(raw)

@@ -10,6 +10,8 @@
 //! signals). What became of each mount ([`MountReport::status`]) is shown on the
 //! status screen and by `cairnctl status`.
 
+#![forbid(unsafe_code)]
+
 pub mod probe;
 
 use std::io::Read;

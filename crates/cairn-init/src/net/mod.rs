@@ -10,6 +10,8 @@
 //! [`crate::signals::set_extra`]) and does its work between supervisor
 //! steps; no call blocks except short netlink requests.
 
+#![forbid(unsafe_code)]
+
 pub mod dhcp;
 pub mod manager;
 pub mod packet;
@@ -21,10 +23,12 @@ pub mod sock;
 
 pub use manager::{IfaceStatus, Net, Status};
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketType};
+
+use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -53,41 +57,21 @@ pub fn interface_up(name: &str) -> Result<(), NetError> {
         .or_else(|_| rustix::net::socket(AddressFamily::UNIX, SocketType::DGRAM, None))
         .map_err(NetError::Socket)?;
 
-    // SAFETY: ifreq is plain old data (a name array and a union of integers
-    // and sockaddrs); all zero bytes is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() || name.as_bytes().contains(&0) {
-        return Err(NetError::Name(name.to_owned()));
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-
-    let ioctl = |req: &mut libc::ifreq, op: libc::c_ulong, op_name: &'static str| {
-        // SAFETY: `sock` is an open socket for the duration of the call and
-        // `req` is a valid, NUL-terminated ifreq that the kernel reads and
-        // (for SIOCGIFFLAGS) writes in place.
-        let rc =
-            unsafe { libc::ioctl(sock.as_raw_fd(), op as libc::Ioctl, req as *mut libc::ifreq) };
-        if rc < 0 {
-            Err(NetError::Ioctl {
-                iface: name.to_owned(),
-                op: op_name,
-                source: std::io::Error::last_os_error(),
-            })
-        } else {
-            Ok(())
+    let ifname = sys::net::IfName::new(name).ok_or_else(|| NetError::Name(name.to_owned()))?;
+    let failed = |op: &'static str| {
+        move |source| NetError::Ioctl {
+            iface: name.to_owned(),
+            op,
+            source,
         }
     };
 
-    ioctl(&mut req, libc::SIOCGIFFLAGS, "SIOCGIFFLAGS")?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    let flags = sys::net::interface_flags(sock.as_fd(), &ifname).map_err(failed("SIOCGIFFLAGS"))?;
     if flags & libc::IFF_UP as libc::c_short != 0 {
         return Ok(());
     }
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    ioctl(&mut req, libc::SIOCSIFFLAGS, "SIOCSIFFLAGS")
+    sys::net::set_interface_flags(sock.as_fd(), &ifname, flags | libc::IFF_UP as libc::c_short)
+        .map_err(failed("SIOCSIFFLAGS"))
 }
 
 #[cfg(test)]

@@ -119,11 +119,7 @@ pub fn apply(offset_ns: i128, step: bool) -> std::io::Result<bool> {
             tv_sec: (offset_ns / 1_000_000_000) as _,
             tv_usec: ((offset_ns % 1_000_000_000) / 1000) as _,
         };
-        // SAFETY: `tv` is a valid timeval; the old delta is not wanted.
-        let rc = unsafe { libc::adjtime(&tv, std::ptr::null_mut()) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        crate::sys::time::adjtime(&tv)?;
         Ok(false)
     }
 }

@@ -5,7 +5,11 @@
 //! ICMPv6 socket for router adverts and a UDP socket for SNTP.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{RecvFlags, SendFlags};
+
+use crate::sys::net as sys_net;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SockError {
@@ -25,10 +29,6 @@ fn sys(what: &'static str, index: u32) -> impl Fn(std::io::Error) -> SockError {
     }
 }
 
-fn last() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
@@ -42,119 +42,35 @@ pub const PACKETS_PER_CALL: usize = 32;
 const OPEN_DRAIN: usize = 256;
 
 fn socket(domain: i32, ty: i32, proto: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: socket(2) takes plain integers and returns a new fd or -1.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
-    if fd < 0 {
-        return Err(last());
-    }
-    // SAFETY: a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, val: &T) -> std::io::Result<()> {
-    // SAFETY: `val` points at a live T of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            val as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(last())
-    } else {
-        Ok(())
-    }
-}
-
-fn bind_to_device(fd: &OwnedFd, name: &str) -> std::io::Result<()> {
-    // SAFETY: the name buffer is valid for its length.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr() as *const libc::c_void,
-            name.len() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(last())
-    } else {
-        Ok(())
-    }
-}
-
-fn ll_addr(index: u32, proto: u16, dest: &[u8; 6]) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; zero is valid.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = proto.to_be();
-    sa.sll_ifindex = index as i32;
-    sa.sll_halen = 6;
-    sa.sll_addr[..6].copy_from_slice(dest);
-    sa
+    use rustix::net::{AddressFamily, Protocol, SocketFlags, SocketType};
+    Ok(rustix::net::socket_with(
+        AddressFamily::from_raw(domain as _),
+        SocketType::from_raw(ty as _),
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        std::num::NonZeroU32::new(proto as u32).map(Protocol::from_raw),
+    )?)
 }
 
 fn packet_socket(index: u32, proto: u16, what: &'static str) -> Result<OwnedFd, SockError> {
     let fd = socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto.to_be()))
         .map_err(sys(what, index))?;
-    let sa = ll_addr(index, proto, &[0; 6]);
-    // SAFETY: `sa` is a valid sockaddr_ll of the size passed.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(sys(what, index)(last()));
-    }
+    sys_net::bind_link(fd.as_fd(), index, proto).map_err(sys(what, index))?;
     Ok(fd)
 }
 
 /// Reads one datagram; `None` when nothing is pending.
 fn recv(fd: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-            )
-        };
-        if n >= 0 {
-            return Some(n as usize);
-        }
-        if last().kind() != std::io::ErrorKind::Interrupted {
-            return None;
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::empty()) {
+            Ok((n, _)) => return Some(n),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
         }
     }
 }
 
 fn send_ll(fd: &OwnedFd, index: u32, proto: u16, data: &[u8]) -> std::io::Result<()> {
-    let sa = ll_addr(index, proto, &BROADCAST_MAC);
-    // SAFETY: `data` and `sa` are valid for the lengths passed.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            data.as_ptr() as *const libc::c_void,
-            data.len(),
-            0,
-            &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        Err(last())
-    } else {
-        Ok(())
-    }
+    sys_net::send_link(fd.as_fd(), index, proto, &BROADCAST_MAC, data)
 }
 
 /// Classic BPF for a cooked (SOCK_DGRAM) packet socket: accept IPv4 UDP,
@@ -190,12 +106,7 @@ pub struct DhcpSocket {
 impl DhcpSocket {
     pub fn open(index: u32) -> Result<DhcpSocket, SockError> {
         let fd = packet_socket(index, ETH_P_IP, "DHCP packet socket")?;
-        let filter = dhcp_filter();
-        let prog = libc::sock_fprog {
-            len: filter.len() as u16,
-            filter: filter.as_ptr() as *mut libc::sock_filter,
-        };
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)
+        sys_net::attach_filter(fd.as_fd(), &dhcp_filter())
             .map_err(sys("attaching the DHCP BPF filter", index))?;
         // Whatever arrived before the filter was attached is dropped (a
         // bounded number: under a flood the queue may never run dry; what
@@ -257,9 +168,9 @@ pub fn send_unicast(
 ) -> Result<(), SockError> {
     let what = "sending a DHCP unicast";
     let fd = socket(libc::AF_INET, libc::SOCK_DGRAM, 0).map_err(sys(what, index))?;
-    let one: libc::c_int = 1;
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one).map_err(sys(what, index))?;
-    bind_to_device(&fd, ifname).map_err(sys(what, index))?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)
+        .map_err(|e| sys(what, index)(e.into()))?;
+    sys_net::bind_to_device(fd.as_fd(), ifname).map_err(sys(what, index))?;
     let sock = std::net::UdpSocket::from(fd);
     // Binding to a fixed port needs no privilege beyond what PID 1 has.
     let bound = socket2_bind(&sock, SocketAddr::new(IpAddr::V4(src), 68));
@@ -273,27 +184,7 @@ fn socket2_bind(sock: &std::net::UdpSocket, addr: SocketAddr) -> std::io::Result
     let SocketAddr::V4(v4) = addr else {
         return Err(std::io::Error::other("IPv4 only"));
     };
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*v4.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `sa` is a valid sockaddr_in of the size passed.
-    let rc = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(last())
-    } else {
-        Ok(())
-    }
+    Ok(rustix::net::bind(sock, &v4)?)
 }
 
 /// ARP probing (RFC 5227) for one candidate address.
@@ -367,11 +258,10 @@ impl RaSocket {
         let mut filter = [u32::MAX; 8];
         let t = u32::from(super::ra::ROUTER_ADVERT);
         filter[(t >> 5) as usize] &= !(1 << (t & 31));
-        setsockopt(&fd, libc::IPPROTO_ICMPV6, 1, &filter).map_err(sys(what, index))?;
-        bind_to_device(&fd, ifname).map_err(sys(what, index))?;
-        let hops: libc::c_int = 255;
-        setsockopt(&fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &hops)
-            .map_err(sys(what, index))?;
+        sys_net::set_icmp6_filter(fd.as_fd(), &filter).map_err(sys(what, index))?;
+        sys_net::bind_to_device(fd.as_fd(), ifname).map_err(sys(what, index))?;
+        rustix::net::sockopt::set_ipv6_multicast_hops(&fd, 255)
+            .map_err(|e| sys(what, index)(e.into()))?;
         Ok(RaSocket { fd, index })
     }
 
@@ -382,50 +272,21 @@ impl RaSocket {
     /// Sends a router solicitation to all routers (ff02::2).
     pub fn solicit(&self, mac: &[u8; 6]) -> Result<(), SockError> {
         let pkt = super::ra::solicitation(mac);
-        // SAFETY: sockaddr_in6 is plain data; zero is valid.
-        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        sa.sin6_family = libc::AF_INET6 as u16;
-        sa.sin6_addr.s6_addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2).octets();
-        sa.sin6_scope_id = self.index;
-        // SAFETY: `pkt` and `sa` are valid for the lengths passed.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                pkt.as_ptr() as *const libc::c_void,
-                pkt.len(),
-                0,
-                &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(sys("sending a router solicitation", self.index)(last()));
-        }
+        let all_routers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+        let to = std::net::SocketAddrV6::new(all_routers, 0, 0, self.index);
+        rustix::net::sendto(&self.fd, &pkt, SendFlags::empty(), &to)
+            .map_err(|e| sys("sending a router solicitation", self.index)(e.into()))?;
         Ok(())
     }
 
     /// The next advert and its source address, if any.
     pub fn recv(&self) -> Option<(Vec<u8>, Ipv6Addr)> {
         let mut buf = vec![0u8; 2048];
-        // SAFETY: sockaddr_in6 is plain data; zero is valid.
-        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        // SAFETY: `buf`, `sa` and `len` are valid for writes.
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                0,
-                &mut sa as *mut libc::sockaddr_in6 as *mut libc::sockaddr,
-                &mut len,
-            )
-        };
-        if n < 0 {
-            return None;
-        }
-        buf.truncate(n as usize);
-        Some((buf, Ipv6Addr::from(sa.sin6_addr.s6_addr)))
+        let (n, _, from) =
+            rustix::net::recvfrom(&self.fd, &mut buf[..], RecvFlags::empty()).ok()?;
+        let from = from.and_then(|a| std::net::SocketAddrV6::try_from(a).ok());
+        buf.truncate(n);
+        Some((buf, from.map_or(Ipv6Addr::UNSPECIFIED, |a| *a.ip())))
     }
 }
 

@@ -24,6 +24,8 @@
 //! restart, the service's `on_exit` (`poweroff` / `reboot`) becomes a
 //! shutdown request (so with `restart = "always"` it never fires).
 
+#![forbid(unsafe_code)]
+
 pub mod order;
 pub mod output;
 pub mod policy;
