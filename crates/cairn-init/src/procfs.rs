@@ -1,6 +1,8 @@
 //! Small readers of `/proc` files the init reports from (memory, its own
 //! resident size). A leaf: it uses nothing else of the init.
 
+#![forbid(unsafe_code)]
+
 /// The text of a file, or "" when it cannot be read.
 pub fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
