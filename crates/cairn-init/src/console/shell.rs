@@ -331,6 +331,7 @@ fn spawn(cfg: &ShellConfig) -> Result<Pid, ShellError> {
         &mut cmd,
         sys::process::ChildSetup {
             controlling_tty: true,
+            only_stdio: true,
             ..Default::default()
         },
     );

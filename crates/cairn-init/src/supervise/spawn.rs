@@ -112,7 +112,15 @@ pub fn spawn(
             .filter_map(|(k, v)| rlimit_number(k).map(|r| (r, (*v != UNLIMITED).then_some(*v))))
             .collect(),
         umask: cfg.run.umask,
-        keep_caps: cfg.run.capabilities.as_deref().map(capability_mask),
+        // A non-root service without `capabilities` keeps none, not even in
+        // its bounding set: a setuid binary in the image gives it nothing.
+        keep_caps: match cfg.run.capabilities.as_deref() {
+            Some(caps) => Some(capability_mask(caps)),
+            None if creds.uid != 0 => Some(0),
+            None => None,
+        },
+        no_new_privs: creds.uid != 0,
+        only_stdio: true,
         uid: creds.uid,
         gid: creds.gid,
         groups: creds.groups.iter().map(|&g| Gid::from_raw(g)).collect(),

@@ -42,12 +42,28 @@ pub struct ChildSetup {
     pub groups: Vec<Gid>,
     /// Whether to call `setgroups`, `setgid` and `setuid` at all.
     pub switch_user: bool,
+    /// `PR_SET_NO_NEW_PRIVS`: a setuid binary or file capabilities give the
+    /// program nothing.
+    pub no_new_privs: bool,
+    /// Every fd from 3 up is closed at exec (`close_range` with
+    /// `CLOSE_RANGE_CLOEXEC`): the program gets exactly fds 0, 1 and 2,
+    /// whatever the init had open without close-on-exec.
+    pub only_stdio: bool,
 }
 
 impl ChildSetup {
     /// Runs in the child between `fork` and `exec`: system calls only.
     fn apply(&self) -> io::Result<()> {
         signal::unblock_all()?;
+        if self.only_stdio {
+            // Marked, not closed: std's own exec-error pipe must live
+            // until exec. Kernels before 5.11 lack the flag; the init's
+            // own fds are close-on-exec anyway.
+            let _ = cloexec_from(3);
+        }
+        if self.no_new_privs {
+            rustix::thread::set_no_new_privs(true)?;
+        }
         rustix::process::setsid()?;
         if self.controlling_tty {
             set_controlling_tty(rustix::stdio::stdin())?;
@@ -122,6 +138,22 @@ pub fn before_exec(cmd: &mut Command, setup: ChildSetup) {
     }
 }
 
+/// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`: every fd from `first` up
+/// is closed at exec. rustix has no `close_range`.
+fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range takes plain integers; with CLOSE_RANGE_CLOEXEC it
+    // closes nothing now, so no fd this process still uses goes away.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    check(rc as libc::c_int)
+}
+
 /// `ioctl(fd, TIOCSCTTY, 1)`. rustix's `ioctl_tiocsctty` passes 0, which
 /// does not take the tty from a session that already has it.
 fn set_controlling_tty(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -146,6 +178,42 @@ fn set_rlimit(resource: u32, limit: Option<u64>) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::process::Stdio;
+
+    /// A non-CLOEXEC fd of the parent does not reach the program, and
+    /// no_new_privs is set.
+    #[test]
+    fn only_stdio_and_no_new_privs_reach_the_program() {
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        // Far above what `ls` opens, and without CLOEXEC.
+        let high = rustix::io::fcntl_dupfd_cloexec(&r, 100).unwrap();
+        rustix::io::fcntl_setfd(&high, rustix::io::FdFlags::empty()).unwrap();
+        let leaked = std::os::fd::AsRawFd::as_raw_fd(&high);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            "ls /proc/self/fd | sort -n | tr '\\n' ' '; grep NoNewPrivs /proc/self/status",
+        ])
+        .stdout(Stdio::piped());
+        before_exec(
+            &mut cmd,
+            ChildSetup {
+                only_stdio: true,
+                no_new_privs: true,
+                ..Default::default()
+            },
+        );
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        // 0, 1, 2 and the fd `ls` opens for /proc/self/fd itself.
+        let fds: Vec<i32> = text
+            .split_whitespace()
+            .take_while(|w| w.parse::<i32>().is_ok())
+            .map(|w| w.parse().unwrap())
+            .collect();
+        assert!(!fds.contains(&leaked), "{text}");
+        assert!(fds.len() <= 4, "{text}");
+        assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+    }
 
     /// The child's limits, umask, ids and capability sets, as root only.
     #[test]
