@@ -332,6 +332,7 @@ fn spawn(cfg: &ShellConfig) -> Result<Pid, ShellError> {
         sys::process::ChildSetup {
             controlling_tty: true,
             only_stdio: true,
+            oom_killable: true,
             ..Default::default()
         },
     );

@@ -121,6 +121,7 @@ pub fn spawn(
         },
         no_new_privs: creds.uid != 0,
         only_stdio: true,
+        oom_killable: true,
         uid: creds.uid,
         gid: creds.gid,
         groups: creds.groups.iter().map(|&g| Gid::from_raw(g)).collect(),

@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use rustix::fs::Mode;
+use rustix::fs::{Mode, OFlags};
 use rustix::process::{Gid, Uid};
 use rustix::thread::{CapabilitySet, CapabilitySets};
 
@@ -49,6 +49,9 @@ pub struct ChildSetup {
     /// `CLOSE_RANGE_CLOEXEC`): the program gets exactly fds 0, 1 and 2,
     /// whatever the init had open without close-on-exec.
     pub only_stdio: bool,
+    /// Set `oom_score_adj` back to 0: PID 1's -1000 is inherited, and a
+    /// service must stay a candidate for the OOM killer.
+    pub oom_killable: bool,
 }
 
 impl ChildSetup {
@@ -63,6 +66,16 @@ impl ChildSetup {
         }
         if self.no_new_privs {
             rustix::thread::set_no_new_privs(true)?;
+        }
+        if self.oom_killable {
+            // Raising the value needs no privilege. A static path: no
+            // allocation after fork.
+            let fd = rustix::fs::open(
+                c"/proc/self/oom_score_adj",
+                OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rustix::io::write(&fd, b"0")?;
         }
         rustix::process::setsid()?;
         if self.controlling_tty {
@@ -191,7 +204,8 @@ mod tests {
         let mut cmd = Command::new("/bin/sh");
         cmd.args([
             "-c",
-            "ls /proc/self/fd | sort -n | tr '\\n' ' '; grep NoNewPrivs /proc/self/status",
+            "ls /proc/self/fd | sort -n | tr '\\n' ' '; grep NoNewPrivs /proc/self/status; \
+             cat /proc/self/oom_score_adj",
         ])
         .stdout(Stdio::piped());
         before_exec(
@@ -199,6 +213,7 @@ mod tests {
             ChildSetup {
                 only_stdio: true,
                 no_new_privs: true,
+                oom_killable: true,
                 ..Default::default()
             },
         );
@@ -213,6 +228,7 @@ mod tests {
         assert!(!fds.contains(&leaked), "{text}");
         assert!(fds.len() <= 4, "{text}");
         assert!(text.contains("NoNewPrivs:\t1"), "{text}");
+        assert!(text.ends_with("\n0\n"), "{text}");
     }
 
     /// The child's limits, umask, ids and capability sets, as root only.
