@@ -66,6 +66,29 @@ pub fn init_bin() -> PathBuf {
     .clone()
 }
 
+/// The liveness tests' static guest program (tests/load: a ticker and
+/// hostile cairnctl clients), built like the init for the init's target.
+pub fn test_load_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CAIRN_TEST_LOAD") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new(cargo())
+            .current_dir(root())
+            .args(["run", "--quiet", "-p", "xtask", "--", "build-test-load"])
+            .output()
+            .expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building cairn-test-load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
 /// A finished process: exit status and output.
 #[derive(Debug)]
 pub struct Outcome {
@@ -273,7 +296,8 @@ impl Live {
     }
 
     /// [`Live::start`] with a QMP socket: `cairn run MANIFEST -o DIR/out
-    /// ARGS... -- -qmp unix:DIR/qmp.sock`. Returns the boot and the socket
+    /// ARGS... -- -qmp unix:DIR/qmp.sock` (after QEMU arguments that ARGS
+    /// may end with, behind their own `--`). Returns the boot and the socket
     /// path for [`qmp`].
     pub fn start_with_qmp(
         manifest: &Path,
@@ -284,7 +308,11 @@ impl Live {
         let sock = dir.join("qmp.sock");
         let qmp_arg = format!("unix:{},server,nowait", sock.display());
         let mut all = args.to_vec();
-        all.extend(["--", "-qmp", &qmp_arg]);
+        // QEMU arguments of the caller's (after its `--`) come first.
+        if !all.contains(&"--") {
+            all.push("--");
+        }
+        all.extend(["-qmp", &qmp_arg]);
         (Live::start(manifest, &dir.join("out"), &all, timeout), sock)
     }
 
@@ -326,11 +354,24 @@ impl Live {
     }
 
     fn wait_or_panic(&mut self, done: impl Fn(&str) -> bool, timeout: Duration, what: &str) {
+        if !self.poll_until(done, timeout) {
+            let _ = self.child.kill();
+            panic!("{what}:\n{}", self.output());
+        }
+    }
+
+    /// Waits until `done` holds for the console output; false when
+    /// `timeout` passes or QEMU has ended first (QEMU is left running: for
+    /// tests that report the failure themselves, e.g. without dumping a
+    /// console of megabytes).
+    pub fn poll_until(&mut self, done: impl Fn(&str) -> bool, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
-        while !done(&self.output()) {
+        loop {
+            if done(&self.output()) {
+                return true;
+            }
             if Instant::now() > end || self.child.try_wait().ok().flatten().is_some() {
-                let _ = self.child.kill();
-                panic!("{what}:\n{}", self.output());
+                return false;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -197,6 +197,13 @@ fn build_init() -> Result<PathBuf> {
     build_static("cairn-init", static_target())
 }
 
+/// Build the liveness tests' guest program (tests/load: a ticker and
+/// hostile cairnctl clients) static, for the same target as the init, and
+/// return its path.
+fn build_test_load() -> Result<PathBuf> {
+    build_static("cairn-test-load", static_target())
+}
+
 /// Build one workspace package as a static release binary for `triple`
 /// and return its path, target/TRIPLE/release/PACKAGE.
 fn build_static(package: &str, triple: &str) -> Result<PathBuf> {
@@ -258,6 +265,7 @@ fn demo(args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     deps()?;
     let init = build_init()?;
+    let load = build_test_load()?;
     let cairn = build_cli(false)?;
     run(Command::new(env!("CARGO"))
         .current_dir(root())
@@ -274,6 +282,7 @@ fn test(args: &[String]) -> Result<()> {
     let mut c = Command::new(env!("CARGO"));
     c.current_dir(root())
         .env("CAIRN_INIT", &init)
+        .env("CAIRN_TEST_LOAD", &load)
         .env("CAIRN_BIN", &cairn)
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(args);
@@ -303,6 +312,11 @@ fn real_main() -> Result<()> {
             println!("{}", p.display());
             Ok(())
         }
+        "build-test-load" => {
+            let p = build_test_load()?;
+            println!("{}", p.display());
+            Ok(())
+        }
         "demo" => demo(rest),
         "bench" => bench_cmd(rest),
         "profile" => profile_cmd(rest),
@@ -316,7 +330,8 @@ fn real_main() -> Result<()> {
                  bench        boot cairn and a BusyBox baseline side by side; write bench/RESULTS.md\n  \
                  profile      which code each init runs before its service starts (QEMU TCG translation log)\n  \
                  deps         install the Debian packages cairn needs\n  \
-                 build-init   build the static cairn-init and print its path"
+                 build-init   build the static cairn-init and print its path\n  \
+                 build-test-load  build the liveness tests' static guest program and print its path"
             );
             if task == "help" {
                 Ok(())
