@@ -212,6 +212,20 @@ fn flood(n: usize) -> ! {
     }
 }
 
+/// Prints the ids and capabilities the kernel gave this process (for a
+/// setuid copy: did the setuid bit take?).
+fn whoami() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for l in status.lines() {
+        if l.starts_with("Uid:") || l.starts_with("CapEff:") || l.starts_with("NoNewPrivs:") {
+            say(&format!(
+                "whoami {}",
+                l.split_whitespace().collect::<Vec<_>>().join(" ")
+            ));
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count = |s: Option<&String>| s.and_then(|s| s.parse::<usize>().ok()).filter(|n| *n > 0);
@@ -220,8 +234,9 @@ fn main() {
         (Some("idle"), Some(n)) => idle(n),
         (Some("slow"), _) => slow(),
         (Some("flood"), Some(n)) => flood(n),
+        (Some("whoami"), _) => whoami(),
         _ => {
-            eprintln!("usage: cairn-test-load tick | idle N | slow | flood N");
+            eprintln!("usage: cairn-test-load tick | idle N | slow | flood N | whoami");
             std::process::exit(2);
         }
     }
