@@ -6,12 +6,15 @@
 //! 2. print `cairn-init VERSION` and `cairn: init started`;
 //! 3. mount `/proc`, `/sys`, `/dev`, `/dev/pts`, `/dev/shm`, `/run`, `/tmp`
 //!    ([`boot`]); turn Ctrl-Alt-Del into SIGINT;
-//! 4. read `/etc/cairn/system.json` ([`cairn_manifest::SystemConfig`]);
-//! 5. load kernel modules ([`modules`]), set the hostname, bring `lo` up
-//!    ([`net`]);
-//! 6. start the services in `after` order and supervise them
-//!    ([`supervise`]) until a service's `on_exit` or a signal asks for a
-//!    shutdown, then stop everything and power off or reboot.
+//! 4. read `/etc/cairn/system.json` ([`config`]);
+//! 5. load kernel modules ([`modules`]), set the hostname, mount the disks
+//!    ([`disk`]), merge the secondary config ([`config`]), start
+//!    networking ([`net`]);
+//! 6. hand every source (signals, services, network, control socket,
+//!    console, power button, kernel log: [`machine`]) to the one event
+//!    loop ([`event`]), which runs until a service's `on_exit`, a signal,
+//!    `cairnctl` or the power button asks for a shutdown ([`shutdown`]),
+//!    then stop everything and power off or reboot.
 //!
 //! Every step prints a timestamped line ([`log`]), giving a boot timeline
 //! on the console. The kernel command line is parsed by [`cmdline`];
@@ -31,7 +34,7 @@
 //! replaces `/proc/cmdline`.
 //!
 //! # Multi-call
-//! Invoked as `cairnctl` the binary is the control client ([`ctl`]).
+//! Invoked as `cairnctl` the binary is the control client ([`console::ctl`]).
 //!
 //! # Unsafe code
 //! Every raw system call that needs `unsafe` is in `sys`, each block with

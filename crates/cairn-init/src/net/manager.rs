@@ -1,10 +1,9 @@
 //! The network manager: owns the interfaces, their DHCP clients and
 //! sockets, and decides when `network-online` is reached.
 //!
-//! Driven from PID 1's loop: [`Net::start`] once, then after every wake-up
-//! [`Net::process`] (reads every socket without blocking, runs due timers)
-//! and [`Net::register`] (hands the sockets and the next deadline to the
-//! loop's `poll`).
+//! Driven from PID 1's event loop: [`Net::start`] once; the loop watches
+//! [`Net::fds`] and [`Net::deadline`] and calls [`Net::process`] (reads
+//! every socket without blocking, runs due timers) when one is ready.
 //!
 //! Hostile load stays bounded: one call reads at most
 //! [`sock::PACKETS_PER_CALL`] packets per socket (a socket with more stays

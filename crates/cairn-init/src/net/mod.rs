@@ -5,10 +5,11 @@
 //! ([`resolv`]), SNTP ([`sntp`]), hotplug and the `network-online` target.
 //! Links, addresses and routes change through rtnetlink ([`rtnl`]).
 //!
-//! Everything runs in PID 1's single thread: the manager hands its sockets
-//! and its next timer to the main loop's `poll` (see
-//! [`crate::signals::set_extra`]) and does its work between supervisor
-//! steps; no call blocks except short netlink requests.
+//! Everything runs in PID 1's single thread: the event loop watches the
+//! manager's sockets ([`manager::Net::fds`]) and its next timer
+//! ([`manager::Net::deadline`]) and calls [`manager::Net::process`] when
+//! one is ready (see [`crate::machine`]); each socket is read at most 32
+//! packets per call and no call blocks except short netlink requests.
 
 #![forbid(unsafe_code)]
 
