@@ -10,7 +10,8 @@
 //!   nothing; reports each one the server closes (and how long it lived),
 //!   then opens it again 2 s later.
 //! - `slow`: sends `logs`, then reads the reply one byte a second; reports
-//!   when the server closes the connection or the whole reply was read,
+//!   when the server closes the connection or the whole reply was read
+//!   (seconds since connecting and since the first byte of the reply),
 //!   then starts over 2 s later.
 //! - `flood N`: keeps N connections open (sending nothing) to fill the
 //!   server's client table, each reopened 2 s after the server closes it;
@@ -142,6 +143,10 @@ fn slow() -> ! {
     loop {
         if let Some(mut s) = connect() {
             let t0 = Instant::now();
+            // When the first byte of the reply was read: the server's
+            // grace for a slow reader starts about then, not at connect
+            // (a busy server may take long to answer at all).
+            let mut first: Option<Instant> = None;
             let mut got = 0u64;
             let sent = s.write_all(b"logs\n");
             let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
@@ -159,7 +164,10 @@ fn slow() -> ! {
                 let mut byte = [0u8; 1];
                 match s.read(&mut byte) {
                     Ok(0) => break "the whole reply was read".to_string(),
-                    Ok(_) => got += 1,
+                    Ok(_) => {
+                        got += 1;
+                        first.get_or_insert_with(Instant::now);
+                    }
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -171,8 +179,9 @@ fn slow() -> ! {
                 }
                 sleep(Duration::from_secs(1));
             };
+            let since_reply = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
             say(&format!(
-                "slow: {outcome} after {:.1}s ({got} bytes read)",
+                "slow: {outcome} after {:.1}s, {since_reply:.1}s after the reply began ({got} bytes read)",
                 t0.elapsed().as_secs_f64()
             ));
         }
