@@ -298,7 +298,7 @@ const NOISY_A: &[&str] = &["yes", "longline"];
 /// Contract, service output: a line longer than 4096 bytes is logged in
 /// 4096-byte pieces ending with ` [cut]`; at most 1000 lines at once, then
 /// 100 lines/s per service, the rest dropped with `service NAME: N lines
-/// dropped (over 100 lines/s)` at most once a second. Log file: on a write
+/// dropped (over 100 lines/s or 32 KiB/s)` at most once a second. Log file: on a write
 /// error, `log file PATH stopped: ERROR; logging goes on in memory`, a
 /// retry at most every 5 s, and `log file PATH resumed (N lines not
 /// written)`. Control socket: at most 16 clients, a new connection closes
@@ -404,7 +404,7 @@ exec /bin/busybox sleep 100000"
                     .and_then(|r| r.split_once(' '))
                     .is_some_and(|(n, r)| {
                         n.parse::<u64>().is_ok_and(|n| n > 0)
-                            && r == "lines dropped (over 100 lines/s)"
+                            && r == "lines dropped (over 100 lines/s or 32 KiB/s)"
                     })
         });
         let cairn = logged(o, "cairn");
@@ -434,7 +434,7 @@ exec /bin/busybox sleep 100000"
                 logged(o, "longline").iter().any(|(_, t)| *t == cut),
             ),
             (
-                "yes: `service yes: N lines dropped (over 100 lines/s)` logged".into(),
+                "yes: `service yes: N lines dropped (over 100 lines/s or 32 KiB/s)` logged".into(),
                 dropped,
             ),
             (

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -317,8 +317,36 @@ pub fn format_line(since_boot: Duration, text: &str) -> String {
     )
 }
 
+/// Lines the console could not take since the last one it did.
+static CONSOLE_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// A line went out in part: the next write starts on a new line.
+static CONSOLE_BROKEN: AtomicBool = AtomicBool::new(false);
+
+/// One `write(2)` of `s` to the console (standard error, non-blocking as
+/// PID 1): never waits. A line it cannot take is counted, and the next
+/// one that gets through is preceded by `console: N lines not shown`.
 fn console_write(s: &str) {
-    let _ = std::io::stderr().lock().write_all(s.as_bytes());
+    let dropped = CONSOLE_DROPPED.load(Ordering::Relaxed);
+    let broken = CONSOLE_BROKEN.load(Ordering::Relaxed);
+    let text = if dropped > 0 || broken {
+        let nl = if broken { "\n" } else { "" };
+        format!("{nl}console: {dropped} lines not shown\n{s}")
+    } else {
+        s.to_string()
+    };
+    match rustix::io::write(rustix::stdio::stderr(), text.as_bytes()) {
+        Ok(n) if n == text.len() => {
+            CONSOLE_DROPPED.store(0, Ordering::Relaxed);
+            CONSOLE_BROKEN.store(false, Ordering::Relaxed);
+        }
+        Ok(n) => {
+            CONSOLE_DROPPED.fetch_add(1, Ordering::Relaxed);
+            CONSOLE_BROKEN.store(n > 0, Ordering::Relaxed);
+        }
+        Err(_) => {
+            CONSOLE_DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Writes `text` as one timestamped console line, outside the ring (the

@@ -259,8 +259,9 @@ impl Server {
     }
 
     /// Accepts pending connections (a few per call). When the table is
-    /// full the oldest client is closed to make room: a stuck or hostile
-    /// client never locks out a new `cairnctl`.
+    /// full the oldest client that has not sent its request is closed to
+    /// make room (or, if all have, the oldest): a stuck or hostile client
+    /// never locks out a new `cairnctl`.
     pub fn accept(&mut self, now: Instant) {
         for _ in 0..ACCEPT_BUDGET {
             let Ok((stream, _)) = self.listener.accept() else {
@@ -283,7 +284,13 @@ impl Server {
             }
             let open = self.clients.iter().filter(|c| !c.closed).count();
             if open >= MAX_CLIENTS {
-                if let Some(oldest) = self.clients.iter_mut().find(|c| !c.closed) {
+                // The oldest that has not asked anything yet; failing that
+                // the oldest of all (a follower, a reply being written).
+                let victim = match self.clients.iter().position(|c| !c.closed && !c.asked) {
+                    Some(i) => Some(i),
+                    None => self.clients.iter().position(|c| !c.closed),
+                };
+                if let Some(oldest) = victim.and_then(|i| self.clients.get_mut(i)) {
                     oldest.out.clear();
                     oldest.send("error: too many clients\n", true);
                     oldest.closed = true;
@@ -526,14 +533,19 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
     loop {
         match s.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) if first == "ok" => {
+            // A follower's lines go out as they come.
+            Ok(n) if first == "ok" && follow => {
                 let _ = out.write_all(&buf[..n]);
                 let _ = out.flush();
             }
+            // Anything else is taken whole first: a slow reader of our
+            // output (a pager) must not hold the server's 10 s for us.
             Ok(n) => rest.extend_from_slice(&buf[..n]),
         }
     }
     if first == "ok" {
+        let _ = out.write_all(&rest);
+        let _ = out.flush();
         0
     } else {
         eprintln!(
@@ -688,6 +700,31 @@ mod tests {
         assert_eq!(read(&mut fresh), "ok\nStatus { json: true }\n");
         assert_eq!(read(&mut idle[0]), "error: too many clients\n");
         assert_eq!(srv.clients(), MAX_CLIENTS - 1);
+    }
+
+    #[test]
+    fn a_full_table_closes_an_idle_client_before_one_that_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let mut srv = Server::bind(&path).unwrap();
+        let mut ev = EventLoop::new().unwrap();
+        // The oldest client follows the log; the others are idle.
+        let follower = UnixStream::connect(&path).unwrap();
+        serve(&mut srv, &mut ev, 1);
+        // As if it had asked `logs -f` and been answered.
+        srv.clients[0].follow = Some((0, None));
+        srv.clients[0].asked = true;
+        srv.clients[0].deadline = None;
+        let mut idle: Vec<UnixStream> = (1..MAX_CLIENTS)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        serve(&mut srv, &mut ev, 2);
+        let _fresh = UnixStream::connect(&path).unwrap();
+        serve(&mut srv, &mut ev, 2);
+        assert!(!srv.clients.iter().any(|c| c.closed));
+        assert!(srv.clients[0].follow.is_some(), "the follower stays");
+        drop(follower);
+        assert_eq!(read(&mut idle[0]), "error: too many clients\n");
     }
 
     #[test]

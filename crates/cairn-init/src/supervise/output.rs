@@ -6,11 +6,14 @@
 //!   other source had its turn.
 //! - Long lines: a line is cut every [`LINE_MAX`](crate::log::LINE_MAX)
 //!   bytes; each cut piece is logged with ` [cut]` at its end.
-//! - Rate limit: a bucket of [`BURST`] lines per service, refilled at
-//!   [`RATE`] lines a second. Lines over it are read and dropped, and
-//!   `service NAME: N lines dropped (over 100 lines/s)` is logged at most
-//!   once a second (and when the pipe closes). The log (ring, file,
-//!   console) is never asked to take more than that.
+//! - Rate limit: per service, a bucket of [`BURST`] lines refilled at
+//!   [`RATE`] lines a second, and one of [`BYTE_BURST`] bytes refilled at
+//!   [`BYTE_RATE`] bytes a second; a line must fit in both. Lines over
+//!   either are read and dropped, and `service NAME: N lines dropped (over
+//!   100 lines/s or 32 KiB/s)` is logged at most once a second (and when
+//!   the pipe closes). The log (ring, file, console) is never asked to take
+//!   more than that: one chatty service cannot push every other service's
+//!   history out of the 1 MiB ring in seconds.
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
@@ -27,11 +30,16 @@ pub const READ_BUDGET: usize = 64 * 1024;
 pub const BURST: u32 = 1000;
 /// Lines per second a service may log over time.
 pub const RATE: u32 = 100;
+/// Bytes a service may log at once before [`BYTE_RATE`] applies.
+pub const BYTE_BURST: u32 = 256 * 1024;
+/// Bytes per second a service may log over time.
+pub const BYTE_RATE: u32 = 32 * 1024;
 
-/// A token bucket counting lines.
+/// Two token buckets: lines and bytes.
 #[derive(Debug)]
 pub struct RateLimit {
     tokens: f64,
+    bytes: f64,
     last: Instant,
     dropped: u64,
     reported: Option<Instant>,
@@ -41,20 +49,24 @@ impl RateLimit {
     pub fn new(now: Instant) -> Self {
         RateLimit {
             tokens: f64::from(BURST),
+            bytes: f64::from(BYTE_BURST),
             last: now,
             dropped: 0,
             reported: None,
         }
     }
 
-    /// Whether one more line may be logged at `now`; counts it as dropped
-    /// if not.
-    pub fn take(&mut self, now: Instant) -> bool {
+    /// Whether one more line of `len` bytes may be logged at `now`;
+    /// counts it as dropped if not.
+    pub fn take(&mut self, now: Instant, len: usize) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * f64::from(RATE)).min(f64::from(BURST));
-        if self.tokens >= 1.0 {
+        self.bytes = (self.bytes + elapsed * f64::from(BYTE_RATE)).min(f64::from(BYTE_BURST));
+        let len = len as f64;
+        if self.tokens >= 1.0 && self.bytes >= len {
             self.tokens -= 1.0;
+            self.bytes -= len;
             true
         } else {
             self.dropped += 1;
@@ -144,7 +156,7 @@ impl Output {
 }
 
 fn log_line(name: &str, limit: &mut RateLimit, line: &str) {
-    if limit.take(Instant::now()) {
+    if limit.take(Instant::now(), line.len()) {
         crate::log::record(Level::Info, name, line, None);
     }
 }
@@ -152,7 +164,10 @@ fn log_line(name: &str, limit: &mut RateLimit, line: &str) {
 /// Logs the drop count of `limit` when one is due.
 pub fn report_drops(name: &str, limit: &mut RateLimit, force: bool) {
     if let Some(n) = limit.report(Instant::now(), force) {
-        crate::warn!("service {name}: {n} lines dropped (over {RATE} lines/s)");
+        crate::warn!(
+            "service {name}: {n} lines dropped (over {RATE} lines/s or {} KiB/s)",
+            BYTE_RATE / 1024
+        );
     }
 }
 
@@ -164,18 +179,31 @@ mod tests {
     fn bucket_allows_a_burst_then_the_rate() {
         let t0 = Instant::now();
         let mut r = RateLimit::new(t0);
-        let ok = (0..BURST + 50).filter(|_| r.take(t0)).count();
+        let ok = (0..BURST + 50).filter(|_| r.take(t0, 2)).count();
         assert_eq!(ok, BURST as usize);
         assert_eq!(r.report(t0, false), Some(50));
         // Nothing more dropped: nothing to report.
         assert_eq!(r.report(t0, true), None);
         // Half a second refills 50 lines.
         let t1 = t0 + Duration::from_millis(500);
-        let ok = (0..80).filter(|_| r.take(t1)).count();
+        let ok = (0..80).filter(|_| r.take(t1, 2)).count();
         assert_eq!(ok, 50);
         // Reported at most once a second, unless forced.
         assert_eq!(r.report(t1, false), None);
         assert_eq!(r.report(t1, true), Some(30));
+    }
+
+    #[test]
+    fn long_lines_are_limited_by_bytes_too() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(t0);
+        // 4 KiB lines: the byte burst (256 KiB) allows 64, not 1000.
+        let ok = (0..100).filter(|_| r.take(t0, 4096)).count();
+        assert_eq!(ok, 64);
+        // One second refills 32 KiB: 8 more.
+        let t1 = t0 + Duration::from_secs(1);
+        let ok = (0..100).filter(|_| r.take(t1, 4096)).count();
+        assert_eq!(ok, 8);
     }
 
     #[test]
