@@ -32,6 +32,8 @@ pub enum BuildError {
     Sign(#[from] crate::sign::SignError),
     #[error("disk image: {0}")]
     Disk(#[from] cairn_image::disk::DiskError),
+    #[error("ISO image: {0}")]
+    Iso(#[from] cairn_image::iso::IsoError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -120,8 +122,10 @@ pub struct BuildReport {
     /// The kernel command line (for direct kernel boot).
     pub cmdline: String,
     /// The manifest's disk image, when it has a `[disk]`: its path in the
-    /// output directory and whether it is qcow2.
-    pub disk: Option<(PathBuf, bool)>,
+    /// output directory and its format.
+    pub disk: Option<(PathBuf, cairn_manifest::ImageFormat)>,
+    /// `NAME.iso`, when the manifest has an `[iso]`.
+    pub iso: Option<PathBuf>,
 }
 
 impl fmt::Display for BuildReport {
@@ -440,6 +444,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
         outputs.push(img);
     }
+    if let Some(iso) = crate::disk::write_iso(&m, &efi, &vmlinuz, &initrd, opts.mtime, &mut out)? {
+        outputs.push(iso);
+    }
     if opts.sbom {
         let dpkg = crate::sbom::Dpkg::load(&opts.host_root);
         let (origins, kernel_origin) = crate::sbom::origins(&inputs, &kern, &dpkg);
@@ -466,10 +473,15 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         cmdline: m.kernel.cmdline.clone(),
         disk: m.disk.as_ref().map(|d| {
             (
-                opts.out_dir.join(format!("{}.img", m.name)),
-                d.format == cairn_manifest::ImageFormat::Qcow2,
+                opts.out_dir
+                    .join(crate::disk::image_name(&m).unwrap_or_default()),
+                d.format,
             )
         }),
+        iso: m
+            .iso
+            .as_ref()
+            .map(|_| opts.out_dir.join(format!("{}.iso", m.name))),
     })
 }
 
