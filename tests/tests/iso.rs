@@ -90,7 +90,6 @@ fn boot_image(image: &Path, fw: Firmware, media: &str, net: bool) -> String {
 }
 
 fn assert_boots(image: &Path, fw: Firmware, media: &str) {
-    let t = std::time::Instant::now();
     let out = boot_image(image, fw, media, true);
     assert!(
         out.contains(READY) && out.contains(LEASE),
@@ -103,11 +102,6 @@ fn assert_boots(image: &Path, fw: Firmware, media: &str) {
     } else {
         assert!(!out.contains("ISOLINUX"), "{out}");
     }
-    eprintln!(
-        "{} as {media} under {fw:?}: ready in {:.1} s",
-        image.display(),
-        t.elapsed().as_secs_f64()
-    );
 }
 
 fn assert_refused(image: &Path, media: &str) {
