@@ -288,7 +288,7 @@ fn iso_is_sound_and_reproducible() {
 
 /// The unsigned ISO boots as CD, USB stick and disk under SeaBIOS (through
 /// isolinux) and OVMF (the UKI), gets its lease and is ready; under Secure
-/// Boot its UKI is refused on every medium tried.
+/// Boot its UKI is refused from CD, USB stick and disk.
 #[test]
 fn iso_boots_by_bios_and_uefi_from_cd_usb_and_disk() {
     let (dir, manifest) = net_with_iso("");
@@ -300,8 +300,32 @@ fn iso_boots_by_bios_and_uefi_from_cd_usb_and_disk() {
             assert_boots(&iso, fw, media);
         }
     }
-    for media in ["cdrom", "disk"] {
+    for media in ["cdrom", "usb", "disk"] {
         assert_refused(&iso, media);
+    }
+}
+
+/// `cairn run --iso` needs an `[iso]` table, and `--bios`/`--as` need
+/// `--iso`: both stop before QEMU with a message.
+#[test]
+fn run_iso_options_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, want) in [
+        (&["--iso"][..], "--iso needs an [iso] table in"),
+        (&["--bios"][..], "--bios and --as go with --iso"),
+        (&["--as", "usb"][..], "--bios and --as go with --iso"),
+    ] {
+        let mut c = cairn();
+        c.arg("run")
+            .arg(example("hello"))
+            .arg("-o")
+            .arg(dir.path())
+            .args(["--timeout", "5"])
+            .args(args);
+        let o = run_with_timeout(c, Duration::from_secs(300));
+        assert!(!o.success, "{args:?} was accepted");
+        assert!(o.stderr.contains(want), "{args:?}: {}", o.stderr);
+        assert!(!o.stdout.contains("SeaBIOS"), "QEMU started: {}", o.stdout);
     }
 }
 

@@ -298,9 +298,15 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Cmd::Boot { efi, machine } => {
-            let is_efi = efi
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("efi"));
+            // A UKI is a PE image ("MZ"); anything else is an ISO or a disk.
+            let mut magic = [0u8; 2];
+            let is_efi = std::fs::File::open(&efi)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .map_or(
+                    efi.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("efi")),
+                    |()| magic == *b"MZ",
+                );
             let is_iso = efi
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("iso"));
