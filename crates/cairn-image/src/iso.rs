@@ -273,6 +273,39 @@ mod tests {
         assert!(!out.exists());
     }
 
+    /// ESP images for UKIs from tiny to the largest that fits (FAT12, 16
+    /// and the edge of El Torito) pass `fsck.vfat -n` and hold the UKI.
+    #[test]
+    fn esp_images_pass_fsck() {
+        let fsck = ["/usr/sbin/fsck.vfat", "/sbin/fsck.vfat"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(fsck) = fsck else {
+            eprintln!("skipped: fsck.vfat not installed (dosfstools)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for len in [100_000usize, 2_802_176, 15_986_688, 31_000_000] {
+            let uki: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let esp_len = esp_image_size(len as u64);
+            assert!(esp_len <= EL_TORITO_MAX);
+            let p = dir.path().join(format!("esp-{len}.img"));
+            disk::write_esp_image(&p, "x", ESP_IMAGE_LABEL, esp_len, &uki).unwrap();
+            let out = Command::new(fsck).arg("-n").arg(&p).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{len}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let img = std::fs::read(&p).unwrap();
+            assert!(
+                img.windows(4096).any(|w| w == &uki[..4096]),
+                "{len}: the UKI's first bytes are not in the image"
+            );
+        }
+    }
+
     #[test]
     fn isolinux_config() {
         let c = isolinux_cfg("console=ttyS0 quiet");
