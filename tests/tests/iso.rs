@@ -251,7 +251,8 @@ fn mib(n: u64) -> String {
 }
 
 /// The ISO is sound by outside tools, two builds are byte-identical, and a
-/// UEFI-only ISO (`bios = false`) has no isolinux and is smaller.
+/// UEFI-only ISO (`bios = false`) has no isolinux, is smaller and boots
+/// from a CD by UEFI.
 #[test]
 fn iso_is_sound_and_reproducible() {
     let (dir, manifest) = net_with_iso("");
@@ -284,6 +285,8 @@ fn iso_is_sound_and_reproducible() {
         size(&efi_only)
     );
     assert!(size(&efi_only) < size(&iso));
+    // And it boots by UEFI.
+    assert_boots(&efi_only, Firmware::Ovmf, "cdrom");
 }
 
 /// The unsigned ISO boots as CD, USB stick and disk under SeaBIOS (through
