@@ -37,8 +37,6 @@ pub const ISOLINUX_BIN: &str = "/usr/lib/ISOLINUX/isolinux.bin";
 pub const ISOHDPFX_BIN: &str = "/usr/lib/ISOLINUX/isohdpfx.bin";
 /// isolinux's core module (syslinux-common).
 pub const LDLINUX_C32: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
-/// The GPT type of an EFI system partition.
-const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 /// El Torito's limit for a boot image: 65535 sectors of 512 bytes.
 pub const EL_TORITO_MAX: u64 = 65535 * 512;
 /// FAT label of the ESP image.
@@ -201,7 +199,7 @@ pub fn write_iso(path: &Path, inputs: &IsoInputs) -> Result<(), IsoError> {
         .arg("--gpt_disk_guid")
         .arg(hex(&disk::derive_id(&[inputs.name, "iso"])))
         .args(["-partition_offset", "16"])
-        .args(["-append_partition", "2", ESP_GUID])
+        .args(["-append_partition", "2", disk::ESP_TYPE])
         .arg(&esp)
         .arg("-appended_part_as_gpt");
     if inputs.bios.is_some() {
