@@ -38,6 +38,13 @@ const APT_PACKAGES: &[&str] = &[
     "dosfstools",
     "fdisk",
     "qemu-utils",
+    // NAME.iso: xorriso assembles it; isolinux (isolinux.bin, the
+    // isohybrid MBR isohdpfx.bin) and syslinux-common (ldlinux.c32) are
+    // its BIOS boot path; mtools reads the ISO's ESP in the tests.
+    "xorriso",
+    "isolinux",
+    "syslinux-common",
+    "mtools",
     // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
     "linux-source-6.1",
     "make",

@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cairn_manifest::disk::{DiskSpec, PartitionFs, ESP_LABEL, MIB};
+use cairn_manifest::disk::{DiskSpec, ImageFormat, PartitionFs, ESP_LABEL, MIB};
 
 /// Sector size of the images.
 pub const SECTOR: u64 = 512;
@@ -65,6 +65,8 @@ pub enum DiskError {
     ContentName { label: String, path: PathBuf },
     #[error("qemu-img convert failed ({0}); install qemu-utils")]
     QemuImg(String),
+    #[error("{path}: cannot fix the identifiers qemu-img made at random: {reason}")]
+    Vhd { path: PathBuf, reason: String },
 }
 
 /// A 16-byte identifier derived from `parts`: two FNV-1a-64 hashes with
@@ -312,7 +314,11 @@ pub fn write_raw(
         write_gpt(&mut f, name, &parts)?;
         for p in &parts {
             match p.fs {
-                PartitionFs::Vfat => write_fat(&mut f, name, p, uki)?,
+                PartitionFs::Vfat => {
+                    let esp = p.label == ESP_LABEL;
+                    let fat32 = esp.then_some(fatfs::FatType::Fat32);
+                    write_fat(&mut f, name, p, fat32, esp.then_some(uki))?
+                }
                 PartitionFs::Ext4 | PartitionFs::None => {}
             }
         }
@@ -326,38 +332,87 @@ pub fn write_raw(
     Ok(())
 }
 
-/// Writes the raw image, converting it to qcow2 at `path` when `qcow2`.
+/// Writes the raw image, converted to `format` at `path` (qcow2, VHD,
+/// VHDX through qemu-img; VHD and VHDX are then made reproducible by
+/// [`crate::vhd::make_reproducible`]).
 pub fn write_image(
     path: &Path,
     name: &str,
     spec: &DiskSpec,
     uki: &[u8],
     mtime: u32,
-    qcow2: bool,
+    format: ImageFormat,
 ) -> Result<(), DiskError> {
-    if !qcow2 {
+    if format == ImageFormat::Raw {
         return write_raw(path, name, spec, uki, mtime);
     }
     let raw = path.with_extension("raw-tmp");
     let r = write_raw(&raw, name, spec, uki, mtime).and_then(|()| {
-        let out = Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
+        let mut cmd = Command::new("qemu-img");
+        cmd.args(["convert", "-f", "raw", "-O", format.qemu_name()]);
+        if format == ImageFormat::Vhd {
+            // Fixed (Azure takes nothing else), and exactly the raw size
+            // rather than rounded to a CHS geometry.
+            cmd.args(["-o", "subformat=fixed,force_size=on"]);
+        }
+        let out = cmd
             .arg(&raw)
             .arg(path)
             .output()
             .map_err(|e| DiskError::QemuImg(e.to_string()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(DiskError::QemuImg(format!(
+        if !out.status.success() {
+            return Err(DiskError::QemuImg(format!(
                 "{}: {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
-            )))
+            )));
+        }
+        match format {
+            ImageFormat::Vhd | ImageFormat::Vhdx => {
+                crate::vhd::make_reproducible(path, name, mtime).map_err(|e| DiskError::Vhd {
+                    path: path.to_path_buf(),
+                    reason: e,
+                })
+            }
+            ImageFormat::Raw | ImageFormat::Qcow2 => Ok(()),
         }
     });
     let _ = std::fs::remove_file(&raw);
     r
+}
+
+/// Writes `path` as a FAT image of `len` bytes (a whole number of 512-byte
+/// sectors) holding only `EFI/BOOT/BOOTX64.EFI` = `uki`: the EFI system
+/// partition of an ISO. FAT12/16/32 as the size calls for (removable media
+/// may use any), volume label `label`, volume id derived from `name`.
+pub fn write_esp_image(
+    path: &Path,
+    name: &str,
+    label: &str,
+    len: u64,
+    uki: &[u8],
+) -> Result<(), DiskError> {
+    let io_err = |source| DiskError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(io_err)?;
+    f.set_len(len).map_err(io_err)?;
+    let p = PlacedPartition {
+        label: label.to_string(),
+        fs: PartitionFs::Vfat,
+        offset: 0,
+        len,
+        content: None,
+    };
+    write_fat(&mut f, name, &p, None, Some(uki))?;
+    f.sync_all().map_err(io_err)
 }
 
 /// Rewrites only the ESP of an existing raw image (with the new UKI),
@@ -389,7 +444,13 @@ pub fn refresh_esp(path: &Path, name: &str, spec: &DiskSpec, uki: &[u8]) -> Resu
             "the partition table differs from the manifest's [disk]".into(),
         ));
     }
-    write_fat(&mut f, name, &parts[0], uki)?;
+    write_fat(
+        &mut f,
+        name,
+        &parts[0],
+        Some(fatfs::FatType::Fat32),
+        Some(uki),
+    )?;
     f.sync_all().map_err(io_err)
 }
 
@@ -423,7 +484,15 @@ fn fat_label(label: &str) -> [u8; 11] {
     out
 }
 
-fn write_fat(f: &mut File, name: &str, p: &PlacedPartition, uki: &[u8]) -> Result<(), DiskError> {
+/// Formats `p` as FAT (`fat_type`, or what its size calls for) and fills
+/// it: `uki` as `EFI/BOOT/BOOTX64.EFI`, then the partition's content.
+fn write_fat(
+    f: &mut File,
+    name: &str,
+    p: &PlacedPartition,
+    fat_type: Option<fatfs::FatType>,
+    uki: Option<&[u8]>,
+) -> Result<(), DiskError> {
     let fat_err = |source| DiskError::Fat {
         label: p.label.clone(),
         source,
@@ -432,8 +501,8 @@ fn write_fat(f: &mut File, name: &str, p: &PlacedPartition, uki: &[u8]) -> Resul
     let mut opts = fatfs::FormatVolumeOptions::new()
         .volume_label(fat_label(&p.label))
         .volume_id(u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
-    if p.label == ESP_LABEL {
-        opts = opts.fat_type(fatfs::FatType::Fat32);
+    if let Some(t) = fat_type {
+        opts = opts.fat_type(t);
     }
     let mut w = Window::new(f, p.offset, p.len);
     fatfs::format_volume(&mut w, opts).map_err(fat_err)?;
@@ -442,7 +511,7 @@ fn write_fat(f: &mut File, name: &str, p: &PlacedPartition, uki: &[u8]) -> Resul
             .map_err(fat_err)?;
         {
             let root = fs.root_dir();
-            if p.label == ESP_LABEL {
+            if let Some(uki) = uki {
                 root.create_dir("EFI").map_err(fat_err)?;
                 root.create_dir("EFI/BOOT").map_err(fat_err)?;
                 let mut file = root.create_file(ESP_BOOT_PATH).map_err(fat_err)?;

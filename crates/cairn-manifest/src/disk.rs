@@ -124,6 +124,104 @@ pub enum ImageFormat {
     #[default]
     Raw,
     Qcow2,
+    /// Fixed-size VHD (qemu-img `vpc`, `subformat=fixed`): what Azure and
+    /// Hyper-V take.
+    Vhd,
+    /// Dynamic VHDX (qemu-img `vhdx`): Hyper-V's own format.
+    Vhdx,
+}
+
+impl ImageFormat {
+    /// The output file's extension: `img` for raw and qcow2 (as before),
+    /// `vhd` and `vhdx` for those (Hyper-V goes by the extension).
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Raw | ImageFormat::Qcow2 => "img",
+            ImageFormat::Vhd => "vhd",
+            ImageFormat::Vhdx => "vhdx",
+        }
+    }
+
+    /// QEMU's (and qemu-img's) name of the format.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Vhd => "vpc",
+            ImageFormat::Vhdx => "vhdx",
+        }
+    }
+}
+
+/// `[iso]`: also write `NAME.iso`, a hybrid image that boots from CD and
+/// from a USB stick or disk, under BIOS (isolinux) and UEFI (the UKI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsoSpec {
+    /// `label`: the ISO 9660 volume id, `[A-Z0-9_]`, at most 32
+    /// characters; default: the name in upper case, `-` as `_`.
+    pub label: String,
+    /// `bios`: add the isolinux boot path for legacy BIOS (default true).
+    /// Without it the ISO boots by UEFI only and is about half the size.
+    pub bios: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIso {
+    #[serde(default)]
+    pub label: Option<Spanned<String>>,
+    #[serde(default)]
+    pub bios: Option<bool>,
+}
+
+/// The default ISO volume id for appliance `name`.
+pub fn default_iso_label(name: &str) -> String {
+    name.chars()
+        .take(32)
+        .map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+/// ISO 9660 volume ids are d-characters: `[A-Z0-9_]`, at most 32.
+pub fn check_iso_label(label: &str) -> Result<(), DiskInvalid> {
+    let reason = if label.is_empty() {
+        "must not be empty"
+    } else if label.len() > 32 {
+        "at most 32 characters (the ISO 9660 limit)"
+    } else if !label
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        "expected upper-case letters, digits and `_` (ISO 9660 d-characters)"
+    } else {
+        return Ok(());
+    };
+    Err(DiskInvalid::Label {
+        label: label.to_string(),
+        reason,
+    })
+}
+
+pub(crate) fn build_iso(
+    name: &str,
+    raw: Option<Spanned<RawIso>>,
+) -> Result<Option<IsoSpec>, Failure> {
+    let Some(raw) = raw else { return Ok(None) };
+    let r = raw.into_inner();
+    let label = match &r.label {
+        Some(l) => {
+            check_iso_label(l.get_ref()).map_err(|e| (span(l), e))?;
+            l.get_ref().clone()
+        }
+        None => default_iso_label(name),
+    };
+    Ok(Some(IsoSpec {
+        label,
+        bios: r.bios.unwrap_or(true),
+    }))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -703,6 +801,40 @@ mount = "/data"
         assert_eq!((e.0, e.1), (6, 11), "{}", e.2);
         let e = err("[disk]\n[[partition]]\nlabel = \"A\"\nsize = \"1M\"\nfs = \"btrfs\"\n");
         assert_eq!(e.0, 5, "{}", e.2);
+    }
+
+    #[test]
+    fn iso_table() {
+        assert!(parse("").unwrap().iso.is_none());
+        let m = parse("[iso]\n").unwrap();
+        let iso = m.iso.unwrap();
+        assert_eq!(iso.label, "X");
+        assert!(iso.bios);
+        let m = parse("[iso]\nlabel = \"MY_APP_1\"\nbios = false\n").unwrap();
+        assert_eq!(
+            m.iso,
+            Some(IsoSpec {
+                label: "MY_APP_1".into(),
+                bios: false
+            })
+        );
+        assert_eq!(default_iso_label("web-1"), "WEB_1");
+        let e = err("[iso]\nlabel = \"my-app\"\n");
+        assert_eq!((e.0, e.1), (2, 9), "{}", e.2);
+        assert!(e.2.contains("d-characters"), "{}", e.2);
+        let e = err("[iso]\nbios = \"yes\"\n");
+        assert_eq!(e.0, 2, "{}", e.2);
+        let e = err("[iso]\nefi = false\n");
+        assert!(e.2.contains("unknown key `efi`"), "{}", e.2);
+        let e = err("[disk]\nformat = \"vmdk\"\n");
+        assert_eq!(e.0, 2, "{}", e.2);
+        let m = parse("[disk]\nformat = \"vhdx\"\n").unwrap();
+        let f = m.disk.unwrap().format;
+        assert_eq!(
+            (f, f.extension(), f.qemu_name()),
+            (ImageFormat::Vhdx, "vhdx", "vhdx")
+        );
+        assert_eq!(ImageFormat::Vhd.qemu_name(), "vpc");
     }
 
     #[test]

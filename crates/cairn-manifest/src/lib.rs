@@ -26,7 +26,7 @@ pub mod validate;
 
 pub use compression::Compression;
 pub use diagnostic::{Diagnostic, Located, Span};
-pub use disk::{DiskSpec, ImageFormat, Mount, PartitionFs, PartitionSpec};
+pub use disk::{DiskSpec, ImageFormat, IsoSpec, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
     BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
     SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,

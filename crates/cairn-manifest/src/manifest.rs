@@ -85,6 +85,8 @@ pub struct Manifest {
     /// `[disk]` with its `[[partition]]`s: write `NAME.img` (see
     /// [`crate::disk`]).
     pub disk: Option<crate::disk::DiskSpec>,
+    /// `[iso]`: write `NAME.iso` too (see [`crate::disk::IsoSpec`]).
+    pub iso: Option<crate::disk::IsoSpec>,
     /// `[[mount]]` entries, in manifest order.
     pub mounts: Vec<crate::disk::Mount>,
     /// `[config] mount`: the mount point holding the secondary config.
@@ -376,6 +378,8 @@ impl Builder<'_> {
             raw.config,
         )
         .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
+        let iso = crate::disk::build_iso(raw.name.get_ref(), raw.iso)
+            .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -389,6 +393,7 @@ impl Builder<'_> {
             files,
             binaries,
             disk: disk.disk,
+            iso,
             mounts: disk.mounts,
             config_mount: disk.config_mount,
             net,

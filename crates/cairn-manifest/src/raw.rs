@@ -39,6 +39,8 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub config: Option<Spanned<crate::disk::RawConfig>>,
     #[serde(default)]
+    pub iso: Option<Spanned<crate::disk::RawIso>>,
+    #[serde(default)]
     pub network: Vec<Spanned<crate::network::RawNetwork>>,
     #[serde(default)]
     pub net: Option<crate::network::RawNet>,

@@ -382,6 +382,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
         outputs.push(img);
     }
+    if let Some(iso) = crate::disk::write_iso(&m, &efi, &vmlinuz, &initrd, opts.mtime, &mut out)? {
+        outputs.push(iso);
+    }
     if opts.sbom {
         let dpkg = crate::sbom::Dpkg::load(&opts.host_root);
         let (origins, kernel_origin) = crate::sbom::origins(&inputs, &kern, &dpkg);
@@ -408,10 +411,15 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         cmdline: m.kernel.cmdline.clone(),
         disk: m.disk.as_ref().map(|d| {
             (
-                opts.out_dir.join(format!("{}.img", m.name)),
-                d.format == cairn_manifest::ImageFormat::Qcow2,
+                opts.out_dir
+                    .join(crate::disk::image_name(&m).unwrap_or_default()),
+                d.format,
             )
         }),
+        iso: m
+            .iso
+            .as_ref()
+            .map(|_| opts.out_dir.join(format!("{}.iso", m.name))),
     })
 }
 

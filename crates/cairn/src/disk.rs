@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_image::{disk, output};
+use cairn_image::{disk, iso, output};
 use cairn_manifest::{
     Diagnostic, FormatPolicy, FsType, ImageFormat, Manifest, Span, MKFS_EXT4_PATH,
 };
@@ -19,6 +19,8 @@ pub enum DiskError {
     Image(#[from] disk::DiskError),
     #[error("output: {0}")]
     Output(#[from] output::OutputError),
+    #[error("ISO image: {0}")]
+    Iso(#[from] iso::IsoError),
 }
 
 /// `[[binary]]`s the builder adds by itself: `mkfs.ext4` when a mount may
@@ -41,8 +43,16 @@ pub fn auto_binaries(m: &Manifest) -> Vec<(PathBuf, String, Span)> {
     }
 }
 
-/// Writes `NAME.img` into `out` when the manifest has a `[disk]`; returns
-/// its final path and size.
+/// The disk image's file name: `NAME.img` (raw, qcow2), `NAME.vhd`,
+/// `NAME.vhdx`.
+pub fn image_name(m: &Manifest) -> Option<String> {
+    m.disk
+        .as_ref()
+        .map(|d| format!("{}.{}", m.name, d.format.extension()))
+}
+
+/// Writes the disk image into `out` when the manifest has a `[disk]`;
+/// returns its final path and size.
 pub fn write(
     m: &Manifest,
     efi: &[u8],
@@ -53,12 +63,14 @@ pub fn write(
     let Some(spec) = &m.disk else {
         return Ok(None);
     };
-    let existing = out.dir().join(format!("{}.img", m.name));
+    let file_name = format!("{}.{}", m.name, spec.format.extension());
+    let existing = out.dir().join(&file_name);
     if keep && existing.is_file() {
-        if spec.format == ImageFormat::Qcow2 {
+        if spec.format != ImageFormat::Raw {
             eprintln!(
-                "cairn: keeping {} as it is (a qcow2 image is not updated in place; delete it to rebuild)",
-                existing.display()
+                "cairn: keeping {} as it is (a {} image is not updated in place; delete it to rebuild)",
+                existing.display(),
+                spec.format.qemu_name()
             );
             return Ok(None);
         }
@@ -81,9 +93,8 @@ pub fn write(
         }
     }
     let mut err = None;
-    let qcow2 = spec.format == ImageFormat::Qcow2;
-    let path = out.add_with(&format!("{}.img", m.name), |tmp: &Path| {
-        disk::write_image(tmp, &m.name, spec, efi, mtime, qcow2).map_err(|e| {
+    let path = out.add_with(&file_name, |tmp: &Path| {
+        disk::write_image(tmp, &m.name, spec, efi, mtime, spec.format).map_err(|e| {
             let msg = e.to_string();
             err = Some(e);
             std::io::Error::other(msg)
@@ -93,12 +104,58 @@ pub fn write(
         return Err(e.into());
     }
     let path = path?;
-    let size = std::fs::metadata(out.dir().join(format!(
-        ".{}.img.tmp-{}",
-        m.name,
-        std::process::id()
-    )))
+    let size = std::fs::metadata(
+        out.dir()
+            .join(format!(".{file_name}.tmp-{}", std::process::id())),
+    )
     .map(|md| md.len())
     .unwrap_or(spec.size);
+    Ok(Some((path, size)))
+}
+
+/// Writes `NAME.iso` into `out` when the manifest has an `[iso]`; returns
+/// its final path and size.
+pub fn write_iso(
+    m: &Manifest,
+    efi: &[u8],
+    vmlinuz: &[u8],
+    initrd: &[u8],
+    mtime: u32,
+    out: &mut output::OutputSet,
+) -> Result<Option<(PathBuf, u64)>, DiskError> {
+    let Some(spec) = &m.iso else {
+        return Ok(None);
+    };
+    let file_name = format!("{}.iso", m.name);
+    let bios = spec.bios.then_some(iso::BiosBoot {
+        vmlinuz,
+        initrd,
+        cmdline: &m.kernel.cmdline,
+    });
+    let inputs = iso::IsoInputs {
+        name: &m.name,
+        label: &spec.label,
+        uki: efi,
+        bios,
+        mtime,
+    };
+    let mut err = None;
+    let path = out.add_with(&file_name, |tmp: &Path| {
+        iso::write_iso(tmp, &inputs).map_err(|e| {
+            let msg = e.to_string();
+            err = Some(e);
+            std::io::Error::other(msg)
+        })
+    });
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let path = path?;
+    let size = std::fs::metadata(
+        out.dir()
+            .join(format!(".{file_name}.tmp-{}", std::process::id())),
+    )
+    .map(|md| md.len())
+    .unwrap_or(0);
     Ok(Some((path, size)))
 }

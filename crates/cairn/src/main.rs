@@ -66,6 +66,15 @@ struct FirmwareArgs {
 struct MachineArgs {
     #[command(flatten)]
     firmware: FirmwareArgs,
+    /// Boot the ISO or disk image through SeaBIOS (legacy BIOS) instead
+    /// of OVMF (UEFI).
+    #[arg(long, conflicts_with = "secure_boot")]
+    bios: bool,
+    /// How the ISO or disk image is attached: a CD-ROM drive, a USB stick
+    /// (usb-storage on xHCI) or a virtio disk. Default: cdrom for an .iso,
+    /// disk otherwise.
+    #[arg(long = "as", value_enum, value_name = "MEDIA")]
+    media: Option<cairn::run::MediaKind>,
     #[arg(long, value_enum, default_value = "tcg")]
     accel: Accel,
     /// Guest memory, as QEMU takes it (64M, 1G).
@@ -85,6 +94,7 @@ impl MachineArgs {
     fn run_options(self, uefi: bool) -> RunOptions {
         RunOptions {
             uefi,
+            bios: self.bios,
             secure_boot: self.firmware.secure_boot,
             vars: self.firmware.vars,
             save_vars: self.firmware.save_vars,
@@ -125,11 +135,18 @@ enum Cmd {
         /// runs; only its ESP is refreshed with the new UKI.
         #[arg(long, conflicts_with = "uefi")]
         disk: bool,
+        /// Boot NAME.iso (the manifest's [iso]): by UEFI, or by BIOS with
+        /// --bios; as a CD unless --as says otherwise.
+        #[arg(long, conflicts_with_all = ["uefi", "disk"])]
+        iso: bool,
         #[command(flatten)]
         machine: MachineArgs,
     },
-    /// Boot an existing UKI (.efi) through OVMF, without building.
+    /// Boot an existing UKI (.efi) through OVMF, or an ISO (.iso) or disk
+    /// image (.img, .vhd, .vhdx) through OVMF or, with --bios, SeaBIOS,
+    /// without building.
     Boot {
+        #[arg(value_name = "FILE")]
         efi: PathBuf,
         #[command(flatten)]
         machine: MachineArgs,
@@ -246,6 +263,7 @@ fn main() -> ExitCode {
             build: a,
             uefi,
             disk,
+            iso,
             machine,
         } => (|| {
             let mut bo = build_options(&a);
@@ -259,6 +277,15 @@ fn main() -> ExitCode {
                 }
                 boot.disk = report.disk.clone();
             }
+            if iso {
+                let Some(path) = &report.iso else {
+                    anyhow::bail!("--iso needs an [iso] table in {}", a.manifest.display());
+                };
+                let kind = machine.media.unwrap_or(cairn::run::MediaKind::Cdrom);
+                boot.media = Some(cairn::run::Media::from_file(path, kind));
+            } else if machine.bios || machine.media.is_some() {
+                anyhow::bail!("--bios and --as go with --iso");
+            }
             cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
             Ok(())
         })(),
@@ -271,12 +298,37 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Cmd::Boot { efi, machine } => {
+            // A UKI is a PE image ("MZ"); anything else is an ISO or a disk.
+            let mut magic = [0u8; 2];
+            let is_efi = std::fs::File::open(&efi)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .map_or(
+                    efi.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("efi")),
+                    |()| magic == *b"MZ",
+                );
+            let is_iso = efi
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("iso"));
+            let media = (!is_efi).then(|| {
+                let default = if is_iso {
+                    cairn::run::MediaKind::Cdrom
+                } else {
+                    cairn::run::MediaKind::Disk
+                };
+                cairn::run::Media::from_file(&efi, machine.media.unwrap_or(default))
+            });
+            if is_efi && (machine.bios || machine.media.is_some()) {
+                eprintln!("cairn: --bios and --as are for ISO and disk images, not a UKI");
+                return ExitCode::FAILURE;
+            }
             let boot = Boot {
                 vmlinuz: PathBuf::new(),
                 initrd: PathBuf::new(),
                 efi,
                 cmdline: String::new(),
                 disk: None,
+                media,
             };
             cairn::run::run(&boot, &machine.run_options(true)).map_err(anyhow::Error::from)
         }

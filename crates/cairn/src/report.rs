@@ -22,8 +22,10 @@ pub struct BuildReport {
     /// The kernel command line (for direct kernel boot).
     pub cmdline: String,
     /// The manifest's disk image, when it has a `[disk]`: its path in the
-    /// output directory and whether it is qcow2.
-    pub disk: Option<(PathBuf, bool)>,
+    /// output directory and its format.
+    pub disk: Option<(PathBuf, cairn_manifest::ImageFormat)>,
+    /// `NAME.iso`, when the manifest has an `[iso]`.
+    pub iso: Option<PathBuf>,
 }
 
 impl fmt::Display for BuildReport {

@@ -42,6 +42,8 @@ pub enum RunError {
     GuestPanic(String),
     #[error("--save-vars needs a UEFI boot (--uefi, --disk or --secure-boot)")]
     SaveVarsWithoutUefi,
+    #[error("--bios boots an ISO or a disk image through SeaBIOS; it cannot be combined with {0}")]
+    BiosConflict(&'static str),
     #[error("cannot save the OVMF variable store to {path}: {source}")]
     SaveVars {
         path: PathBuf,
@@ -65,9 +67,100 @@ pub enum Net {
     None,
 }
 
+/// How an ISO or disk image is attached to the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MediaKind {
+    /// A CD-ROM drive (AHCI), read-only.
+    Cdrom,
+    /// A USB stick: usb-storage on an xHCI controller.
+    Usb,
+    /// A virtio disk.
+    Disk,
+}
+
+/// A boot medium: an ISO or a disk image file, and how it is attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub path: PathBuf,
+    /// QEMU's format name: raw, qcow2, vpc, vhdx.
+    pub format: String,
+    pub kind: MediaKind,
+    /// Open read-only (an ISO: nothing may change it).
+    pub readonly: bool,
+}
+
+impl Media {
+    /// `path` attached as `kind`, its format from its name and first bytes:
+    /// `.vhd` is vpc, `.vhdx` vhdx, a qcow2 header qcow2, else raw; an
+    /// `.iso` is read-only.
+    pub fn from_file(path: &Path, kind: MediaKind) -> Media {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let mut magic = [0u8; 4];
+        let qcow2 = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && magic == *b"QFI\xfb";
+        let format = match ext.as_str() {
+            "vhd" => "vpc",
+            "vhdx" => "vhdx",
+            _ if qcow2 => "qcow2",
+            _ => "raw",
+        };
+        Media {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+            kind,
+            readonly: ext == "iso",
+        }
+    }
+
+    /// QEMU arguments attaching the medium as the first boot device.
+    fn qemu_args(&self) -> Vec<String> {
+        let ro = if self.readonly || self.kind == MediaKind::Cdrom {
+            ",readonly=on"
+        } else {
+            ""
+        };
+        let cd = if self.kind == MediaKind::Cdrom {
+            ",media=cdrom"
+        } else {
+            ""
+        };
+        let mut a = vec![
+            "-drive".to_string(),
+            format!(
+                "if=none,id=boot0,file={},format={}{cd}{ro}",
+                self.path.display(),
+                self.format
+            ),
+        ];
+        match self.kind {
+            MediaKind::Cdrom => {
+                a.extend(["-device".into(), "ide-cd,drive=boot0,bootindex=1".into()])
+            }
+            MediaKind::Usb => a.extend([
+                "-device".into(),
+                "qemu-xhci,id=xhci".into(),
+                "-device".into(),
+                "usb-storage,bus=xhci.0,drive=boot0,bootindex=1".into(),
+            ]),
+            MediaKind::Disk => a.extend([
+                "-device".into(),
+                "virtio-blk-pci,drive=boot0,bootindex=1".into(),
+            ]),
+        }
+        a
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub uefi: bool,
+    /// Boot `Boot::media` through SeaBIOS (QEMU's BIOS) instead of OVMF.
+    pub bios: bool,
     /// Boot through OVMF's Secure Boot build, enforcing signatures (implies
     /// `uefi`).
     pub secure_boot: bool,
@@ -90,6 +183,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             uefi: false,
+            bios: false,
             secure_boot: false,
             vars: None,
             save_vars: None,
@@ -110,9 +204,13 @@ pub struct Boot {
     pub initrd: PathBuf,
     pub efi: PathBuf,
     pub cmdline: String,
-    /// With `uefi`: boot this disk image (path, is qcow2) instead of a FAT
+    /// With `uefi`: boot this disk image (path, format) instead of a FAT
     /// directory holding the UKI.
-    pub disk: Option<(PathBuf, bool)>,
+    pub disk: Option<(PathBuf, cairn_manifest::ImageFormat)>,
+    /// Boot this ISO or disk image, attached as it says, by UEFI (OVMF)
+    /// or with `RunOptions::bios` by SeaBIOS; takes precedence over the
+    /// rest.
+    pub media: Option<Media>,
 }
 
 impl Boot {
@@ -123,6 +221,7 @@ impl Boot {
             efi: dir.join(format!("{name}.efi")),
             cmdline: cmdline.to_string(),
             disk: None,
+            media: None,
         }
     }
 }
@@ -174,7 +273,22 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
         ]),
         Net::None => cmd.args(["-nic", "none"]),
     };
-    if opts.uefi || opts.secure_boot {
+    if let (Some(media), true) = (&boot.media, opts.bios) {
+        if opts.secure_boot {
+            return Err(RunError::BiosConflict("--secure-boot"));
+        }
+        if opts.vars.is_some() || opts.save_vars.is_some() {
+            return Err(RunError::BiosConflict("--vars or --save-vars"));
+        }
+        require(&media.path, "the image to boot", "run `cairn build` first")?;
+        // QEMU's own firmware is SeaBIOS.
+        cmd.args(["-machine", "q35"]);
+        cmd.args(media.qemu_args());
+    } else if opts.bios {
+        return Err(RunError::BiosConflict(
+            "a boot without an ISO or disk image",
+        ));
+    } else if opts.uefi || opts.secure_boot || boot.media.is_some() {
         let (code, default_vars) = if opts.secure_boot {
             (OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL)
         } else {
@@ -196,7 +310,7 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
         let disk = boot.disk.as_ref().filter(|_| opts.uefi);
         let prep = || -> std::io::Result<()> {
             std::fs::create_dir_all(work)?;
-            if disk.is_none() {
+            if disk.is_none() && boot.media.is_none() {
                 let efi_dir = work.join("esp/EFI/BOOT");
                 std::fs::create_dir_all(&efi_dir)?;
                 std::fs::copy(&boot.efi, efi_dir.join("BOOTX64.EFI"))?;
@@ -204,7 +318,9 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             std::fs::copy(&src_vars, &vars)?;
             Ok(())
         };
-        if let Some((img, _)) = disk {
+        if let Some(m) = &boot.media {
+            require(&m.path, "the image to boot", "run `cairn build` first")?;
+        } else if let Some((img, _)) = disk {
             require(
                 img,
                 "the disk image",
@@ -231,13 +347,14 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             "if=pflash,format=raw,unit=1,file={}",
             vars.display()
         ));
-        match disk {
-            Some((img, qcow2)) => cmd.arg("-drive").arg(format!(
+        match (&boot.media, disk) {
+            (Some(m), _) => cmd.args(m.qemu_args()),
+            (None, Some((img, format))) => cmd.arg("-drive").arg(format!(
                 "file={},format={},if=virtio",
                 img.display(),
-                if *qcow2 { "qcow2" } else { "raw" }
+                format.qemu_name()
             )),
-            None => cmd.arg("-drive").arg(format!(
+            (None, None) => cmd.arg("-drive").arg(format!(
                 "file=fat:rw:{},format=raw,if=virtio",
                 work.join("esp").display()
             )),
@@ -256,7 +373,8 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
 /// Boot and wait for QEMU to exit. Returns Ok when the guest powered off
 /// (or rebooted: QEMU runs with -no-reboot) and QEMU exited 0.
 pub fn run(boot: &Boot, opts: &RunOptions) -> Result<(), RunError> {
-    if opts.save_vars.is_some() && !(opts.uefi || opts.secure_boot) {
+    let uefi = (opts.uefi || opts.secure_boot || boot.media.is_some()) && !opts.bios;
+    if opts.save_vars.is_some() && !uefi {
         return Err(RunError::SaveVarsWithoutUefi);
     }
     let work = tempfile::Builder::new()
@@ -567,6 +685,75 @@ mod tests {
         opts.vars = Some(dir.path().join("nope.fd"));
         let e = qemu_command(&boot, &opts, &dir.path().join("w3")).unwrap_err();
         assert!(e.to_string().contains("nope.fd"), "{e}");
+    }
+
+    #[test]
+    fn media_attachments() {
+        let dir = tempfile::tempdir().unwrap();
+        let iso = dir.path().join("x.iso");
+        std::fs::write(&iso, b"CD001").unwrap();
+        let boot = |kind| Boot {
+            media: Some(Media::from_file(&iso, kind)),
+            ..Boot::in_dir(dir.path(), "x", "")
+        };
+        let bios = RunOptions {
+            bios: true,
+            ..RunOptions::default()
+        };
+        let a = args(&qemu_command(&boot(MediaKind::Cdrom), &bios, dir.path()).unwrap());
+        assert!(!a.iter().any(|x| x.contains("pflash")), "{a:?}");
+        assert!(
+            a.iter()
+                .any(|x| x.ends_with("format=raw,media=cdrom,readonly=on")),
+            "{a:?}"
+        );
+        assert!(
+            a.contains(&"ide-cd,drive=boot0,bootindex=1".to_string()),
+            "{a:?}"
+        );
+        let a = args(&qemu_command(&boot(MediaKind::Usb), &bios, dir.path()).unwrap());
+        assert!(
+            a.contains(&"usb-storage,bus=xhci.0,drive=boot0,bootindex=1".to_string()),
+            "{a:?}"
+        );
+        let sb = RunOptions {
+            bios: true,
+            secure_boot: true,
+            ..RunOptions::default()
+        };
+        assert!(matches!(
+            qemu_command(&boot(MediaKind::Disk), &sb, dir.path()),
+            Err(RunError::BiosConflict(_))
+        ));
+        let plain = Boot::in_dir(dir.path(), "x", "");
+        assert!(matches!(
+            qemu_command(&plain, &bios, dir.path()),
+            Err(RunError::BiosConflict(_))
+        ));
+        if Path::new(OVMF_VARS).exists() {
+            let a = args(
+                &qemu_command(
+                    &boot(MediaKind::Disk),
+                    &RunOptions::default(),
+                    &dir.path().join("w"),
+                )
+                .unwrap(),
+            );
+            assert!(a.iter().any(|x| x.contains("pflash")), "{a:?}");
+            assert!(
+                a.contains(&"virtio-blk-pci,drive=boot0,bootindex=1".to_string()),
+                "{a:?}"
+            );
+            assert!(!a.iter().any(|x| x.starts_with("file=fat")), "{a:?}");
+        }
+        // Formats by name and content.
+        let vhd = dir.path().join("d.vhd");
+        std::fs::write(&vhd, b"").unwrap();
+        assert_eq!(Media::from_file(&vhd, MediaKind::Disk).format, "vpc");
+        let q = dir.path().join("d.img");
+        std::fs::write(&q, b"QFI\xfbrest").unwrap();
+        let m = Media::from_file(&q, MediaKind::Disk);
+        assert_eq!((m.format.as_str(), m.readonly), ("qcow2", false));
     }
 
     #[test]
