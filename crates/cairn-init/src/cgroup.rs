@@ -52,18 +52,35 @@ pub fn pids_max(cfg: &cairn_manifest::ServiceConfig) -> u64 {
     cfg.run.pids_max.unwrap_or(DEFAULT_PIDS_MAX)
 }
 
-/// The controllers to delegate for `services`: `pids` always (every
-/// service has a `pids.max`, see [`DEFAULT_PIDS_MAX`]), `memory` if one
-/// sets `memory_max`. A controller nobody limits is left off: turning one
-/// on makes the kernel set up its state for every cgroup below, on the way
-/// to ready.
-pub fn controllers(services: &[cairn_manifest::ServiceConfig]) -> Vec<&'static str> {
+/// The controllers to delegate for `services`, of those the kernel has
+/// (`available`: the text of the root's `cgroup.controllers`): `pids`
+/// always (every service has a `pids.max`, see [`DEFAULT_PIDS_MAX`]);
+/// `cpu` always, so CPU time is shared per cgroup and not per process: a
+/// service with hundreds of busy processes (a fork bomb) gets one share,
+/// and PID 1, in the root cgroup, keeps about half the CPU whenever it
+/// needs it; `memory` if a service sets `memory_max`. A controller
+/// nobody needs is left off: turning one on makes the kernel set up its
+/// state for every cgroup below, on the way to ready.
+pub fn controllers(
+    services: &[cairn_manifest::ServiceConfig],
+    available: &str,
+) -> Vec<&'static str> {
+    let has = |c: &str| available.split_whitespace().any(|a| a == c);
     let mut out = Vec::new();
-    if services.iter().any(|s| s.run.memory_max.is_some()) {
+    if services.iter().any(|s| s.run.memory_max.is_some()) && has("memory") {
         out.push("+memory");
     }
-    out.push("+pids");
+    for (name, flag) in [("pids", "+pids"), ("cpu", "+cpu")] {
+        if has(name) {
+            out.push(flag);
+        }
+    }
     out
+}
+
+/// The controllers this kernel offers (the root's `cgroup.controllers`).
+pub fn available_controllers() -> String {
+    std::fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default()
 }
 
 /// Creates `/sys/fs/cgroup/cairn` and delegates `controllers` (see
@@ -171,13 +188,20 @@ mod tests {
     }
 
     #[test]
-    fn pids_always_memory_when_a_limit_needs_it() {
-        assert_eq!(controllers(&[]), ["+pids"]);
-        assert_eq!(controllers(&[svc(None, None)]), ["+pids"]);
+    fn pids_and_cpu_always_memory_when_a_limit_needs_it() {
+        let all = "cpuset cpu io memory hugetlb pids rdma misc\n";
+        assert_eq!(controllers(&[], all), ["+pids", "+cpu"]);
+        assert_eq!(controllers(&[svc(None, None)], all), ["+pids", "+cpu"]);
         assert_eq!(
-            controllers(&[svc(Some(1 << 20), None)]),
-            ["+memory", "+pids"]
+            controllers(&[svc(Some(1 << 20), None)], all),
+            ["+memory", "+pids", "+cpu"]
         );
+        // Only what the kernel has (a tiny kernel without CGROUP_SCHED).
+        assert_eq!(
+            controllers(&[svc(Some(1 << 20), None)], "pids\n"),
+            ["+pids"]
+        );
+        assert!(controllers(&[], "").is_empty());
         assert_eq!(pids_max(&svc(None, None)), DEFAULT_PIDS_MAX);
         assert_eq!(pids_max(&svc(None, Some(16))), 16);
     }

@@ -131,7 +131,10 @@ fn machine_setup(
     if mode == Mode::Pid1 {
         if crate::cgroup::available() {
             let services = cfg.map_or(&[][..], |c| &c.services[..]);
-            for e in crate::cgroup::setup(&crate::cgroup::controllers(services)) {
+            for e in crate::cgroup::setup(&crate::cgroup::controllers(
+                services,
+                &crate::cgroup::available_controllers(),
+            )) {
                 info!("{e}");
             }
             sup.set_cgroups(true);

@@ -209,7 +209,8 @@ fn permitted(stream: &UnixStream) -> Result<(), String> {
     if own != 0 && uid == own {
         return Ok(());
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("pid {pid} (uid {uid}): its /proc status cannot be read ({e})"))?;
     if uid == 0 && has_cap(&status, CAP_SYS_ADMIN) {
         return Ok(());
     }
