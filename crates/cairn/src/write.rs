@@ -642,7 +642,10 @@ broken line
         host: Host,
     }
 
-    fn fake(disks: &[(&str, &str, u64, &[(&str, &str)])], mountinfo: &str) -> Fake {
+    /// (name, major:minor, sectors, partitions as (name, major:minor)).
+    type FakeDisk<'a> = (&'a str, &'a str, u64, &'a [(&'a str, &'a str)]);
+
+    fn fake(disks: &[FakeDisk], mountinfo: &str) -> Fake {
         let dir = tempfile::tempdir().unwrap();
         let sys = dir.path().join("sys");
         let devices =
