@@ -11,3 +11,4 @@ pub mod report;
 pub mod run;
 pub mod sbom;
 pub mod sign;
+pub mod write;

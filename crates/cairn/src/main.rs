@@ -168,6 +168,20 @@ enum Cmd {
     /// Kernels built from source (`[kernel] source`).
     #[command(subcommand)]
     Kernel(KernelCmd),
+    /// Write a raw disk image (NAME.img) or ISO (NAME.iso) to a whole
+    /// block device you name, then read it back and verify it. Refuses a
+    /// partition, a mounted or busy device, the root filesystem's disk and
+    /// a device smaller than the image.
+    Write {
+        /// The raw image or ISO that `cairn build` wrote.
+        image: PathBuf,
+        /// The whole device to overwrite, e.g. /dev/sdb (never guessed).
+        device: PathBuf,
+        /// Do not ask for the device name to be typed back (needed without
+        /// a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -293,6 +307,15 @@ fn main() -> ExitCode {
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),
         Cmd::Kernel(KernelCmd::Build { manifest }) => kernel_build(&manifest),
+        Cmd::Write { image, device, yes } => {
+            let o = cairn::write::WriteOptions {
+                yes,
+                ..Default::default()
+            };
+            cairn::write::write(&image, &device, &o)
+                .map(|w| print!("{w}"))
+                .map_err(anyhow::Error::from)
+        }
         Cmd::Kernel(KernelCmd::Check { manifest }) => match kernel_check(&manifest) {
             Ok(code) => return code,
             Err(e) => Err(e),
