@@ -4,6 +4,11 @@
 //! mount. Runs before any service starts, so the `mounts` target is
 //! reached when this is done.
 //!
+//! The partitions are not covered by Secure Boot: every mount is
+//! `nosuid,nodev` unless its options say `suid` / `dev`
+//! ([`parse_options`]), and two devices that match one mount are an error
+//! naming both ([`choose`]), never a first match.
+//!
 //! A `required` mount that cannot be found or mounted is fatal: the init
 //! prints what it looked for and every device it saw, starts no services
 //! and stays up showing that (it still reaps, and answers power-off
