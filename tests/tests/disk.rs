@@ -148,6 +148,12 @@ fn boots_from_disk_formats_once_and_applies_secondary_config() {
     check_image(&img, BOOTED);
     let template = debugfs_cat(&img, "CONFIG", "/cairn.toml");
     assert!(template.contains("# [service.count]"), "{template}");
+    assert!(
+        template.contains("# env = { GREETING = \"hello from the primary config\" }"),
+        "{template}"
+    );
+    // [[mount]]s are nosuid,nodev unless the manifest says otherwise.
+    o.assert_stdout_has("/dev/vda3 /data ext4 rw,nosuid,nodev,");
     assert!(debugfs_cat(&img, "DATA", "/log/cairn.log").contains("cairn: logging to /data/log"));
 
     // Second boot: not formatted again (data kept), overrides applied: the
@@ -207,6 +213,26 @@ fn boots_from_disk_formats_once_and_applies_secondary_config() {
         log[error..].contains("cairn: secondary config refused: using the built-in config"),
         "{log}"
     );
+
+    // Fourth boot: whoever can write CONFIG tries to get code into the
+    // (root) service with LD_PRELOAD; the manifest's config_env lists only
+    // GREETING, so the whole file is refused at that key.
+    debugfs_write(
+        &img,
+        "CONFIG",
+        "/cairn.toml",
+        "[service.count]\nenv = { GREETING = \"pwned\", LD_PRELOAD = \"/config/x.so\" }\n",
+    );
+    let o = boot(&example("disk"), out.path(), &args, t);
+    o.assert_ok();
+    o.assert_stdout_has(
+        "cairn: /config/cairn.toml:2:29: error: the secondary config may not set `LD_PRELOAD` for service `count`",
+    );
+    o.assert_stdout_has("secondary config refused: using the built-in config");
+    o.assert_stdout_has("boot 4: hello from the primary config");
+    assert!(!o.stdout.contains("boot 4: pwned"), "{}", o.stdout);
+    o.assert_stdout_has("/dev/vda3 /data ext4 rw,nosuid,nodev,");
+    check_image(&img, BOOTED);
 }
 
 /// `format = "qcow2"`: the image is a clean qcow2 holding the same disk as

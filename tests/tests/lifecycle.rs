@@ -64,7 +64,11 @@ fn assert_clean_reboot(out: &str) {
 
 #[test]
 fn ctrl_alt_del_reboots_cleanly() {
-    let (_dir, mut live, sock) = Live::manifest_with_qmp(&manifest("", "", ""), TIMEOUT);
+    // cairn.test_panic without `test_hooks = true`: ignored, with a line
+    // that says so (a production image cannot be crashed from its
+    // command line).
+    let (_dir, mut live, sock) =
+        Live::manifest_with_qmp(&manifest("", "cairn.test_panic=setup", ""), TIMEOUT);
     live.wait_for("cairn: ready", TIMEOUT);
     live.wait_for("svc up", Duration::from_secs(60));
     qmp_json(
@@ -73,6 +77,11 @@ fn ctrl_alt_del_reboots_cleanly() {
     );
     let (out, exited) = live.finish(Duration::from_secs(120));
     assert!(exited, "QEMU did not end:\n{out}");
+    assert!(
+        out.contains("cairn: cairn.test_panic ignored: this image does not allow test hooks"),
+        "{out}"
+    );
+    assert!(!out.contains("panic: "), "{out}");
     assert_clean_reboot(&out);
 }
 
@@ -97,7 +106,11 @@ exec = ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 1; /usr/bin/cairnctl reb
 #[test]
 fn a_supervisor_panic_reboots_with_on_panic_reboot() {
     // cairn.test_panic: one panic inside a supervisor step after ready.
-    let o = boot_text(&manifest("on_panic = \"reboot\"", "cairn.test_panic", ""));
+    let o = boot_text(&manifest(
+        "on_panic = \"reboot\"\ntest_hooks = true",
+        "cairn.test_panic",
+        "",
+    ));
     o.assert_ok();
     o.assert_in_order(&[
         "cairn: ready",
@@ -111,7 +124,7 @@ fn a_supervisor_panic_reboots_with_on_panic_reboot() {
 fn a_panic_outside_the_guarded_steps_reboots() {
     // cairn.test_panic=setup panics while the main loop is being set up,
     // before any service starts: the last resort catches it.
-    let o = boot_text(&manifest("", "cairn.test_panic=setup", ""));
+    let o = boot_text(&manifest("test_hooks = true", "cairn.test_panic=setup", ""));
     o.assert_ok();
     o.assert_in_order(&[
         "panic: ",

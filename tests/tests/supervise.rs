@@ -11,6 +11,7 @@ use cairn_e2e::{qmp, Live};
 const MANIFEST: &str = r#"
 name = "sup"
 hostname = "suptest"
+test_hooks = true              # obey cairn.test_panic below
 
 [kernel]
 package = "linux-image-cloud-amd64"

@@ -13,7 +13,10 @@
 //! - `[net]` `online_timeout` and `ntp` (the time servers): each replaces
 //!   the built-in value;
 //! - `[service.NAME]` with `env = { ... }` (merged over the primary's
-//!   variables) and `enabled = true|false`.
+//!   variables) and `enabled = true|false`. Only the variables the
+//!   service's `config_env` lists may be set, never `LD_*`, `PATH` and the
+//!   like: the partition is not covered by Secure Boot, and a service's
+//!   environment is code for many programs.
 //!
 //! A secondary config with an error is reported as `FILE:LINE:COL: error:
 //! ...` and the primary is used. When the file does not exist, a commented
@@ -95,14 +98,42 @@ pub fn template(primary: &SystemConfig) -> String {
     );
     for s in &primary.services {
         t += &format!("\n# [service.{}]\n# enabled = {}\n", s.name, s.enabled);
+        // Only the variables this file may set (the manifest's
+        // `config_env`), with their built-in values; the others, which
+        // may hold secrets, are never copied here.
+        if s.config_env.is_empty() {
+            t += "#   (no env: the manifest's `config_env` lists no variable this file may set)\n";
+            continue;
+        }
+        let keys: Vec<String> = s.config_env.iter().map(|k| toml_key(k)).collect();
+        t += &format!("#   (env may set: {})\n", keys.join(", "));
         let env: Vec<String> = s
-            .env
+            .config_env
             .iter()
-            .map(|(k, v)| format!("{k} = {}", toml::Value::String(v.clone())))
+            .filter_map(|k| {
+                let v = s.env.get(k)?;
+                Some(format!(
+                    "{} = {}",
+                    toml_key(k),
+                    toml::Value::String(v.clone())
+                ))
+            })
             .collect();
         t += &format!("# env = {{ {} }}\n", env.join(", "));
     }
     t
+}
+
+/// `k` as a TOML key: bare when it can be, quoted otherwise.
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        k.to_string()
+    } else {
+        toml::Value::String(k.to_string()).to_string()
+    }
 }
 
 /// `template` with every `# ` comment prefix removed except on lines that
@@ -327,7 +358,8 @@ mod tests {
 
     fn primary() -> SystemConfig {
         let svc = |n: &str, after: &[&str]| ServiceConfig {
-            env: BTreeMap::from([("A".into(), "1".into())]),
+            env: BTreeMap::from([("A".into(), "1".into()), ("TOKEN".into(), "s3cret".into())]),
+            config_env: vec!["A".into(), "B".into()],
             after: after.iter().map(|s| s.to_string()).collect(),
             ..ServiceConfig::new(n, &["/bin/x"])
         };
@@ -381,6 +413,62 @@ mod tests {
         let cfg = without_disabled(apply(&primary(), text, p()).unwrap());
         assert_eq!(cfg.services[0].name, "job");
         assert!(cfg.services[0].after.is_empty());
+    }
+
+    #[test]
+    fn env_keys_the_manifest_does_not_list_are_refused_at_their_place() {
+        // The attack: root code through the CONFIG partition.
+        let text = "[service.web]\nenv = { A = \"2\", LD_PRELOAD = \"/config/x.so\" }\n";
+        let e = apply(&primary(), text, p()).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "/config/cairn.toml:2:18: error: the secondary config may not set `LD_PRELOAD` for service `web`"
+            ),
+            "{e}"
+        );
+        // A plain key the manifest does not list: refused, naming what is allowed.
+        let text = "\n[service.job]\nenv = { TOKEN = \"mine\" }\n";
+        let e = apply(&primary(), text, p()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/config/cairn.toml:3:9: error: the secondary config may not set `TOKEN` for service `job`: its manifest allows only `A`, `B`"),
+            "{e}"
+        );
+        // Through load: refused as a whole, the primary runs.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("cairn.toml"),
+            "[service.web]\nenabled = false\nenv = { PATH = \"/config/bin\" }\n",
+        )
+        .unwrap();
+        let (cfg, out) = load(primary(), dir.path());
+        assert_eq!(cfg, primary());
+        match out {
+            Outcome::Refused(e) => assert!(
+                e.to_string()
+                    .contains(":3:9: error: the secondary config may not set `PATH`"),
+                "{e}"
+            ),
+            o => panic!("{o:?}"),
+        }
+        // Listed keys still apply.
+        let cfg = apply(&primary(), "[service.web]\nenv = { B = \"x\" }\n", p()).unwrap();
+        assert_eq!(cfg.services[0].env["B"], "x");
+    }
+
+    #[test]
+    fn the_template_holds_only_the_keys_it_may_set() {
+        let t = template(&primary());
+        assert!(
+            t.contains("#   (env may set: A, B)\n# env = { A = \"1\" }\n"),
+            "{t}"
+        );
+        assert!(!t.contains("TOKEN") && !t.contains("s3cret"), "{t}");
+        let mut none = primary();
+        none.services[0].config_env.clear();
+        let t = template(&none);
+        assert!(t.contains("no variable this file may set"), "{t}");
+        let cfg = apply(&none, &uncommented(&t), p()).unwrap();
+        assert_eq!(cfg.services, none.services);
     }
 
     #[test]

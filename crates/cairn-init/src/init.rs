@@ -101,10 +101,23 @@ fn machine_setup(
     cmdline: &Cmdline,
 ) -> Machine {
     let mode = boot.mode;
+    let mut shell = cfg.and_then(|c| c.shell.clone());
     if let Some(cfg) = cfg {
         log::configure(cfg.log.lines, cfg.log.console);
-        if cfg.shell.is_some() {
-            info!("break-glass shell: type `shell` and Enter on the console");
+        if let Some(sh) = &shell {
+            use crate::console::shell::{available_kib, boot_check};
+            match boot_check(&sh.password_hash, available_kib()) {
+                Ok(warning) => {
+                    info!("break-glass shell: type `shell` and Enter on the console");
+                    if let Some(w) = warning {
+                        info!("break-glass shell: {w}: attempts are refused while memory is this short");
+                    }
+                }
+                Err(e) => {
+                    info!("break-glass shell off: {e}");
+                    shell = None;
+                }
+            }
         }
         if let Some(dir) = &cfg.log.dir {
             match log::set_log_dir(Path::new(dir)) {
@@ -148,29 +161,57 @@ fn machine_setup(
         // The console: fd 0 (the status screen reads Enter from it).
         console_fd = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3).ok();
     }
-    let mut test_panic = false;
-    match cmdline.params.iter().find(|(k, _)| k == "cairn.test_panic") {
+    let hooks = mode == Mode::Test || cfg.is_some_and(|c| c.test_hooks);
+    let test_panic = match test_panic_request(cmdline, hooks) {
         // Outside every per-unit guard: only the last resort in `run`
         // catches this one.
-        Some((_, Some(v))) if v == "setup" => {
-            panic!("test panic requested by cairn.test_panic=setup")
+        TestPanic::Setup => panic!("test panic requested by cairn.test_panic=setup"),
+        TestPanic::AfterReady => true,
+        TestPanic::Ignored => {
+            info!("cairn.test_panic ignored: this image does not allow test hooks (test_hooks = true in the manifest)");
+            false
         }
-        Some(_) => test_panic = true,
-        None => {}
-    }
+        TestPanic::None => false,
+    };
     Machine::new(Parts {
         sup,
         mode,
         signals: boot.signals,
         net: boot.net,
         ctl,
-        console: Console::new(console_fd, cfg.and_then(|c| c.shell.clone())),
+        console: Console::new(console_fd, shell),
         kmsg,
         watch_power: mode == Mode::Pid1,
         mounts: boot.mounts,
         on_panic: cfg.map_or(PanicAction::Continue, |c| c.on_panic),
         test_panic,
     })
+}
+
+/// What `cairn.test_panic` on the kernel command line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestPanic {
+    None,
+    /// `cairn.test_panic=setup`: panic while the main loop is set up.
+    Setup,
+    /// `cairn.test_panic`: panic once in a supervisor step after ready.
+    AfterReady,
+    /// Asked for, but test hooks are off (not test mode, and the manifest
+    /// has no `test_hooks = true`): nothing happens.
+    Ignored,
+}
+
+/// The test panic `cmdline` asks for, given whether test hooks are on
+/// (test mode, or `test_hooks = true` in the manifest). Anyone who can edit
+/// the boot entry's command line must not be able to crash PID 1 in a
+/// production image.
+pub fn test_panic_request(cmdline: &Cmdline, hooks: bool) -> TestPanic {
+    match cmdline.params.iter().find(|(k, _)| k == "cairn.test_panic") {
+        None => TestPanic::None,
+        Some(_) if !hooks => TestPanic::Ignored,
+        Some((_, Some(v))) if v == "setup" => TestPanic::Setup,
+        Some(_) => TestPanic::AfterReady,
+    }
 }
 
 /// What the boot sequence hands to [`machine_setup`].
@@ -404,5 +445,18 @@ mod tests {
             unit("ok unit", PanicAction::Continue, Mode::Test, || 7),
             Some(7)
         );
+    }
+
+    #[test]
+    fn test_panic_only_with_test_hooks() {
+        let c = |t: &str| Cmdline::parse(t);
+        let on = c("console=ttyS0 cairn.test_panic");
+        let setup = c("cairn.test_panic=setup quiet");
+        assert_eq!(test_panic_request(&on, true), TestPanic::AfterReady);
+        assert_eq!(test_panic_request(&setup, true), TestPanic::Setup);
+        assert_eq!(test_panic_request(&on, false), TestPanic::Ignored);
+        assert_eq!(test_panic_request(&setup, false), TestPanic::Ignored);
+        assert_eq!(test_panic_request(&c("quiet"), false), TestPanic::None);
+        assert_eq!(test_panic_request(&c("quiet"), true), TestPanic::None);
     }
 }

@@ -17,7 +17,7 @@
 //! label = "DATA"                 # or partlabel = "..." or uuid = "..."
 //! path = "/data"
 //! fs = "ext4"                    # ext4 | vfat
-//! options = "noatime"            # fstab-style options
+//! options = "noatime"            # fstab-style options; nosuid,nodev unless "suid" / "dev"
 //! format = "if-empty"            # never (default) | if-empty (ext4 only)
 //! required = true                # missing = fatal, services are not started
 //! wait = 5                       # seconds to wait for the device

@@ -53,6 +53,27 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 /// Permissions of a `[[file]]` without `mode`.
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
 
+/// Largest manifest read (1 MiB): a manifest is a few KiB; anything near
+/// this is a mistake (a wrong path, a device, a pipe that never ends).
+pub const MANIFEST_MAX: u64 = 1024 * 1024;
+
+/// Reads a text file of at most `max` bytes; a larger one is an error that
+/// says so, without reading it all.
+pub fn read_limited(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "larger than {} KiB; refused",
+            max / 1024
+        )));
+    }
+    Ok(text)
+}
+
 /// A parsed and validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -72,6 +93,10 @@ pub struct Manifest {
     /// `on_panic`: what PID 1 does after catching a panic in its own code:
     /// `continue` (default) or `reboot`.
     pub on_panic: PanicAction,
+    /// `test_hooks`: obey the init's test hooks on the kernel command line
+    /// (`cairn.test_panic`) in this image (default `false`: they are
+    /// ignored outside test mode).
+    pub test_hooks: bool,
     /// `[kernel]`: which kernel to boot, its command line and modules.
     pub kernel: KernelSpec,
     /// `[initramfs] compression`: `zstd` (default), `gzip`, `xz` or `none`.
@@ -188,6 +213,11 @@ pub struct Service {
     pub exec: Located<Vec<String>>,
     /// `env`: environment variables (names without `=` or NUL).
     pub env: BTreeMap<String, String>,
+    /// `config_env`: the variables a secondary config may set for this
+    /// service (none by default). Names the dynamic loader or an
+    /// interpreter takes code from (`LD_*`, `PATH`, ... see
+    /// [`crate::validate::NEVER_FROM_CONFIG`]) are refused.
+    pub config_env: Vec<String>,
     /// `restart`: `always`, `on-failure` or `never` (default).
     pub restart: RestartPolicy,
     /// `on_exit`: `poweroff` or `reboot` the machine when the service has
@@ -229,10 +259,11 @@ pub struct BinaryEntry {
 impl Manifest {
     /// Reads, parses and validates the manifest at `path`.
     ///
-    /// A file that cannot be read gives a [`Diagnostic`] without position
-    /// (`line == 0`), shown as `PATH: error: cannot read manifest: ...`.
+    /// A file that cannot be read, or is larger than [`MANIFEST_MAX`],
+    /// gives a [`Diagnostic`] without position (`line == 0`), shown as
+    /// `PATH: error: cannot read manifest: ...`.
     pub fn load(path: &Path) -> Result<Manifest, Diagnostic> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_limited(path, MANIFEST_MAX).map_err(|e| {
             Diagnostic::without_position(path, format!("cannot read manifest: {e}"))
         })?;
         Manifest::parse(&text, path)
@@ -275,6 +306,7 @@ impl Manifest {
             hostname: self.hostname.clone(),
             modules,
             on_panic: self.on_panic,
+            test_hooks: self.test_hooks,
             net: self.net.clone(),
             services: self
                 .services
@@ -283,6 +315,7 @@ impl Manifest {
                     name: s.name.value.clone(),
                     exec: s.exec.value.clone(),
                     env: s.env.clone(),
+                    config_env: s.config_env.clone(),
                     restart: s.restart,
                     on_exit: s.on_exit,
                     after: s.after.iter().map(|a| a.value.clone()).collect(),
@@ -387,6 +420,7 @@ impl Builder<'_> {
             name: raw.name.into_inner(),
             hostname: raw.hostname.map(Spanned::into_inner),
             on_panic: raw.on_panic.unwrap_or_default(),
+            test_hooks: raw.test_hooks.unwrap_or(false),
             kernel,
             compression: raw.initramfs.map(|i| i.compression).unwrap_or_default(),
             services,
@@ -564,10 +598,24 @@ impl Builder<'_> {
             }
             env.insert(k.into_inner(), v.into_inner());
         }
+        let mut config_env: Vec<String> = Vec::new();
+        for k in s.config_env {
+            check::check_config_env(k.get_ref()).map_err(at(&k))?;
+            if config_env.contains(k.get_ref()) {
+                return Err((
+                    span(&k),
+                    Invalid::ConfigEnvDuplicate {
+                        name: k.into_inner(),
+                    },
+                ));
+            }
+            config_env.push(k.into_inner());
+        }
         Ok(Service {
             name: located(s.name),
             exec: Located::new(plain, exec_span),
             env,
+            config_env,
             restart: s.restart,
             on_exit: s.on_exit,
             after: s.after.into_iter().map(located).collect(),
@@ -1181,6 +1229,105 @@ mod tests {
         assert_eq!(lines.next(), Some("2 | bogus = 1"), "{shown}");
         assert_eq!(lines.next(), Some("  | ^^^^^"), "{shown}");
         assert_eq!(lines.next(), None);
+    }
+
+    #[test]
+    fn an_oversized_manifest_is_refused_without_reading_it_all() {
+        let dir = std::env::temp_dir().join(format!("cairn-manifest-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cairn.toml");
+        let big = "# x\n".repeat((MANIFEST_MAX as usize) / 4 + 1);
+        std::fs::write(&path, with_kernel("name = \"x\"\n", &big)).unwrap();
+        let d = Manifest::load(&path).unwrap_err();
+        assert_eq!((d.line, d.col), (0, 0));
+        let shown = d.to_string();
+        assert!(
+            shown.contains("cannot read manifest: larger than 1024 KiB; refused"),
+            "{shown}"
+        );
+        // Just under the limit is read.
+        let fits = "# x\n".repeat(1000);
+        std::fs::write(&path, with_kernel("name = \"x\"\n", &fits)).unwrap();
+        assert_eq!(Manifest::load(&path).unwrap().name, "x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const SVC: &str = "[[service]]\nname = \"web\"\nexec = [\"/a\"]\n";
+
+    #[test]
+    fn config_env_lists_what_the_secondary_config_may_set() {
+        let m = parse(&with_kernel(
+            "name = \"x\"\n",
+            &format!("{SVC}env = {{ PORT = \"80\" }}\nconfig_env = [\"GREETING\", \"PORT\"]\n"),
+        ))
+        .unwrap();
+        assert_eq!(m.services[0].config_env, ["GREETING", "PORT"]);
+        let sys = m.system_config(Vec::new());
+        assert_eq!(sys.services[0].config_env, ["GREETING", "PORT"]);
+        sys.assert_round_trips();
+        // None by default, and then absent from system.json.
+        let m = parse(&with_kernel("name = \"x\"\n", SVC)).unwrap();
+        assert!(m.services[0].config_env.is_empty());
+        assert!(!m.system_config(Vec::new()).to_json().contains("config_env"));
+    }
+
+    #[test]
+    fn config_env_refuses_loader_and_path_keys_at_their_place() {
+        // Lines: 1 name, 2-3 [kernel], 4-6 the service, 7 config_env.
+        let cases: &[(&str, usize, &str)] = &[
+            (
+                "[\"LD_PRELOAD\"]",
+                15,
+                "`config_env` cannot list `LD_PRELOAD`",
+            ),
+            ("[\"A\", \"LD_LIBRARY_PATH\"]", 20, "`LD_LIBRARY_PATH`"),
+            ("[\"LD_\"]", 15, "`LD_`"),
+            ("[\"PATH\"]", 15, "`config_env` cannot list `PATH`"),
+            ("[\"PYTHONPATH\"]", 15, "`PYTHONPATH`"),
+            ("[\"GLIBC_TUNABLES\"]", 15, "`GLIBC_TUNABLES`"),
+            ("[\"BASH_ENV\"]", 15, "`BASH_ENV`"),
+            ("[\"A=B\"]", 15, "invalid environment variable name `A=B`"),
+            ("[\"\"]", 15, "invalid environment variable name"),
+            ("[\"A\", \"A\"]", 20, "lists `A` twice"),
+        ];
+        for (list, col, needle) in cases {
+            let text = with_kernel("name = \"x\"\n", &format!("{SVC}config_env = {list}\n"));
+            let (line, c, msg) = err(&text);
+            assert_eq!((line, c), (7, *col), "{list}: {msg}");
+            assert!(msg.contains(needle), "{list}: {msg}");
+        }
+        let (_, _, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            &format!("{SVC}config_env = [\"LD_PRELOAD\"]\n"),
+        ));
+        assert!(msg.contains("Secure Boot does not cover"), "{msg}");
+        // Names that merely contain these are fine.
+        let m = parse(&with_kernel(
+            "name = \"x\"\n",
+            &format!("{SVC}config_env = [\"OLD_PATH\", \"DATA_PATH\", \"XLD_A\"]\n"),
+        ))
+        .unwrap();
+        assert_eq!(m.services[0].config_env.len(), 3);
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            &format!("{SVC}config_env = \"PORT\"\n"),
+        ));
+        assert_eq!((line, col), (7, 14), "{msg}");
+        assert!(msg.contains("config_env"), "{msg}");
+    }
+
+    #[test]
+    fn test_hooks_are_off_unless_asked_for() {
+        let m = parse(&with_kernel("name = \"x\"\n", "")).unwrap();
+        assert!(!m.test_hooks && !m.system_config(Vec::new()).test_hooks);
+        assert!(!m.system_config(Vec::new()).to_json().contains("test_hooks"));
+        let m = parse(&with_kernel("name = \"x\"\ntest_hooks = true\n", "")).unwrap();
+        let sys = m.system_config(Vec::new());
+        assert!(sys.test_hooks);
+        sys.assert_round_trips();
+        let (line, col, msg) = err(&with_kernel("name = \"x\"\ntest_hooks = \"yes\"\n", ""));
+        assert_eq!((line, col), (2, 14), "{msg}");
+        assert!(msg.contains("test_hooks"), "{msg}");
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub(crate) struct RawManifest {
     pub hostname: Option<Spanned<String>>,
     #[serde(default)]
     pub on_panic: Option<PanicAction>,
+    #[serde(default)]
+    pub test_hooks: Option<bool>,
     pub kernel: Spanned<RawKernel>,
     #[serde(default)]
     pub initramfs: Option<RawInitramfs>,
@@ -100,6 +102,8 @@ pub(crate) struct RawService {
     pub exec: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub config_env: Vec<Spanned<String>>,
     #[serde(default)]
     pub restart: RestartPolicy,
     #[serde(default)]

@@ -17,6 +17,13 @@
 //! env = { LOG_LEVEL = "debug" } # merged over the built-in variables
 //! ```
 //!
+//! The file sits on a partition that Secure Boot does not cover, so it may
+//! set only the variables the service's `config_env` in the manifest lists;
+//! any other is an error at its name, naming the service. Names the dynamic
+//! loader or an interpreter takes code from (`LD_*`, `PATH`, ...:
+//! [`crate::validate::never_from_config`]) are refused even when listed (the
+//! manifest refuses to list them; this guards a hand-made runtime config).
+//!
 //! Any other key is an error. `[[network]]` and `[net]` are validated by
 //! the same code as in the manifest ([`crate::network`]), so errors carry the
 //! same messages and exact `FILE:LINE:COL`.
@@ -28,7 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::diagnostic::{Diagnostic, Span};
+use crate::diagnostic::{Diagnostic, Located, Span};
 use crate::network::{RawNet, RawNetwork};
 use crate::runtime::{InterfaceConfig, SystemConfig};
 
@@ -69,8 +76,9 @@ pub struct ServiceOverride {
     pub name: String,
     /// Where the name was written (for "no such service").
     pub span: Span,
-    /// Merged over the service's variables.
-    pub env: BTreeMap<String, String>,
+    /// Merged over the service's variables: (name where it was written,
+    /// value), in name order.
+    pub env: Vec<(Located<String>, String)>,
     pub enabled: Option<bool>,
 }
 
@@ -112,7 +120,7 @@ pub fn parse(text: &str, file: &Path) -> Result<SecondaryOverrides, Diagnostic> 
 
     let mut services = Vec::new();
     for (name, s) in raw.service {
-        let mut env = BTreeMap::new();
+        let mut env = Vec::new();
         for (k, v) in s.env.unwrap_or_default() {
             let key = k.get_ref();
             if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -127,7 +135,7 @@ pub fn parse(text: &str, file: &Path) -> Result<SecondaryOverrides, Diagnostic> 
                     format!("the value of `{key}` contains a NUL byte"),
                 ));
             }
-            env.insert(key.clone(), v.into_inner());
+            env.push((Located::new(key.clone(), k.span().into()), v.into_inner()));
         }
         services.push(ServiceOverride {
             span: name.span().into(),
@@ -178,8 +186,12 @@ impl SecondaryOverrides {
                     ),
                 ));
             };
-            s.env
-                .extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for (key, value) in &o.env {
+                if let Some(e) = refused_env(&s.name, &s.config_env, &key.value) {
+                    return Err(Diagnostic::at(&self.file, &self.source, key.span, e));
+                }
+                s.env.insert(key.value.clone(), value.clone());
+            }
             if let Some(e) = o.enabled {
                 s.enabled = e;
             }
@@ -188,15 +200,45 @@ impl SecondaryOverrides {
     }
 }
 
+/// Why the secondary config may not set variable `key` of service
+/// `service` whose manifest allows `allowed` (its `config_env`), if it may
+/// not.
+fn refused_env(service: &str, allowed: &[String], key: &str) -> Option<String> {
+    if let Some(reason) = crate::validate::never_from_config(key) {
+        return Some(format!(
+            "the secondary config may not set `{key}` for service `{service}`: {reason}"
+        ));
+    }
+    if allowed.iter().any(|a| a == key) {
+        return None;
+    }
+    let what = if allowed.is_empty() {
+        "its manifest allows none (`config_env` in its [[service]])".to_string()
+    } else {
+        let names: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
+        format!(
+            "its manifest allows only {} (`config_env` in its [[service]])",
+            names.join(", ")
+        )
+    };
+    Some(format!(
+        "the secondary config may not set `{key}` for service `{service}`: {what}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::{Ipv6Mode, MatchRule, ServiceConfig};
 
     fn primary() -> SystemConfig {
+        let web = ServiceConfig {
+            config_env: vec!["A".into(), "GREETING".into()],
+            ..ServiceConfig::new("web", &["/bin/x"])
+        };
         let mut cfg = SystemConfig {
             name: "app".into(),
-            services: vec![ServiceConfig::new("web", &["/bin/x"])],
+            services: vec![web, ServiceConfig::new("job", &["/bin/y"])],
             ..Default::default()
         };
         cfg.net.interfaces = vec![InterfaceConfig::automatic()];
@@ -259,6 +301,27 @@ mod tests {
     }
 
     #[test]
+    fn only_listed_env_keys_and_never_loader_keys() {
+        let cfg = apply("[service.web]\nenv = { GREETING = \"hi\" }\n").unwrap();
+        assert_eq!(cfg.services[0].env["GREETING"], "hi");
+        // Listed in a hand-made runtime config, LD_* and PATH are still
+        // refused: the manifest could never have listed them.
+        let mut prim = primary();
+        prim.services[0].config_env = vec!["LD_PRELOAD".into(), "PATH".into()];
+        for key in ["LD_PRELOAD", "PATH"] {
+            let text = format!("[service.web]\nenv = {{ {key} = \"/x\" }}\n");
+            let d = parse(&text, f()).unwrap().apply(&prim).unwrap_err();
+            assert_eq!((d.line, d.col), (2, 9), "{d}");
+            assert!(
+                d.message.starts_with(&format!(
+                    "the secondary config may not set `{key}` for service `web`"
+                )),
+                "{d}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_have_positions() {
         let cases: &[(&str, (usize, usize), &str)] = &[
             (
@@ -297,6 +360,21 @@ mod tests {
                 "invalid environment",
             ),
             ("x = [\n", (1, 6), "invalid array"),
+            (
+                "[service.web]\nenv = { A = \"1\", LD_PRELOAD = \"/config/x.so\" }\n",
+                (2, 18),
+                "may not set `LD_PRELOAD` for service `web`",
+            ),
+            (
+                "[service.web]\nenv = { PORT = \"1\" }\n",
+                (2, 9),
+                "may not set `PORT` for service `web`: its manifest allows only `A`, `GREETING`",
+            ),
+            (
+                "\n[service.job]\nenv = { A = \"1\" }\n",
+                (3, 9),
+                "may not set `A` for service `job`: its manifest allows none",
+            ),
         ];
         for (text, pos, needle) in cases {
             let (l, c, m) = err(text);

@@ -14,6 +14,15 @@ use crate::runtime::ShellConfig;
 /// a password, and small appliances run in 32 MiB.
 pub const MAX_HASH_MEMORY_KIB: u32 = 65536;
 
+/// The most passes (`t`) a hash may ask for: PID 1 stops supervising
+/// while it checks a password, and the time grows with `m` times `t`
+/// (`cairn hash-password` uses 5).
+pub const MAX_HASH_PASSES: u32 = 10;
+
+/// The longest password the console prompt takes (bytes); what is typed
+/// beyond it is dropped, so `cairn hash-password` refuses longer ones.
+pub const PASSWORD_MAX: usize = 256;
+
 /// Everything `[shell]` can get wrong.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ShellInvalid {
@@ -27,6 +36,8 @@ pub enum ShellInvalid {
     Hash(String),
     #[error("[shell] `password_hash` asks for {0} KiB of memory; at most {MAX_HASH_MEMORY_KIB} KiB (PID 1 allocates it to check a password)")]
     HashMemory(u32),
+    #[error("[shell] `password_hash` asks for {0} passes (t); at most {MAX_HASH_PASSES} (PID 1 stops supervising while it checks a password)")]
+    HashPasses(u32),
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +83,9 @@ pub fn check_password_hash(phc: &str) -> Result<(), ShellInvalid> {
     let params = argon2::Params::try_from(&hash).map_err(|e| bad(&e))?;
     if params.m_cost() > MAX_HASH_MEMORY_KIB {
         return Err(ShellInvalid::HashMemory(params.m_cost()));
+    }
+    if params.t_cost() > MAX_HASH_PASSES {
+        return Err(ShellInvalid::HashPasses(params.t_cost()));
     }
     Ok(())
 }
@@ -129,6 +143,16 @@ mod tests {
             ),
             Err(ShellInvalid::HashMemory(1048576))
         );
+        assert_eq!(
+            check_password_hash(
+                "$argon2id$v=19$m=64,t=11,p=1$c2FsdHNhbHRzYWx0$Wz0J0F2b6b2l0ufTbrG9bUL8nV3iw+2g2yPNH2cUk1A"
+            ),
+            Err(ShellInvalid::HashPasses(11))
+        );
+        check_password_hash(
+            "$argon2id$v=19$m=64,t=10,p=1$c2FsdHNhbHRzYWx0$Wz0J0F2b6b2l0ufTbrG9bUL8nV3iw+2g2yPNH2cUk1A",
+        )
+        .unwrap();
     }
 
     fn manifest(shell: &str) -> Result<crate::Manifest, crate::Diagnostic> {

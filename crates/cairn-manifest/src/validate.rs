@@ -62,6 +62,10 @@ pub enum Invalid {
     RelativeExec(String),
     #[error("invalid environment variable name `{0}`: it must be non-empty and contain neither `=` nor NUL")]
     EnvName(String),
+    #[error("`config_env` cannot list `{name}`: {reason}; the secondary config lives on a partition Secure Boot does not cover, so it may never set it (set it in `env` here instead)")]
+    ConfigEnvForbidden { name: String, reason: &'static str },
+    #[error("`config_env` lists `{name}` twice")]
+    ConfigEnvDuplicate { name: String },
     #[error("`after` names `{name}`, which is neither a service nor a target; expected one of: {expected}")]
     UnknownAfter { name: String, expected: String },
     #[error("`after` makes services wait for each other in a cycle: {0}")]
@@ -209,6 +213,92 @@ pub fn check_env_name(name: &str) -> Result<(), Invalid> {
         Err(Invalid::EnvName(name.to_string()))
     } else {
         Ok(())
+    }
+}
+
+/// Environment variables that choose code a program loads or runs (the
+/// dynamic loader's, glibc's, shells' and common interpreters'), or files
+/// it writes as its user: a secondary config may never set them, whatever
+/// `config_env` says. Names starting with one of [`NEVER_FROM_CONFIG_PREFIXES`]
+/// are refused too.
+pub const NEVER_FROM_CONFIG: &[&str] = &[
+    "PATH",
+    // glibc (its list of variables it drops for setuid programs)
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_TRACE",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TMPDIR",
+    "TZDIR",
+    // shells
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "IFS",
+    "CDPATH",
+    // interpreters and runtimes
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PYTHONINSPECT",
+    "PERL5LIB",
+    "PERLLIB",
+    "PERL5OPT",
+    "RUBYLIB",
+    "RUBYOPT",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "LUA_INIT",
+    "LUA_PATH",
+    "LUA_CPATH",
+    "CLASSPATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "GIO_EXTRA_MODULES",
+    "GTK_MODULES",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "OPENSSL_MODULES",
+];
+
+/// Prefixes of names a secondary config may never set: the dynamic
+/// loader's (`LD_PRELOAD`, `LD_LIBRARY_PATH`, `LD_AUDIT`, ...), glibc's
+/// tunables, and bash's exported functions.
+pub const NEVER_FROM_CONFIG_PREFIXES: &[&str] = &["LD_", "GLIBC_", "BASH_FUNC_"];
+
+/// Why `name` may never come from a secondary config, if it may not.
+pub fn never_from_config(name: &str) -> Option<&'static str> {
+    if NEVER_FROM_CONFIG_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p))
+    {
+        Some("the dynamic loader, glibc and bash take code or settings from variables named like this")
+    } else if NEVER_FROM_CONFIG.contains(&name) {
+        Some("it chooses code the program loads or runs, or where it writes")
+    } else {
+        None
+    }
+}
+
+/// A `config_env` entry: a valid name that a secondary config may set.
+pub fn check_config_env(name: &str) -> Result<(), Invalid> {
+    check_env_name(name)?;
+    match never_from_config(name) {
+        Some(reason) => Err(Invalid::ConfigEnvForbidden {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 

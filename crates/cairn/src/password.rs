@@ -21,6 +21,8 @@ pub enum PasswordError {
     Echo(rustix::io::Errno),
     #[error("the password is empty")]
     Empty,
+    #[error("the password is {0} bytes long; the appliance's console prompt takes at most {max}", max = cairn_manifest::shell::PASSWORD_MAX)]
+    TooLong(usize),
     #[error("the passwords do not match")]
     Mismatch,
     #[error("hashing failed: {0}")]
@@ -31,6 +33,9 @@ pub enum PasswordError {
 pub fn hash(password: &[u8]) -> Result<String, PasswordError> {
     if password.is_empty() {
         return Err(PasswordError::Empty);
+    }
+    if password.len() > cairn_manifest::shell::PASSWORD_MAX {
+        return Err(PasswordError::TooLong(password.len()));
     }
     let (m, t, p) = PARAMS;
     let params =
@@ -102,6 +107,13 @@ mod tests {
         // Salts differ.
         assert_ne!(hash(b"s3cret").unwrap(), h);
         assert!(matches!(hash(b""), Err(PasswordError::Empty)));
+        // The console prompt keeps at most PASSWORD_MAX bytes: a longer
+        // password could never be typed in, so it is refused here.
+        let max = cairn_manifest::shell::PASSWORD_MAX;
+        assert!(hash(&vec![b'a'; max]).is_ok());
+        let e = hash(&vec![b'a'; max + 1]).unwrap_err();
+        assert!(matches!(e, PasswordError::TooLong(n) if n == max + 1));
+        assert!(e.to_string().contains("at most 256"), "{e}");
     }
 
     #[test]

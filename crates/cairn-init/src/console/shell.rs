@@ -12,13 +12,17 @@
 //!
 //! Verifying a password blocks the supervisor for as long as argon2 takes
 //! (the hash's own parameters; `cairn hash-password` picks ones that take
-//! well under a second).
+//! well under a second; the manifest bounds `m` and `t`). The memory argon2
+//! needs is checked at boot and before every attempt against
+//! `MemAvailable`: an attempt that would take more than half of it, or
+//! whose allocation fails, is refused with a log line ([`Verdict::Refused`])
+//! and PID 1 goes on (it never aborts on allocation).
 
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::password_hash::{Output, PasswordHash};
 use cairn_manifest::{Level, ShellConfig};
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Pid;
@@ -29,8 +33,9 @@ use crate::{info, log, sys};
 
 /// What a console user types to ask for the shell.
 pub const WORD: &str = "shell";
-/// Longest password read.
-pub const PASSWORD_MAX: usize = 256;
+/// Longest password read (the manifest's contract: `cairn hash-password`
+/// refuses longer ones).
+pub use cairn_manifest::shell::PASSWORD_MAX;
 /// The wait after the first wrong password.
 pub const FIRST_DELAY: Duration = Duration::from_secs(3);
 /// The longest wait.
@@ -58,15 +63,106 @@ pub fn delay(failures: u32) -> Duration {
     FIRST_DELAY.saturating_mul(1 << shift).min(MAX_DELAY)
 }
 
-/// Whether `password` matches the argon2 PHC string `phc`. A malformed
-/// hash matches nothing.
-pub fn verify(phc: &str, password: &[u8]) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(password, &h)
-            .is_ok(),
-        Err(_) => false,
+/// What checking a password came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Match,
+    /// Wrong password (or a malformed hash, which matches nothing).
+    NoMatch,
+    /// Not checked: why (memory short, allocation failed, parameters out
+    /// of bounds). Not counted as a wrong password.
+    Refused(String),
+}
+
+/// The memory (KiB) checking a password against `phc` takes, after the
+/// manifest's checks on the hash (argon2 with `m` and `t` in bounds).
+pub fn hash_memory_kib(phc: &str) -> Result<u64, String> {
+    cairn_manifest::shell::check_password_hash(phc).map_err(|e| e.to_string())?;
+    let h = PasswordHash::new(phc).map_err(|e| e.to_string())?;
+    let params = argon2::Params::try_from(&h).map_err(|e| e.to_string())?;
+    Ok(params.block_count() as u64 * argon2::Block::SIZE as u64 / 1024)
+}
+
+/// Why the memory of this appliance (`available` KiB, `MemAvailable`;
+/// `None`: unknown) cannot hold a check that needs `need` KiB, if it
+/// cannot: more than half of what is available is refused.
+pub fn memory_short(need: u64, available: Option<u64>) -> Option<String> {
+    let available = available?;
+    (need > available / 2).then(|| {
+        format!("checking the password needs {need} KiB; only {available} KiB of memory are available (at most half of it is used)")
+    })
+}
+
+/// `MemAvailable` of /proc/meminfo in KiB, if known.
+pub fn available_kib() -> Option<u64> {
+    let (_, available) = crate::procfs::meminfo(&crate::procfs::read("/proc/meminfo"));
+    (available > 0).then_some(available)
+}
+
+/// At boot: `Err` when the hash can never be checked (the shell is off);
+/// `Ok(Some(warning))` when this appliance's memory is too short for it
+/// now (each attempt checks again).
+pub fn boot_check(phc: &str, available: Option<u64>) -> Result<Option<String>, String> {
+    let need = hash_memory_kib(phc)?;
+    Ok(memory_short(need, available))
+}
+
+/// Checks `password` against the argon2 PHC string `phc` with the memory
+/// it needs taken from the heap fallibly, after comparing that with
+/// `available` KiB. Never aborts on allocation.
+pub fn verify_within(phc: &str, password: &[u8], available: Option<u64>) -> Verdict {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return Verdict::NoMatch;
+    };
+    let (Ok(alg), Some(salt), Some(expected)) =
+        (argon2::Algorithm::try_from(h.algorithm), h.salt, h.hash)
+    else {
+        return Verdict::NoMatch;
+    };
+    let need = match hash_memory_kib(phc) {
+        Ok(n) => n,
+        Err(e) => return Verdict::Refused(e),
+    };
+    if let Some(why) = memory_short(need, available) {
+        return Verdict::Refused(why);
     }
+    let version = match h.version.map(argon2::Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return Verdict::NoMatch,
+    };
+    let Ok(params) = argon2::Params::try_from(&h) else {
+        return Verdict::NoMatch;
+    };
+    let blocks = params.block_count();
+    let mut memory: Vec<argon2::Block> = Vec::new();
+    if memory.try_reserve_exact(blocks).is_err() {
+        return Verdict::Refused(format!(
+            "cannot allocate the {need} KiB checking the password needs"
+        ));
+    }
+    memory.resize(blocks, argon2::Block::default());
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return Verdict::NoMatch;
+    };
+    let mut out = vec![0u8; expected.len()];
+    let a = argon2::Argon2::new(alg, version, params);
+    if a.hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
+        .is_err()
+    {
+        return Verdict::NoMatch;
+    }
+    // Output's comparison takes constant time.
+    match Output::new(&out) {
+        Ok(o) if o == expected => Verdict::Match,
+        _ => Verdict::NoMatch,
+    }
+}
+
+/// Whether `password` matches the argon2 PHC string `phc` (with this
+/// machine's memory). A malformed hash matches nothing.
+pub fn verify(phc: &str, password: &[u8]) -> bool {
+    verify_within(phc, password, available_kib()) == Verdict::Match
 }
 
 #[derive(Debug)]
@@ -198,7 +294,19 @@ impl Shell {
 
     fn check(&mut self, password: &[u8], console: &OwnedFd) {
         let Some(cfg) = self.cfg.clone() else { return };
-        if !verify(&cfg.password_hash, password) {
+        let verdict = verify_within(&cfg.password_hash, password, available_kib());
+        if let Verdict::Refused(why) = &verdict {
+            log::record(
+                Level::Warn,
+                "cairn",
+                &format!("shell: password not checked: {why}"),
+                None,
+            );
+            say("The password cannot be checked now (see the log).\n");
+            self.back_to_log(console);
+            return;
+        }
+        if verdict != Verdict::Match {
             self.failures = self.failures.saturating_add(1);
             let wait = delay(self.failures);
             log::record(
@@ -363,6 +471,83 @@ mod tests {
         assert!(!verify(&h, b""));
         assert!(!verify("garbage", b"right"));
         assert!(!verify("", b""));
+    }
+
+    #[test]
+    fn same_answers_as_the_argon2_crate() {
+        use argon2::password_hash::PasswordVerifier;
+        // Other algorithms, versions, parameters and output lengths.
+        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0").unwrap();
+        for (alg, ver, m, t, p, len) in [
+            (
+                argon2::Algorithm::Argon2id,
+                argon2::Version::V0x13,
+                64,
+                1,
+                1,
+                32,
+            ),
+            (
+                argon2::Algorithm::Argon2i,
+                argon2::Version::V0x13,
+                128,
+                2,
+                2,
+                16,
+            ),
+            (
+                argon2::Algorithm::Argon2d,
+                argon2::Version::V0x10,
+                256,
+                3,
+                1,
+                64,
+            ),
+        ] {
+            let params = argon2::Params::new(m, t, p, Some(len)).unwrap();
+            let a = argon2::Argon2::new(alg, ver, params);
+            let h = a.hash_password(b"pw", &salt).unwrap().to_string();
+            let parsed = PasswordHash::new(&h).unwrap();
+            assert!(argon2::Argon2::default()
+                .verify_password(b"pw", &parsed)
+                .is_ok());
+            assert_eq!(verify_within(&h, b"pw", None), Verdict::Match, "{h}");
+            assert_eq!(verify_within(&h, b"pW", None), Verdict::NoMatch, "{h}");
+        }
+    }
+
+    #[test]
+    fn a_check_that_cannot_get_its_memory_is_refused() {
+        let h = hash("right"); // m = 64 KiB
+        assert_eq!(hash_memory_kib(&h), Ok(64));
+        assert_eq!(verify_within(&h, b"right", Some(128)), Verdict::Match);
+        match verify_within(&h, b"right", Some(127)) {
+            Verdict::Refused(why) => {
+                assert!(why.contains("needs 64 KiB; only 127 KiB"), "{why}")
+            }
+            v => panic!("{v:?}"),
+        }
+        // At boot: a warning, the shell stays on.
+        assert_eq!(boot_check(&h, Some(1 << 20)), Ok(None));
+        assert!(boot_check(&h, Some(100))
+            .unwrap()
+            .unwrap()
+            .contains("64 KiB"));
+        // Out of the manifest's bounds (a hand-made runtime config): the
+        // shell is off at boot, and an attempt is refused, not run.
+        let slow = "$argon2id$v=19$m=64,t=1000,p=1$c2FsdHNhbHRzYWx0$Wz0J0F2b6b2l0ufTbrG9bUL8nV3iw+2g2yPNH2cUk1A";
+        let e = boot_check(slow, None).unwrap_err();
+        assert!(e.contains("1000 passes"), "{e}");
+        assert!(matches!(
+            verify_within(slow, b"x", None),
+            Verdict::Refused(_)
+        ));
+        let big = "$argon2id$v=19$m=4000000,t=1,p=1$c2FsdHNhbHRzYWx0$Wz0J0F2b6b2l0ufTbrG9bUL8nV3iw+2g2yPNH2cUk1A";
+        assert!(matches!(
+            verify_within(big, b"x", None),
+            Verdict::Refused(_)
+        ));
+        assert!(boot_check("garbage", None).is_err());
     }
 
     #[test]

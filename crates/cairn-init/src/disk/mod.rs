@@ -4,6 +4,11 @@
 //! mount. Runs before any service starts, so the `mounts` target is
 //! reached when this is done.
 //!
+//! The partitions are not covered by Secure Boot: every mount is
+//! `nosuid,nodev` unless its options say `suid` / `dev`
+//! ([`parse_options`]), and two devices that match one mount are an error
+//! naming both ([`choose`]), never a first match.
+//!
 //! A `required` mount that cannot be found or mounted is fatal: the init
 //! prints what it looked for and every device it saw, starts no services
 //! and stays up showing that (it still reaps, and answers power-off
@@ -50,6 +55,13 @@ pub enum DiskError {
         what: String,
         dev: String,
         source: rustix::io::Errno,
+    },
+    #[error("{what}: {first} and {second} both match {matched}; refusing to pick one (remove or relabel one of them)")]
+    Ambiguous {
+        what: String,
+        matched: String,
+        first: String,
+        second: String,
     },
     #[error("{what}: formatting {dev} failed: {detail}")]
     Mkfs {
@@ -163,9 +175,32 @@ pub fn scan() -> Vec<Device> {
     out
 }
 
-/// The device `m` names, if any.
-pub fn find<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<&'a Device> {
-    devices.iter().find(|d| match (&m.source, &d.sig) {
+/// Two devices match one `[[mount]]`: their kernel names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ambiguous {
+    pub first: String,
+    pub second: String,
+}
+
+/// The only element of `it`, `None` when empty; two are [`Ambiguous`]
+/// (anyone who can plug in a disk or write a partition could otherwise
+/// choose what is mounted by being found first).
+fn only<'a>(mut it: impl Iterator<Item = &'a Device>) -> Result<Option<&'a Device>, Ambiguous> {
+    let Some(first) = it.next() else {
+        return Ok(None);
+    };
+    match it.next() {
+        Some(second) => Err(Ambiguous {
+            first: first.dev_path().display().to_string(),
+            second: second.dev_path().display().to_string(),
+        }),
+        None => Ok(Some(first)),
+    }
+}
+
+/// The device `m` names, if any; an error when two do.
+pub fn find<'a>(m: &MountConfig, devices: &'a [Device]) -> Result<Option<&'a Device>, Ambiguous> {
+    only(devices.iter().filter(|d| match (&m.source, &d.sig) {
         (MountSource::Label(l), Signature::Ext4 { label, .. } | Signature::Vfat { label, .. }) => {
             label == l || (matches!(d.sig, Signature::Vfat { .. }) && label.eq_ignore_ascii_case(l))
         }
@@ -174,39 +209,51 @@ pub fn find<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<&'a Device> {
         }
         (MountSource::Partlabel(l), _) => d.partlabel.as_deref() == Some(l.as_str()),
         _ => false,
-    })
+    }))
 }
 
 /// With `format = "if-empty"`: an empty partition whose GPT name is the
 /// mount's label (or partlabel). A partition with any non-zero byte in its
-/// first 64 KiB is never chosen.
-pub fn find_empty<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<&'a Device> {
+/// first 64 KiB is never chosen; two empty ones of that name are an error.
+pub fn find_empty<'a>(
+    m: &MountConfig,
+    devices: &'a [Device],
+) -> Result<Option<&'a Device>, Ambiguous> {
     if m.format != FormatPolicy::IfEmpty {
-        return None;
+        return Ok(None);
     }
     let name = match &m.source {
         MountSource::Label(l) | MountSource::Partlabel(l) => l,
-        MountSource::Uuid(_) => return None,
+        MountSource::Uuid(_) => return Ok(None),
     };
-    devices
-        .iter()
-        .find(|d| d.sig == Signature::Empty && d.partlabel.as_deref() == Some(name.as_str()))
+    only(
+        devices
+            .iter()
+            .filter(|d| d.sig == Signature::Empty && d.partlabel.as_deref() == Some(name.as_str())),
+    )
 }
 
 /// The device to mount for `m` and whether to format it first: the one
 /// `m` names (an empty one found by its partition name is formatted when `m`
-/// allows it), else an empty partition to format.
-pub fn choose<'a>(m: &MountConfig, devices: &'a [Device]) -> Option<(&'a Device, bool)> {
-    if let Some(d) = find(m, devices) {
+/// allows it), else an empty partition to format. Two devices that match
+/// are an error naming both.
+pub fn choose<'a>(
+    m: &MountConfig,
+    devices: &'a [Device],
+) -> Result<Option<(&'a Device, bool)>, Ambiguous> {
+    if let Some(d) = find(m, devices)? {
         let format = d.sig == Signature::Empty && m.format == FormatPolicy::IfEmpty;
-        return Some((d, format));
+        return Ok(Some((d, format)));
     }
-    find_empty(m, devices).map(|d| (d, true))
+    Ok(find_empty(m, devices)?.map(|d| (d, true)))
 }
 
 /// Splits fstab options into mount flags and the filesystem's data string.
+/// `nosuid` and `nodev` are on unless the options say `suid` or `dev`: a
+/// partition is not covered by Secure Boot, so a setuid program or a device
+/// node planted on it must give nobody anything.
 pub fn parse_options(opts: &str) -> (MountFlags, String) {
-    let mut flags = MountFlags::empty();
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
     let mut data = Vec::new();
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
@@ -218,8 +265,11 @@ pub fn parse_options(opts: &str) -> (MountFlags, String) {
             "strictatime" => flags |= MountFlags::STRICTATIME,
             "lazytime" => flags |= MountFlags::LAZYTIME,
             "nosuid" => flags |= MountFlags::NOSUID,
+            "suid" => flags -= MountFlags::NOSUID,
             "nodev" => flags |= MountFlags::NODEV,
+            "dev" => flags -= MountFlags::NODEV,
             "noexec" => flags |= MountFlags::NOEXEC,
+            "exec" => flags -= MountFlags::NOEXEC,
             "sync" => flags |= MountFlags::SYNCHRONOUS,
             "dirsync" => flags |= MountFlags::DIRSYNC,
             other => data.push(other),
@@ -264,8 +314,17 @@ pub fn mount_one(m: &MountConfig, table: &mut MountTable) -> Result<(String, boo
     let mut told = false;
     let (dev, format) = loop {
         let devices = scan();
-        if let Some((d, format)) = choose(m, &devices) {
-            break (d.clone(), format);
+        match choose(m, &devices) {
+            Ok(Some((d, format))) => break (d.clone(), format),
+            Ok(None) => {}
+            Err(Ambiguous { first, second }) => {
+                return Err(DiskError::Ambiguous {
+                    what,
+                    matched: m.source.to_string(),
+                    first,
+                    second,
+                })
+            }
         }
         if !told && m.wait > 0 {
             info!("{what}: waiting up to {}s for its device", m.wait);
@@ -493,7 +552,11 @@ mod tests {
     #[test]
     fn finds_by_label_partlabel_uuid() {
         let d = devs();
-        let f = |s| find(&mc(s, FormatPolicy::Never), &d).map(|d| d.name.clone());
+        let f = |s| {
+            find(&mc(s, FormatPolicy::Never), &d)
+                .unwrap()
+                .map(|d| d.name.clone())
+        };
         assert_eq!(
             f(MountSource::Label("CONFIG".into())).as_deref(),
             Some("vda2")
@@ -522,22 +585,34 @@ mod tests {
     fn formats_only_empty_partitions_when_asked() {
         let d = devs();
         let data = MountSource::Label("DATA".into());
-        assert!(find_empty(&mc(data.clone(), FormatPolicy::Never), &d).is_none());
+        assert!(find_empty(&mc(data.clone(), FormatPolicy::Never), &d)
+            .unwrap()
+            .is_none());
         assert_eq!(
-            find_empty(&mc(data, FormatPolicy::IfEmpty), &d).map(|d| d.name.as_str()),
+            find_empty(&mc(data, FormatPolicy::IfEmpty), &d)
+                .unwrap()
+                .map(|d| d.name.as_str()),
             Some("vda3")
         );
         // Non-zero bytes: never formatted.
         let used = MountSource::Partlabel("USED".into());
-        assert!(find_empty(&mc(used, FormatPolicy::IfEmpty), &d).is_none());
+        assert!(find_empty(&mc(used, FormatPolicy::IfEmpty), &d)
+            .unwrap()
+            .is_none());
         let cfg = MountSource::Label("CONFIG".into());
-        assert!(find_empty(&mc(cfg, FormatPolicy::IfEmpty), &d).is_none());
+        assert!(find_empty(&mc(cfg, FormatPolicy::IfEmpty), &d)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn chooses_what_to_mount_and_whether_to_format() {
         let d = devs();
-        let pick = |s, f| choose(&mc(s, f), &d).map(|(d, fmt)| (d.name.clone(), fmt));
+        let pick = |s, f| {
+            choose(&mc(s, f), &d)
+                .unwrap()
+                .map(|(d, fmt)| (d.name.clone(), fmt))
+        };
         // Found by partition name and empty: formatted only when allowed.
         let data = MountSource::Partlabel("DATA".into());
         assert_eq!(
@@ -568,6 +643,105 @@ mod tests {
         assert_eq!(
             pick(MountSource::Label("NONE".into()), FormatPolicy::IfEmpty),
             None
+        );
+    }
+
+    /// `devs()` with `extra` added (a second disk).
+    fn with(extra: Device) -> Vec<Device> {
+        let mut d = devs();
+        d.push(extra);
+        d
+    }
+
+    #[test]
+    fn two_devices_that_match_are_an_error_naming_both() {
+        let ext4 = |label: &str, uuid: &str| Signature::Ext4 {
+            label: label.into(),
+            uuid: uuid.into(),
+        };
+        fn both<T>(first: &str, second: &str) -> Result<T, Ambiguous> {
+            Err(Ambiguous {
+                first: first.into(),
+                second: second.into(),
+            })
+        }
+        // The same filesystem label on a second disk.
+        let d = with(Device {
+            name: "vdb1".into(),
+            partlabel: Some("OTHER".into()),
+            sig: ext4("CONFIG", "11111111-0405-0607-0809-0a0b0c0d0e0f"),
+        });
+        let m = mc(MountSource::Label("CONFIG".into()), FormatPolicy::Never);
+        assert_eq!(find(&m, &d), both("/dev/vda2", "/dev/vdb1"));
+        assert_eq!(
+            choose(&m, &d).map(|c| c.map(|(d, _)| d.name.clone())),
+            both("/dev/vda2", "/dev/vdb1")
+        );
+        // A FAT label matches case-insensitively: that is a match too.
+        let d = with(Device {
+            name: "vdb1".into(),
+            partlabel: None,
+            sig: Signature::Vfat {
+                label: "esp".into(),
+                uuid: "9999-0000".into(),
+            },
+        });
+        let m = mc(MountSource::Label("ESP".into()), FormatPolicy::Never);
+        assert_eq!(find(&m, &d), both("/dev/vda1", "/dev/vdb1"));
+        // The same partition name.
+        let d = with(Device {
+            name: "vdb2".into(),
+            partlabel: Some("CONFIG".into()),
+            sig: Signature::Unknown,
+        });
+        let m = mc(MountSource::Partlabel("CONFIG".into()), FormatPolicy::Never);
+        assert_eq!(find(&m, &d), both("/dev/vda2", "/dev/vdb2"));
+        // The same UUID (a cloned disk), in another case.
+        let d = with(Device {
+            name: "vdc".into(),
+            partlabel: None,
+            sig: ext4("X", "00010203-0405-0607-0809-0A0B0C0D0E0F"),
+        });
+        let m = mc(
+            MountSource::Uuid("00010203-0405-0607-0809-0a0b0c0d0e0f".into()),
+            FormatPolicy::Never,
+        );
+        assert_eq!(find(&m, &d), both("/dev/vda2", "/dev/vdc"));
+        // Two empty partitions of the name to format: neither is formatted.
+        let d = with(Device {
+            name: "vdb3".into(),
+            partlabel: Some("DATA".into()),
+            sig: Signature::Empty,
+        });
+        let m = mc(MountSource::Label("DATA".into()), FormatPolicy::IfEmpty);
+        assert_eq!(
+            choose(&m, &d).map(|c| c.map(|(d, _)| d.name.clone())),
+            both("/dev/vda3", "/dev/vdb3")
+        );
+        // One match elsewhere does not make a label ambiguous.
+        let d = with(Device {
+            name: "vdb1".into(),
+            partlabel: Some("CONFIG2".into()),
+            sig: ext4("CONFIG2", "22222222-0405-0607-0809-0a0b0c0d0e0f"),
+        });
+        let m = mc(MountSource::Label("CONFIG".into()), FormatPolicy::Never);
+        assert_eq!(find(&m, &d).unwrap().map(|d| d.name.as_str()), Some("vda2"));
+        // The error's text, as logged and shown on the status screen.
+        let e = DiskError::Ambiguous {
+            what: "mount LABEL=CONFIG on /data".into(),
+            matched: "LABEL=CONFIG".into(),
+            first: "/dev/vda2".into(),
+            second: "/dev/vdb1".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "mount LABEL=CONFIG on /data: /dev/vda2 and /dev/vdb1 both match LABEL=CONFIG; refusing to pick one (remove or relabel one of them)"
+        );
+        let m = mc(MountSource::Label("CONFIG".into()), FormatPolicy::Never);
+        let st = MountStatus::new(&m, &Err(e)).state;
+        assert!(
+            matches!(&st, MountState::Failed(t) if t.starts_with("/dev/vda2 and /dev/vdb1")),
+            "{st:?}"
         );
     }
 
@@ -611,6 +785,20 @@ mod tests {
         let (f, d) = parse_options("noatime,ro,data=journal,journal_checksum,sync");
         assert!(f.contains(MountFlags::NOATIME | MountFlags::RDONLY | MountFlags::SYNCHRONOUS));
         assert_eq!(d, "data=journal,journal_checksum");
-        assert_eq!(parse_options(""), (MountFlags::empty(), String::new()));
+        // nosuid and nodev unless asked otherwise.
+        let safe = MountFlags::NOSUID | MountFlags::NODEV;
+        assert_eq!(parse_options(""), (safe, String::new()));
+        assert!(f.contains(safe));
+        let (f, d) = parse_options("suid");
+        assert_eq!((f, d.as_str()), (MountFlags::NODEV, ""));
+        let (f, d) = parse_options("dev,noatime");
+        assert_eq!(
+            (f, d.as_str()),
+            (MountFlags::NOSUID | MountFlags::NOATIME, "")
+        );
+        assert_eq!(parse_options("suid,dev").0, MountFlags::empty());
+        // The last word wins, as in fstab.
+        assert_eq!(parse_options("suid,nosuid").0, safe);
+        assert_eq!(parse_options("noexec,exec").0, safe);
     }
 }

@@ -57,6 +57,10 @@ pub struct SystemConfig {
     /// What PID 1 does after catching a panic in one of its units of work.
     #[serde(default)]
     pub on_panic: PanicAction,
+    /// `test_hooks = true`: the init obeys its test hooks on the kernel
+    /// command line (`cairn.test_panic`) outside test mode too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test_hooks: bool,
     /// Services in manifest order.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,

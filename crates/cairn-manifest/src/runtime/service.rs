@@ -21,6 +21,11 @@ pub struct ServiceConfig {
     pub exec: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// `config_env`: the environment variables the secondary config (on
+    /// the CONFIG partition, which Secure Boot does not cover) may set for
+    /// this service; it may set no others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_env: Vec<String>,
     #[serde(default)]
     pub restart: RestartPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,6 +124,7 @@ impl ServiceConfig {
             name: name.into(),
             exec: exec.iter().map(|s| s.to_string()).collect(),
             env: BTreeMap::new(),
+            config_env: Vec::new(),
             restart: RestartPolicy::default(),
             on_exit: None,
             after: Vec::new(),
