@@ -315,11 +315,11 @@ fn mounts_by_uuid_and_partlabel() {
     std::fs::write(extra.join("hello.txt"), "hello from vfat\n").unwrap();
     std::fs::write(extra.join("sub/nested.txt"), "and from a subdirectory\n").unwrap();
     let text = std::fs::read_to_string(&manifest).unwrap();
-    let service_end = r#"echo \"boot $n: $GREETING\""]"#;
+    let service_end = r#"echo \"boot $n: $GREETING\"; /bin/busybox grep ' /data ' /proc/mounts"]"#;
     assert_eq!(text.matches(service_end).count(), 1, "{text}");
     let text = text.replace(
         service_end,
-        r#"echo \"boot $n: $GREETING\"; echo extra: $(cat /extra/hello.txt) $(cat /extra/sub/nested.txt); echo extra-mount: $(grep ' /extra ' /proc/mounts); /usr/bin/cairnctl status; /usr/bin/cairnctl status --json; echo STATUS-DONE"]"#,
+        r#"echo \"boot $n: $GREETING\"; /bin/busybox grep ' /data ' /proc/mounts; echo extra: $(cat /extra/hello.txt) $(cat /extra/sub/nested.txt); echo extra-mount: $(grep ' /extra ' /proc/mounts); /usr/bin/cairnctl status; /usr/bin/cairnctl status --json; echo STATUS-DONE"]"#,
     ) + r#"
 [[partition]]
 label = "EXTRA"
