@@ -70,6 +70,7 @@ path = "/bin/busybox"
 name = "writer"
 after = ["mounts"]
 env = { TAG = "primary" }
+config_env = ["TAG"]   # the secondary config may set it
 exec = ["/bin/busybox", "sh", "-c", """
 id=$(cat /proc/sys/kernel/random/boot_id)
 trap 'echo "last words $id" >> /data/last; echo "wrote last words $id"; exit 0' TERM
