@@ -6,6 +6,7 @@ pub mod disk;
 pub mod inspect;
 pub mod kernel_build;
 pub mod keys;
+pub mod new;
 pub mod password;
 pub mod report;
 pub mod run;

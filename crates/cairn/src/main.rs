@@ -111,6 +111,15 @@ enum KeysCmd {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start an appliance: write DIR/cairn.toml (commented, builds and
+    /// boots as it is) from a template. Refuses to overwrite a manifest.
+    New {
+        /// The directory (created if missing); its name names the appliance.
+        dir: PathBuf,
+        /// hello | net | web | disk
+        #[arg(long, short, default_value = "hello", value_parser = template_names())]
+        template: String,
+    },
     /// Build NAME.vmlinuz, NAME.initrd and NAME.efi from a manifest.
     Build(BuildArgs),
     /// Build, then boot in QEMU with the serial console here.
@@ -168,6 +177,14 @@ enum KernelCmd {
         /// The manifest (cairn.toml).
         manifest: PathBuf,
     },
+}
+
+fn template_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        cairn::new::TEMPLATES
+            .iter()
+            .map(|t| clap::builder::PossibleValue::new(t.name).help(t.about)),
+    )
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
@@ -262,6 +279,9 @@ fn main() -> ExitCode {
             cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
             Ok(())
         })(),
+        Cmd::New { dir, template } => cairn::new::new(&dir, &template)
+            .map(|c| print!("{c}"))
+            .map_err(anyhow::Error::from),
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),
