@@ -126,6 +126,10 @@ pub struct KernelSpec {
     /// Only their spelling is checked here; the builder checks that the
     /// kernel has them and adds their dependencies.
     pub modules: Vec<Located<String>>,
+    /// `implied_modules` (default `true`): also load the modules what the
+    /// manifest uses implies, when the kernel has them as modules (see
+    /// [`crate::implied`]).
+    pub implied_modules: bool,
 }
 
 /// Where the kernel comes from.
@@ -505,6 +509,7 @@ impl Builder<'_> {
             source,
             cmdline,
             modules: k.modules.into_iter().map(located).collect(),
+            implied_modules: k.implied_modules.unwrap_or(true),
         })
     }
 
