@@ -154,6 +154,14 @@ enum Cmd {
     /// Secure Boot keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Print the manifest's JSON Schema (for editors: a `#:schema FILE`
+    /// first line in cairn.toml points taplo / Even Better TOML at it).
+    Schema {
+        /// The secondary config's schema instead (cairn.toml on the
+        /// [config] mount).
+        #[arg(long)]
+        config: bool,
+    },
     /// Hash a password for `[shell] password_hash` (argon2id): asks on a
     /// terminal, else reads the first line of standard input.
     HashPassword,
@@ -282,6 +290,17 @@ fn main() -> ExitCode {
         Cmd::New { dir, template } => cairn::new::new(&dir, &template)
             .map(|c| print!("{c}"))
             .map_err(anyhow::Error::from),
+        Cmd::Schema { config } => {
+            print!(
+                "{}",
+                if config {
+                    cairn::new::CONFIG_SCHEMA
+                } else {
+                    cairn::new::SCHEMA
+                }
+            );
+            Ok(())
+        }
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),

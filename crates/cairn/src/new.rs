@@ -54,6 +54,15 @@ pub const TEMPLATES: &[Template] = &[
 /// The manifest's file name in the new directory.
 pub const MANIFEST: &str = "cairn.toml";
 
+/// The manifest's JSON Schema (`schema/cairn.schema.json`), written beside
+/// a new manifest under this name and named by its first line, so editors
+/// with a TOML language server (taplo, Even Better TOML) complete and
+/// check its keys.
+pub const SCHEMA_FILE: &str = "cairn.schema.json";
+pub const SCHEMA: &str = include_str!("../../../schema/cairn.schema.json");
+/// The secondary config's JSON Schema (`schema/cairn-config.schema.json`).
+pub const CONFIG_SCHEMA: &str = include_str!("../../../schema/cairn-config.schema.json");
+
 #[derive(Debug, thiserror::Error)]
 pub enum NewError {
     #[error("unknown template `{0}`; there are: {1}")]
@@ -170,10 +179,12 @@ pub fn new(dir: &Path, template_name: &str) -> Result<Created, NewError> {
     let name = appliance_name(dir, t.name);
     let fill = |s: &str| s.replace("@NAME@", &name);
     // The manifest first, with create_new: if it appeared meanwhile, stop.
-    write_new(&manifest, &fill(t.manifest))?;
+    let text = format!("#:schema ./{SCHEMA_FILE}\n{}", fill(t.manifest));
+    write_new(&manifest, &text)?;
     let mut written = vec![manifest.clone()];
     let mut kept = Vec::new();
-    for (rel, text) in t.files {
+    let schema = [(SCHEMA_FILE, SCHEMA)];
+    for (rel, text) in t.files.iter().chain(&schema) {
         let p = dir.join(rel);
         if p.exists() {
             kept.push(p);
@@ -251,7 +262,9 @@ mod tests {
             assert_eq!(m.name, c.name);
             let text = std::fs::read_to_string(&c.manifest).unwrap();
             assert!(!text.contains("@NAME@"), "{text}");
-            assert!(text.starts_with('#'), "{text}");
+            assert!(text.starts_with("#:schema ./cairn.schema.json\n"), "{text}");
+            let schema = std::fs::read_to_string(d.join(SCHEMA_FILE)).unwrap();
+            assert_eq!(schema, SCHEMA);
             assert!(text.contains("What to change next"), "{}", t.name);
             for f in &m.files {
                 assert!(f.src.value.exists(), "{}: {:?}", t.name, f.src.value);
