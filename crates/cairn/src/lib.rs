@@ -2,6 +2,7 @@
 //! arguments and calls into here.
 
 pub mod build;
+pub mod diff;
 pub mod disk;
 pub mod inspect;
 pub mod kernel_build;

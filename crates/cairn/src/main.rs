@@ -151,6 +151,10 @@ enum Cmd {
         #[arg(long)]
         cert: Option<PathBuf>,
     },
+    /// What changed between two images (.efi or .initrd): kernel, command
+    /// line, files (sizes, SHA-256), services, network, signature. Exit
+    /// status: 0 no differences, 1 differences, 2 trouble.
+    Diff { old: PathBuf, new: PathBuf },
     /// Secure Boot keys.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -300,6 +304,18 @@ fn main() -> ExitCode {
                 }
             );
             Ok(())
+        }
+        Cmd::Diff { old, new } => {
+            return match cairn::diff::diff_files(&old, &new) {
+                Ok(d) => {
+                    print!("{}", d.text);
+                    ExitCode::from(u8::from(d.changed))
+                }
+                Err(e) => {
+                    eprintln!("cairn: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
