@@ -203,14 +203,40 @@ fn object_changes(old: &Value, new: &Value) -> Vec<String> {
     let unset = Value::String("(unset)".into());
     keys.into_iter()
         .filter(|k| o.get(*k) != n.get(*k))
-        .map(|k| {
-            format!(
+        .map(|k| match (o.get(k), n.get(k)) {
+            // Long lists (modules): what came and went; short ones
+            // (a command line) whole.
+            (Some(Value::Array(a)), Some(Value::Array(b))) if a.len().max(b.len()) > 4 => {
+                format!("{k}: {}", list_changes(a, b))
+            }
+            (a, b) => format!(
                 "{k}: {} -> {}",
-                compact(o.get(k).unwrap_or(&unset)),
-                compact(n.get(k).unwrap_or(&unset))
-            )
+                compact(a.unwrap_or(&unset)),
+                compact(b.unwrap_or(&unset))
+            ),
         })
         .collect()
+}
+
+/// Two lists: the items added and removed, or `reordered`.
+fn list_changes(a: &[Value], b: &[Value]) -> String {
+    let removed: Vec<String> = a.iter().filter(|x| !b.contains(x)).map(compact).collect();
+    let added: Vec<String> = b.iter().filter(|x| !a.contains(x)).map(compact).collect();
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("+ {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("- {}", removed.join(", ")));
+    }
+    if parts.is_empty() {
+        parts.push(format!(
+            "reordered: {} -> {}",
+            compact(&Value::from(a.to_vec())),
+            compact(&Value::from(b.to_vec()))
+        ));
+    }
+    parts.join("; ")
 }
 
 /// Services by name from system.json.
@@ -378,9 +404,11 @@ pub fn diff(old: &Image, new: &Image) -> Diff {
     // Network and the rest of system.json.
     let null = Value::Null;
     let get = |i: &Image, k: &str| i.system.as_ref().and_then(|s| s.get(k)).cloned();
+    // No `net` in system.json means the defaults.
+    let default_net = serde_json::to_value(cairn_manifest::NetConfig::default()).unwrap_or(null);
     let (on, nn) = (
-        get(old, "net").unwrap_or(null.clone()),
-        get(new, "net").unwrap_or(null.clone()),
+        get(old, "net").unwrap_or(default_net.clone()),
+        get(new, "net").unwrap_or(default_net),
     );
     if on != nn {
         changed = true;
@@ -498,6 +526,7 @@ mod tests {
         );
         assert!(t.contains("network: changed"), "{t}");
         assert!(t.contains("  ntp: \"(unset)\" -> [\"192.0.2.1\"]"), "{t}");
+        assert!(t.contains("  ~ /bin/a") && !t.contains("exec: "), "{t}");
         assert!(t.contains("  online_timeout: 30 -> 10"), "{t}");
         assert!(t.contains("signature: (not a UKI)"), "{t}");
         // An image against itself: nothing.
