@@ -158,6 +158,19 @@ enum Cmd {
     /// Secure Boot keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `cairn completions bash >
+    /// ~/.local/share/bash-completion/completions/cairn`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page cairn(1), or with --dir write it and one page
+    /// per command (cairn-build.1, ...) into DIR.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Print the manifest's JSON Schema (for editors: a `#:schema FILE`
     /// first line in cairn.toml points taplo / Even Better TOML at it).
     Schema {
@@ -265,6 +278,33 @@ fn kernel_build(manifest: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cairn man`: cairn(1) on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut pages = vec![("cairn".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        // `cairn build` is shown as cairn-build, as git's pages are.
+        let full = sub.clone().bin_name(format!("cairn {}", sub.get_name()));
+        pages.push((format!("cairn-{}", sub.get_name()), full));
+    }
+    for (name, c) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .title(name.clone())
+            .render(&mut out)?;
+        let p = dir.join(format!("{name}.1"));
+        std::fs::write(&p, out)?;
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -317,6 +357,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { dir } => man(dir.as_deref()),
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),
