@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cairn_e2e::{cairn, root, run_with_timeout, Outcome};
+use cairn_e2e::{build, cairn, example_with, root, run_with_timeout, Outcome};
 
 fn run(args: &[&str]) -> Outcome {
     let mut c = cairn();
@@ -62,4 +62,26 @@ fn schema_is_the_one_in_the_repository() {
     let o = run(&["schema", "--config"]);
     let file = std::fs::read_to_string(root().join("schema/cairn-config.schema.json")).unwrap();
     assert_eq!(o.stdout, file);
+}
+
+/// Not on a terminal, progress is plain lines: no control codes on
+/// stderr, and the slow step (compressing new contents) says how long it
+/// took.
+#[test]
+fn progress_is_plain_lines_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // Contents no build has compressed before: the step is not cached.
+    let nonce = format!("[[file]]\nsrc = \"nonce\"\ndst = \"/etc/nonce\"\n");
+    std::fs::write(
+        dir.path().join("nonce"),
+        format!("{:?}", std::time::SystemTime::now()),
+    )
+    .unwrap();
+    let m = example_with("hello", dir.path(), &nonce);
+    let o = build(&m, &dir.path().join("out"));
+    o.assert_ok();
+    assert!(!o.stderr.contains('\x1b'), "{:?}", o.stderr);
+    for l in o.stderr.lines() {
+        assert!(l.starts_with("cairn: ") && l.contains(" took "), "{l}");
+    }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use cairn_image::{compress, cpio, elfdeps, kernel, kmod, output, uki};
 use cairn_manifest::{Diagnostic, KernelSource, Manifest, SYSTEM_CONFIG_PATH};
 
+use crate::progress::Step;
 use crate::report::{BuildReport, ReportLine};
 
 /// Where the init binary lives inside the image; the kernel runs `/init`.
@@ -173,7 +174,11 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     // Kernel.
     let kern = match &m.kernel.source.value {
         KernelSource::Package(pkg) => {
-            kernel::resolve_package_recent(pkg, &opts.cache_dir, opts.refresh)
+            // A download (first use, or a new version) takes a while.
+            let step = Step::start(format!("kernel package {pkg}"));
+            let k = kernel::resolve_package_recent(pkg, &opts.cache_dir, opts.refresh);
+            step.done();
+            k
         }
         KernelSource::Path { image, modules_dir } => {
             kernel::resolve_path(image, modules_dir.as_deref())
@@ -373,7 +378,13 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     }
 
     let cpio_bytes = archive.to_bytes(opts.mtime);
+    let step = Step::start(format!(
+        "compressing the initramfs ({}, {})",
+        crate::report::human(cpio_bytes.len() as u64),
+        format!("{:?}", m.compression).to_lowercase()
+    ));
     let initrd = compress::compress_cached(&cpio_bytes, m.compression, &opts.cache_dir)?;
+    step.done();
 
     let stub = read(&opts.stub)?;
     let efi = uki::build(
@@ -397,8 +408,12 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
         outputs.push((p, bytes.len() as u64));
     }
-    if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
-        outputs.push(img);
+    if m.disk.is_some() {
+        let step = Step::start(format!("disk image {}.img", m.name));
+        if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
+            outputs.push(img);
+        }
+        step.done();
     }
     if opts.sbom {
         let dpkg = crate::sbom::Dpkg::load(&opts.host_root);

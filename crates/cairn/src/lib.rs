@@ -9,6 +9,7 @@ pub mod kernel_build;
 pub mod keys;
 pub mod new;
 pub mod password;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod sbom;
