@@ -71,13 +71,13 @@ fn schema_is_the_one_in_the_repository() {
 fn progress_is_plain_lines_off_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     // Contents no build has compressed before: the step is not cached.
-    let nonce = format!("[[file]]\nsrc = \"nonce\"\ndst = \"/etc/nonce\"\n");
+    let nonce = "[[file]]\nsrc = \"nonce\"\ndst = \"/etc/nonce\"\n";
     std::fs::write(
         dir.path().join("nonce"),
         format!("{:?}", std::time::SystemTime::now()),
     )
     .unwrap();
-    let m = example_with("hello", dir.path(), &nonce);
+    let m = example_with("hello", dir.path(), nonce);
     let o = build(&m, &dir.path().join("out"));
     o.assert_ok();
     assert!(!o.stderr.contains('\x1b'), "{:?}", o.stderr);
