@@ -84,3 +84,47 @@ fn net_template_boots_and_gets_a_lease() {
         "cairn: powering off",
     ]);
 }
+
+/// The web template, booted the way `cairn new` says (port 80 forwarded,
+/// here from a free port rather than 8080), serves its page.
+#[test]
+fn web_template_serves_its_page() {
+    use cairn_e2e::net::{free_port, http_get, Guest};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("site");
+    let o = new(&dir, "web");
+    o.assert_ok();
+    // The printed command forwards port 8080; use a free one instead.
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("hostfwd=tcp:127.0.0.1:8080-:80"))
+        .unwrap_or_else(|| panic!("no forwarding command:\n{}", o.stdout));
+    let extra: Vec<String> = line
+        .split_once(" -- ")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let port = free_port();
+    let extra: Vec<String> = extra
+        .into_iter()
+        .map(|a| a.replace(":8080-", &format!(":{port}-")))
+        .collect();
+    let manifest = dir.join("cairn.toml");
+    let out = dir.join("out");
+    let g = Guest::start(
+        &[],
+        manifest.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &extra,
+    );
+    g.wait("service httpd started", 240);
+    let body = http_get(port, 60);
+    assert!(
+        body.contains("Hello from site, a cairn appliance."),
+        "{body:?}\n{}",
+        g.text()
+    );
+}

@@ -10,6 +10,7 @@
 //! # or: source = "/usr/src/linux-source-6.1.tar.xz", config = ["tiny.config"], base = "tinyconfig"
 //! cmdline = "console=ttyS0"
 //! modules = ["virtio_net"]
+//! implied_modules = true         # default: add the modules the manifest implies (crate::implied)
 //!
 //! [initramfs]
 //! compression = "zstd"           # zstd | gzip | xz | none
