@@ -121,3 +121,38 @@ fn diff_of_two_builds() {
     let o = diff(&new_efi, &d.join("missing.efi"));
     assert_eq!(o.code, Some(2), "{}\n{}", o.stdout, o.stderr);
 }
+
+/// Two disk images (raw GPT): their partitions, and the UKIs in their
+/// ESPs compared as UKIs.
+#[test]
+fn diff_of_two_disk_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, size, greeting) in [("old", "32M", "boot"), ("new", "48M", "start")] {
+        let mut c = cairn();
+        c.arg("new").arg(d.join(name)).args(["--template", "disk"]);
+        run_with_timeout(c, Duration::from_secs(30)).assert_ok();
+        let m = d.join(name).join("cairn.toml");
+        let text = std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("size = \"32M\"", &format!("size = \"{size}\""))
+            .replace("name = \"new\"", "name = \"old\"")
+            .replace("echo \\\"boot $n", &format!("echo \\\"{greeting} $n"));
+        std::fs::write(&m, text).unwrap();
+        build(&m, &d.join(name).join("out")).assert_ok();
+    }
+    let (old, new) = (d.join("old/out/old.img"), d.join("new/out/old.img"));
+    let o = diff(&old, &new);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
+    o.assert_stdout_has("(disk image, its UKI)");
+    o.assert_stdout_has(
+        "partitions: changed\n  - ESP (64.00 MiB at 1.00 MiB), DATA (32.00 MiB at 65.00 MiB)\n  + ESP (64.00 MiB at 1.00 MiB), DATA (48.00 MiB at 65.00 MiB)\n",
+    );
+    o.assert_stdout_has("services: 1 -> 1\n  ~ count\n      exec: ");
+    o.assert_stdout_has("signature: unsigned");
+    let o = diff(&old, &old);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    o.assert_stdout_has(
+        "partitions: ESP (64.00 MiB at 1.00 MiB), DATA (32.00 MiB at 65.00 MiB) (unchanged)",
+    );
+}

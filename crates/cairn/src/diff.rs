@@ -1,9 +1,9 @@
-//! `cairn diff OLD NEW`: what changed between two images (UKIs or
-//! initramfs files, in any mix), the audit step before an update goes
-//! out: kernel version, command line, every file added, removed or
-//! changed (sizes and SHA-256), services, network and the rest of the
-//! runtime config (`/etc/cairn/system.json`), and the Secure Boot
-//! signature.
+//! `cairn diff OLD NEW`: what changed between two images (UKIs,
+//! initramfs files or raw GPT disk images, in any mix), the audit step
+//! before an update goes out: a disk's partitions, kernel version,
+//! command line, every file added, removed or changed (sizes and
+//! SHA-256), services, network and the rest of the runtime config
+//! (`/etc/cairn/system.json`), and the Secure Boot signature.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +45,8 @@ pub struct Image {
     system: Option<Value>,
     /// One line per signature: signer and whether its digest matches.
     signatures: Option<Vec<String>>,
+    /// A disk image's partitions (GPT name, size, offset).
+    partitions: Option<Vec<String>>,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -65,17 +67,56 @@ pub fn bzimage_version(k: &[u8]) -> Option<String> {
 
 /// Reads `path`: a UKI (PE) or a (compressed) initramfs.
 pub fn load(path: &Path) -> Result<Image, InspectError> {
-    let bytes = std::fs::read(path).map_err(|source| InspectError::Read {
+    let read_err = |source| InspectError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
     let mut img = Image {
         path: path.to_path_buf(),
         ..Image::default()
     };
+    // A GPT disk image ("EFI PART" in its second sector): its partitions,
+    // and the UKI in its ESP, compared as a UKI.
+    let mut head = [0u8; 520];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(read_err)?;
+    let bytes = if n == head.len() && &head[512..520] == b"EFI PART" {
+        let (parts, uki) =
+            cairn_image::disk::read_image(path).map_err(|source| InspectError::Disk {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        img.partitions = Some(
+            parts
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} ({} at {})",
+                        if p.label.is_empty() {
+                            "(no name)"
+                        } else {
+                            &p.label
+                        },
+                        human(p.len),
+                        human(p.offset)
+                    )
+                })
+                .collect(),
+        );
+        uki.ok_or_else(|| InspectError::NoUki {
+            path: path.to_path_buf(),
+        })?
+    } else {
+        std::fs::read(path).map_err(read_err)?
+    };
     let initrd: Vec<u8>;
     if bytes.starts_with(b"MZ") {
-        img.kind = "UKI";
+        img.kind = if img.partitions.is_some() {
+            "disk image, its UKI"
+        } else {
+            "UKI"
+        };
         pe::parse(&bytes).map_err(|source| InspectError::Pe {
             path: path.to_path_buf(),
             source,
@@ -272,6 +313,23 @@ pub fn diff(old: &Image, new: &Image) -> Diff {
     let mut changed = false;
     let _ = writeln!(out, "--- {} ({})", old.path.display(), old.kind);
     let _ = writeln!(out, "+++ {} ({})", new.path.display(), new.kind);
+
+    // Partitions (disk images).
+    if old.partitions.is_some() || new.partitions.is_some() {
+        let list = |i: &Image| {
+            i.partitions
+                .as_ref()
+                .map_or_else(|| "(not a disk image)".to_string(), |p| p.join(", "))
+        };
+        if old.partitions != new.partitions {
+            changed = true;
+            let _ = writeln!(out, "partitions: changed");
+            let _ = writeln!(out, "  - {}", list(old));
+            let _ = writeln!(out, "  + {}", list(new));
+        } else {
+            let _ = writeln!(out, "partitions: {} (unchanged)", list(new));
+        }
+    }
 
     // Kernel.
     let kv = |i: &Image| opt(&i.kernel_version);

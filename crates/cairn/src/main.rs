@@ -151,9 +151,10 @@ enum Cmd {
         #[arg(long)]
         cert: Option<PathBuf>,
     },
-    /// What changed between two images (.efi or .initrd): kernel, command
-    /// line, files (sizes, SHA-256), services, network, signature. Exit
-    /// status: 0 no differences, 1 differences, 2 trouble.
+    /// What changed between two images (.efi, .initrd or raw .img):
+    /// partitions, kernel, command line, files (sizes, SHA-256), services,
+    /// network, signature. Exit status: 0 no differences, 1 differences,
+    /// 2 trouble.
     Diff { old: PathBuf, new: PathBuf },
     /// Secure Boot keys.
     #[command(subcommand)]
