@@ -1,7 +1,8 @@
 //! The gallery: appliances people deploy, booted as they are.
 //! `examples/dns`: dnsmasq from Debian as a DNS server and forwarder on
 //! QEMU's user network, queried from the host through a forwarded UDP
-//! port.
+//! port; `examples/ntp`: chronyd from Debian as an NTP server, asked for
+//! the time the same way.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -46,37 +47,69 @@ fn a_records(r: &[u8], qlen: usize) -> Vec<[u8; 4]> {
 
 #[test]
 fn dns_forwarder_answers_through_a_forwarded_port() {
-    let port = free_port();
-    let out = scratch("gallery-dns");
-    let g = Guest::start(
-        &[],
-        example("dns").to_str().unwrap(),
-        out.to_str().unwrap(),
-        &[
-            "-netdev".into(),
-            format!("user,id=n0,ipv6=off,hostfwd=udp:127.0.0.1:{port}-:53"),
-            "-device".into(),
-            "virtio-net-pci,netdev=n0".into(),
-        ],
-    );
+    let (g, port) = boot_with_udp_port("dns", 53);
     // dnsmasq took the DHCP server's resolver as its upstream.
     g.wait("using nameserver 10.0.2.3#53", 240);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let q = query(0x4242, "appliance.test");
-    let end = Instant::now() + Duration::from_secs(60);
-    let answer = loop {
-        sock.send_to(&q, ("127.0.0.1", port)).unwrap();
-        let mut buf = [0u8; 512];
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            break buf[..n].to_vec();
-        }
-        assert!(Instant::now() < end, "no DNS answer:\n{}", g.text());
-    };
+    let answer = ask(&g, port, &q);
     assert_eq!(&answer[..2], &[0x42, 0x42], "{answer:?}");
     assert_eq!(answer[3] & 0x0f, 0, "rcode: {answer:?}");
     assert_eq!(a_records(&answer, q.len()), vec![[192, 0, 2, 7]]);
     g.wait("query[A] appliance.test from", 30);
+}
+
+/// Boots example `name` on QEMU's user network with host UDP port ->
+/// guest port `guest_port`; returns the guest and the host port.
+fn boot_with_udp_port(name: &str, guest_port: u16) -> (Guest, u16) {
+    let port = free_port();
+    let out = scratch(&format!("gallery-{name}"));
+    let g = Guest::start(
+        &[],
+        example(name).to_str().unwrap(),
+        out.to_str().unwrap(),
+        &[
+            "-netdev".into(),
+            format!("user,id=n0,ipv6=off,hostfwd=udp:127.0.0.1:{port}-:{guest_port}"),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0".into(),
+        ],
+    );
+    (g, port)
+}
+
+/// Sends `request` to the forwarded port until an answer comes (the guest
+/// may still be starting its server).
+fn ask(g: &Guest, port: u16, request: &[u8]) -> Vec<u8> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        sock.send_to(request, ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 512];
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            return buf[..n].to_vec();
+        }
+        assert!(Instant::now() < end, "no answer:\n{}", g.text());
+    }
+}
+
+#[test]
+fn ntp_server_answers_through_a_forwarded_port() {
+    let (g, port) = boot_with_udp_port("ntp", 123);
+    g.wait("service chronyd started", 240);
+    // An SNTP client request (RFC 4330): LI 0, version 4, mode 3 (client),
+    // with a transmit timestamp the server echoes as the originate one.
+    let mut req = [0u8; 48];
+    req[0] = 0x23;
+    req[40..48].copy_from_slice(&[0xe9, 1, 2, 3, 4, 5, 6, 7]);
+    let r = ask(&g, port, &req);
+    assert_eq!(r.len(), 48, "{r:?}");
+    assert_eq!(r[0] & 0x07, 4, "not a server reply: {r:?}");
+    assert_eq!(r[1], 10, "stratum (local stratum 10): {r:?}\n{}", g.text());
+    assert_eq!(&r[24..32], &req[40..48], "originate timestamp: {r:?}");
+    // The transmit timestamp is a time after 2020 (NTP era 0 seconds).
+    let secs = u32::from_be_bytes([r[40], r[41], r[42], r[43]]);
+    assert!(secs > 3_786_825_600, "transmit time {secs}:\n{}", g.text());
 }
 
 #[test]
