@@ -52,6 +52,7 @@ pub mod shutdown;
 pub mod signals;
 pub mod supervise;
 pub mod targets;
+pub mod tsc;
 
 use std::ffi::OsStr;
 use std::path::Path;
