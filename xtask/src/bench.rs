@@ -758,12 +758,26 @@ pub fn report(
     // `--only` or `--compare` run) has none.
     if variants[base].label == BASELINE_LABEL {
         s.push_str(&budgets(variants, results, base));
+        s.push_str(CLOCK_NOTE);
     }
     if !assembly.is_empty() {
         s.push_str(&assembly_report(assembly));
     }
     s
 }
+
+/// Why the budgets use `sleep=on` (README, "Measured numbers", says more).
+pub const CLOCK_NOTE: &str = "
+Why `sleep=on` for the budgets: the two icount tables agree on everything but the DHCP \
+exchange, a wait for a packet from dnsmasq on the host. With `sleep=off` an idle guest's \
+clock leaps to its next timer, so the wait costs whatever timer the client happened to \
+arm (udhcpc's poll timeout: hundreds of ms up to many seconds, see its spread row), not \
+network or CPU time. With `sleep=on` the wait is dnsmasq's real reply time, the only \
+host-dependent part of these figures (small; the spread rows show it), and everything \
+else is still counted in instructions. Under the Debian kernel (SMP) the kernel log's \
+zero is aligned to CLOCK_MONOTONIC rather than to the TSC's start, so compare its \
+kernel phase by the power-on row.
+";
 
 /// The label of the variant on Firecracker's guest kernel configuration.
 pub const FIRECRACKER_LABEL: &str = "cairn (Firecracker's kernel config)";
@@ -908,7 +922,7 @@ pub fn timeline_svg(variants: &[Variant], measured: &[Measured]) -> String {
         ("lease to ready", "#10b981"),
     ];
     for (i, (name, c)) in colors.iter().enumerate() {
-        let x = 10.0 + i as f64 * 200.0;
+        let x = 10.0 + i as f64 * 230.0;
         let _ = write!(s, "<rect x='{x}' y='38' width='14' height='14' fill='{c}'/><text x='{}' y='50'>{name}</text>", x + 20.0);
     }
     for (i, v) in variants.iter().enumerate() {

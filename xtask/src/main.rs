@@ -673,7 +673,8 @@ fn initcalls_cmd(args: &[String]) -> Result<()> {
         &std::fs::read_to_string(&map_path)
             .with_context(|| format!("{} (give one with --system-map)", map_path.display()))?,
     );
-    tiny.cmdline.push_str(" initcall_debug loglevel=8");
+    // nokaslr: the printed addresses are then the System.map's.
+    tiny.cmdline.push_str(" initcall_debug loglevel=8 nokaslr");
     tiny.marks.done = "cairn: ready";
     let lab = bench::Lab::start()?;
     let (done, console) = lab.boot_with(
