@@ -134,14 +134,7 @@ fn pip_deps() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {VIRT_FIRMWARE} (pip --user)");
-    run(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--user",
-        "--quiet",
-        VIRT_FIRMWARE,
-    ]))
+    run(Command::new("python3").args(["-m", "pip", "install", "--user", "--quiet", VIRT_FIRMWARE]))
 }
 
 /// The pinned PyPI requirement for `virt-fw-vars`.

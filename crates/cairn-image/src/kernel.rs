@@ -1029,7 +1029,8 @@ mod tests {
         assert!(resolve_package_cached("linux-image-x", cache.path())
             .unwrap()
             .is_some());
-        let tampers: Vec<Box<dyn Fn(&Path)>> = vec![
+        type Tamper = Box<dyn Fn(&Path)>;
+        let tampers: Vec<Tamper> = vec![
             Box::new(|d| fs::write(d.join("boot/vmlinuz-9.9.9-x"), b"evil").unwrap()),
             Box::new(|d| fs::write(d.join("lib/modules/9.9.9-x/kernel/x.ko"), b"m").unwrap()),
             Box::new(|d| {
