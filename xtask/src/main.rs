@@ -235,11 +235,12 @@ fn deny() -> Result<()> {
         .open(&fetch_head)?
         .set_modified(date)?;
     run(Command::new(env!("CARGO")).current_dir(root()).args([
+        // --offline: the advisory database is opened, never fetched, and
+        // its age checked against deny.toml's maximum-db-staleness.
         "deny",
         "--offline",
         "--locked",
         "check",
-        "--disable-fetch",
     ]))
 }
 
