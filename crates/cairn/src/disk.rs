@@ -92,9 +92,27 @@ pub fn write(
             }
         }
     }
+    let written = add_output(out, &file_name, |tmp| {
+        disk::write_image(tmp, &m.name, spec, efi, mtime, spec.format)
+    })?;
+    Ok(Some((written.0, written.1.unwrap_or(spec.size))))
+}
+
+/// Adds `file_name` to `out`, written by `write` into a temp path; keeps
+/// `write`'s own error (not only its text). Returns the final path and the
+/// size written, when known.
+fn add_output<E>(
+    out: &mut output::OutputSet,
+    file_name: &str,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(PathBuf, Option<u64>), DiskError>
+where
+    E: std::fmt::Display,
+    DiskError: From<E>,
+{
     let mut err = None;
-    let path = out.add_with(&file_name, |tmp: &Path| {
-        disk::write_image(tmp, &m.name, spec, efi, mtime, spec.format).map_err(|e| {
+    let path = out.add_with(file_name, |tmp: &Path| {
+        write(tmp).map_err(|e| {
             let msg = e.to_string();
             err = Some(e);
             std::io::Error::other(msg)
@@ -109,8 +127,8 @@ pub fn write(
             .join(format!(".{file_name}.tmp-{}", std::process::id())),
     )
     .map(|md| md.len())
-    .unwrap_or(spec.size);
-    Ok(Some((path, size)))
+    .ok();
+    Ok((path, size))
 }
 
 /// Writes `NAME.iso` into `out` when the manifest has an `[iso]`; returns
@@ -139,23 +157,6 @@ pub fn write_iso(
         bios,
         mtime,
     };
-    let mut err = None;
-    let path = out.add_with(&file_name, |tmp: &Path| {
-        iso::write_iso(tmp, &inputs).map_err(|e| {
-            let msg = e.to_string();
-            err = Some(e);
-            std::io::Error::other(msg)
-        })
-    });
-    if let Some(e) = err {
-        return Err(e.into());
-    }
-    let path = path?;
-    let size = std::fs::metadata(
-        out.dir()
-            .join(format!(".{file_name}.tmp-{}", std::process::id())),
-    )
-    .map(|md| md.len())
-    .unwrap_or(0);
-    Ok(Some((path, size)))
+    let (path, size) = add_output(out, &file_name, |tmp| iso::write_iso(tmp, &inputs))?;
+    Ok(Some((path, size.unwrap_or(0))))
 }
