@@ -497,3 +497,27 @@ pub fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+/// Debian's snakeoil Secure Boot key (passphrase `snakeoil`) and its cert.
+pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+pub const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+
+/// The snakeoil key without its passphrase, in `dir` (sbsign cannot
+/// prompt).
+pub fn snakeoil_key(dir: &Path) -> PathBuf {
+    let key = dir.join("snakeoil.key");
+    let st = Command::new("openssl")
+        .args([
+            "rsa",
+            "-passin",
+            "pass:snakeoil",
+            "-in",
+            SNAKEOIL_KEY,
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .expect("openssl runs");
+    assert!(st.success(), "openssl could not read {SNAKEOIL_KEY}");
+    key
+}

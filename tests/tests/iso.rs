@@ -15,15 +15,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use cairn_e2e::img::check;
-use cairn_e2e::{boot, boot_until, build, cairn, copy_example, example, run_with_timeout};
+use cairn_e2e::{
+    boot, boot_until, build, cairn, copy_example, example, run_with_timeout, snakeoil_key,
+    SNAKEOIL_PEM,
+};
 
 const READY: &str = "cairn: ready";
 const LEASE: &str = "DHCPv4 lease obtained";
 /// What OVMF prints when it refuses an image, and once it has given up.
 const DENIED: &str = "Access Denied";
 const GAVE_UP: &str = "No bootable option or device was found";
-const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
-const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Firmware {
@@ -46,25 +47,6 @@ fn build_with(manifest: &Path, out: &Path, args: &[&str]) {
     let mut c = cairn();
     c.arg("build").arg(manifest).arg("-o").arg(out).args(args);
     run_with_timeout(c, Duration::from_secs(300)).assert_ok();
-}
-
-/// The snakeoil key without its passphrase (sbsign cannot prompt).
-fn snakeoil_key(dir: &Path) -> PathBuf {
-    let key = dir.join("snakeoil.key");
-    let st = Command::new("openssl")
-        .args([
-            "rsa",
-            "-passin",
-            "pass:snakeoil",
-            "-in",
-            SNAKEOIL_KEY,
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    key
 }
 
 /// `cairn boot IMAGE --as MEDIA` under `fw` until ready (or refused);

@@ -7,35 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_e2e::{boot, boot_until, build, cairn, example, example_with, run_with_timeout};
+use cairn_e2e::{
+    boot, boot_until, build, cairn, example, example_with, run_with_timeout, snakeoil_key,
+    SNAKEOIL_KEY, SNAKEOIL_PEM,
+};
 
-const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
-const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 const READY: &str = "cairn: ready";
 /// What OVMF prints when it refuses an image, and once it has given up.
 const DENIED: &str = "Access Denied";
 const GAVE_UP: &str = "No bootable option or device was found";
-
-/// The snakeoil key without its passphrase (sbsign cannot prompt).
-fn snakeoil_key(dir: &Path) -> PathBuf {
-    let key = dir.join("snakeoil.key");
-    let st = Command::new("openssl")
-        .args([
-            "rsa",
-            "-passin",
-            "pass:snakeoil",
-            "-in",
-            SNAKEOIL_KEY,
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    key
-}
 
 /// `cairn boot EFI --secure-boot [--vars V]` until ready or refused.
 fn sb_boot(efi: &Path, vars: Option<&Path>) -> String {
