@@ -279,7 +279,7 @@ on_exit = "poweroff"
     let modules: Vec<&str> = o
         .stderr
         .lines()
-        .filter_map(|l| l.split_once("  module ").map(|(_, m)| m.trim()))
+        .filter_map(|l| l.split_once("  module ")?.1.split_whitespace().next())
         .collect();
     assert!(
         modules.contains(&"virtio_net") && modules.contains(&"net_failover"),

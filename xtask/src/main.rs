@@ -123,7 +123,8 @@ fn missing_packages() -> Vec<&'static str> {
 }
 
 /// virt-firmware (PyPI) gives `virt-fw-vars`, which the Secure Boot tests
-/// use to enroll keys into an OVMF variable store.
+/// use to enroll keys into an OVMF variable store; jsonschema validates
+/// the manifest's JSON Schema from the outside.
 fn pip_deps() -> Result<()> {
     let home = std::env::var_os("HOME").unwrap_or_default();
     let have = [
@@ -137,18 +138,24 @@ fn pip_deps() -> Result<()> {
             .output()
             .is_ok_and(|o| o.status.success())
     });
-    if have {
-        return Ok(());
+    if !have {
+        eprintln!("xtask: installing virt-firmware (pip --user)");
+        pip_install("virt-firmware")?;
     }
-    eprintln!("xtask: installing virt-firmware (pip --user)");
-    run(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--user",
-        "--quiet",
-        "virt-firmware",
-    ]))
+    // jsonschema: the outside validator of schema/*.json (tests/tests/schema.rs).
+    let have_jsonschema = Command::new("python3")
+        .args(["-c", "import jsonschema, tomllib"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_jsonschema {
+        eprintln!("xtask: installing jsonschema (pip --user)");
+        pip_install("jsonschema")?;
+    }
+    Ok(())
+}
+
+fn pip_install(package: &str) -> Result<()> {
+    run(Command::new("python3").args(["-m", "pip", "install", "--user", "--quiet", package]))
 }
 
 /// Install the apt packages that are missing (with sudo when not root).

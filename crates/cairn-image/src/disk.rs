@@ -454,6 +454,55 @@ pub fn refresh_esp(path: &Path, name: &str, spec: &DiskSpec, uki: &[u8]) -> Resu
     f.sync_all().map_err(io_err)
 }
 
+/// A partition of an existing disk image: GPT name, first byte, length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundPartition {
+    pub label: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Reads a raw GPT disk image (as `cairn build` writes it): its
+/// partitions and the UKI in its EFI system partition
+/// (`EFI/BOOT/BOOTX64.EFI`), if there is one. The ESP is read into memory
+/// and the file is never written.
+pub fn read_image(path: &Path) -> Result<(Vec<FoundPartition>, Option<Vec<u8>>), DiskError> {
+    let io_err = |source| DiskError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let gpt = gptman::GPT::read_from(&mut f, SECTOR).map_err(|e| DiskError::Gpt(e.to_string()))?;
+    let esp_type = guid_bytes(ESP_TYPE).unwrap_or_default();
+    let mut parts = Vec::new();
+    let mut uki = None;
+    for (_, e) in gpt.iter().filter(|(_, e)| e.is_used()) {
+        let p = FoundPartition {
+            label: e.partition_name.as_str().to_string(),
+            offset: e.starting_lba * SECTOR,
+            len: (e.ending_lba + 1 - e.starting_lba) * SECTOR,
+        };
+        if e.partition_type_guid == esp_type && uki.is_none() {
+            let mut bytes = vec![0u8; p.len as usize];
+            f.read_exact_at(&mut bytes, p.offset).map_err(io_err)?;
+            let fat_err = |source| DiskError::Fat {
+                label: p.label.clone(),
+                source,
+            };
+            let fs = fatfs::FileSystem::new(io::Cursor::new(bytes), fatfs::FsOptions::new())
+                .map_err(fat_err)?;
+            let found = fs.root_dir().open_file(ESP_BOOT_PATH);
+            if let Ok(mut file) = found {
+                let mut data = Vec::new();
+                file.read_to_end(&mut data).map_err(fat_err)?;
+                uki = Some(data);
+            }
+        }
+        parts.push(p);
+    }
+    Ok((parts, uki))
+}
+
 fn write_gpt(f: &mut File, name: &str, parts: &[PlacedPartition]) -> Result<(), DiskError> {
     let gpt_err = |e: gptman::Error| DiskError::Gpt(e.to_string());
     let mut gpt = gptman::GPT::new_from(f, SECTOR, derive_id(&[name, "disk"])).map_err(gpt_err)?;

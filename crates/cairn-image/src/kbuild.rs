@@ -305,8 +305,18 @@ fn load_built(dir: &Path, key: &str) -> Result<Option<Built>, KbuildError> {
 }
 
 /// Builds (or takes from the cache) the kernel `req` describes. `progress`
-/// gets one line per phase and a periodic line while compiling.
+/// gets one line per phase and a line every 30 s while compiling.
 pub fn build(req: &Request, progress: &mut dyn FnMut(&str)) -> Result<Built, KbuildError> {
+    build_reporting_every(req, PROGRESS_EVERY, progress)
+}
+
+/// [`build`], with a compile progress line every `every` (a terminal's
+/// progress bar wants a count that moves).
+pub fn build_reporting_every(
+    req: &Request,
+    every: Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Built, KbuildError> {
     let (key, source_id, fragments) = cache_key(req)?;
     let kernels = req.cache.join("kernels");
     let built_dir = kernels.join("built").join(&key);
@@ -340,6 +350,7 @@ pub fn build(req: &Request, progress: &mut dyn FnMut(&str)) -> Result<Built, Kbu
     let t = Instant::now();
     runner.make_watching(
         "bzImage",
+        every,
         &[&format!("-j{jobs}"), "bzImage"],
         &mut |lines| {
             progress(&format!(
@@ -592,10 +603,11 @@ impl Runner {
     }
 
     /// Runs make with all output to the log, calling `tick` with the
-    /// number of compiled objects every [`PROGRESS_EVERY`].
+    /// number of compiled objects every `every`.
     fn make_watching(
         &mut self,
         step: &str,
+        every: Duration,
         args: &[&str],
         tick: &mut dyn FnMut(usize),
     ) -> Result<(), KbuildError> {
@@ -612,7 +624,7 @@ impl Runner {
                 Some(status) => break status,
                 None => {
                     std::thread::sleep(Duration::from_millis(250));
-                    if last.elapsed() >= PROGRESS_EVERY {
+                    if last.elapsed() >= every {
                         last = Instant::now();
                         tick(self.compiled());
                     }

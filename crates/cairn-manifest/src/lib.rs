@@ -15,6 +15,7 @@ pub mod compression;
 pub mod date;
 pub mod diagnostic;
 pub mod disk;
+pub mod implied;
 pub mod manifest;
 pub mod network;
 mod raw;

@@ -10,6 +10,7 @@
 //! # or: source = "/usr/src/linux-source-6.1.tar.xz", config = ["tiny.config"], base = "tinyconfig"
 //! cmdline = "console=ttyS0"
 //! modules = ["virtio_net"]
+//! implied_modules = true         # default: add the modules the manifest implies (crate::implied)
 //!
 //! [initramfs]
 //! compression = "zstd"           # zstd | gzip | xz | none
@@ -153,6 +154,10 @@ pub struct KernelSpec {
     /// Only their spelling is checked here; the builder checks that the
     /// kernel has them and adds their dependencies.
     pub modules: Vec<Located<String>>,
+    /// `implied_modules` (default `true`): also load the modules what the
+    /// manifest uses implies, when the kernel has them as modules (see
+    /// [`crate::implied`]).
+    pub implied_modules: bool,
 }
 
 /// Where the kernel comes from.
@@ -544,6 +549,7 @@ impl Builder<'_> {
             source,
             cmdline,
             modules: k.modules.into_iter().map(located).collect(),
+            implied_modules: k.implied_modules.unwrap_or(true),
         })
     }
 

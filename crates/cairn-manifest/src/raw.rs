@@ -77,6 +77,9 @@ pub(crate) struct RawKernel {
     pub cmdline: Option<Spanned<String>>,
     #[serde(default)]
     pub modules: Vec<Spanned<String>>,
+    /// `false`: add no modules beyond `modules` (see crate::implied).
+    #[serde(default)]
+    pub implied_modules: Option<bool>,
     /// A kernel source tarball or tree to build with Kbuild.
     #[serde(default)]
     pub source: Option<Spanned<String>>,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use cairn_image::{compress, cpio, elfdeps, kernel, kmod, output, uki};
 use cairn_manifest::{Diagnostic, KernelSource, Manifest, SYSTEM_CONFIG_PATH};
 
+use crate::progress::Step;
 use crate::report::{BuildReport, ReportLine};
 
 /// Where the init binary lives inside the image; the kernel runs `/init`.
@@ -173,7 +174,11 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     // Kernel.
     let kern = match &m.kernel.source.value {
         KernelSource::Package(pkg) => {
-            kernel::resolve_package_recent(pkg, &opts.cache_dir, opts.refresh)
+            // A download (first use, or a new version) takes a while.
+            let step = Step::start(format!("kernel package {pkg}"));
+            let k = kernel::resolve_package_recent(pkg, &opts.cache_dir, opts.refresh);
+            step.done();
+            k
         }
         KernelSource::Path { image, modules_dir } => {
             kernel::resolve_path(image, modules_dir.as_deref())
@@ -217,18 +222,29 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     archive.add_file(INIT_PATH, 0o755, init)?;
     archive.add_symlink(CAIRNCTL_PATH, INIT_PATH)?;
 
-    // Kernel modules.
+    // Kernel modules: those listed, then those the manifest implies that
+    // the kernel has as loadable modules.
     let mut module_paths = Vec::new();
-    if !m.kernel.modules.is_empty() {
-        let first = &m.kernel.modules[0];
-        let dir = kern.modules_dir.as_deref().ok_or_else(|| {
-            m.error_at(
-                first.span,
-                "modules are listed but the kernel has no modules directory; set kernel.modules_dir",
-            )
-        })?;
-        let index = kmod::ModuleIndex::load(dir)?;
-        let names: Vec<&str> = m.kernel.modules.iter().map(|l| l.value.as_str()).collect();
+    let index = match (&kern.modules_dir, m.kernel.modules.first()) {
+        (Some(dir), Some(_)) => Some(kmod::ModuleIndex::load(dir)?),
+        // Only implied ones: a modules directory cairn cannot read just
+        // means there are none to add.
+        (Some(dir), None) if m.kernel.implied_modules => kmod::ModuleIndex::load(dir).ok(),
+        (Some(_), None) => None,
+        (None, Some(first)) => {
+            return Err(m
+                .error_at(
+                    first.span,
+                    "modules are listed but the kernel has no modules directory; set kernel.modules_dir",
+                )
+                .into())
+        }
+        (None, None) => None,
+    };
+    if let Some(index) = index {
+        let mut names: Vec<&str> = m.kernel.modules.iter().map(|l| l.value.as_str()).collect();
+        let implied = implied_modules(&m, &kern, &index);
+        names.extend(implied.iter().map(|i| i.name.as_str()));
         let mods = index.closure(&names).map_err(|e| match &e {
             kmod::KmodError::Unknown { name, .. } => {
                 let span = m
@@ -236,29 +252,37 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
                     .modules
                     .iter()
                     .find(|l| &l.value == name)
+                    .or(m.kernel.modules.first())
                     .map(|l| l.span)
-                    .unwrap_or(first.span);
+                    .unwrap_or(m.kernel.source.span);
                 BuildError::from(m.error_at(span, e.to_string()))
             }
             _ => BuildError::from(e),
         })?;
-        let base = format!("/lib/modules/{}", index.version());
-        for module in &mods {
-            let bytes = kmod::load_bytes(module)?;
-            let path = format!("{base}/{}", module.rel_path);
-            inputs.push(ReportLine {
-                what: path.clone(),
-                origin: format!("module {}", module.name),
-                bytes: bytes.len() as u64,
-            });
-            archive.add_file(&path, 0o644, bytes)?;
-            module_paths.push(path);
+        if !mods.is_empty() {
+            let base = format!("/lib/modules/{}", index.version());
+            for module in &mods {
+                let bytes = kmod::load_bytes(module)?;
+                let path = format!("{base}/{}", module.rel_path);
+                let why = implied
+                    .iter()
+                    .find(|i| kmod::normalize_name(&i.name) == kmod::normalize_name(&module.name))
+                    .map(|i| format!(" (implied by {})", i.reason))
+                    .unwrap_or_default();
+                inputs.push(ReportLine {
+                    what: path.clone(),
+                    origin: format!("module {}{why}", module.name),
+                    bytes: bytes.len() as u64,
+                });
+                archive.add_file(&path, 0o644, bytes)?;
+                module_paths.push(path);
+            }
+            archive.add_file(
+                &format!("{base}/modules.dep"),
+                0o644,
+                kmod::modules_dep(&mods).into_bytes(),
+            )?;
         }
-        archive.add_file(
-            &format!("{base}/modules.dep"),
-            0o644,
-            kmod::modules_dep(&mods).into_bytes(),
-        )?;
     }
 
     // Host binaries with their libraries.
@@ -355,7 +379,13 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     }
 
     let cpio_bytes = archive.to_bytes(opts.mtime);
+    let step = Step::start(format!(
+        "compressing the initramfs ({}, {})",
+        crate::report::human(cpio_bytes.len() as u64),
+        format!("{:?}", m.compression).to_lowercase()
+    ));
     let initrd = compress::compress_cached(&cpio_bytes, m.compression, &opts.cache_dir)?;
+    step.done();
 
     let stub = read(&opts.stub)?;
     let efi = uki::build(
@@ -379,8 +409,12 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
         outputs.push((p, bytes.len() as u64));
     }
-    if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
-        outputs.push(img);
+    if m.disk.is_some() {
+        let step = Step::start(format!("disk image {}.img", m.name));
+        if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
+            outputs.push(img);
+        }
+        step.done();
     }
     if let Some(iso) = crate::disk::write_iso(&m, &efi, &vmlinuz, &initrd, opts.mtime, &mut out)? {
         outputs.push(iso);
@@ -421,6 +455,38 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
             .as_ref()
             .map(|_| opts.out_dir.join(format!("{}.iso", m.name))),
     })
+}
+
+/// The modules `m` implies (see [`cairn_manifest::implied`]) that this
+/// kernel has as loadable modules and the manifest does not list: built-in
+/// and missing ones are left out. vfat's character sets follow the
+/// kernel's `config-VERSION` beside its image, when there is one.
+fn implied_modules(
+    m: &Manifest,
+    kern: &kernel::Kernel,
+    index: &kmod::ModuleIndex,
+) -> Vec<cairn_manifest::implied::ImpliedModule> {
+    use cairn_manifest::implied::FatDefaults;
+    let fat = kern
+        .image
+        .parent()
+        .map(|d| d.join(format!("config-{}", kern.version)))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|c| FatDefaults::from_kernel_config(&c))
+        .unwrap_or_default();
+    let listed: Vec<String> = m
+        .kernel
+        .modules
+        .iter()
+        .map(|l| kmod::normalize_name(&l.value))
+        .collect();
+    m.implied_modules(&fat)
+        .into_iter()
+        .filter(|i| {
+            let n = kmod::normalize_name(&i.name);
+            index.contains(&n) && !index.is_builtin(&n) && !listed.contains(&n)
+        })
+        .collect()
 }
 
 /// Sign the assembled UKI (before anything is written) with the key given on

@@ -31,6 +31,15 @@ pub enum InspectError {
     },
     #[error("{path}: --cert only applies to a PE image (.efi)")]
     CertNotPe { path: PathBuf },
+    #[error("{path}: disk image: {source}")]
+    Disk {
+        path: PathBuf,
+        source: cairn_image::disk::DiskError,
+    },
+    #[error(
+        "{path}: disk image without a UKI at EFI/BOOT/BOOTX64.EFI in its EFI system partition"
+    )]
+    NoUki { path: PathBuf },
     #[error("{path}: not a newc cpio archive: {source}")]
     Cpio {
         path: PathBuf,

@@ -5,6 +5,9 @@ use cairn_image::kbuild::{self, KbuildError};
 use cairn_image::kernel::Kernel;
 use cairn_manifest::{Diagnostic, Manifest, SourceKernel};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::progress::Step;
 
 /// A kbuild error as a diagnostic at the fragment or the source it is about.
 fn diagnostic(m: &Manifest, src: &SourceKernel, e: KbuildError) -> Box<Diagnostic> {
@@ -41,10 +44,13 @@ pub fn check_source_kernel(
     cache: &Path,
 ) -> Result<Vec<String>, Box<Diagnostic>> {
     let fragments: Vec<PathBuf> = src.config.iter().map(|c| c.value.clone()).collect();
-    kbuild::check(&request(src, &fragments, cache), &mut |line| {
-        eprintln!("{line}")
+    let step = Step::start("kernel config check");
+    let missing = kbuild::check(&request(src, &fragments, cache), &mut |line| {
+        step.line(line)
     })
-    .map_err(|e| diagnostic(m, src, e))
+    .map_err(|e| diagnostic(m, src, e))?;
+    step.done();
+    Ok(missing)
 }
 
 /// Builds (or takes from the cache) the kernel a `[kernel] source`
@@ -56,10 +62,20 @@ pub fn build_source_kernel(
     cache: &Path,
 ) -> Result<(Kernel, kbuild::Built), Box<Diagnostic>> {
     let fragments: Vec<PathBuf> = src.config.iter().map(|c| c.value.clone()).collect();
-    let built = kbuild::build(&request(src, &fragments, cache), &mut |line| {
-        eprintln!("{line}")
-    })
-    .map_err(|e| diagnostic(m, src, e))?;
+    // On a terminal the compiled-object count moves every second; in a
+    // log, a line every 30 s.
+    let every = Duration::from_secs(if crate::progress::interactive() {
+        1
+    } else {
+        30
+    });
+    let step = Step::start("kernel build");
+    let built =
+        kbuild::build_reporting_every(&request(src, &fragments, cache), every, &mut |line| {
+            step.line(line)
+        })
+        .map_err(|e| diagnostic(m, src, e))?;
+    step.done();
     if !built.not_applied.is_empty() {
         eprintln!(
             "cairn: warning: {} kernel config option(s) from the fragments did not end up as \

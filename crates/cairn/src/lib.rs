@@ -2,11 +2,14 @@
 //! arguments and calls into here.
 
 pub mod build;
+pub mod diff;
 pub mod disk;
 pub mod inspect;
 pub mod kernel_build;
 pub mod keys;
+pub mod new;
 pub mod password;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod sbom;

@@ -121,6 +121,15 @@ enum KeysCmd {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start an appliance: write DIR/cairn.toml (commented, builds and
+    /// boots as it is) from a template. Refuses to overwrite a manifest.
+    New {
+        /// The directory (created if missing); its name names the appliance.
+        dir: PathBuf,
+        /// hello | net | web | disk
+        #[arg(long, short, default_value = "hello", value_parser = template_names())]
+        template: String,
+    },
     /// Build NAME.vmlinuz, NAME.initrd and NAME.efi from a manifest.
     Build(BuildArgs),
     /// Build, then boot in QEMU with the serial console here.
@@ -159,9 +168,35 @@ enum Cmd {
         #[arg(long)]
         cert: Option<PathBuf>,
     },
+    /// What changed between two images (.efi, .initrd or raw .img):
+    /// partitions, kernel, command line, files (sizes, SHA-256), services,
+    /// network, signature. Exit status: 0 no differences, 1 differences,
+    /// 2 trouble.
+    Diff { old: PathBuf, new: PathBuf },
     /// Secure Boot keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `cairn completions bash >
+    /// ~/.local/share/bash-completion/completions/cairn`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page cairn(1), or with --dir write it and one page
+    /// per command (cairn-build.1, ...) into DIR.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the manifest's JSON Schema (for editors: a `#:schema FILE`
+    /// first line in cairn.toml points taplo / Even Better TOML at it).
+    Schema {
+        /// The secondary config's schema instead (cairn.toml on the
+        /// [config] mount).
+        #[arg(long)]
+        config: bool,
+    },
     /// Hash a password for `[shell] password_hash` (argon2id): asks on a
     /// terminal, else reads the first line of standard input.
     HashPassword,
@@ -199,6 +234,14 @@ enum KernelCmd {
         /// The manifest (cairn.toml).
         manifest: PathBuf,
     },
+}
+
+fn template_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        cairn::new::TEMPLATES
+            .iter()
+            .map(|t| clap::builder::PossibleValue::new(t.name).help(t.about)),
+    )
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
@@ -267,6 +310,33 @@ fn kernel_build(manifest: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cairn man`: cairn(1) on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut pages = vec![("cairn".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands() {
+        // `cairn build` is shown as cairn-build, as git's pages are.
+        let full = sub.clone().bin_name(format!("cairn {}", sub.get_name()));
+        pages.push((format!("cairn-{}", sub.get_name()), full));
+    }
+    for (name, c) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .title(name.clone())
+            .render(&mut out)?;
+        let p = dir.join(format!("{name}.1"));
+        std::fs::write(&p, out)?;
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -303,6 +373,38 @@ fn main() -> ExitCode {
             cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
             Ok(())
         })(),
+        Cmd::New { dir, template } => cairn::new::new(&dir, &template)
+            .map(|c| print!("{c}"))
+            .map_err(anyhow::Error::from),
+        Cmd::Schema { config } => {
+            print!(
+                "{}",
+                if config {
+                    cairn::new::CONFIG_SCHEMA
+                } else {
+                    cairn::new::SCHEMA
+                }
+            );
+            Ok(())
+        }
+        Cmd::Diff { old, new } => {
+            return match cairn::diff::diff_files(&old, &new) {
+                Ok(d) => {
+                    print!("{}", d.text);
+                    ExitCode::from(u8::from(d.changed))
+                }
+                Err(e) => {
+                    eprintln!("cairn: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "cairn", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man { dir } => man(dir.as_deref()),
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),

@@ -56,7 +56,8 @@ impl fmt::Display for BuildReport {
     }
 }
 
-fn human(n: u64) -> String {
+/// A byte count for people: `12 B`, `2.0 KiB`, `3.00 MiB`.
+pub fn human(n: u64) -> String {
     if n >= 1 << 20 {
         format!("{:.2} MiB", n as f64 / (1u64 << 20) as f64)
     } else if n >= 1 << 10 {
