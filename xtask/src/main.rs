@@ -10,6 +10,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod bench;
+mod initcalls;
 mod profile;
 
 /// Debian packages the build, the runner and the tests need.
@@ -334,6 +335,7 @@ fn real_main() -> Result<()> {
         "demo" => demo(rest),
         "bench" => bench_cmd(rest),
         "profile" => profile_cmd(rest),
+        "initcalls" => initcalls_cmd(rest),
         "test" => test(rest),
         _ => {
             eprintln!(
@@ -343,6 +345,7 @@ fn real_main() -> Result<()> {
                  test         install what is missing, run fmt, clippy and the whole test suite\n  \
                  bench        boot cairn and a BusyBox baseline side by side; write bench/RESULTS.md\n  \
                  profile      which code each init runs before its service starts (QEMU TCG translation log)\n  \
+                 initcalls    the tiny kernel's slowest initcalls in icount time (initcall_debug + System.map)\n  \
                  deps         install the Debian packages cairn needs\n  \
                  build-init   build the static cairn-init and print its path\n  \
                  build-test-load  build the liveness tests' static guest program and print its path"
@@ -379,13 +382,16 @@ fn build_web(init: &Path, out: &Path) -> Result<PathBuf> {
 /// contents (a new SOURCE_DATE_EPOCH each time, one no earlier build used,
 /// so the initramfs is compressed anew).
 fn time_build(cairn: &Path, init: &Path, manifest: &str, out: &Path) -> Result<bench::Assembly> {
-    let build = |epoch: Option<u64>| -> Result<f64> {
+    let build_with = |epoch: Option<u64>, fast: bool| -> Result<f64> {
         let mut cmd = Command::new(cairn);
         cmd.current_dir(root())
             .env("CAIRN_INIT", init)
             .stdout(std::process::Stdio::null())
             .args(["build", manifest, "-o"])
             .arg(out);
+        if fast {
+            cmd.arg("--fast");
+        }
         if let Some(e) = epoch {
             cmd.env("SOURCE_DATE_EPOCH", e.to_string());
         }
@@ -393,6 +399,7 @@ fn time_build(cairn: &Path, init: &Path, manifest: &str, out: &Path) -> Result<b
         run(&mut cmd)?;
         Ok(t.elapsed().as_secs_f64())
     };
+    let build = |epoch: Option<u64>| build_with(epoch, false);
     build(None)?;
     let n = bench::ASSEMBLY_BUILDS;
     let same = (0..n).map(|_| build(None)).collect::<Result<Vec<f64>>>()?;
@@ -402,10 +409,15 @@ fn time_build(cairn: &Path, init: &Path, manifest: &str, out: &Path) -> Result<b
     let changed = (0..n as u64)
         .map(|i| build(Some(now + i)))
         .collect::<Result<Vec<f64>>>()?;
+    // Epochs after the release builds' ones: nothing cached either.
+    let changed_fast = (n as u64..2 * n as u64)
+        .map(|i| build_with(Some(now + i), true))
+        .collect::<Result<Vec<f64>>>()?;
     Ok(bench::Assembly {
         manifest: manifest.into(),
         same: bench::median(same),
         changed: bench::median(changed),
+        changed_fast: bench::median(changed_fast),
     })
 }
 
@@ -452,6 +464,8 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     let mut init_override: Option<PathBuf> = None;
     let mut append: Option<String> = None;
     let mut compare: Option<PathBuf> = None;
+    let mut wall = true;
+    let mut firecracker = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -461,6 +475,8 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             "--init" => init_override = Some(it.next().context("--init PATH")?.into()),
             "--append" => append = Some(it.next().context("--append ARGS")?.clone()),
             "--compare" => compare = Some(it.next().context("--compare PATH")?.into()),
+            "--no-wall" => wall = false,
+            "--no-firecracker" => firecracker = false,
             other => bail!("unknown bench option {other}"),
         }
     }
@@ -511,6 +527,18 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     }
     // The baseline runs on the same kernel as the first cairn variant.
     let (kernel, initrd) = (variants[0].vmlinuz.clone(), variants[0].initrd.clone());
+    if firecracker {
+        // The tiny appliance's initramfs on Firecracker's guest kernel
+        // configuration, built from the same source (everything it needs
+        // is built in).
+        let image = firecracker_kernel()?;
+        variants.push(bench::Variant {
+            label: bench::FIRECRACKER_LABEL.into(),
+            vmlinuz: image,
+            efi: None,
+            ..variants[0].clone()
+        });
+    }
     variants.push(bench::build_baseline(
         &root(),
         &kernel,
@@ -527,23 +555,32 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     }
     let base = variants.len() - 1;
 
+    let clocks: Vec<bench::Clock> = bench::CLOCKS
+        .into_iter()
+        .filter(|&c| wall || c != bench::Clock::Wall)
+        .collect();
     let lab = bench::Lab::start()?;
-    let mut measured: Vec<bench::Measured> = variants
+    let mut measured: Vec<Vec<bench::Measured>> = clocks
         .iter()
-        .map(|_| bench::Measured::default())
+        .map(|_| vec![bench::Measured::default(); variants.len()])
         .collect();
     for r in 0..runs {
-        for (v, m) in variants.iter().zip(measured.iter_mut()) {
-            eprintln!("bench: run {}/{runs}: {}", r + 1, v.label);
-            let (_, console) = lab.boot(v, 256, std::time::Duration::from_secs(120))?;
-            match bench::parse_timeline(&console, &v.marks) {
-                Some(t) => m.runs.push(t),
-                None => bail!("{}: boot did not reach ready; console:\n{console}", v.label),
+        for (clock, per_clock) in clocks.iter().zip(measured.iter_mut()) {
+            for (v, m) in variants.iter().zip(per_clock.iter_mut()) {
+                eprintln!("bench: run {}/{runs}: {} ({:?})", r + 1, v.label, clock);
+                let (_, console) = lab.boot(v, 256, *clock, std::time::Duration::from_secs(180))?;
+                match bench::parse_timeline(&console, &v.marks) {
+                    Some(t) => m.runs.push(t),
+                    None => bail!(
+                        "{} ({clock:?}): boot did not reach ready; console:\n{console}",
+                        v.label
+                    ),
+                }
             }
         }
     }
     if mem {
-        for (v, m) in variants.iter().zip(measured.iter_mut()) {
+        for (v, m) in variants.iter().zip(measured[0].iter_mut()) {
             eprintln!("bench: smallest RAM for {}", v.label);
             m.min_mem_mib = bench::min_memory(&lab, v, 1)?;
         }
@@ -551,8 +588,10 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     drop(lab);
 
     let cmd = format!(
-        "cargo xtask bench --runs {runs}{}{}",
+        "cargo xtask bench --runs {runs}{}{}{}{}",
         if mem { "" } else { " --no-mem" },
+        if wall { "" } else { " --no-wall" },
+        if firecracker { "" } else { " --no-firecracker" },
         init_override
             .as_ref()
             .map(|p| format!(" --init {}", p.display()))
@@ -575,7 +614,11 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         eprintln!("bench: timing cairn build {manifest}");
         assembly.push(time_build(&cairn, &init, manifest, &out.join("assembly"))?);
     }
-    let md = bench::report(&variants, &measured, base, &assembly, &cmd);
+    let results = bench::Results {
+        clocks: &clocks,
+        measured: &measured,
+    };
+    let md = bench::report(&variants, &results, base, &assembly, &cmd);
     print!("{md}");
     if partial {
         eprintln!("bench: --only/--compare/--append run: bench/RESULTS.md left as it was");
@@ -583,12 +626,109 @@ fn bench_cmd(args: &[String]) -> Result<()> {
     }
     std::fs::write(root().join("bench/RESULTS.md"), &md)?;
     let svg = root().join("target/bench/timeline.svg");
-    std::fs::write(&svg, bench::timeline_svg(&variants, &measured))?;
+    let timed = results
+        .under(bench::BUDGET_CLOCK)
+        .context("the budgets' clock was not measured")?;
+    std::fs::write(&svg, bench::timeline_svg(&variants, timed))?;
     run(Command::new("rsvg-convert")
         .arg(&svg)
         .arg("-o")
         .arg(root().join("bench/timeline.png")))?;
     eprintln!("bench: wrote bench/RESULTS.md and bench/timeline.png");
+    Ok(())
+}
+
+/// Firecracker's guest kernel configuration for 6.1 (bench/firecracker-6.1.config,
+/// a copy of shared/anchors/), built from the same source as the tiny
+/// profile, or taken from the kernel cache: the path of its bzImage.
+fn firecracker_kernel() -> Result<PathBuf> {
+    let fragments = [root().join("bench/firecracker-6.1.config")];
+    let cache = cairn_image::kernel::cache_dir();
+    let req = cairn_image::kbuild::Request {
+        source: Path::new("/usr/src/linux-source-6.1.tar.xz"),
+        base: cairn_image::kbuild::Base::Defconfig,
+        fragments: &fragments,
+        cache: &cache,
+    };
+    let built = cairn_image::kbuild::build(&req, &mut |line| eprintln!("bench: {line}"))?;
+    Ok(built.image)
+}
+
+/// `cargo xtask initcalls [--top N] [--system-map PATH]`: boots the bench's
+/// tiny-kernel appliance once under `-icount shift=0,sleep=off` with
+/// `initcall_debug` and prints the slowest initcalls, named with the
+/// kernel's System.map (kept beside its bzImage in the kernel cache, or
+/// given).
+fn initcalls_cmd(args: &[String]) -> Result<()> {
+    let mut top = 25usize;
+    let mut map_path: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--top" => top = it.next().context("--top N")?.parse()?,
+            "--system-map" => map_path = Some(it.next().context("--system-map PATH")?.into()),
+            other => bail!("unknown initcalls option {other}"),
+        }
+    }
+    deps()?;
+    let init = build_init()?;
+    let cairn = build_cli(true)?;
+    let out = root().join("target/initcalls");
+    build_web(&init, &root().join("target/bench"))?;
+    let mut tiny = bench_cairn(
+        &cairn,
+        &init,
+        "bench/cairn-tiny.toml",
+        &out,
+        "cairn (tiny kernel)",
+    )?;
+    let map_path = match map_path {
+        Some(p) => p,
+        None => {
+            let fragments = [root().join("kernel/tiny.config")];
+            let cache = cairn_image::kernel::cache_dir();
+            let req = cairn_image::kbuild::Request {
+                source: Path::new("/usr/src/linux-source-6.1.tar.xz"),
+                base: cairn_image::kbuild::Base::Tinyconfig,
+                fragments: &fragments,
+                cache: &cache,
+            };
+            let built = cairn_image::kbuild::cached(&req)?
+                .context("the tiny kernel is not in the cache")?;
+            built.image.with_file_name("System.map")
+        }
+    };
+    let map = initcalls::system_map(
+        &std::fs::read_to_string(&map_path)
+            .with_context(|| format!("{} (give one with --system-map)", map_path.display()))?,
+    );
+    // nokaslr: the printed addresses are then the System.map's.
+    tiny.cmdline.push_str(" initcall_debug loglevel=8 nokaslr");
+    tiny.marks.done = "cairn: ready";
+    let lab = bench::Lab::start()?;
+    let (done, console) = lab.boot_with(
+        &tiny,
+        256,
+        std::time::Duration::from_secs(300),
+        &bench::Clock::Icount { sleep: false }.qemu_args(),
+    )?;
+    drop(lab);
+    if !done {
+        bail!("the tiny appliance did not reach ready; console:\n{console}");
+    }
+    let calls = initcalls::parse(&console);
+    if calls.is_empty() {
+        bail!("no initcall lines on the console (initcall_debug):\n{console}");
+    }
+    print!("{}", initcalls::report(&calls, &map, top));
+    if let Some(t) = bench::parse_timeline(&console, &bench::CAIRN_MARKS) {
+        println!(
+            "\nkernel log zero -> init {:.3} s; power-on -> ready {} (with initcall_debug \
+             printing at loglevel 8, which adds its own console time)",
+            t.init,
+            t.power_on.map_or("n/a".into(), |p| format!("{p:.3} s"))
+        );
+    }
     Ok(())
 }
 

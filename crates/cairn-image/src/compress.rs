@@ -14,6 +14,11 @@
 //! budget that matters, so [`compress_cached`] keeps level 19 and remembers
 //! each result by the SHA-256 of its input: rebuilding unchanged contents
 //! costs a hash, not a compression.
+//!
+//! [`Effort::Fast`] (`cairn build --fast`, for development builds) trades
+//! size for time: zstd level 3 on every core (1 MiB jobs, so an initramfs of
+//! a few MB is split between them; the output is the same for any number of
+//! workers), xz preset 1, gzip level 1. The release setting is unchanged.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -47,18 +52,41 @@ pub enum CompressError {
     UnknownFormat { head: Vec<u8> },
 }
 
-/// Compresses `data` with `c`.
+/// How hard to compress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Effort {
+    /// The smallest output (release builds; the default).
+    #[default]
+    Release,
+    /// Quick, on every core where the format allows (development builds).
+    Fast,
+}
+
+/// Compresses `data` with `c` at the release setting.
 pub fn compress(data: &[u8], c: Compression) -> Result<Vec<u8>, CompressError> {
+    compress_with(data, c, Effort::Release)
+}
+
+/// Compresses `data` with `c` at `effort`.
+pub fn compress_with(
+    data: &[u8],
+    c: Compression,
+    effort: Effort,
+) -> Result<Vec<u8>, CompressError> {
     match c {
-        Compression::Zstd => zstd_compress(data).map_err(|source| CompressError::Compress {
-            format: "zstd",
-            source,
-        }),
-        Compression::Gzip => gzip_compress(data).map_err(|source| CompressError::Compress {
-            format: "gzip",
-            source,
-        }),
-        Compression::Xz => xz_compress(data).map_err(|source| CompressError::Compress {
+        Compression::Zstd => {
+            zstd_compress(data, effort).map_err(|source| CompressError::Compress {
+                format: "zstd",
+                source,
+            })
+        }
+        Compression::Gzip => {
+            gzip_compress(data, effort).map_err(|source| CompressError::Compress {
+                format: "gzip",
+                source,
+            })
+        }
+        Compression::Xz => xz_compress(data, effort).map_err(|source| CompressError::Compress {
             format: "xz",
             source,
         }),
@@ -79,6 +107,17 @@ pub fn compress_cached(
     c: Compression,
     cache: &Path,
 ) -> Result<Vec<u8>, CompressError> {
+    compress_cached_with(data, c, Effort::Release, cache)
+}
+
+/// [`compress_cached`] at `effort` (remembered apart from the release
+/// setting's results).
+pub fn compress_cached_with(
+    data: &[u8],
+    c: Compression,
+    effort: Effort,
+    cache: &Path,
+) -> Result<Vec<u8>, CompressError> {
     use sha2::{Digest, Sha256};
     if c == Compression::None {
         return Ok(data.to_vec());
@@ -86,11 +125,15 @@ pub fn compress_cached(
     let digest = Sha256::digest(data);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let dir = cache.join("initramfs");
-    let file = dir.join(format!("{hex}.{c:?}.v{CACHE_VERSION}").to_lowercase());
+    let setting = match effort {
+        Effort::Release => "",
+        Effort::Fast => ".fast",
+    };
+    let file = dir.join(format!("{hex}.{c:?}{setting}.v{CACHE_VERSION}").to_lowercase());
     if let Ok(bytes) = std::fs::read(&file) {
         return Ok(bytes);
     }
-    let out = compress(data, c)?;
+    let out = compress_with(data, c, effort)?;
     if std::fs::create_dir_all(&dir).is_ok() {
         let tmp = dir.join(format!(".tmp-{}-{hex}", std::process::id()));
         if std::fs::write(&tmp, &out).is_ok() && std::fs::rename(&tmp, &file).is_err() {
@@ -119,19 +162,38 @@ fn prune(dir: &Path) {
     }
 }
 
-fn zstd_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// zstd jobs of the fast setting: small enough that an initramfs of a few
+/// MB keeps two cores busy.
+const ZSTD_FAST_JOB: u32 = 1 << 20;
+
+fn zstd_compress(data: &[u8], effort: Effort) -> std::io::Result<Vec<u8>> {
     use zstd::zstd_safe::CParameter;
-    let mut c = zstd::bulk::Compressor::new(19)?;
+    let level = match effort {
+        Effort::Release => 19,
+        Effort::Fast => 3,
+    };
+    let mut c = zstd::bulk::Compressor::new(level)?;
     c.set_parameter(CParameter::ContentSizeFlag(true))?;
     c.set_parameter(CParameter::ChecksumFlag(true))?;
+    if effort == Effort::Fast {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // With one worker or more, zstd's output does not depend on how
+        // many: the build stays reproducible across machines.
+        c.set_parameter(CParameter::NbWorkers(u32::try_from(cores).unwrap_or(1)))?;
+        c.set_parameter(CParameter::JobSize(ZSTD_FAST_JOB))?;
+    }
     c.compress(data)
 }
 
-fn gzip_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+fn gzip_compress(data: &[u8], effort: Effort) -> std::io::Result<Vec<u8>> {
+    let level = match effort {
+        Effort::Release => flate2::Compression::best(),
+        Effort::Fast => flate2::Compression::fast(),
+    };
     let mut enc = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(255)
-        .write(Vec::new(), flate2::Compression::best());
+        .write(Vec::new(), level);
     enc.write_all(data)?;
     enc.finish()
 }
@@ -141,9 +203,12 @@ fn xz_dict_size(len: usize) -> u32 {
     len.clamp(XZ_DICT_MIN, XZ_DICT_MAX).next_power_of_two()
 }
 
-fn xz_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+fn xz_compress(data: &[u8], effort: Effort) -> std::io::Result<Vec<u8>> {
     use xz2::stream::{Check, Filters, LzmaOptions, Stream};
-    let mut opts = LzmaOptions::new_preset(9)?;
+    let mut opts = LzmaOptions::new_preset(match effort {
+        Effort::Release => 9,
+        Effort::Fast => 1,
+    })?;
     opts.dict_size(xz_dict_size(data.len()));
     let mut filters = Filters::new();
     filters.lzma2(&opts);
@@ -226,6 +291,56 @@ mod tests {
             assert_eq!(found, c);
             assert_eq!(out, data, "{c:?} round trip");
         }
+    }
+
+    #[test]
+    fn fast_setting_round_trips_reproducibly_and_is_cached_apart() {
+        // More than two zstd jobs' worth, so the workers split it.
+        let mut data = Vec::new();
+        while data.len() < 3 * ZSTD_FAST_JOB as usize {
+            data.extend_from_slice(&payload());
+        }
+        for c in ALL {
+            let fast = compress_with(&data, c, Effort::Fast).unwrap();
+            assert_eq!(
+                fast,
+                compress_with(&data, c, Effort::Fast).unwrap(),
+                "{c:?} fast not deterministic"
+            );
+            let (found, out) = decompress_auto(&fast).unwrap();
+            assert_eq!((found, out == data), (c, true), "{c:?} fast round trip");
+        }
+        // zstd's output does not depend on the number of workers.
+        let one = {
+            use zstd::zstd_safe::CParameter;
+            let mut z = zstd::bulk::Compressor::new(3).unwrap();
+            z.set_parameter(CParameter::ContentSizeFlag(true)).unwrap();
+            z.set_parameter(CParameter::ChecksumFlag(true)).unwrap();
+            z.set_parameter(CParameter::NbWorkers(1)).unwrap();
+            z.set_parameter(CParameter::JobSize(ZSTD_FAST_JOB)).unwrap();
+            z.compress(&data).unwrap()
+        };
+        assert_eq!(
+            one,
+            compress_with(&data, Compression::Zstd, Effort::Fast).unwrap()
+        );
+        // The release setting is unchanged, and the cache keeps the two apart.
+        let dir = tempfile::tempdir().unwrap();
+        let small = compress_cached(&data, Compression::Zstd, dir.path()).unwrap();
+        let quick =
+            compress_cached_with(&data, Compression::Zstd, Effort::Fast, dir.path()).unwrap();
+        assert_eq!(small, compress(&data, Compression::Zstd).unwrap());
+        assert_eq!(
+            quick,
+            compress_with(&data, Compression::Zstd, Effort::Fast).unwrap()
+        );
+        assert_ne!(small, quick);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("initramfs"))
+                .unwrap()
+                .count(),
+            2
+        );
     }
 
     #[test]

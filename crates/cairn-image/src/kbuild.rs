@@ -14,7 +14,7 @@
 //!    olddefconfig`, checks that every fragment option ended up as requested
 //!    (those that did not are returned as warnings), builds `bzImage` with
 //!    `-j$(nproc)` and fixed `KBUILD_BUILD_*` values (reproducible), and
-//!    moves `bzImage`, `.config` and the kernel release into
+//!    moves `bzImage`, `.config`, `System.map` and the kernel release into
 //!    `built/KEY/` atomically (rename of a complete directory).
 //!
 //! Every make step writes to `CACHE/kernels/obj/KEY/cairn-build.log`; a
@@ -378,6 +378,9 @@ pub fn build_reporting_every(
     copy(&image, "bzImage")?;
     copy(&config_path, "config")?;
     copy(&log, "build.log")?;
+    // Symbols for reading `initcall_debug` addresses and profiles of a
+    // kernel without kallsyms (the tiny profile); not part of the key.
+    copy(&obj.join("System.map"), "System.map")?;
     let write = |name: &str, text: String| {
         let p = tmp.join(name);
         fs::write(&p, text).map_err(io_err(&p))

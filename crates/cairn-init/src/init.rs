@@ -276,6 +276,7 @@ fn boot_and_supervise(mode: Mode) -> ! {
         let _ = boot::ensure_console();
         log::use_kernel_clock();
         clock = log::calibrate_kernel_clock();
+        crate::tsc::mark_start(log::now());
     }
     log::write_line(&format!("cairn-init {}", env!("CARGO_PKG_VERSION")));
     info!("init started");

@@ -66,6 +66,7 @@ pub mod supervise;
 #[allow(unsafe_code)]
 mod sys;
 pub mod targets;
+pub mod tsc;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -72,6 +72,9 @@ pub struct BuildOptions {
     pub refresh: bool,
     /// Also write `NAME.spdx.json`.
     pub sbom: bool,
+    /// How hard to compress the initramfs (`--fast`: quickly, for
+    /// development builds).
+    pub compression_effort: compress::Effort,
     /// Sign the UKI with this key (overrides the manifest's `[sign]`).
     pub sign: Option<crate::sign::SignKey>,
     /// Keep the state on an existing `NAME.img` (`cairn run --disk`): only
@@ -90,6 +93,7 @@ impl BuildOptions {
             mtime: source_date_epoch(),
             refresh: false,
             sbom: false,
+            compression_effort: compress::Effort::Release,
             sign: None,
             keep_disk: false,
         }
@@ -384,7 +388,12 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         crate::report::human(cpio_bytes.len() as u64),
         format!("{:?}", m.compression).to_lowercase()
     ));
-    let initrd = compress::compress_cached(&cpio_bytes, m.compression, &opts.cache_dir)?;
+    let initrd = compress::compress_cached_with(
+        &cpio_bytes,
+        m.compression,
+        opts.compression_effort,
+        &opts.cache_dir,
+    )?;
     step.done();
 
     let stub = read(&opts.stub)?;

@@ -37,6 +37,11 @@ struct BuildArgs {
     /// and licence (SPDX 2.3).
     #[arg(long)]
     sbom: bool,
+    /// Development build: compress the initramfs quickly (zstd level 3 on
+    /// every core, xz preset 1, gzip level 1) instead of the smallest
+    /// (release) setting.
+    #[arg(long)]
+    fast: bool,
     /// Sign the UKI for Secure Boot with this PEM key (overrides [sign]).
     #[arg(long, requires = "sign_cert")]
     sign_key: Option<PathBuf>,
@@ -250,6 +255,9 @@ fn build_options(a: &BuildArgs) -> BuildOptions {
     o.stub = a.stub.clone();
     o.refresh = a.refresh;
     o.sbom = a.sbom;
+    if a.fast {
+        o.compression_effort = cairn_image::compress::Effort::Fast;
+    }
     if let (Some(key), Some(cert)) = (&a.sign_key, &a.sign_cert) {
         o.sign = Some(cairn::sign::SignKey {
             key: key.clone(),

@@ -563,11 +563,16 @@ impl Supervisor {
         }
         let failed = startable().filter(|&i| self.states[i].starts == 0).count();
         let rss = crate::procfs::init_rss_kib();
+        // PID 1 only (the start mark is set there): the whole boot, firmware
+        // and kernel decompression included, for `cargo xtask bench`.
+        let power_on = crate::tsc::since_power_on(crate::log::now())
+            .map(|t| format!("; {:.6} s since power-on by the TSC", t.as_secs_f64()))
+            .unwrap_or_default();
         if failed == 0 {
-            info!("ready (init RSS {rss} KiB)");
+            info!("ready (init RSS {rss} KiB{power_on})");
         } else {
             info!(
-                "ready ({failed} of {} services failed to start; init RSS {rss} KiB)",
+                "ready ({failed} of {} services failed to start; init RSS {rss} KiB{power_on})",
                 self.configs.len()
             );
         }
