@@ -483,9 +483,15 @@ pub fn boot_until(mut cmd: Command, stop_at: &[&str], timeout: Duration) -> (Str
 
 /// Every file directly in `dir` with its bytes, sorted by name: for
 /// comparing two output directories.
+/// The lock file `cairn build` keeps in its output directory (empty) is
+/// left out.
 pub fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .map_or(true, |e| e.file_name() != ".cairn-build.lock")
+        })
         .map(|e| {
             let e = e.unwrap();
             (

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask deps | build-init | demo | test`.
+//! Project tasks: `cargo xtask deps | build-init | demo | test | deny`.
 //!
 //! `demo` and `test` are the README's two commands: each installs what is
 //! missing (Debian/Ubuntu packages through apt-get), builds what it needs,
@@ -140,8 +140,8 @@ fn pip_deps() -> Result<()> {
             .is_ok_and(|o| o.status.success())
     });
     if !have {
-        eprintln!("xtask: installing virt-firmware (pip --user)");
-        pip_install("virt-firmware")?;
+        eprintln!("xtask: installing {VIRT_FIRMWARE} (pip --user)");
+        pip_install(VIRT_FIRMWARE)?;
     }
     // jsonschema: the outside validator of schema/*.json (tests/tests/schema.rs).
     let have_jsonschema = Command::new("python3")
@@ -155,8 +155,129 @@ fn pip_deps() -> Result<()> {
     Ok(())
 }
 
+/// The pinned PyPI requirement for `virt-fw-vars`.
+const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
+
+/// cargo-deny, pinned: installed with `cargo install --locked` when missing
+/// or of another version.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+fn cargo_deny_deps() -> Result<()> {
+    let have = Command::new(env!("CARGO"))
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| w == CARGO_DENY_VERSION)
+        });
+    if have {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-deny {CARGO_DENY_VERSION} (cargo install --locked)");
+    run(Command::new(env!("CARGO")).args([
+        "install",
+        "--locked",
+        "--quiet",
+        "cargo-deny",
+        "--version",
+        CARGO_DENY_VERSION,
+    ]))
+}
+
+/// The advisory database snapshot beside the repository (`../shared`,
+/// read-only, not a git checkout) or `$CAIRN_ADVISORY_DB`.
+fn advisory_snapshot() -> PathBuf {
+    std::env::var_os("CAIRN_ADVISORY_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/advisory-db"))
+}
+
+/// Where cargo-deny looks for the database of deny.toml's `db-urls` under
+/// its `db-path` (target/advisory-dbs): the URL's last segment and its
+/// XxHash64 (seed 0xca80de71), cargo-deny 0.20's naming.
+const ADVISORY_DB_DIR: &str = "advisory-db-3157b0e258782691";
+
+/// The snapshot's date: `(YYYY-MM-DD)` in its README.cairn.md, else now.
+fn snapshot_date(snapshot: &Path) -> Option<std::time::SystemTime> {
+    let text = std::fs::read_to_string(snapshot.join("README.cairn.md")).ok()?;
+    let i = text.find("(20")?;
+    let date = text.get(i + 1..i + 11)?;
+    let out = Command::new("date")
+        .args(["-u", "-d", date, "+%s"])
+        .output()
+        .ok()?;
+    let secs: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for e in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type()?.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if e.file_type()?.is_file() {
+            std::fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn pip_install(package: &str) -> Result<()> {
     run(Command::new("python3").args(["-m", "pip", "install", "--user", "--quiet", package]))
+}
+
+/// Supply chain: advisories (the local snapshot, never fetched), licences,
+/// bans and duplicates, sources, as deny.toml says.
+/// `required`: without the snapshot, fail (`cargo xtask deny`) or say
+/// loudly that the check was skipped (`cargo xtask test` on a machine
+/// that has no copy of the database).
+fn deny(required: bool) -> Result<()> {
+    let snapshot = advisory_snapshot();
+    if !snapshot.join("crates").is_dir() {
+        let msg = format!(
+            "no advisory database snapshot at {} (expected its crates/ folder); \
+             set CAIRN_ADVISORY_DB to a copy of the RustSec advisory-db",
+            snapshot.display()
+        );
+        if required {
+            bail!(msg);
+        }
+        eprintln!("xtask: WARNING: supply-chain check (cargo deny) SKIPPED: {msg}");
+        return Ok(());
+    }
+    cargo_deny_deps()?;
+    // cargo-deny wants a writable git-like checkout: copy the advisories
+    // and stamp .git/FETCH_HEAD with the snapshot's date, so that its
+    // staleness limit (deny.toml) measures the snapshot's real age.
+    let db = root().join("target/advisory-dbs").join(ADVISORY_DB_DIR);
+    let _ = std::fs::remove_dir_all(&db);
+    copy_tree(&snapshot.join("crates"), &db.join("crates"))?;
+    std::fs::create_dir_all(db.join(".git"))?;
+    let fetch_head = db.join(".git/FETCH_HEAD");
+    std::fs::write(&fetch_head, "")?;
+    let date = snapshot_date(&snapshot).unwrap_or_else(std::time::SystemTime::now);
+    std::fs::File::options()
+        .write(true)
+        .open(&fetch_head)?
+        .set_modified(date)?;
+    // cargo deny reads the metadata of every target's dependencies (wasm
+    // ones too), which a build for this host never downloads: fetch them
+    // first, so that --offline below is about the advisory database only.
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["fetch", "--locked", "--quiet"]))?;
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        // --offline: the advisory database is opened, never fetched, and
+        // its age checked against deny.toml's maximum-db-staleness.
+        "deny",
+        "--offline",
+        "--locked",
+        "check",
+    ]))
 }
 
 /// Install the apt packages that are missing (with sudo when not root).
@@ -239,6 +360,7 @@ fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Resu
         )
         .args([
             "build",
+            "--locked",
             "--quiet",
             "--release",
             "-p",
@@ -254,7 +376,7 @@ fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Resu
 fn build_cli(release: bool) -> Result<PathBuf> {
     let mut c = Command::new(env!("CARGO"));
     c.current_dir(root())
-        .args(["build", "--quiet", "-p", "cairn"]);
+        .args(["build", "--locked", "--quiet", "-p", "cairn"]);
     if release {
         c.arg("--release");
     }
@@ -285,8 +407,10 @@ fn test(args: &[String]) -> Result<()> {
     run(Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["fmt", "--all", "--check"]))?;
+    deny(false)?;
     run(Command::new(env!("CARGO")).current_dir(root()).args([
         "clippy",
+        "--locked",
         "--quiet",
         "--workspace",
         "--all-targets",
@@ -299,7 +423,7 @@ fn test(args: &[String]) -> Result<()> {
         .env("CAIRN_INIT", &init)
         .env("CAIRN_TEST_LOAD", &load)
         .env("CAIRN_BIN", &cairn)
-        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(["test", "--locked", "--workspace", "--no-fail-fast"])
         .args(args);
     run(&mut c)
 }
@@ -337,16 +461,18 @@ fn real_main() -> Result<()> {
         "profile" => profile_cmd(rest),
         "initcalls" => initcalls_cmd(rest),
         "test" => test(rest),
+        "deny" => deny(true),
         _ => {
             eprintln!(
                 "usage: cargo xtask TASK\n\n\
                  tasks:\n  \
                  demo         install what is missing, build and boot examples/hello in QEMU\n  \
-                 test         install what is missing, run fmt, clippy and the whole test suite\n  \
+                 test         install what is missing, run fmt, cargo deny, clippy and the whole test suite\n  \
+                 deny         the supply-chain check alone (cargo deny against ../shared/advisory-db, offline)\n  \
                  bench        boot cairn and a BusyBox baseline side by side; write bench/RESULTS.md\n  \
                  profile      which code each init runs before its service starts (QEMU TCG translation log)\n  \
                  initcalls    the tiny kernel's slowest initcalls in icount time (initcall_debug + System.map)\n  \
-                 deps         install the Debian packages cairn needs\n  \
+                 deps         install the Debian packages and the PyPI tools cairn needs\n  \
                  build-init   build the static cairn-init and print its path\n  \
                  build-test-load  build the liveness tests' static guest program and print its path"
             );

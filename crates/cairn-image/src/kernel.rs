@@ -66,6 +66,99 @@ pub enum KernelError {
         "cannot tell the kernel version of {image}: name it vmlinuz-VERSION or give modules_dir"
     )]
     UnknownVersion { image: PathBuf },
+    #[error("cache directory {dir} is owned by uid {owner}, not by you (uid {me}); refusing to use it (its contents go into images). Set CAIRN_CACHE_DIR to a directory of your own")]
+    CacheNotOwned { dir: PathBuf, owner: u32, me: u32 },
+    #[error("cache directory {dir} has mode {mode:04o}: other users can write into it, and its contents go into images; run `chmod 700 {dir}` or set CAIRN_CACHE_DIR")]
+    CacheWritable { dir: PathBuf, mode: u32 },
+    #[error("{path} is not a directory; set CAIRN_CACHE_DIR to a directory")]
+    CacheNotDir { path: PathBuf },
+}
+
+/// Creates the cache directory `dir` (mode 0700, parents as needed) or
+/// checks an existing one: it must be a real directory (not a symlink),
+/// owned by the current user, and not writable by group or others. Its
+/// contents (kernels, initramfs) go into images, so a cache someone else
+/// can write is refused.
+pub fn prepare_cache_dir(dir: &Path) -> Result<(), KernelError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            // The umask may have narrowed 0700 further; never widen it.
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(dir)(e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    if !meta.is_dir() {
+        return Err(KernelError::CacheNotDir {
+            path: dir.to_path_buf(),
+        });
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(KernelError::CacheNotOwned {
+            dir: dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(KernelError::CacheWritable {
+            dir: dir.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// SHA-256 of an extracted kernel tree: every entry's relative path, type
+/// and content (a symlink's target), in sorted order. Recorded when the
+/// package is extracted and checked every time the tree is reused.
+pub fn tree_sha256(root: &Path) -> Result<String, KernelError> {
+    use sha2::{Digest, Sha256};
+    fn walk(root: &Path, dir: &Path, h: &mut Sha256) -> Result<(), KernelError> {
+        for p in sorted_entries(dir) {
+            let rel = p.strip_prefix(root).unwrap_or(&p);
+            let meta = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+            h.update(rel.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            if meta.file_type().is_symlink() {
+                let t = fs::read_link(&p).map_err(io_err(&p))?;
+                h.update(b"l");
+                h.update(t.as_os_str().as_encoded_bytes());
+                h.update([0]);
+            } else if meta.is_dir() {
+                h.update(b"d");
+                walk(root, &p, h)?;
+            } else {
+                h.update(format!("f{:o}:{}:", meta.mode() & 0o7777, meta.len()));
+                let mut f = fs::File::open(&p).map_err(io_err(&p))?;
+                std::io::copy(&mut f, h).map_err(io_err(&p))?;
+            }
+        }
+        Ok(())
+    }
+    let mut h = Sha256::new();
+    walk(root, root, &mut h)?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file, hex.
+fn file_sha256(path: &Path) -> Result<String, KernelError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    std::io::copy(&mut f, &mut h).map_err(io_err(path))?;
+    Ok(hex(&h.finalize()))
 }
 
 /// A resolved kernel.
@@ -211,13 +304,17 @@ struct Record {
     /// Directory name under `CACHE/kernels`.
     dir: String,
     origin: String,
+    /// SHA-256 of the downloaded `.deb` the directory was extracted from.
+    deb_sha256: String,
+    /// [`tree_sha256`] of the directory right after extraction.
+    tree_sha256: String,
 }
 
 impl Record {
     fn to_text(&self) -> String {
         format!(
-            "version={}\ndir={}\norigin={}\n",
-            self.version, self.dir, self.origin
+            "version={}\ndir={}\norigin={}\ndeb_sha256={}\ntree_sha256={}\n",
+            self.version, self.dir, self.origin, self.deb_sha256, self.tree_sha256
         )
     }
 
@@ -231,6 +328,10 @@ impl Record {
             version: get("version")?,
             dir: get("dir")?,
             origin: get("origin")?,
+            // A record from before hashes were kept has none: it is not
+            // trusted (the kernel is downloaded again).
+            deb_sha256: get("deb_sha256")?,
+            tree_sha256: get("tree_sha256")?,
         };
         // The directory must be a plain name inside the cache.
         (!rec.dir.is_empty() && !rec.dir.contains('/') && !rec.dir.starts_with('.')).then_some(rec)
@@ -319,14 +420,24 @@ fn find_deb(package: &str, dir: &Path) -> Result<PathBuf, KernelError> {
     })
 }
 
+/// What [`download_and_extract`] made.
+struct Downloaded {
+    dir: String,
+    origin: String,
+    version: String,
+    deb_sha256: String,
+    tree_sha256: String,
+}
+
 /// Downloads `package` (following meta packages) and makes sure its kernel
-/// is extracted. Returns (directory name, origin, version of `package`).
+/// is extracted. Returns (directory name, origin, version of `package`,
+/// SHA-256 of the kernel `.deb`, [`tree_sha256`] of the directory).
 fn download_and_extract(
     apt: Apt,
     package: &str,
     kernels: &Path,
     chain: &mut Vec<String>,
-) -> Result<(String, String, String), KernelError> {
+) -> Result<Downloaded, KernelError> {
     chain.push(package.to_string());
     if chain.len() > MAX_DEPTH {
         return Err(KernelError::TooDeep {
@@ -359,12 +470,24 @@ fn download_and_extract(
             });
         };
         validate_package_name(&next)?;
-        let (dir, origin, _) = download_and_extract(apt, &next, kernels, chain)?;
-        return Ok((dir, origin, version));
+        let mut d = download_and_extract(apt, &next, kernels, chain)?;
+        d.version = version;
+        return Ok(d);
+    }
+    let deb_sha256 = file_sha256(&deb)?;
+    // Always extract what was just downloaded: a directory already in the
+    // cache is kept only if it is exactly that (same tree hash).
+    let staging = tmp.path().join("extract");
+    extract(&deb, &staging)?;
+    let tree = tree_sha256(&staging)?;
+    if target.is_dir() && tree_sha256(&target)? != tree {
+        eprintln!(
+            "warning: {} differs from the package {name} {version} just downloaded; replacing it",
+            target.display()
+        );
+        fs::remove_dir_all(&target).map_err(io_err(&target))?;
     }
     if !target.is_dir() {
-        let staging = tmp.path().join("extract");
-        extract(&deb, &staging)?;
         if let Err(e) = fs::rename(&staging, &target) {
             // Another build may have won the race; its directory is complete.
             if !target.is_dir() {
@@ -375,7 +498,13 @@ fn download_and_extract(
             }
         }
     }
-    Ok((dir_name, format!("debian:{name} {version}"), version))
+    Ok(Downloaded {
+        dir: dir_name,
+        origin: format!("debian:{name} {version}"),
+        version,
+        deb_sha256,
+        tree_sha256: tree,
+    })
 }
 
 fn extract(deb: &Path, into: &Path) -> Result<(), KernelError> {
@@ -400,11 +529,35 @@ fn write_record(path: &Path, rec: &Record) -> Result<(), KernelError> {
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
+/// The record for `package`, if its directory still has the tree hash
+/// recorded when it was extracted. A directory that changed since is
+/// refused with a message, and removed with its record, so that the
+/// package is downloaded again.
 fn read_record(kernels: &Path, package: &str) -> Option<Record> {
-    fs::read_to_string(kernels.join(format!("{package}.resolved")))
+    let path = kernels.join(format!("{package}.resolved"));
+    let rec = fs::read_to_string(&path)
         .ok()
         .and_then(|t| Record::parse(&t))
-        .filter(|r| kernels.join(&r.dir).is_dir())
+        .filter(|r| kernels.join(&r.dir).is_dir())?;
+    let dir = kernels.join(&rec.dir);
+    match tree_sha256(&dir) {
+        Ok(h) if h == rec.tree_sha256 => Some(rec),
+        found => {
+            let found = found.unwrap_or_else(|e| format!("unreadable ({e})"));
+            eprintln!(
+                "warning: the cached kernel {} (from {}, package SHA-256 {}) does not match \
+                 what was recorded when it was extracted (tree SHA-256 {}, now {found}); \
+                 refusing it and downloading the package again",
+                dir.display(),
+                rec.origin,
+                rec.deb_sha256,
+                rec.tree_sha256
+            );
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_dir_all(&dir);
+            None
+        }
+    }
 }
 
 /// Resolves a Debian kernel package into `cache` (see the module docs).
@@ -457,6 +610,7 @@ pub fn resolve_package_recent(
 
 fn resolve_package_with(apt: Apt, package: &str, cache: &Path) -> Result<Kernel, KernelError> {
     validate_package_name(package)?;
+    prepare_cache_dir(cache)?;
     let kernels = cache.join("kernels");
     fs::create_dir_all(&kernels).map_err(io_err(&kernels))?;
     let record_path = kernels.join(format!("{package}.resolved"));
@@ -470,11 +624,13 @@ fn resolve_package_with(apt: Apt, package: &str, cache: &Path) -> Result<Kernel,
         download_and_extract(apt, package, &kernels, &mut Vec::new()),
         record,
     ) {
-        (Ok((dir, origin, version)), _) => {
+        (Ok(d), _) => {
             let rec = Record {
-                version,
-                dir,
-                origin,
+                version: d.version,
+                dir: d.dir,
+                origin: d.origin,
+                deb_sha256: d.deb_sha256,
+                tree_sha256: d.tree_sha256,
             };
             write_record(&record_path, &rec)?;
             kernel_from_dir(&kernels.join(&rec.dir), &rec.origin)
@@ -696,8 +852,16 @@ mod tests {
             version: "6.1.192-2".into(),
             dir: "linux-image-6.1.0-56-cloud-amd64_6.1.192-2".into(),
             origin: "debian:linux-image-6.1.0-56-cloud-amd64 6.1.192-2".into(),
+            deb_sha256: "ab".into(),
+            tree_sha256: "cd".into(),
         };
         assert_eq!(Record::parse(&r.to_text()), Some(r));
+        // A record from before hashes were kept is not trusted.
+        assert_eq!(
+            Record::parse("version=1\ndir=x\norigin=o\n"),
+            None,
+            "a record without hashes"
+        );
         assert_eq!(Record::parse("version=1\ndir=../x\norigin=o\n"), None);
         assert_eq!(Record::parse("version=1\n"), None);
     }
@@ -826,6 +990,8 @@ mod tests {
             version: "9.9.9-1".into(),
             dir: "linux-image-9.9.9-x_9.9.9-1".into(),
             origin: "debian:linux-image-9.9.9-x 9.9.9-1".into(),
+            deb_sha256: "00".into(),
+            tree_sha256: tree_sha256(&dir).unwrap(),
         };
         write_record(&kernels.join("linux-image-x.resolved"), &rec).unwrap();
         let k = resolve_package_with(failing, "linux-image-x", cache.path()).unwrap();
@@ -839,6 +1005,103 @@ mod tests {
         // A record pointing at a missing directory is ignored.
         fs::remove_dir_all(&dir).unwrap();
         assert!(resolve_package_with(failing, "linux-image-x", cache.path()).is_err());
+    }
+
+    /// A cached kernel tree changed after extraction (a replaced image, an
+    /// added module) is refused and dropped, never used.
+    #[test]
+    fn a_tampered_cached_kernel_is_refused() {
+        let cache = tempfile::tempdir().unwrap();
+        let kernels = cache.path().join("kernels");
+        let dir = kernels.join("linux-image-9.9.9-x_9.9.9-1");
+        fs::create_dir_all(dir.join("boot")).unwrap();
+        fs::create_dir_all(dir.join("lib/modules/9.9.9-x/kernel")).unwrap();
+        fs::write(dir.join("boot/vmlinuz-9.9.9-x"), b"k").unwrap();
+        let rec = Record {
+            version: "9.9.9-1".into(),
+            dir: "linux-image-9.9.9-x_9.9.9-1".into(),
+            origin: "debian:linux-image-9.9.9-x 9.9.9-1".into(),
+            deb_sha256: "00".into(),
+            tree_sha256: tree_sha256(&dir).unwrap(),
+        };
+        let record = kernels.join("linux-image-x.resolved");
+        write_record(&record, &rec).unwrap();
+        assert!(resolve_package_cached("linux-image-x", cache.path())
+            .unwrap()
+            .is_some());
+        type Tamper = Box<dyn Fn(&Path)>;
+        let tampers: Vec<Tamper> = vec![
+            Box::new(|d| fs::write(d.join("boot/vmlinuz-9.9.9-x"), b"evil").unwrap()),
+            Box::new(|d| fs::write(d.join("lib/modules/9.9.9-x/kernel/x.ko"), b"m").unwrap()),
+            Box::new(|d| {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(
+                    d.join("boot/vmlinuz-9.9.9-x"),
+                    fs::Permissions::from_mode(0o4755),
+                )
+                .unwrap()
+            }),
+        ];
+        for tamper in tampers {
+            tamper(&dir);
+            assert_eq!(
+                resolve_package_cached("linux-image-x", cache.path()).unwrap(),
+                None
+            );
+            // Record and tree are gone: the next build downloads again.
+            assert!(!record.exists());
+            assert!(!dir.exists());
+            fs::create_dir_all(dir.join("boot")).unwrap();
+            fs::create_dir_all(dir.join("lib/modules/9.9.9-x/kernel")).unwrap();
+            fs::write(dir.join("boot/vmlinuz-9.9.9-x"), b"k").unwrap();
+            write_record(&record, &rec).unwrap();
+        }
+        // Offline (apt failing), a tampered tree is an error, not a fallback.
+        fs::write(dir.join("boot/vmlinuz-9.9.9-x"), b"evil").unwrap();
+        let failing = Apt {
+            get: "false",
+            cache: "false",
+        };
+        assert!(matches!(
+            resolve_package_with(failing, "linux-image-x", cache.path()),
+            Err(KernelError::Apt { .. })
+        ));
+    }
+
+    #[test]
+    fn cache_dir_is_private_and_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("a/cairn");
+        prepare_cache_dir(&cache).unwrap();
+        let mode = fs::metadata(&cache).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        // Existing and fine: again.
+        prepare_cache_dir(&cache).unwrap();
+        // 0755 (an older cache) is accepted: no one else can write it.
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_cache_dir(&cache).unwrap();
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = prepare_cache_dir(&cache).unwrap_err();
+        assert!(matches!(e, KernelError::CacheWritable { .. }), "{e}");
+        assert!(e.to_string().contains("chmod 700"), "{e}");
+        fs::set_permissions(&cache, fs::Permissions::from_mode(0o700)).unwrap();
+        // Someone else's directory (giving it away needs root).
+        let me = rustix::process::geteuid().as_raw();
+        if me == 0 {
+            std::os::unix::fs::chown(&cache, Some(4242), None).unwrap();
+            let e = prepare_cache_dir(&cache).unwrap_err();
+            assert!(matches!(e, KernelError::CacheNotOwned { .. }), "{e}");
+            assert!(e.to_string().contains("CAIRN_CACHE_DIR"), "{e}");
+            std::os::unix::fs::chown(&cache, Some(me), None).unwrap();
+        }
+        // A symlink to a directory is not the directory.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&cache, &link).unwrap();
+        assert!(matches!(
+            prepare_cache_dir(&link),
+            Err(KernelError::CacheNotDir { .. })
+        ));
     }
 
     #[test]

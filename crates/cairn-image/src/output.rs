@@ -8,6 +8,13 @@
 //! that fails halfway puts back the outputs it had already replaced (it
 //! keeps a hard link `DIR/.NAME.old-PID` to each until it is done), so a
 //! directory never holds a mix of two builds.
+//!
+//! Builds into one directory are serialised: [`OutputSet::new`] takes an
+//! exclusive `flock` on `DIR/.cairn-build.lock` and holds it until the set
+//! is committed or dropped; a second build waits for it (and says so on
+//! stderr). Holding the lock, it removes the temporary and backup files
+//! that an interrupted build (killed before its destructor ran) left
+//! behind: no live build can own them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -43,6 +50,88 @@ pub enum OutputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot lock {path} (another build into the same directory?): {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The lock file in an output directory.
+pub const LOCK_FILE: &str = ".cairn-build.lock";
+
+/// An exclusive lock on an output directory, released when dropped (or
+/// when the process dies).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Locks `dir` (which must exist), waiting for another holder; `waiting`
+    /// is called once if it has to wait.
+    pub fn acquire(dir: &Path, waiting: impl FnOnce(&Path)) -> Result<DirLock, OutputError> {
+        use rustix::fs::{flock, FlockOperation};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(LOCK_FILE);
+        let lock_err = |source: std::io::Error| OutputError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(lock_err)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                waiting(&path);
+                flock(&file, FlockOperation::LockExclusive)
+                    .map_err(|e| lock_err(std::io::Error::from(e)))?;
+            }
+            Err(e) => return Err(lock_err(std::io::Error::from(e))),
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Is `name` a temporary or backup file of [`OutputSet`]
+/// (`.NAME.tmp-PID`, `.NAME.old-PID`)?
+fn is_leftover(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    ["tmp-", "old-"].iter().any(|tag| {
+        rest.rsplit_once(&format!(".{tag}"))
+            .is_some_and(|(base, pid)| {
+                !base.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+            })
+    })
+}
+
+/// Removes what an interrupted build left in `dir`; the caller holds the
+/// lock. Returns the names removed.
+fn remove_leftovers(dir: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_leftover(&name)
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && fs::remove_file(e.path()).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
 }
 
 /// The outputs of one build, written to temporary files until committed.
@@ -51,18 +140,42 @@ pub struct OutputSet {
     dir: PathBuf,
     /// (temporary path, final path, file name), in insertion order.
     pending: Vec<(PathBuf, PathBuf, String)>,
+    /// Held for the set's life; declared last so it is released after
+    /// Drop has removed the temporaries.
+    _lock: DirLock,
 }
 
 impl OutputSet {
-    /// Starts a set writing into `dir`, which is created if missing.
+    /// Starts a set writing into `dir`, which is created if missing. Takes
+    /// the directory's lock, waiting (with a line on stderr) while another
+    /// build holds it, then removes the leftovers of interrupted builds.
     pub fn new(dir: &Path) -> Result<Self, OutputError> {
+        Self::new_with(dir, |lock| {
+            eprintln!(
+                "waiting for another build into {} to finish (it holds {})...",
+                dir.display(),
+                lock.display()
+            )
+        })
+    }
+
+    /// [`OutputSet::new`] with what to do when it has to wait.
+    pub fn new_with(dir: &Path, waiting: impl FnOnce(&Path)) -> Result<Self, OutputError> {
         fs::create_dir_all(dir).map_err(|source| OutputError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
+        let lock = DirLock::acquire(dir, waiting)?;
+        for name in remove_leftovers(dir) {
+            eprintln!(
+                "removed {} left by an interrupted build",
+                dir.join(name).display()
+            );
+        }
         Ok(OutputSet {
             dir: dir.to_path_buf(),
             pending: Vec::new(),
+            _lock: lock,
         })
     }
 
@@ -210,6 +323,7 @@ mod tests {
     fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let mut v: Vec<_> = fs::read_dir(dir)
             .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != LOCK_FILE)
             .map(|e| {
                 let e = e.unwrap();
                 (
@@ -328,9 +442,81 @@ mod tests {
         assert_eq!(listing(dir), vec![("a".to_string(), b"new a".to_vec())]);
     }
 
+    #[test]
+    fn leftover_names() {
+        assert!(is_leftover(".web.efi.tmp-123"));
+        assert!(is_leftover(".web.img.old-9"));
+        for keep in [
+            "web.efi",
+            ".web.efi.tmp-",
+            ".tmp-12",
+            ".x.tmp-12a",
+            ".cairn-build.lock",
+            "a.tmp-1",
+        ] {
+            assert!(!is_leftover(keep), "{keep}");
+        }
+    }
+
+    /// What a build killed by SIGKILL leaves (its destructor never ran) is
+    /// removed by the next build; other files stay.
+    #[test]
+    fn the_next_build_removes_what_an_interrupted_one_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::write(dir.join("web.efi"), b"old").unwrap();
+        fs::write(dir.join(".web.efi.tmp-4242"), b"half").unwrap();
+        fs::write(dir.join(".web.img.old-4242"), b"backup").unwrap();
+        fs::write(dir.join(".keep"), b"user file").unwrap();
+        let mut set = OutputSet::new(dir).unwrap();
+        assert_eq!(listing_names(dir), [".keep", "web.efi"]);
+        set.add("web.initrd", b"new").unwrap();
+        set.commit().unwrap();
+        assert_eq!(listing_names(dir), [".keep", "web.efi", "web.initrd"]);
+    }
+
+    /// A second set on the same directory waits until the first is done
+    /// (committed or dropped), and says it waits.
+    #[test]
+    fn a_second_build_waits_for_the_first() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut first = OutputSet::new(&dir).unwrap();
+        first.add("a", b"first").unwrap();
+        let waited = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (dir, waited, done) = (dir.clone(), waited.clone(), done.clone());
+            std::thread::spawn(move || {
+                // flock locks belong to the open file description: a second
+                // open in the same process contends like another process.
+                let mut second =
+                    OutputSet::new_with(&dir, |_| waited.store(true, Ordering::SeqCst)).unwrap();
+                done.store(true, Ordering::SeqCst);
+                second.add("a", b"second").unwrap();
+                second.commit().unwrap();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            waited.load(Ordering::SeqCst),
+            "the second build did not wait"
+        );
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the second build did not block"
+        );
+        first.commit().unwrap();
+        t.join().unwrap();
+        assert_eq!(listing(&dir), vec![("a".to_string(), b"second".to_vec())]);
+    }
+
     fn listing_names(dir: &Path) -> Vec<String> {
         let mut v: Vec<_> = fs::read_dir(dir)
             .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != LOCK_FILE)
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         v.sort();

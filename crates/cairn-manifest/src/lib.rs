@@ -30,7 +30,8 @@ pub use diagnostic::{Diagnostic, Located, Span};
 pub use disk::{DiskSpec, ImageFormat, IsoSpec, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
     BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
-    SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
+    SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE, GENERATED_DIRS, GENERATED_FILES,
+    GENERATED_TREES,
 };
 pub use runtime::{
     ExitAction, FormatPolicy, FsType, InterfaceConfig, IpPrefix, Ipv6Mode, Level, LogConfig,

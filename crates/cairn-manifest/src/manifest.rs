@@ -403,7 +403,12 @@ impl Builder<'_> {
             .into_iter()
             .map(|b| self.binary(b.into_inner()))
             .collect::<Result<Vec<_>, _>>()?;
-        self.unique_destinations(&files, &binaries)?;
+        self.unique_destinations(
+            &files,
+            &binaries,
+            raw.hostname.is_some(),
+            !kernel.modules.is_empty(),
+        )?;
         let net = crate::network::build(raw.network, raw.net, &|s| self.line_of(s))
             .map_err(|(s, e)| (s, Invalid::Network(e)))?;
         let sign = raw.sign.map(|s| self.sign(s.into_inner())).transpose()?;
@@ -667,36 +672,148 @@ impl Builder<'_> {
         })
     }
 
-    /// Two entries writing the same image path is a mistake; point at the
-    /// second. (Binaries without `dst` are located at their `path`.)
+    /// `line L, column C` of a span, as [`Diagnostic`] counts them.
+    fn place(&self, span: Span) -> String {
+        let start = span.start.min(self.text.len());
+        let start = (0..=start)
+            .rev()
+            .find(|&i| self.text.is_char_boundary(i))
+            .unwrap_or(0);
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let col = self.text[line_start..start].chars().count() + 1;
+        format!("line {}, column {col}", self.line_of(span))
+    }
+
+    /// Two entries writing the same image path, or one entry writing below
+    /// another's file, is a mistake; so is an entry writing a path the
+    /// builder generates itself ([`generated_conflict`]). The error points
+    /// at the later entry and names the earlier one's place.
+    /// (Binaries without `dst` are located at their `path`.)
     fn unique_destinations(
         &self,
         files: &[FileEntry],
         binaries: &[BinaryEntry],
+        hostname: bool,
+        modules: bool,
     ) -> Result<(), Failure> {
-        let mut all: Vec<(&str, Span)> = files
+        let mut all: Vec<(&str, Span, &'static str)> = files
             .iter()
-            .map(|f| (f.dst.value.as_str(), f.dst.span))
-            .chain(binaries.iter().map(|b| (b.dst.as_str(), b.path.span)))
+            .map(|f| (f.dst.value.as_str(), f.dst.span, "[[file]]"))
+            .chain(
+                binaries
+                    .iter()
+                    .map(|b| (b.dst.as_str(), b.path.span, "[[binary]]")),
+            )
             .collect();
         // Compare in text order so that "first" really is the earlier one.
-        all.sort_by_key(|(_, sp)| sp.start);
-        let mut seen: HashMap<String, Span> = HashMap::new();
-        for (dst, sp) in all {
+        all.sort_by_key(|(_, sp, _)| sp.start);
+        let mut seen: Vec<(String, Span, &'static str)> = Vec::new();
+        for (dst, sp, this_kind) in &all {
             let key = normalize(dst);
-            if let Some(first) = seen.get(&key) {
+            if let Some(what) = generated_conflict(&key, hostname, modules) {
                 return Err((
-                    sp,
-                    Invalid::DuplicateDestination {
+                    *sp,
+                    Invalid::GeneratedDestination {
                         dst: dst.to_string(),
-                        first_line: self.line_of(*first),
+                        what,
                     },
                 ));
             }
-            seen.insert(key, sp);
+            for (other, first, kind) in &seen {
+                let clash = if *other == key {
+                    Some("is already installed by")
+                } else if key.starts_with(&format!("{other}/")) {
+                    Some("is below the file installed by")
+                } else if other.starts_with(&format!("{key}/")) {
+                    Some("would be a file where a directory is needed by")
+                } else {
+                    None
+                };
+                if let Some(how) = clash {
+                    return Err((
+                        *sp,
+                        Invalid::DuplicateDestination {
+                            dst: dst.to_string(),
+                            how,
+                            kind,
+                            first: self.place(*first),
+                        },
+                    ));
+                }
+            }
+            seen.push((key, *sp, this_kind));
         }
         Ok(())
     }
+}
+
+/// Files the builder writes into every image (or, for `/etc/hostname`,
+/// when `hostname` is set), with what they are. A `[[file]]` or
+/// `[[binary]]` may not take their place, sit below them, or take the place
+/// of a directory above them.
+pub const GENERATED_FILES: &[(&str, &str)] = &[
+    ("/init", "the cairn-init binary (PID 1)"),
+    ("/usr/bin/cairnctl", "the cairnctl link to the init"),
+    ("/etc/os-release", "the image's os-release"),
+    ("/etc/passwd", "the users from [[user]]"),
+    ("/etc/group", "the groups from [[group]]"),
+    ("/dev/console", "a device node"),
+    ("/dev/null", "a device node"),
+    ("/dev/kmsg", "a device node"),
+];
+
+/// Directories the builder owns whole: nothing may be installed in them.
+/// `/lib/modules` only when `kernel.modules` is set.
+pub const GENERATED_TREES: &[(&str, &str)] = &[
+    ("/etc/cairn", "the init's runtime configuration"),
+    ("/dev", "devtmpfs, mounted there at boot"),
+    ("/proc", "procfs, mounted there at boot"),
+    ("/sys", "sysfs, mounted there at boot"),
+    ("/run", "a tmpfs, mounted there at boot"),
+    ("/tmp", "a tmpfs, mounted there at boot"),
+];
+
+/// Directories the builder creates: a file cannot stand in their place.
+pub const GENERATED_DIRS: &[&str] = &["/etc", "/root", "/usr", "/usr/bin", "/bin", "/sbin", "/var"];
+
+/// What the builder generates at or around the image path `key`
+/// (normalised: no leading `/`), if anything.
+fn generated_conflict(key: &str, hostname: bool, modules: bool) -> Option<String> {
+    let key_abs = format!("/{key}");
+    let hostname_file = [("/etc/hostname", "the host name from `hostname`")];
+    let modules_tree = [("/lib/modules", "the kernel modules from `kernel.modules`")];
+    let files = GENERATED_FILES
+        .iter()
+        .chain(hostname_file.iter().filter(|_| hostname));
+    for (path, what) in files {
+        if key_abs == *path {
+            return Some(format!("`{path}`, {what}"));
+        }
+        if key_abs.starts_with(&format!("{path}/")) {
+            return Some(format!("the file `{path}` ({what}) above it"));
+        }
+    }
+    let trees = GENERATED_TREES
+        .iter()
+        .chain(modules_tree.iter().filter(|_| modules));
+    for (path, what) in trees {
+        if key_abs == *path || key_abs.starts_with(&format!("{path}/")) {
+            return Some(format!("`{path}`: {what}"));
+        }
+    }
+    let needed_dirs = GENERATED_FILES
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(GENERATED_TREES.iter().map(|(p, _)| *p))
+        .chain(GENERATED_DIRS.iter().copied());
+    for path in needed_dirs {
+        if *path == *key_abs && GENERATED_DIRS.contains(&path)
+            || path.starts_with(&format!("{key_abs}/"))
+        {
+            return Some(format!("the directory `{key_abs}`, needed for `{path}`"));
+        }
+    }
+    None
 }
 
 /// `/srv//www/./x` and `/srv/www/x` are the same file.
@@ -1201,7 +1318,7 @@ mod tests {
         ));
         assert_eq!((line, col), (8, 8), "{msg}");
         assert!(
-            msg.contains("already installed by the entry on line 6"),
+            msg.contains("already installed by the [[file]] at line 6, column 7"),
             "{msg}"
         );
         let (line, col, msg) = err(&with_kernel(
@@ -1210,6 +1327,100 @@ mod tests {
         ));
         assert_eq!((line, col), (5, 8), "{msg}");
         assert!(msg.contains("absolute host path"), "{msg}");
+    }
+
+    /// A `[[file]]`/`[[binary]]` may not replace, sit below, or stand in
+    /// for a directory of what the builder generates; the error is at the
+    /// entry's `dst` (or a binary's `path`).
+    #[test]
+    fn destinations_may_not_collide_with_generated_paths() {
+        let file = |dst: &str| format!("[[file]]\nsrc = \"a\"\ndst = \"{dst}\"\n");
+        for (dst, want) in [
+            ("/init", "`/init`, the cairn-init binary"),
+            ("//init", "`/init`, the cairn-init binary"),
+            ("/init/x", "the file `/init`"),
+            ("/usr/bin/cairnctl", "the cairnctl link"),
+            (
+                "/etc/cairn/system.json",
+                "`/etc/cairn`: the init's runtime configuration",
+            ),
+            ("/etc/cairn", "`/etc/cairn`"),
+            ("/etc/os-release", "os-release"),
+            ("/etc/passwd", "[[user]]"),
+            ("/dev/console", "a device node"),
+            ("/dev/sda", "devtmpfs"),
+            ("/proc/cmdline", "procfs"),
+            ("/run/x.sock", "tmpfs"),
+            ("/etc", "the directory `/etc`"),
+            ("/usr", "the directory `/usr`, needed for `/usr/bin"),
+            ("/usr/bin", "the directory `/usr/bin`"),
+        ] {
+            let (line, col, msg) = err(&with_kernel("name = \"x\"\n", &file(dst)));
+            assert_eq!((line, col), (6, 7), "{dst}: {msg}");
+            assert!(msg.contains(want), "{dst}: {msg}");
+            assert!(
+                msg.contains("collides with what the builder generates"),
+                "{msg}"
+            );
+        }
+        // A binary is located at its path.
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[[binary]]\npath = \"/usr/bin/jq\"\ndst = \"/init\"\n",
+        ));
+        assert_eq!((line, col), (5, 8), "{msg}");
+        assert!(msg.contains("`/init`"), "{msg}");
+        // /etc/hostname only when the manifest sets a host name.
+        parse(&with_kernel("name = \"x\"\n", &file("/etc/hostname"))).unwrap();
+        let (_, _, msg) = err(&with_kernel(
+            "name = \"x\"\nhostname = \"h\"\n",
+            &file("/etc/hostname"),
+        ));
+        assert!(msg.contains("`hostname`"), "{msg}");
+        // /lib/modules only when modules are listed.
+        parse(&with_kernel("name = \"x\"\n", &file("/lib/modules/x"))).unwrap();
+        let text = "name = \"x\"\n[kernel]\npackage = \"linux-image-cloud-amd64\"\nmodules = [\"virtio_net\"]\n[[file]]\nsrc = \"a\"\ndst = \"/lib/modules/6.1/x.ko\"\n";
+        let (line, _, msg) = err(text);
+        assert_eq!(line, 7, "{msg}");
+        assert!(msg.contains("kernel.modules"), "{msg}");
+        // Ordinary places are fine.
+        for ok in [
+            "/etc/motd",
+            "/usr/bin/jq",
+            "/var/lib/x",
+            "/etc/ssl/cert.pem",
+            "/initrd",
+        ] {
+            parse(&with_kernel("name = \"x\"\n", &file(ok))).unwrap();
+        }
+    }
+
+    /// One entry below another's file, or a file where another needs a
+    /// directory: both places are named.
+    #[test]
+    fn destinations_may_not_nest_in_each_other() {
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[[file]]\nsrc = \"a\"\ndst = \"/srv/a\"\n[[file]]\nsrc = \"b\"\ndst = \"/srv/a/b\"\n",
+        ));
+        assert_eq!((line, col), (9, 7), "{msg}");
+        assert!(
+            msg.contains(
+                "`/srv/a/b` is below the file installed by the [[file]] at line 6, column 7"
+            ),
+            "{msg}"
+        );
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[[binary]]\npath = \"/usr/bin/jq\"\ndst = \"/opt/jq/bin\"\n[[file]]\nsrc = \"b\"\ndst = \"/opt/jq\"\n",
+        ));
+        assert_eq!((line, col), (9, 7), "{msg}");
+        assert!(
+            msg.contains(
+                "would be a file where a directory is needed by the [[binary]] at line 5, column 8"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]

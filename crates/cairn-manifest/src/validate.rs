@@ -76,8 +76,17 @@ pub enum Invalid {
         path: String,
         reason: &'static str,
     },
-    #[error("`{dst}` is already installed by the entry on line {first_line}")]
-    DuplicateDestination { dst: String, first_line: usize },
+    #[error("`{dst}` {how} the {kind} at {first} (each image path has one source)")]
+    DuplicateDestination {
+        dst: String,
+        how: &'static str,
+        kind: &'static str,
+        first: String,
+    },
+    #[error(
+        "`{dst}` collides with what the builder generates: {what}; choose another destination"
+    )]
+    GeneratedDestination { dst: String, what: String },
     #[error("invalid mode `{0}`: expected a string of octal digits such as \"0644\" or \"0755\", at most \"7777\"")]
     Mode(String),
     #[error("`mode` must be a string such as \"0644\": a bare TOML number would be read as decimal, {0} is {0:#o} in octal")]

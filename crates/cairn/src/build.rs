@@ -20,6 +20,8 @@ pub enum BuildError {
     Manifest(#[from] Box<Diagnostic>),
     #[error("kernel: {0}")]
     Kernel(#[from] kernel::KernelError),
+    #[error("cache: {0}")]
+    Cache(kernel::KernelError),
     #[error("kernel modules: {0}")]
     Kmod(#[from] kmod::KmodError),
     #[error("initramfs: {0}")]
@@ -172,6 +174,10 @@ fn os_release(m: &Manifest) -> String {
 /// Nothing in `out_dir` changes unless the whole build succeeds.
 pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let m = Manifest::load(manifest_path)?;
+    kernel::prepare_cache_dir(&opts.cache_dir).map_err(BuildError::Cache)?;
+    // Taken first: a second build into the same directory waits here, and
+    // the leftovers of an interrupted one are removed.
+    let mut out = output::OutputSet::new(&opts.out_dir)?;
     let mut inputs = Vec::new();
     let mut archive = cpio::Archive::default();
 
@@ -321,8 +327,22 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         }
     }
 
-    // Plain files.
+    // Plain files. The manifest already refused collisions between entries
+    // and with the paths the builder generates; what is left are the
+    // libraries of [[binary]] entries and the kernel modules, known only now.
     for f in &m.files {
+        if let Some(owner) = taken_by(&archive, &inputs, &f.dst.value) {
+            return Err(m
+                .error_at(
+                    f.dst.span,
+                    format!(
+                        "`{}` collides with {owner}, which the builder puts there; \
+                         choose another destination",
+                        f.dst.value
+                    ),
+                )
+                .into());
+        }
         let bytes = std::fs::read(&f.src.value).map_err(|e| {
             BuildError::from(m.error_at(
                 f.src.span,
@@ -408,7 +428,6 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     )?;
     let efi = sign_uki(&m, opts, efi)?;
 
-    let mut out = output::OutputSet::new(&opts.out_dir)?;
     let mut outputs = Vec::new();
     for (suffix, bytes) in [
         ("vmlinuz", &vmlinuz[..]),
@@ -523,6 +542,22 @@ fn sign_uki(m: &Manifest, opts: &BuildOptions, efi: Vec<u8>) -> Result<Vec<u8>, 
     })
 }
 
+/// What already occupies `path` in the archive (anything but a directory),
+/// described by where it came from.
+fn taken_by(archive: &cpio::Archive, inputs: &[ReportLine], path: &str) -> Option<String> {
+    let key = cpio::normalize_path(path).ok()?;
+    let entry = archive.entries().find(|e| e.path == key)?;
+    if entry.mode & 0o170000 == 0o040000 {
+        return None;
+    }
+    let origin = inputs
+        .iter()
+        .find(|l| l.what.trim_start_matches('/') == key)
+        .map(|l| l.origin.clone())
+        .unwrap_or_else(|| "a library link of a [[binary]]".to_string());
+    Some(format!("`/{key}` ({origin})"))
+}
+
 /// Is `path` a regular executable file in the archive, following symlinks?
 fn is_executable_in(archive: &cpio::Archive, path: &str) -> bool {
     let mut cur = path.trim_start_matches('/').to_string();
@@ -582,5 +617,46 @@ mod tests {
         assert!(!is_executable_in(&a, "/usr/bin/data"));
         assert!(!is_executable_in(&a, "/bin/loop"));
         assert!(!is_executable_in(&a, "/bin/missing"));
+    }
+
+    /// The manifest's list of generated paths covers what `build` writes.
+    #[test]
+    fn generated_paths_are_known_to_the_manifest() {
+        use cairn_manifest::{GENERATED_DIRS, GENERATED_FILES, GENERATED_TREES};
+        for p in [
+            INIT_PATH,
+            CAIRNCTL_PATH,
+            "/etc/os-release",
+            "/etc/passwd",
+            "/etc/group",
+        ] {
+            assert!(GENERATED_FILES.iter().any(|(g, _)| *g == p), "{p}");
+        }
+        assert!(SYSTEM_CONFIG_PATH.starts_with("/etc/cairn/"));
+        assert!(GENERATED_TREES.iter().any(|(g, _)| *g == "/etc/cairn"));
+        for d in ["/etc", "/root", "/usr/bin", "/bin", "/sbin", "/var"] {
+            assert!(GENERATED_DIRS.contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn a_file_may_not_replace_a_library_of_a_binary() {
+        let mut a = cpio::Archive::default();
+        a.add_file("/lib/x86_64-linux-gnu/libc.so.6", 0o755, b"x".to_vec())
+            .unwrap();
+        a.add_symlink("/lib64/ld-linux-x86-64.so.2", "/lib/x/ld.so")
+            .unwrap();
+        let inputs = vec![ReportLine {
+            what: "/lib/x86_64-linux-gnu/libc.so.6".into(),
+            origin: "host /lib/x86_64-linux-gnu/libc.so.6".into(),
+            bytes: 1,
+        }];
+        let t = taken_by(&a, &inputs, "/lib/x86_64-linux-gnu//libc.so.6").unwrap();
+        assert!(t.contains("host /lib/x86_64-linux-gnu/libc.so.6"), "{t}");
+        let t = taken_by(&a, &inputs, "/lib64/ld-linux-x86-64.so.2").unwrap();
+        assert!(t.contains("library link"), "{t}");
+        // A directory made by the builder is no collision; nor is a new path.
+        assert_eq!(taken_by(&a, &inputs, "/lib"), None);
+        assert_eq!(taken_by(&a, &inputs, "/srv/x"), None);
     }
 }
