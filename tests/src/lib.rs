@@ -527,3 +527,21 @@ pub fn snakeoil_key(dir: &Path) -> PathBuf {
     assert!(st.success(), "openssl could not read {SNAKEOIL_KEY}");
     key
 }
+
+/// A program that `cargo xtask deps` installs from PyPI (`pip --user`):
+/// on PATH, or where pip puts it.
+pub fn pip_tool(name: &str) -> Option<PathBuf> {
+    let mut cands = vec![PathBuf::from(name)];
+    if let Some(home) = std::env::var_os("HOME") {
+        cands.push(Path::new(&home).join(".local/bin").join(name));
+        cands.push(Path::new(&home).join(".cache/cairn/venv/bin").join(name));
+    }
+    cands.into_iter().find(|p| {
+        Command::new(p)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_e2e::{cairn, dir_contents, example, run_with_timeout, Outcome};
+use cairn_e2e::{cairn, dir_contents, example, pip_tool, run_with_timeout, Outcome};
+use sha2::{Digest, Sha256};
 
 fn build_with_cache(manifest: &Path, out: &Path, cache: &Path, extra: &[&str]) -> Outcome {
     let mut c = cairn();
@@ -81,6 +82,57 @@ fn sbom_names_every_file_with_origin_and_licence() {
         .count();
     assert!(regular > 5, "inspect listing:\n{}", listing.stdout);
     assert_eq!(doc.matches("\"fileName\"").count(), regular + 1);
+
+    // An outside SPDX validator (spdx-tools from PyPI) accepts it.
+    let tool =
+        pip_tool("pyspdxtools").expect("pyspdxtools: `cargo xtask deps` installs spdx-tools");
+    let mut c = std::process::Command::new(tool);
+    c.arg("-i").arg(out.path().join("jq.spdx.json"));
+    run_with_timeout(c, Duration::from_secs(120)).assert_ok();
+
+    // Every file's SHA-256 is that of the file in the image: unpack the
+    // initramfs with GNU cpio and hash what it wrote.
+    let root = tempfile::tempdir().unwrap();
+    let cpio = root.path().join("initrd.cpio");
+    let mut c = std::process::Command::new("zstd");
+    c.args(["-d", "-q", "-f", "-o"])
+        .arg(&cpio)
+        .arg(out.path().join("jq.initrd"));
+    run_with_timeout(c, Duration::from_secs(60)).assert_ok();
+    let tree = root.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let mut c = std::process::Command::new("sh");
+    c.current_dir(&tree).arg("-c").arg(format!(
+        "cpio -id --quiet --no-absolute-filenames < '{}'",
+        cpio.display()
+    ));
+    run_with_timeout(c, Duration::from_secs(60)).assert_ok();
+    let json: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let files = json["files"].as_array().expect("files");
+    let mut checked = 0;
+    for f in files {
+        let name = f["fileName"].as_str().unwrap();
+        let sha = f["checksums"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["algorithm"] == "SHA256")
+            .and_then(|c| c["checksumValue"].as_str())
+            .unwrap_or_else(|| panic!("{name}: no SHA256"));
+        let path = if name == "./vmlinuz" {
+            out.path().join("jq.vmlinuz")
+        } else {
+            tree.join(name.trim_start_matches("./"))
+        };
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(got, sha, "{name}: the SBOM's SHA-256 is not the image's");
+        checked += 1;
+    }
+    assert_eq!(checked, regular + 1);
 }
 
 /// The tiny example, kernel built from source: a build from a cold cache

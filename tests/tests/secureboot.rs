@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use cairn_e2e::{
-    boot, boot_until, build, cairn, example, example_with, run_with_timeout, snakeoil_key,
-    SNAKEOIL_KEY, SNAKEOIL_PEM,
+    boot, boot_until, build, cairn, example, example_with, pip_tool, run_with_timeout,
+    snakeoil_key, SNAKEOIL_KEY, SNAKEOIL_PEM,
 };
 
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -168,7 +168,7 @@ fn firmware_command_line_is_ignored_under_secure_boot() {
 
 #[test]
 fn generated_keys_enrolled_in_ovmf_replace_snakeoil() {
-    let Some(vfv) = virt_fw_vars() else {
+    let Some(vfv) = pip_tool("virt-fw-vars") else {
         panic!("virt-fw-vars not found: `cargo xtask deps` installs virt-firmware from PyPI");
     };
     let dir = tempfile::tempdir().unwrap();
@@ -369,19 +369,4 @@ fn bad_sign_key_fails_the_build_and_writes_nothing() {
         .map(|r| r.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "outputs left behind: {left:?}");
-}
-
-/// `virt-fw-vars` on PATH or where `pip install --user` puts it.
-fn virt_fw_vars() -> Option<PathBuf> {
-    let mut cands = vec![PathBuf::from("virt-fw-vars")];
-    if let Some(home) = std::env::var_os("HOME") {
-        cands.push(Path::new(&home).join(".local/bin/virt-fw-vars"));
-        cands.push(Path::new(&home).join(".cache/cairn/venv/bin/virt-fw-vars"));
-    }
-    cands.into_iter().find(|p| {
-        Command::new(p)
-            .arg("--help")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
 }

@@ -150,13 +150,25 @@ fn pip_deps() -> Result<()> {
         .is_ok_and(|o| o.status.success());
     if !have_jsonschema {
         eprintln!("xtask: installing jsonschema (pip --user)");
-        pip_install("jsonschema")?;
+        pip_install(JSONSCHEMA)?;
+    }
+    // spdx-tools: the outside SPDX validator of the SBOM tests.
+    let have_spdx = Command::new("python3")
+        .args(["-c", "import spdx_tools"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_spdx {
+        eprintln!("xtask: installing {SPDX_TOOLS} (pip --user)");
+        pip_install(SPDX_TOOLS)?;
     }
     Ok(())
 }
 
-/// The pinned PyPI requirement for `virt-fw-vars`.
+/// The pinned PyPI requirements: `virt-fw-vars`, the schema validator and
+/// the SPDX validator (`pyspdxtools`).
 const VIRT_FIRMWARE: &str = "virt-firmware==26.10";
+const JSONSCHEMA: &str = "jsonschema==4.26.0";
+const SPDX_TOOLS: &str = "spdx-tools==0.8.5";
 
 /// cargo-deny, pinned: installed with `cargo install --locked` when missing
 /// or of another version.
@@ -423,6 +435,8 @@ fn test(args: &[String]) -> Result<()> {
         .env("CAIRN_INIT", &init)
         .env("CAIRN_TEST_LOAD", &load)
         .env("CAIRN_BIN", &cairn)
+        // The unit tests that need apt and Debian's real kernel run too.
+        .env("CAIRN_NET_TESTS", "1")
         .args(["test", "--locked", "--workspace", "--no-fail-fast"])
         .args(args);
     run(&mut c)

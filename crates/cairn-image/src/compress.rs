@@ -131,7 +131,17 @@ pub fn compress_cached_with(
     };
     let file = dir.join(format!("{hex}.{c:?}{setting}.v{CACHE_VERSION}").to_lowercase());
     if let Ok(bytes) = std::fs::read(&file) {
-        return Ok(bytes);
+        // The name is the input's hash, but the file is only trusted once
+        // it decompresses, in the expected format, to exactly this input:
+        // a damaged or replaced entry would otherwise go into the image.
+        match decompress_auto(&bytes) {
+            Ok((got, plain)) if got == c && plain == data => return Ok(bytes),
+            _ => eprintln!(
+                "cairn: warning: the cached initramfs {} is not this archive compressed \
+                 (damaged or replaced); compressing again",
+                file.display()
+            ),
+        }
     }
     let out = compress_with(data, c, effort)?;
     if std::fs::create_dir_all(&dir).is_ok() {
@@ -364,17 +374,36 @@ mod tests {
             entries, 3,
             "one entry per compressed format, none for `none`"
         );
-        // The cache is really used: a planted entry is returned as is.
+        // The cache is really used: a planted entry that decompresses to
+        // the same archive (here compressed at another level) is returned
+        // as is.
         let f = std::fs::read_dir(dir.path().join("initramfs"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .find(|p| p.to_string_lossy().ends_with(".zstd.v1"))
             .unwrap();
-        std::fs::write(&f, b"planted").unwrap();
+        let other_level = compress_with(&data, Compression::Zstd, Effort::Fast).unwrap();
+        assert_ne!(other_level, compress(&data, Compression::Zstd).unwrap());
+        std::fs::write(&f, &other_level).unwrap();
         assert_eq!(
             compress_cached(&data, Compression::Zstd, dir.path()).unwrap(),
-            b"planted"
+            other_level
         );
+        // One that does not (garbage, another archive, another format) is
+        // not trusted: the build compresses again and repairs the entry.
+        let right = compress(&data, Compression::Zstd).unwrap();
+        for planted in [
+            b"planted".to_vec(),
+            compress(b"another archive", Compression::Zstd).unwrap(),
+            compress(&data, Compression::Gzip).unwrap(),
+        ] {
+            std::fs::write(&f, &planted).unwrap();
+            assert_eq!(
+                compress_cached(&data, Compression::Zstd, dir.path()).unwrap(),
+                right
+            );
+            assert_eq!(std::fs::read(&f).unwrap(), right);
+        }
         // Different input, different entry.
         let other = compress_cached(b"other", Compression::Zstd, dir.path()).unwrap();
         assert_eq!(decompress_auto(&other).unwrap().1, b"other");

@@ -602,32 +602,22 @@ mod tests {
         ));
     }
 
-    /// The extracted Debian cloud kernel, if the .deb is on this machine.
-    fn debian_modules() -> Option<(tempfile::TempDir, PathBuf)> {
-        let deb = Path::new("/tmp/k/linux-image-6.1.0-56-cloud-amd64_6.1.192-2_amd64.deb");
-        if !deb.exists() {
-            eprintln!("note: {} absent, skipping real-kernel test", deb.display());
-            return None;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let st = std::process::Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(deb)
-            .arg(tmp.path())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let dir = tmp.path().join("lib/modules/6.1.0-56-cloud-amd64");
-        Some((tmp, dir))
+    /// The modules directory of Debian's cloud kernel (CAIRN_NET_TESTS).
+    fn debian_modules() -> Option<(String, PathBuf)> {
+        let k = crate::kernel::debian_cloud_kernel_for_tests()?;
+        Some((
+            k.version,
+            k.modules_dir.expect("a Debian kernel has modules"),
+        ))
     }
 
     #[test]
     fn real_debian_kernel_virtio_net() {
-        let Some((_tmp, dir)) = debian_modules() else {
+        let Some((version, dir)) = debian_modules() else {
             return;
         };
         let idx = ModuleIndex::load(&dir).unwrap();
-        assert_eq!(idx.version(), "6.1.0-56-cloud-amd64");
+        assert_eq!(idx.version(), version);
         // In this kernel virtio and virtio_ring are modules, not built in.
         assert!(!idx.is_builtin("virtio") && !idx.is_builtin("virtio_ring"));
         assert!(idx.is_builtin("binfmt_script"));

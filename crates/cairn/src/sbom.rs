@@ -284,15 +284,17 @@ pub fn document(
     epoch: u32,
 ) -> String {
     let mut files = Vec::new();
-    let mut packages: BTreeMap<Origin, Vec<String>> = BTreeMap::new();
+    // Each package's files in the image: (SPDX id, SHA-1 hex).
+    let mut packages: BTreeMap<Origin, Vec<(String, String)>> = BTreeMap::new();
     let mut add = |file_name: String, data: &[u8], origin: Origin| {
         let id = format!("SPDXRef-File-{}", spdx_ref(&file_name));
         let licence = licence_of(&origin, dpkg);
+        let sha1 = hex(&Sha1::digest(data));
         files.push(json!({
             "SPDXID": id,
             "fileName": file_name,
             "checksums": [
-                {"algorithm": "SHA1", "checksumValue": hex(&Sha1::digest(data))},
+                {"algorithm": "SHA1", "checksumValue": sha1},
                 {"algorithm": "SHA256", "checksumValue": hex(&Sha256::digest(data))},
             ],
             "licenseConcluded": "NOASSERTION",
@@ -301,7 +303,7 @@ pub fn document(
             "comment": format!("origin: {}", describe(&origin)),
         }));
         if !matches!(origin, Origin::Host { .. } | Origin::Generated) {
-            packages.entry(origin).or_default().push(id);
+            packages.entry(origin).or_default().push((id, sha1));
         }
     };
     add("./vmlinuz".into(), vmlinuz, kernel_origin.clone());
@@ -349,12 +351,20 @@ pub fn document(
             Origin::Host { .. } | Origin::Generated => continue,
         };
         let id = format!("SPDXRef-Package-{}", spdx_ref(&pname));
+        // The package element stands for what of the package is in the
+        // image, and those files were analysed (hashed): SPDX 2.3 allows
+        // CONTAINS relationships to files only then, and asks for the
+        // verification code over them (SHA-1 of their sorted SHA-1s).
+        let mut sums: Vec<&str> = ids.iter().map(|(_, sha1)| sha1.as_str()).collect();
+        sums.sort_unstable();
+        let code = hex(&Sha1::digest(sums.concat().as_bytes()));
         let mut p = json!({
             "SPDXID": id,
             "name": pname,
             "versionInfo": version,
             "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
+            "filesAnalyzed": true,
+            "packageVerificationCode": {"packageVerificationCodeValue": code},
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": licence_of(origin, dpkg).unwrap_or_else(|| "NOASSERTION".into()),
             "copyrightText": "NOASSERTION",
@@ -372,7 +382,7 @@ pub fn document(
             "relationshipType": "CONTAINS",
             "relatedSpdxElement": id,
         }));
-        for f in ids {
+        for (f, _) in ids {
             rels.push(json!({
                 "spdxElementId": id,
                 "relationshipType": "CONTAINS",
