@@ -136,7 +136,10 @@ fn service_limits_reaping_and_break_glass_shell_in_qemu() {
     live.wait_for("Password: ", Duration::from_secs(30));
     live.send("wrong\n");
     live.wait_for("Wrong password. Wait 3s.", Duration::from_secs(60));
-    live.send(&format!("{PASSWORD}\n"));
+    // During the lock: the right password, then a command. Were either
+    // kept, the password would open the shell and the command would run
+    // in it, printing "typed-in-lock-2".
+    live.send(&format!("{PASSWORD}\necho typed-in-lock-$((1+1))\n"));
     let end = std::time::Instant::now() + Duration::from_secs(30);
     while live.output().matches("Password: ").count() < 2 {
         assert!(std::time::Instant::now() < end, "{}", live.output());
@@ -206,4 +209,11 @@ fn service_limits_reaping_and_break_glass_shell_in_qemu() {
     assert!(!held.is_empty(), "no ticker line while the shell ran:\n{o}");
     assert!(held.iter().all(|&p| p > shell_out), "{o}");
     assert!(o.contains("reboot: Power down"), "{o}");
+    // What was typed during the lock never ran; the password, typed three
+    // times, never appeared on the console (the prompt does not echo).
+    assert!(
+        !o.contains("typed-in-lock-2"),
+        "typed during the lock and run:\n{o}"
+    );
+    assert!(!o.contains(PASSWORD), "the password was echoed:\n{o}");
 }

@@ -36,7 +36,7 @@ exec = ["/bin/busybox", "sh", "-c", "trap 'echo first got TERM; exit 0' TERM; ec
 
 [[service]]
 name = "crash"
-exec = ["/bin/busybox", "sh", "-c", "exit 3"]
+exec = ["/bin/busybox", "sh", "-c", "read up idle < /proc/uptime; echo started-at $up; exit 3"]
 restart = "on-failure"
 restart_delay = "200ms"
 restart_delay_max = "1s"
@@ -112,6 +112,23 @@ fn supervision_control_and_power_button_in_qemu() {
         "service crash failed: 3 quick restarts in a row; giving up",
     );
     assert!(d1 < d2 && d2 < d3 && d3 < failed, "{o}");
+    // ...and the service really waited that long: the times at which the
+    // service itself started (its own reading of the guest's uptime, not
+    // the init's words) are at least the announced delays apart.
+    let starts: Vec<f64> = o
+        .lines()
+        .filter_map(|l| l.split_once("crash: started-at ").map(|(_, t)| t))
+        .map(|t| t.trim().parse().expect("an uptime"))
+        .collect();
+    assert_eq!(starts.len(), 4, "a start and 3 restarts:\n{o}");
+    for (i, want) in [0.2, 0.4, 0.8].into_iter().enumerate() {
+        let gap = starts[i + 1] - starts[i];
+        assert!(
+            gap >= want,
+            "restart {} came {gap:.3}s after the last start, not >= {want}s: {starts:?}",
+            i + 1
+        );
+    }
     // Non-root user with its groups.
     let ids = &o[pos(&o, "ids: ids: ")..];
     let ids = &ids[..ids.find('\n').unwrap_or(ids.len())];
