@@ -219,8 +219,12 @@ fn check_disk(img: &Path, reported: &[(String, u64)], clean: bool) -> Vec<String
 /// The test appliance built in `dir`: (manifest, output directory, disk
 /// image).
 fn built(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    built_from(dir, MANIFEST)
+}
+
+fn built_from(dir: &Path, text: &str) -> (PathBuf, PathBuf, PathBuf) {
     let manifest = dir.join("cairn.toml");
-    std::fs::write(&manifest, MANIFEST).unwrap();
+    std::fs::write(&manifest, text).unwrap();
     let out = dir.join("out");
     build(&manifest, &out).assert_ok();
     let img = out.join("powercut.img");
@@ -396,4 +400,58 @@ fn the_init_s_template_write_is_all_or_nothing_under_power_cuts() {
         }
     }
     eprintln!("template write under {CUTS} cuts: {absent} absent, {whole} whole");
+
+    // The cut that decides it, made exact by a test hook: the init holds
+    // between the synced temp file and the rename, and the power goes
+    // then. The config file must be absent (a writer that wrote it in
+    // place would leave it partial or whole here), and the temp file whole
+    // (it was synced before the rename). The reference boot above showed
+    // the other outcome, the whole file, once the write was reported.
+    let held_dir = dir.path().join("held");
+    std::fs::create_dir(&held_dir).unwrap();
+    let held_manifest = MANIFEST
+        .replace(
+            "hostname = \"powercut\"",
+            "hostname = \"powercut\"\ntest_hooks = true",
+        )
+        .replace("panic=-1\"", "panic=-1 cairn.test_hold_write=120\"");
+    assert!(
+        held_manifest.contains("cairn.test_hold_write=120")
+            && held_manifest.contains("test_hooks = true")
+    );
+    let (held_manifest, held_out, held_img) = built_from(&held_dir, &held_manifest);
+    let _ = std::fs::remove_file(&pidfile);
+    let mut live = Live::start(
+        &held_manifest,
+        &held_out,
+        &[
+            "--disk", "--net", "none", "--mem", "256M", "--", "-pidfile", &pid_arg,
+        ],
+        Duration::from_secs(300),
+    );
+    live.wait_for(
+        "test hook: /config/cairn.tmp written and synced; holding 120s before the rename",
+        Duration::from_secs(240),
+    );
+    cut_power(&pidfile);
+    let (console, _) = live.finish(Duration::from_secs(30));
+    assert!(
+        !console.contains("wrote a commented template"),
+        "the hold did not hold:\n{console}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, _) = copy_partition(&held_img, "CONFIG", tmp.path());
+    replay_and_check_ext4(&config);
+    assert_eq!(
+        debugfs_read(&config, "/cairn.toml"),
+        None,
+        "cut between the write and the rename: the config file must not exist yet"
+    );
+    let temp = debugfs_read(&config, "/cairn.tmp").expect("the synced temp file");
+    let want = String::from_utf8_lossy(&template).replace("`powercut`", "`powercut`");
+    assert_eq!(
+        String::from_utf8_lossy(&temp),
+        want,
+        "the temp file was not whole when synced"
+    );
 }

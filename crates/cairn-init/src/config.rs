@@ -28,6 +28,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cairn_manifest::{Diagnostic, SystemConfig, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH};
 
@@ -150,6 +151,14 @@ fn uncommented(t: &str) -> String {
 /// Writes `bytes` to `path` atomically and durably: `path.tmp`, fsync,
 /// rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_held(path, bytes, None)
+}
+
+/// [`write_atomic`] with a test hook: `hold` stops between the synced temp
+/// file and the rename (logged), so a test can cut the power exactly
+/// there. Only test mode or `test_hooks = true` images pass one (see
+/// `cairn.test_hold_write` in init.rs).
+fn write_atomic_held(path: &Path, bytes: &[u8], hold: Option<Duration>) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let tmp = path.with_extension("tmp");
     // Never through a symlink planted at the temp name: remove whatever is
@@ -165,6 +174,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+    }
+    if let Some(hold) = hold {
+        info!(
+            "test hook: {} written and synced; holding {}s before the rename",
+            tmp.display(),
+            hold.as_secs()
+        );
+        std::thread::sleep(hold);
     }
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
@@ -221,10 +238,11 @@ pub fn config_path(mode: Mode, overridden: Option<std::ffi::OsString>) -> PathBu
 /// The config to run, once the disks are mounted: the secondary config
 /// from `[config] mount` applied over the primary when that mount is in
 /// `mounted` (each outcome logged), then disabled services dropped.
-pub fn settle(cfg: SystemConfig, mounted: &[String]) -> SystemConfig {
+/// `hold`: the test hook of [`write_atomic_held`] for the template.
+pub fn settle(cfg: SystemConfig, mounted: &[String], hold: Option<Duration>) -> SystemConfig {
     let cfg = match &cfg.config_mount {
         Some(dir) if mounted.iter().any(|m| m == dir) => {
-            let (cfg, outcome) = load(cfg.clone(), Path::new(dir));
+            let (cfg, outcome) = load_held(cfg.clone(), Path::new(dir), hold);
             match outcome {
                 Outcome::WroteTemplate(p) => {
                     info!(
@@ -283,6 +301,10 @@ fn read_limited(path: &Path, max: u64) -> std::io::Result<String> {
 /// Reads `DIR/cairn.toml` and applies it over `primary`; writes the
 /// template when it does not exist. Always returns a usable config.
 pub fn load(primary: SystemConfig, dir: &Path) -> (SystemConfig, Outcome) {
+    load_held(primary, dir, None)
+}
+
+fn load_held(primary: SystemConfig, dir: &Path, hold: Option<Duration>) -> (SystemConfig, Outcome) {
     let path = dir.join(SECONDARY_CONFIG_FILE);
     match read_limited(&path, SECONDARY_MAX) {
         Ok(text) => match apply(&primary, &text, &path) {
@@ -290,7 +312,7 @@ pub fn load(primary: SystemConfig, dir: &Path) -> (SystemConfig, Outcome) {
             Err(e) => (primary, Outcome::Refused(e)),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let out = match write_atomic(&path, template(&primary).as_bytes()) {
+            let out = match write_atomic_held(&path, template(&primary).as_bytes(), hold) {
                 Ok(()) => Outcome::WroteTemplate(path),
                 Err(source) => Outcome::Refused(Config2Error::Io { file: path, source }),
             };

@@ -214,6 +214,18 @@ pub fn test_panic_request(cmdline: &Cmdline, hooks: bool) -> TestPanic {
     }
 }
 
+/// `cairn.test_hold_write=SECS` (at most 600), only with test hooks on:
+/// the init holds the template's write between the synced temp file and
+/// the rename, so the power-cut test can cut exactly there.
+pub fn test_write_hold(cmdline: &Cmdline, hooks: bool) -> Option<std::time::Duration> {
+    let secs: u64 = cmdline.get("cairn.test_hold_write")?.parse().ok()?;
+    if !hooks {
+        info!("cairn.test_hold_write ignored: this image does not allow test hooks");
+        return None;
+    }
+    Some(std::time::Duration::from_secs(secs.min(600)))
+}
+
 /// What the boot sequence hands to [`machine_setup`].
 struct BootState {
     mode: Mode,
@@ -356,8 +368,10 @@ fn boot_and_supervise(mode: Mode) -> ! {
                 cfg
             } else {
                 let primary = cfg.clone();
+                let hooks = mode == Mode::Test || cfg.test_hooks;
+                let hold = test_write_hold(&cmdline, hooks);
                 unit("config", on_panic, mode, || {
-                    crate::config::settle(cfg, &report.mounted)
+                    crate::config::settle(cfg, &report.mounted, hold)
                 })
                 .unwrap_or(primary)
             };
@@ -459,5 +473,22 @@ mod tests {
         assert_eq!(test_panic_request(&setup, false), TestPanic::Ignored);
         assert_eq!(test_panic_request(&c("quiet"), false), TestPanic::None);
         assert_eq!(test_panic_request(&c("quiet"), true), TestPanic::None);
+    }
+
+    #[test]
+    fn write_hold_only_with_test_hooks_and_bounded() {
+        let c = |t: &str| Cmdline::parse(t);
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            test_write_hold(&c("cairn.test_hold_write=30"), true),
+            Some(secs(30))
+        );
+        assert_eq!(test_write_hold(&c("cairn.test_hold_write=30"), false), None);
+        assert_eq!(
+            test_write_hold(&c("cairn.test_hold_write=99999"), true),
+            Some(secs(600))
+        );
+        assert_eq!(test_write_hold(&c("cairn.test_hold_write=x"), true), None);
+        assert_eq!(test_write_hold(&c("quiet"), true), None);
     }
 }
