@@ -257,6 +257,12 @@ impl Netns {
     /// dnsmasq on the tap device with DHCP logging, its lease file and
     /// log in `dir`, plus `extra` arguments; returns the log's path.
     pub fn dnsmasq(&mut self, dir: &std::path::Path, extra: &[&str]) -> PathBuf {
+        self.start_dnsmasq(dir, extra).1
+    }
+
+    /// [`Netns::dnsmasq`], also giving the process's index for
+    /// [`Netns::stop`].
+    pub fn start_dnsmasq(&mut self, dir: &std::path::Path, extra: &[&str]) -> (usize, PathBuf) {
         let log = dir.join("dnsmasq.log");
         let leases = format!("--dhcp-leasefile={}", dir.join("leases").display());
         let mut args = vec![
@@ -270,8 +276,8 @@ impl Netns {
             &leases,
         ];
         args.extend_from_slice(extra);
-        self.spawn(&args, &log);
-        log
+        let i = self.spawn(&args, &log);
+        (i, log)
     }
 
     /// chronyd serving the host's time at stratum 8 to anyone in the

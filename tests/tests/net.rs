@@ -110,6 +110,91 @@ fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
     eprintln!("{step}\n{}", g.line_with(t, "lease confirmed"));
 }
 
+/// NAKs from a real server send the client back to DISCOVER, with a fresh
+/// lease at the end, both after INIT-REBOOT and at renewal. Each time the
+/// server is replaced by an authoritative dnsmasq serving a moved range
+/// with no record of the client: it NAKs the old address.
+#[test]
+fn dnsmasq_naks_on_init_reboot_and_on_renew_end_in_a_fresh_lease() {
+    let dir = scratch("nak");
+    let mut ns = Netns::new("nk", "192.168.76.1/24", None);
+    let server = |ns: &mut Netns, name: &str, range: &str| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let range = format!("--dhcp-range={range},255.255.255.0,2m");
+        // T1 of 20 s, so the renewal comes within the test's time.
+        let args = [
+            "--no-ping",
+            "--dhcp-authoritative",
+            &range,
+            "--dhcp-option=option:T1,20",
+            "--dhcp-option=option:T2,40",
+        ];
+        ns.start_dnsmasq(&d, &args)
+    };
+    let (first, _) = server(&mut ns, "a", "192.168.76.50,192.168.76.59");
+    let mon = dir.join("monitor.sock");
+    let args = vec![
+        "-monitor".to_string(),
+        format!("unix:{},server=on,wait=off", mon.display()),
+    ];
+    let g = ns.boot("examples/net/cairn.toml", &dir.join("out"), &args);
+    let t = g.wait("eth0: DHCPv4 lease obtained: 192.168.76.5", 120);
+    let old = g.line_with(0, "lease obtained");
+    let old = old
+        .split("lease obtained: ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+
+    // INIT-REBOOT: the link drops, the server is replaced, the link comes
+    // back; the client asks to keep its address and is refused.
+    let mut m = monitor(&mon);
+    m.write_all(b"set_link n0 off\n").unwrap();
+    let t = g.wait_from(t, "eth0: carrier down", 60);
+    ns.stop(first);
+    let (second, log2) = server(&mut ns, "b", "192.168.76.150,192.168.76.159");
+    m.write_all(b"set_link n0 on\n").unwrap();
+    let t = g.wait_from(
+        t,
+        &format!("eth0: DHCPv4 INIT-REBOOT: asking any server to confirm {old}"),
+        60,
+    );
+    let nak = g.wait_from(t, "(server sent NAK)", 60);
+    let t = g.wait_from(nak, "eth0: DHCPv4 lease obtained: 192.168.76.15", 60);
+    let log = std::fs::read_to_string(&log2).unwrap();
+    assert!(
+        log.contains(&format!("DHCPNAK(tap0) {old}")),
+        "dnsmasq sent no NAK:\n{log}"
+    );
+    assert!(
+        log.contains("DHCPDISCOVER(tap0)"),
+        "no DISCOVER after the NAK:\n{log}"
+    );
+    let mid = g.line_with(nak, "lease obtained");
+    let mid = mid
+        .split("lease obtained: ")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+
+    // Renewal: the server is replaced again while the lease runs; the
+    // unicast renewal at T1 is refused.
+    ns.stop(second);
+    let (_third, log3) = server(&mut ns, "c", "192.168.76.200,192.168.76.209");
+    let t = g.wait_from(t, "eth0: DHCPv4 renewing with 192.168.76.1 (T1)", 60);
+    let t = g.wait_from(t, "(server sent NAK)", 60);
+    g.wait_from(t, "eth0: DHCPv4 lease obtained: 192.168.76.20", 60);
+    let log = std::fs::read_to_string(&log3).unwrap();
+    assert!(
+        log.contains(&format!("DHCPNAK(tap0) {mid}")),
+        "dnsmasq sent no NAK:\n{log}"
+    );
+    assert!(log.contains("DHCPACK(tap0) 192.168.76.20"), "{log}");
+}
+
 /// BusyBox udhcpd with a 20 s lease: renewal by unicast at T1; then the
 /// server goes away and another (different address) takes over, reached
 /// only by the broadcast at T2 (rebinding); then that one goes away too
