@@ -195,6 +195,98 @@ fn dnsmasq_naks_on_init_reboot_and_on_renew_end_in_a_fresh_lease() {
     assert!(log.contains("DHCPACK(tap0) 192.168.76.20"), "{log}");
 }
 
+/// ISC Kea (Debian's kea-dhcp4-server) as the server: its lease with
+/// classless static routes (option 121, which replaces the router option),
+/// a domain search list (option 119) and T1/T2 from its config (20 s and
+/// 40 s of a 120 s lease, not the defaults of half and 7/8). What the
+/// guest sees is read by a service: its routing table and resolv.conf.
+#[test]
+fn kea_lease_with_classless_routes_search_list_and_its_timers() {
+    let dir = scratch("kea");
+    let mut ns = Netns::new("ke", "192.168.75.1/24", None);
+    let conf = dir.join("kea.json");
+    std::fs::write(
+        &conf,
+        r#"{"Dhcp4": {
+  "interfaces-config": {"interfaces": ["tap0"], "dhcp-socket-type": "raw",
+    "service-sockets-max-retries": 600, "service-sockets-retry-wait-time": 500},
+  "lease-database": {"type": "memfile", "persist": false},
+  "renew-timer": 20, "rebind-timer": 40, "valid-lifetime": 120,
+  "subnet4": [{"id": 1, "subnet": "192.168.75.0/24",
+    "pools": [{"pool": "192.168.75.50 - 192.168.75.59"}],
+    "option-data": [
+      {"name": "routers", "data": "192.168.75.99"},
+      {"name": "domain-name-servers", "data": "192.168.75.53"},
+      {"name": "domain-search", "data": "kea.example, lab.kea.example"},
+      {"code": 121, "csv-format": false, "data": "100A01C0A84B0100C0A84B01"}
+    ]}],
+  "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "DEBUG", "debuglevel": 40}]
+}}"#,
+    )
+    .unwrap();
+    // tap0 has no carrier until QEMU opens it: Kea retries its socket.
+    let dirs = format!("KEA_PIDFILE_DIR={0} KEA_LOCKFILE_DIR={0}", dir.display());
+    let kea_log = dir.join("kea.log");
+    ns.spawn(
+        &[
+            "sh",
+            "-c",
+            &format!("exec env {dirs} kea-dhcp4 -c {}", conf.display()),
+        ],
+        &kea_log,
+    );
+    let manifest = write_manifest(
+        &dir,
+        "net-kea",
+        r#"[[binary]]
+path = "/usr/bin/busybox"
+
+[[service]]
+name = "view"
+exec = ["/usr/bin/busybox", "sh", "-c", "/usr/bin/busybox ip route; /usr/bin/busybox cat /etc/resolv.conf; echo VIEW-DONE"]
+after = ["network-online"]
+"#,
+    );
+    let g = ns.boot(manifest.to_str().unwrap(), &dir.join("out"), &[]);
+    let t = g.wait("eth0: DHCPv4 lease obtained: 192.168.75.5", 120);
+    let lease = g.line_with(0, "lease obtained");
+    assert!(lease.contains("from 192.168.75.1 for 120s"), "{lease}");
+    g.wait_from(t, "VIEW-DONE", 60);
+    let text = g.text();
+    let view: Vec<&str> = text.lines().filter(|l| l.contains("view: ")).collect();
+    let has = |needle: &str| view.iter().any(|l| l.contains(needle));
+    // Option 121's routes; the router option (192.168.75.99) is ignored
+    // when option 121 is present (RFC 3442).
+    assert!(has("10.1.0.0/16 via 192.168.75.1 dev eth0"), "{view:#?}");
+    assert!(has("default via 192.168.75.1 dev eth0"), "{view:#?}");
+    assert!(!has("192.168.75.99"), "{view:#?}");
+    assert!(has("search kea.example lab.kea.example"), "{view:#?}");
+    assert!(has("nameserver 192.168.75.53"), "{view:#?}");
+    // T1 from the server: the renewal comes 20 s after the lease by the
+    // guest's own clock (the default would be 60 s).
+    let r = g.wait_from(t, "eth0: DHCPv4 renewing with 192.168.75.1 (T1)", 90);
+    g.wait_from(r, "eth0: DHCPv4 lease renewed: 192.168.75.5", 30);
+    let stamp = |needle: &str| -> f64 {
+        let line = g.line_with(0, needle);
+        line.split('[')
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .and_then(|x| x.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no timestamp in {line:?}"))
+    };
+    let t1 = stamp("renewing with 192.168.75.1 (T1)") - stamp("lease obtained");
+    assert!(
+        (19.0..30.0).contains(&t1),
+        "renewed {t1:.1}s after the lease, not at T1 = 20s"
+    );
+    let log = std::fs::read_to_string(&kea_log).unwrap();
+    assert!(log.contains("DHCP4_LEASE_ALLOC"), "{log}");
+    assert!(
+        log.contains("DHCP4_LEASE_ADVERT") || log.contains("DHCPOFFER"),
+        "{log}"
+    );
+}
+
 /// BusyBox udhcpd with a 20 s lease: renewal by unicast at T1; then the
 /// server goes away and another (different address) takes over, reached
 /// only by the broadcast at T2 (rebinding); then that one goes away too

@@ -29,6 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "busybox-static",
     "dnsmasq-base",
+    // A second real DHCP server for the network tests (tests/tests/net.rs).
+    "kea-dhcp4-server",
     // An NTP server for the SNTP test (tests/tests/net.rs).
     "chrony",
     "iproute2",
