@@ -639,3 +639,248 @@ on_exit = "poweroff"
     // The filesystem was unmounted cleanly at power-off.
     check("e2fsck", &["-fn"], &late);
 }
+
+/// A data disk that starts failing while mounted. It is served to QEMU by
+/// `qemu-nbd` (hot-added through QMP, as a network disk would be); once a
+/// service has written to it, the server is killed, and from then on every
+/// request fails with EIO. The service sees its own errors, the init says
+/// once that the mount is failing (however many errors the kernel logs),
+/// `cairnctl status --json` and the status screen show it, and shutdown
+/// still completes.
+#[test]
+fn a_disk_failing_while_mounted_is_reported_and_shutdown_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("faulty.img");
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "FAULTY"])
+        .arg(&disk)
+        .arg("16M")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(mkfs.success(), "mkfs.ext4 failed");
+    let sock = dir.path().join("nbd.sock");
+    let mut server = std::process::Command::new("qemu-nbd")
+        .args([
+            "--format=raw",
+            "--persistent",
+            "--export-name=faulty",
+            "--socket",
+        ])
+        .arg(&sock)
+        .arg(&disk)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-nbd starts");
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !sock.exists() {
+        assert!(std::time::Instant::now() < end, "qemu-nbd made no socket");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_guard, mut live, qmp_sock) = Live::manifest_with_qmp(
+        r#"
+name = "faulty"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 quiet panic=-1"
+modules = ["virtio_pci", "virtio_blk"]
+
+[[binary]]
+path = "/bin/busybox"
+
+[[mount]]
+label = "FAULTY"
+path = "/faulty"
+fs = "ext4"
+wait = 120
+
+[[service]]
+name = "writer"
+after = ["mounts"]
+exec = ["/bin/busybox", "sh", "-c", "i=0; told=0; while true; do i=$((i+1)); if out=$(/bin/busybox dd if=/dev/zero of=/faulty/f$i bs=4k count=8 conv=fsync 2>&1); then echo write $i ok; else echo write $i FAILED: $out | /bin/busybox tr '\\n' ' '; echo; if [ $told = 0 ]; then told=1; /usr/bin/cairnctl status --json; echo; echo STATUS-DONE; fi; fi; /bin/busybox sleep 1; done"]
+"#,
+        Duration::from_secs(400),
+    );
+    live.wait_for(
+        "mount LABEL=FAULTY on /faulty: waiting up to 120s",
+        Duration::from_secs(240),
+    );
+    cairn_e2e::qmp_json(
+        &qmp_sock,
+        &format!(
+            r#"{{"execute":"blockdev-add","arguments":{{"driver":"raw","node-name":"faulty","file":{{"driver":"nbd","server":{{"type":"unix","path":"{}"}},"export":"faulty"}}}}}}"#,
+            sock.display()
+        ),
+    );
+    cairn_e2e::qmp_json(
+        &qmp_sock,
+        r#"{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","drive":"faulty","id":"faultyblk"}}"#,
+    );
+    live.wait_for("writer: write 2 ok", Duration::from_secs(120));
+    // The disk goes: the server is killed, by its pid.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    live.wait_for("STATUS-DONE", Duration::from_secs(120));
+    live.wait_for("is failing", Duration::from_secs(60));
+    // A few more failing writes, then the status screen.
+    let seen = live.output().len();
+    live.wait_until(
+        |o| o[seen..].matches("FAILED").count() >= 2,
+        Duration::from_secs(60),
+    );
+    live.send("\n");
+    live.wait_for("[Enter: refresh", Duration::from_secs(30));
+    let screen = live.output()[seen..].to_string();
+    live.send("q\n");
+    std::thread::sleep(Duration::from_secs(1));
+    qmp(&qmp_sock, "system_powerdown");
+    let (o, exited) = live.finish(Duration::from_secs(180));
+    assert!(exited, "QEMU did not power off:\n{o}");
+    assert!(o.contains("reboot: Power down"), "{o}");
+
+    // The service saw its own errors.
+    assert!(o.contains("writer: write 1 ok"), "{o}");
+    let failed = o
+        .lines()
+        .find(|l| l.contains("FAILED:"))
+        .unwrap_or_else(|| panic!("the service saw no error:\n{o}"));
+    assert!(failed.contains("Input/output error"), "{failed}");
+    // The init said so once, naming the mount and the device.
+    let said: Vec<&str> = o.lines().filter(|l| l.contains("is failing")).collect();
+    assert_eq!(said.len(), 1, "{said:#?}");
+    assert!(
+        said[0].contains(
+            "cairn: mount /faulty (LABEL=FAULTY) is failing: the kernel reports I/O errors on vda"
+        ),
+        "{}",
+        said[0]
+    );
+    // cairnctl status --json: the mount's state.
+    let json = o
+        .lines()
+        .find(|l| l.contains("writer: {"))
+        .unwrap_or_else(|| panic!("no status JSON:\n{o}"));
+    let json = &json[json.find('{').unwrap()..];
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let m = &v["mounts"][0];
+    assert_eq!(m["path"], "/faulty", "{v}");
+    assert_eq!(m["state"], "failing", "{v}");
+    assert_eq!(m["device"], "/dev/vda", "{v}");
+    assert!(m["error"].as_str().unwrap().contains("error"), "{v}");
+    // The status screen.
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("/faulty") && l.contains("FAILING: I/O errors on /dev/vda")),
+        "{screen}"
+    );
+}
+
+/// A CONFIG disk whose secondary config cannot be read: QEMU's blkdebug
+/// fails every read of the file's data block with EIO (the block found
+/// with debugfs). The mount itself works; the init says it cannot read
+/// the file and runs on the built-in config, and the service gets the
+/// built-in value, not the one in the file (which the host can read).
+#[test]
+fn an_unreadable_config_falls_back_to_the_built_in_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(
+        content.join("cairn.toml"),
+        "[service.greet]\nenv = { GREETING = \"from the secondary config\" }\n",
+    )
+    .unwrap();
+    let img = dir.path().join("config.img");
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "1024", "-L", "CONFIG", "-d"])
+        .arg(&content)
+        .arg(&img)
+        .arg("8M")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(mkfs.success(), "mkfs.ext4 failed");
+    // The file's first data block (1 KiB blocks): two 512-byte sectors.
+    let bmap = std::process::Command::new("debugfs")
+        .args(["-R", "bmap /cairn.toml 0"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let block: u64 = String::from_utf8_lossy(&bmap.stdout)
+        .trim()
+        .parse()
+        .expect("debugfs bmap gives a block");
+    assert!(block > 0);
+    let sector = block * 2;
+    let (_guard, mut live, qmp_sock) = Live::manifest_with_qmp(
+        r#"
+name = "badconfig"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 quiet panic=-1"
+modules = ["virtio_pci", "virtio_blk"]
+
+[[binary]]
+path = "/bin/busybox"
+
+[[mount]]
+label = "CONFIG"
+path = "/config"
+fs = "ext4"
+wait = 120
+
+[config]
+mount = "/config"
+
+[[service]]
+name = "greet"
+after = ["mounts"]
+exec = ["/bin/busybox", "sh", "-c", "echo greeting: $GREETING"]
+env = { GREETING = "built in" }
+config_env = ["GREETING"]
+on_exit = "poweroff"
+"#,
+        Duration::from_secs(400),
+    );
+    live.wait_for(
+        "mount LABEL=CONFIG on /config: waiting up to 120s",
+        Duration::from_secs(240),
+    );
+    cairn_e2e::qmp_json(
+        &qmp_sock,
+        &format!(
+            r#"{{"execute":"blockdev-add","arguments":{{"driver":"raw","node-name":"cfg","file":{{"driver":"blkdebug","inject-error":[{{"event":"read_aio","errno":5,"sector":{sector}}},{{"event":"read_aio","errno":5,"sector":{}}}],"image":{{"driver":"file","filename":"{}"}}}}}}}}"#,
+            sector + 1,
+            img.display()
+        ),
+    );
+    cairn_e2e::qmp_json(
+        &qmp_sock,
+        r#"{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","drive":"cfg","id":"cfgblk"}}"#,
+    );
+    let (o, exited) = live.finish(Duration::from_secs(180));
+    assert!(exited, "QEMU did not power off:\n{o}");
+    let at = |needle: &str| {
+        o.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not on the console:\n{o}"))
+    };
+    let mounted = at("cairn: mounted /dev/vda (LABEL=CONFIG) on /config");
+    let cannot = at("/config/cairn.toml");
+    let fallback = at("secondary config refused: using the built-in config");
+    let greeted = at("greet: greeting: built in");
+    assert!(
+        mounted < cannot && cannot < fallback && fallback < greeted,
+        "{o}"
+    );
+    let line = o[cannot..].lines().next().unwrap();
+    assert!(
+        line.contains("Input/output error") || line.contains("os error 5"),
+        "{line}"
+    );
+    assert!(!o.contains("from the secondary config"), "{o}");
+    assert!(o.contains("reboot: Power down"), "{o}");
+}

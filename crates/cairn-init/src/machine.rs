@@ -496,6 +496,21 @@ fn on_kmsg(m: &mut Machine, ev: &mut Loop, t: Token) {
             Ok(n) => {
                 if let Some((level, time, text)) = crate::log::parse_kmsg(&buf[..n]) {
                     crate::log::record(level, "kernel", &text, Some(time));
+                    if let Some(kdev) = crate::disk::io_error_device(&text) {
+                        for ms in &mut m.mounts {
+                            if ms.note_io_error(kdev, &text) {
+                                crate::log::record(
+                                    Level::Warn,
+                                    "cairn",
+                                    &format!(
+                                        "mount {} ({}) is failing: the kernel reports I/O errors on {kdev}: {text}",
+                                        ms.path, ms.source
+                                    ),
+                                    None,
+                                );
+                            }
+                        }
+                    }
                 }
             }
             // Overwritten records: carry on with the next one.

@@ -139,6 +139,7 @@ fn mount_state_text(state: &MountState) -> String {
         } => format!("formatted (it was empty), mounted from {dev}"),
         MountState::NotFound { wait } => format!("not found after {wait}s"),
         MountState::Failed(e) => format!("failed: {e}"),
+        MountState::Failing { dev, error } => format!("FAILING: I/O errors on {dev}: {error}"),
     }
 }
 
@@ -168,8 +169,9 @@ pub fn render_mounts(mounts: &[MountStatus]) -> String {
 }
 
 /// The `mounts` array of `cairnctl status --json`: `state` is `mounted`,
-/// `formatted` (was empty, formatted and mounted), `not-found` or `failed`;
-/// `device` is set when mounted, `error` when not.
+/// `formatted` (was empty, formatted and mounted), `not-found`, `failed`
+/// or `failing` (mounted, then I/O errors); `device` is set when mounted,
+/// `error` when not mounted or failing.
 pub fn mounts_json(mounts: &[MountStatus]) -> String {
     let items: Vec<String> = mounts
         .iter()
@@ -186,6 +188,7 @@ pub fn mounts_json(mounts: &[MountStatus]) -> String {
                     json_str(&mount_state_text(&m.state)),
                 ),
                 MountState::Failed(e) => ("failed", "null".to_string(), json_str(e)),
+                MountState::Failing { dev, error } => ("failing", json_str(dev), json_str(error)),
             };
             format!(
                 "{{\"path\":{},\"source\":{},\"required\":{},\"state\":{},\"device\":{device},\"error\":{error}}}",

@@ -17,7 +17,10 @@
 
 #![forbid(unsafe_code)]
 
+mod faults;
 pub mod probe;
+
+pub use faults::io_error_device;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -404,6 +407,9 @@ pub enum MountState {
     NotFound { wait: u32 },
     /// Found but not mounted: the error.
     Failed(String),
+    /// Mounted from `dev`, then the kernel reported I/O errors on it:
+    /// the first such line.
+    Failing { dev: String, error: String },
 }
 
 /// One `[[mount]]` and its [`MountState`], for the status screen.
