@@ -12,6 +12,7 @@
 //! ```
 
 pub mod compression;
+pub mod container;
 pub mod date;
 pub mod diagnostic;
 pub mod disk;
@@ -25,6 +26,7 @@ pub mod supervision;
 pub mod validate;
 
 pub use compression::Compression;
+pub use container::{ContainerSpec, ImageRef};
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use disk::{DiskSpec, ImageFormat, IsoSpec, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
@@ -32,10 +34,11 @@ pub use manifest::{
     SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE,
 };
 pub use runtime::{
-    ExitAction, FormatPolicy, FsType, InterfaceConfig, IpPrefix, Ipv6Mode, Level, LogConfig,
-    MatchRule, MountConfig, MountSource, NetConfig, PanicAction, RestartPolicy, RouteConfig,
-    RunSettings, ServiceConfig, ShellConfig, SystemConfig, DEFAULT_MOUNT_WAIT_SECS,
-    DEFAULT_ONLINE_TIMEOUT, MKFS_EXT4_PATH, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH,
+    ContainerConfig, ContainerNetwork, ExitAction, FormatPolicy, FsType, InterfaceConfig, IpPrefix,
+    Ipv6Mode, Level, LogConfig, MatchRule, MountConfig, MountSource, NetConfig, PanicAction,
+    RestartPolicy, RouteConfig, RunSettings, ServiceConfig, ShellConfig, SystemConfig,
+    VolumeConfig, CONTAINER_ROOT_DIR, DEFAULT_MOUNT_WAIT_SECS, DEFAULT_ONLINE_TIMEOUT,
+    MKFS_EXT4_PATH, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH,
 };
 pub use secondary::{SecondaryOverrides, ServiceOverride};
 pub use shell::Shell;
