@@ -51,6 +51,7 @@ pub mod cgroup;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod container;
 pub mod disk;
 pub mod event;
 pub mod init;
@@ -94,12 +95,15 @@ impl Mode {
 pub enum Applet {
     Init,
     Cairnctl,
+    /// The container helper ([`container`]).
+    Container,
 }
 
 /// Picks the applet from `argv[0]`'s file name; anything unknown is init.
 pub fn applet(argv0: Option<&OsStr>) -> Applet {
     match argv0.and_then(|a| Path::new(a).file_name()) {
         Some(n) if n == "cairnctl" => Applet::Cairnctl,
+        Some(n) if n == container::APPLET => Applet::Container,
         _ => Applet::Init,
     }
 }
