@@ -182,7 +182,7 @@ hostname = "appliance"
 [kernel]
 package = "linux-image-cloud-amd64"
 cmdline = "console=ttyS0 quiet panic=-1"
-modules = ["virtio_pci", "virtio_blk", "virtio_net"]
+modules = ["virtio_pci", "virtio_blk", "virtio_net", "evdev", "button"]
 
 [disk]
 format = "raw"
@@ -246,16 +246,8 @@ fn containers_run_from_podman_and_umoci_images() {
 
     let qmp_sock = dir.path().join("qmp.sock");
     let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
-    let args = [
-        "--disk",
-        "--mem",
-        "256M",
-        "--",
-        "-nic",
-        "user,model=virtio-net-pci,ipv6=off",
-        "-qmp",
-        &qmp_arg,
-    ];
+    // `cairn run`'s own NIC (user networking): eth0.
+    let args = ["--disk", "--mem", "256M", "--", "-qmp", &qmp_arg];
     let t = Duration::from_secs(400);
     let mut live = Live::start(&m, &out, &args, t);
     live.wait_for("CTL-DONE", t);
