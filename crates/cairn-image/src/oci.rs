@@ -497,11 +497,9 @@ fn pick(
         None => manifests,
     };
     if chosen.len() > 1 {
-        chosen.retain(|m| {
-            m.platform
-                .as_ref()
-                .map_or(true, |p| p.os == "linux" && p.architecture == "amd64")
-        });
+        chosen.retain(
+            |m| !matches!(&m.platform, Some(p) if p.os != "linux" || p.architecture != "amd64"),
+        );
     }
     match chosen.len() {
         1 => Ok(chosen.remove(0)),

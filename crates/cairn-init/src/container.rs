@@ -324,7 +324,7 @@ fn setup_dev(dev: &Path) -> io::Result<()> {
     }
     let _ = rustix::mount::mount(
         "shm",
-        &dev.join("shm"),
+        dev.join("shm"),
         "tmpfs",
         MountFlags::NOSUID | MountFlags::NODEV,
         Some(c"mode=1777,size=1m"),

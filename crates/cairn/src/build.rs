@@ -513,27 +513,6 @@ fn normalize(p: &Path) -> String {
     parts.join("/")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn executable_lookup_follows_symlinks() {
-        let mut a = cpio::Archive::default();
-        a.add_file("/usr/bin/real", 0o755, b"x".to_vec()).unwrap();
-        a.add_file("/usr/bin/data", 0o644, b"x".to_vec()).unwrap();
-        a.add_symlink("/bin/rel", "../usr/bin/real").unwrap();
-        a.add_symlink("/bin/abs", "/usr/bin/real").unwrap();
-        a.add_symlink("/bin/loop", "/bin/loop").unwrap();
-        assert!(is_executable_in(&a, "/usr/bin/real"));
-        assert!(is_executable_in(&a, "/bin/rel"));
-        assert!(is_executable_in(&a, "/bin/abs"));
-        assert!(!is_executable_in(&a, "/usr/bin/data"));
-        assert!(!is_executable_in(&a, "/bin/loop"));
-        assert!(!is_executable_in(&a, "/bin/missing"));
-    }
-}
-
 /// What the builder makes of a container service.
 struct BuiltContainer {
     exec: Vec<String>,
@@ -646,4 +625,25 @@ fn add_containers(
         }));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executable_lookup_follows_symlinks() {
+        let mut a = cpio::Archive::default();
+        a.add_file("/usr/bin/real", 0o755, b"x".to_vec()).unwrap();
+        a.add_file("/usr/bin/data", 0o644, b"x".to_vec()).unwrap();
+        a.add_symlink("/bin/rel", "../usr/bin/real").unwrap();
+        a.add_symlink("/bin/abs", "/usr/bin/real").unwrap();
+        a.add_symlink("/bin/loop", "/bin/loop").unwrap();
+        assert!(is_executable_in(&a, "/usr/bin/real"));
+        assert!(is_executable_in(&a, "/bin/rel"));
+        assert!(is_executable_in(&a, "/bin/abs"));
+        assert!(!is_executable_in(&a, "/usr/bin/data"));
+        assert!(!is_executable_in(&a, "/bin/loop"));
+        assert!(!is_executable_in(&a, "/bin/missing"));
+    }
 }
