@@ -1577,4 +1577,77 @@ dst = "/bin/jq2"
         assert_eq!((line, col), (4, 12), "{msg}");
         assert!(msg.contains("`a.ko`"), "{msg}");
     }
+
+    const MOUNT: &str = "[[partition]]\nlabel = \"DATA\"\nsize = \"8M\"\nfs = \"ext4\"\n\n[[mount]]\nlabel = \"DATA\"\npath = \"/data\"\nfs = \"ext4\"\n";
+
+    #[test]
+    fn container_service() {
+        let text = with_kernel(
+            "name = \"x\"\nhostname = \"box\"\n",
+            &format!(
+                "[disk]\n{MOUNT}\n[[service]]\nname = \"web\"\nimage = \"oci:img:v1\"\nvolumes = [\"/data/web:/srv:ro\"]\nnetwork = \"none\"\nuser = \"www:www\"\nmemory_max = \"32M\"\n"
+            ),
+        );
+        let m = parse(&text).unwrap();
+        let s = &m.services[0];
+        assert!(s.exec.value.is_empty());
+        let c = s.container.as_ref().unwrap();
+        assert_eq!(
+            c.image.value,
+            crate::ImageRef::OciLayout {
+                dir: "app/img".into(),
+                tag: Some("v1".into())
+            }
+        );
+        assert_eq!(c.user.as_ref().unwrap().value, "www:www");
+        assert_eq!(c.network, crate::ContainerNetwork::None);
+        assert!(c.volumes[0].value.readonly);
+        // The user is the image's: the appliance's accounts are not asked.
+        assert_eq!(s.run.user, None);
+        assert_eq!(s.run.memory_max, Some(32 << 20));
+        // A container with volumes waits for the mounts.
+        let sys = m.system_config(vec![]);
+        assert_eq!(sys.services[0].after, ["mounts"]);
+    }
+
+    #[test]
+    fn container_keys_are_checked_where_they_are() {
+        let svc = |extra: &str| {
+            with_kernel(
+                "name = \"x\"\n",
+                &format!("[disk]\n{MOUNT}\n[[service]]\nname = \"web\"\n{extra}"),
+            )
+        };
+        // Lines: 1 name, 2-3 kernel, 4 [disk], 5-8 partition, 9 blank,
+        // 10-13 mount, 14 blank, 15 [[service]], 16 name, 17 on.
+        let (line, col, msg) = err(&svc("image = \"oci:i\"\nvolumes = [\"/var/x:/x\"]\n"));
+        assert_eq!((line, col), (18, 12), "{msg}");
+        assert!(msg.contains("not under the path of a [[mount]]"), "{msg}");
+        let (line, _, msg) = err(&svc("image = \"docker://busybox\"\n"));
+        assert_eq!(line, 17, "{msg}");
+        assert!(msg.contains("invalid `image`"), "{msg}");
+        let (line, _, msg) = err(&svc("image = \"oci:i\"\nnetwork = \"bridge\"\n"));
+        assert_eq!(line, 18, "{msg}");
+        assert!(msg.contains("\"host\" or \"none\""), "{msg}");
+        let (line, _, msg) = err(&svc("image = \"oci:i\"\ngroups = [\"audio\"]\n"));
+        assert_eq!(line, 18, "{msg}");
+        assert!(
+            msg.contains("`groups` is not supported together with `image`"),
+            "{msg}"
+        );
+        let (line, _, msg) = err(&svc("volumes = [\"/data/a:/a\"]\nexec = [\"/a\"]\n"));
+        assert_eq!(line, 17, "{msg}");
+        assert!(
+            msg.contains("`volumes` is only allowed together with `image`"),
+            "{msg}"
+        );
+        let (line, _, msg) = err(&svc("restart = \"always\"\n"));
+        assert_eq!(line, 15, "{msg}");
+        assert!(msg.contains("needs `exec`, or an `image`"), "{msg}");
+        // A relative exec is fine in a container (PATH inside it).
+        parse(&svc(
+            "image = \"oci:i\"\nexec = [\"sh\", \"-c\", \"true\"]\n",
+        ))
+        .unwrap();
+    }
 }
