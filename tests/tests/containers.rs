@@ -327,9 +327,55 @@ fn bad_images_are_refused_at_build() {
             assert!(o.stderr.contains(w), "{w:?} missing:\n{}", o.stderr);
         }
     };
-    // The layout itself builds.
+    // The layout itself builds, to the same bytes twice, and its digests
+    // are in the SBOM.
     let img = format!("oci:{}:v1", layout.display());
-    build(&manifest_for(&img), &dir.path().join("out")).assert_ok();
+    let sbom_build = |out: &Path| {
+        let mut c = cairn_e2e::cairn();
+        c.arg("build")
+            .arg(manifest_for(&img))
+            .arg("-o")
+            .arg(out)
+            .arg("--sbom");
+        run_with_timeout(c, Duration::from_secs(300)).assert_ok();
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    sbom_build(&a);
+    sbom_build(&b);
+    for f in ["bad.initrd", "bad.efi", "bad.spdx.json"] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between two builds"
+        );
+    }
+    let sbom = std::fs::read_to_string(a.join("bad.spdx.json")).unwrap();
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    let manifest_digest = index
+        .split("\"digest\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    assert!(
+        sbom.contains(&format!("\"versionInfo\": \"{manifest_digest}\"")),
+        "{sbom}"
+    );
+    assert!(
+        sbom.contains("\"primaryPackagePurpose\": \"CONTAINER\""),
+        "{sbom}"
+    );
+    // Every blob the image manifest names (config, layers) is in it.
+    let manifest_json =
+        std::fs::read_to_string(layout.join("blobs/sha256").join(&manifest_digest[7..])).unwrap();
+    let named: Vec<&str> = manifest_json
+        .split("sha256:")
+        .skip(1)
+        .map(|r| &r[..64])
+        .collect();
+    assert_eq!(named.len(), 3, "{manifest_json}");
+    for d in named {
+        assert!(sbom.contains(d), "{d} not in the SBOM:\n{sbom}");
+    }
+    assert!(sbom.contains("./containers/c/bin/busybox"), "{sbom}");
 
     // The largest blob is the busybox layer: change one byte of it.
     let blobs = layout.join("blobs/sha256");
