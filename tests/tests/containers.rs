@@ -424,3 +424,56 @@ fn bad_images_are_refused_at_build() {
         refused(&format!("oci:{umoci_ref}"), &[want, "layer entry"]);
     }
 }
+
+/// The tiny kernel with the container profile (`kernel/tiny.config` +
+/// `kernel/container.config`, built from Debian's linux-source-6.1 as
+/// tests/tests/tiny.rs does, and cached there) runs a container: its
+/// entrypoint is PID 1 with the image's root (written through the
+/// overlay), its own host name, no network.
+#[test]
+fn tiny_container_kernel_runs_a_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = umoci_layout(dir.path());
+    let root = cairn_e2e::root();
+    let m = dir.path().join("tiny-ctr.toml");
+    std::fs::write(
+        &m,
+        format!(
+            r#"name = "tiny-ctr"
+hostname = "tiny"
+
+[kernel]
+source = "/usr/src/linux-source-6.1.tar.xz"
+config = ["{tiny}", "{ctr}"]
+base = "tinyconfig"
+cmdline = "console=ttyS0 quiet panic=-1"
+
+[[service]]
+name = "c"
+image = "oci:{layout}:v1"
+exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn"]
+hostname = "inner"
+network = "none"
+on_exit = "poweroff"
+"#,
+            tiny = root.join("kernel/tiny.config").display(),
+            ctr = root.join("kernel/container.config").display(),
+            layout = layout.display(),
+        ),
+    )
+    .unwrap();
+    // A cold kernel build takes minutes on 2 cores; tiny.rs shares the cache.
+    let o = cairn_e2e::boot(
+        &m,
+        &dir.path().join("out"),
+        &["--net", "none", "--mem", "128M"],
+        Duration::from_secs(45 * 60),
+    );
+    o.assert_ok();
+    o.assert_in_order(&[
+        "c: pid=1 host=inner ifaces=1 etc=hostname hosts old=b",
+        "c: overlay=written",
+        "c: no /etc/cairn",
+        "cairn: powering off",
+    ]);
+}
