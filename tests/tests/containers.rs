@@ -425,6 +425,25 @@ fn bad_images_are_refused_at_build() {
     }
 }
 
+/// Two containers whose entrypoint orphans a child and then becomes a
+/// program that never waits (`sleep`): `r1` without `init`, `r2` with.
+fn reapers(layout: &Path) -> String {
+    let mut out = String::new();
+    for (n, init) in [("r1", false), ("r2", true)] {
+        out += &format!(
+            r#"
+[[service]]
+name = "{n}"
+image = "oci:{layout}:v1"
+init = {init}
+exec = ["/bin/busybox", "sh", "-c", "echo {n}: pid=$$; (/bin/busybox sleep 0.3 &); (/bin/busybox sleep 1.5; echo {n}: zombies=$(/bin/busybox cat /proc/[0-9]*/stat | /bin/busybox grep -c ') Z ')) & exec /bin/busybox sleep 3"]
+"#,
+            layout = layout.display()
+        );
+    }
+    out
+}
+
 /// The tiny kernel with the container profile (`kernel/tiny.config` +
 /// `kernel/container.config`, built from Debian's linux-source-6.1 as
 /// tests/tests/tiny.rs does, and cached there) runs a container: its
@@ -451,14 +470,15 @@ cmdline = "console=ttyS0 quiet panic=-1"
 [[service]]
 name = "c"
 image = "oci:{layout}:v1"
-exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn"]
+exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn; /bin/busybox sleep 5"]
 hostname = "inner"
 network = "none"
 on_exit = "poweroff"
-"#,
+{reapers}"#,
             tiny = root.join("kernel/tiny.config").display(),
             ctr = root.join("kernel/container.config").display(),
             layout = layout.display(),
+            reapers = reapers(&layout),
         ),
     )
     .unwrap();
@@ -470,6 +490,10 @@ on_exit = "poweroff"
         Duration::from_secs(45 * 60),
     );
     o.assert_ok();
+    // Without `init` an entrypoint that does not reap leaves a zombie;
+    // with it, the reaper is PID 1 and reaps it.
+    o.assert_in_order(&["r1: pid=1", "r1: zombies=1"]);
+    o.assert_in_order(&["r2: pid=2", "r2: zombies=0"]);
     o.assert_in_order(&[
         "c: pid=1 host=inner ifaces=1 etc=hostname hosts old=b",
         "c: overlay=written",

@@ -37,6 +37,10 @@ use crate::sys;
 /// `argv[0]` of the helper.
 pub const APPLET: &str = "cairn-container";
 
+/// `argv[0]` of the reaper (`init = true`): PID 1 of the container, the
+/// entrypoint its child.
+pub const REAPER: &str = "cairn-reaper";
+
 /// Where the helper mounts a container's scratch tmpfs (in its own mount
 /// namespace; only the empty directory is visible outside).
 pub const RUN_DIR: &str = "/run/containers";
@@ -143,6 +147,21 @@ fn run(args: &[OsString]) -> io::Result<i32> {
     if c.network == ContainerNetwork::None {
         bring_up_loopback();
     }
+    // With `init`, the first process is the reaper: this same binary,
+    // reached through an fd opened before the chroot (its path is outside
+    // the container's root) and the fresh /proc the child mounts.
+    let exe = if c.init {
+        Some(
+            rustix::fs::open(
+                c"/proc/self/exe",
+                rustix::fs::OFlags::RDONLY,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| ctx(|| "open /proc/self/exe".into())(e.into()))?,
+        )
+    } else {
+        None
+    };
     // The initramfs root is rootfs, which pivot_root refuses: move the new
     // root over it, as switch_root does, and chroot into it.
     std::env::set_current_dir(&root).map_err(ctx(|| format!("chdir {}", root.display())))?;
@@ -151,27 +170,36 @@ fn run(args: &[OsString]) -> io::Result<i32> {
     rustix::process::chroot(c".").map_err(|e| ctx(|| "chroot".into())(e.into()))?;
     std::env::set_current_dir("/")?;
 
-    let mut cmd = Command::new(program);
-    cmd.args(argv);
-    cmd.current_dir(spec.workdir.as_deref().unwrap_or("/"));
-    let switch_user = c.uid != 0 || c.gid != 0 || !c.groups.is_empty();
-    sys::process::before_exec(
-        &mut cmd,
+    let mut cmd = match &exe {
+        Some(fd) => {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let mut cmd = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            cmd.arg0(REAPER).args(&args[1..]);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(program);
+            cmd.args(argv)
+                .current_dir(spec.workdir.as_deref().unwrap_or("/"));
+            cmd
+        }
+    };
+    let setup = if exe.is_some() {
+        // The reaper keeps its privileges; it drops them for the entrypoint.
         sys::process::ChildSetup {
-            keep_caps: Some(spec.keep_caps),
-            no_new_privs: spec.no_new_privs,
-            uid: c.uid,
-            gid: c.gid,
-            groups: c.groups.iter().map(|&g| Gid::from_raw(g)).collect(),
-            switch_user,
             die_with_parent: true,
             mount_proc: true,
             ..Default::default()
-        },
-    );
+        }
+    } else {
+        entrypoint_setup(&spec)
+    };
+    sys::process::before_exec(&mut cmd, setup);
     let child = cmd
         .spawn()
         .map_err(ctx(|| format!("cannot run {}", program.to_string_lossy())))?;
+    drop(exe);
     let pid = rustix::process::Pid::from_raw(child.id() as i32)
         .ok_or_else(|| bad("kernel returned pid 0"))?;
     loop {
@@ -187,6 +215,111 @@ fn run(args: &[OsString]) -> io::Result<i32> {
             Ok(None) => {}
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The entrypoint's child setup: its user, capabilities and
+/// `no_new_privs`, killed with its parent; as the first process of the
+/// namespace it mounts `/proc`, as the reaper's child it gets fds 0-2 only.
+fn entrypoint_setup(spec: &HelperSpec) -> sys::process::ChildSetup {
+    let c = &spec.config;
+    sys::process::ChildSetup {
+        keep_caps: Some(spec.keep_caps),
+        no_new_privs: spec.no_new_privs,
+        uid: c.uid,
+        gid: c.gid,
+        groups: c.groups.iter().map(|&g| Gid::from_raw(g)).collect(),
+        switch_user: c.uid != 0 || c.gid != 0 || !c.groups.is_empty(),
+        die_with_parent: true,
+        mount_proc: !c.init,
+        only_stdio: c.init,
+        ..Default::default()
+    }
+}
+
+/// Entry point of the `cairn-reaper` applet: PID 1 of a container with
+/// `init = true`. Starts the entrypoint, reaps every child that ends
+/// (orphans of the container are re-parented here), passes SIGTERM,
+/// SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 on to the entrypoint and
+/// exits with the entrypoint's status (128 + N after signal N); the
+/// kernel then kills what is left in the namespace.
+pub fn reaper_main(args: &[OsString]) -> i32 {
+    match reap(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cairn-reaper: {e}");
+            126
+        }
+    }
+}
+
+fn reap(args: &[OsString]) -> io::Result<i32> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+    let spec: HelperSpec = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| bad("usage: cairn-reaper SPEC-JSON PROGRAM [ARG...]"))?;
+    let (program, argv) = args
+        .get(2..)
+        .unwrap_or_default()
+        .split_first()
+        .ok_or_else(|| bad("no program to run"))?;
+    let set = sys::signal::SigSet::of(&[
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGCHLD,
+    ])?;
+    sys::signal::block(&set)?;
+    let sfd = sys::signal::signalfd(&set)?;
+    let mut cmd = Command::new(program);
+    cmd.args(argv)
+        .current_dir(spec.workdir.as_deref().unwrap_or("/"));
+    sys::process::before_exec(&mut cmd, entrypoint_setup(&spec));
+    let child = cmd
+        .spawn()
+        .map_err(ctx(|| format!("cannot run {}", program.to_string_lossy())))?;
+    let pid = rustix::process::Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| bad("kernel returned pid 0"))?;
+    let mut buf = [0u8; 128];
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            &sfd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // One signalfd_siginfo per read; ssi_signo is its first field.
+        while let Ok(n) = rustix::io::read(&sfd, &mut buf) {
+            if n < 4 {
+                break;
+            }
+            let sig = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if sig != libc::SIGCHLD {
+                if let Some(s) = rustix::process::Signal::from_named_raw(sig) {
+                    let _ = rustix::process::kill_process(pid, s);
+                }
+            }
+        }
+        // Reap everything that has ended; the entrypoint's end is ours.
+        while let Ok(Some((p, status))) =
+            rustix::process::wait(rustix::process::WaitOptions::NOHANG)
+        {
+            if p == pid {
+                if let Some(code) = status.exit_status() {
+                    return Ok(code);
+                }
+                if let Some(sig) = status.terminating_signal() {
+                    return Ok(128 + sig);
+                }
+            }
         }
     }
 }
@@ -363,6 +496,7 @@ mod tests {
                 uid: 1000,
                 gid: 1000,
                 groups: vec![],
+                init: false,
             },
             workdir: Some("/srv".into()),
             keep_caps: 1 << 10,

@@ -97,6 +97,8 @@ pub enum Applet {
     Cairnctl,
     /// The container helper ([`container`]).
     Container,
+    /// The reaper of a container with `init = true` ([`container`]).
+    Reaper,
 }
 
 /// Picks the applet from `argv[0]`'s file name; anything unknown is init.
@@ -104,6 +106,7 @@ pub fn applet(argv0: Option<&OsStr>) -> Applet {
     match argv0.and_then(|a| Path::new(a).file_name()) {
         Some(n) if n == "cairnctl" => Applet::Cairnctl,
         Some(n) if n == container::APPLET => Applet::Container,
+        Some(n) if n == container::REAPER => Applet::Reaper,
         _ => Applet::Init,
     }
 }

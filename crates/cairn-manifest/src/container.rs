@@ -12,6 +12,7 @@
 //! volumes = ["/data/web:/var/lib/web", "/data/conf:/etc/web:ro"]  # under a [[mount]] path
 //! network = "host"                       # host (default) | none
 //! hostname = "web"                       # default: the appliance's
+//! init = true                            # a tiny reaper as PID 1 (default: the entrypoint is PID 1)
 //! ```
 //! Every other `[[service]]` key (restart, after, memory_max, ...) works
 //! the same for a container.
@@ -59,6 +60,8 @@ pub struct ContainerSpec {
     /// `None`: the image config's `User` (root when it has none).
     pub user: Option<Located<String>>,
     pub hostname: Option<String>,
+    /// `init`: run a reaper as the container's PID 1.
+    pub init: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -170,6 +173,7 @@ pub(crate) struct RawContainer {
     pub volumes: Vec<Spanned<String>>,
     pub network: Option<Spanned<String>>,
     pub hostname: Option<Spanned<String>>,
+    pub init: Option<Spanned<bool>>,
 }
 
 pub(crate) type Failure = (Span, ContainerInvalid);
@@ -191,6 +195,9 @@ pub(crate) fn build(
         }
         if let Some(h) = &raw.hostname {
             return Err((sp(h), ContainerInvalid::OnlyWithImage("hostname")));
+        }
+        if let Some(i) = &raw.init {
+            return Err((i.span().into(), ContainerInvalid::OnlyWithImage("init")));
         }
         return Ok(None);
     };
@@ -236,6 +243,7 @@ pub(crate) fn build(
         network,
         user,
         hostname,
+        init: raw.init.is_some_and(|i| *i.get_ref()),
     }))
 }
 

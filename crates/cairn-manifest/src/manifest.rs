@@ -618,6 +618,7 @@ impl Builder<'_> {
             volumes: std::mem::take(&mut s.volumes),
             network: s.network.take(),
             hostname: s.hostname.take(),
+            init: s.init.take(),
         };
         let is_container = raw_container.image.is_some();
         let mut raw_run = s.take_run();
@@ -1644,6 +1645,9 @@ dst = "/bin/jq2"
         let (line, _, msg) = err(&svc("restart = \"always\"\n"));
         assert_eq!(line, 15, "{msg}");
         assert!(msg.contains("needs `exec`, or an `image`"), "{msg}");
+        let (line, _, msg) = err(&svc("exec = [\"/a\"]\ninit = true\n"));
+        assert_eq!(line, 18, "{msg}");
+        assert!(msg.contains("`init` is only allowed together with `image`"), "{msg}");
         // A relative exec is fine in a container (PATH inside it).
         parse(&svc(
             "image = \"oci:i\"\nexec = [\"sh\", \"-c\", \"true\"]\n",

@@ -113,6 +113,8 @@ pub(crate) struct RawService {
     #[serde(default)]
     pub hostname: Option<Spanned<String>>,
     #[serde(default)]
+    pub init: Option<Spanned<bool>>,
+    #[serde(default)]
     pub config_env: Vec<Spanned<String>>,
     #[serde(default)]
     pub restart: RestartPolicy,

@@ -595,6 +595,7 @@ fn add_containers(
             uid,
             gid,
             groups: Vec::new(),
+            init: c.init,
         };
         let sbom = crate::sbom::ContainerImage {
             service: s.name.value.clone(),

@@ -28,6 +28,10 @@ pub struct ContainerConfig {
     pub gid: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<u32>,
+    /// `init = true`: a tiny reaper is PID 1 of the container (it reaps
+    /// orphans and passes signals on); the entrypoint is its child.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 /// `SRC:DST[:ro]`: an appliance directory bind-mounted into the container.
