@@ -125,6 +125,11 @@ mod tests {
         assert_eq!(applet(Some(OsStr::new("/init"))), Applet::Init);
         assert_eq!(applet(Some(OsStr::new("/sbin/cairnctl-x"))), Applet::Init);
         assert_eq!(applet(None), Applet::Init);
+        assert_eq!(
+            applet(Some(OsStr::new("cairn-container"))),
+            Applet::Container
+        );
+        assert_eq!(applet(Some(OsStr::new("cairn-reaper"))), Applet::Reaper);
     }
 
     #[test]

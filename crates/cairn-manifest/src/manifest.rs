@@ -1647,7 +1647,10 @@ dst = "/bin/jq2"
         assert!(msg.contains("needs `exec`, or an `image`"), "{msg}");
         let (line, _, msg) = err(&svc("exec = [\"/a\"]\ninit = true\n"));
         assert_eq!(line, 18, "{msg}");
-        assert!(msg.contains("`init` is only allowed together with `image`"), "{msg}");
+        assert!(
+            msg.contains("`init` is only allowed together with `image`"),
+            "{msg}"
+        );
         // A relative exec is fine in a container (PATH inside it).
         parse(&svc(
             "image = \"oci:i\"\nexec = [\"sh\", \"-c\", \"true\"]\n",
