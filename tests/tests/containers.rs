@@ -396,6 +396,40 @@ fn bad_images_are_refused_at_build() {
     refused(&img, &[&digest, "blob is missing from the image"]);
     std::fs::write(&big, &orig).unwrap();
 
+    // An image without Entrypoint or Cmd and a service without `exec`;
+    // a `user` the image does not have.
+    let bare = dir.path().join("bare");
+    let bare_ref = format!("{}:v1", bare.display());
+    tool(Command::new("umoci").args(["init", "--layout"]).arg(&bare));
+    tool(Command::new("umoci").args(["new", "--image", &bare_ref]));
+    tool(
+        Command::new("umoci")
+            .args(["raw", "add-layer", "--image", &bare_ref])
+            .arg(dir.path().join("l1.tar")),
+    );
+    refused(
+        &format!("oci:{bare_ref}"),
+        &["no Entrypoint or Cmd in its config; set `exec`"],
+    );
+    let m = dir.path().join("user.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "name = \"bad\"\n\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n\n\
+             [[service]]\nname = \"c\"\nimage = \"{img}\"\nuser = \"nosuch\"\n"
+        ),
+    )
+    .unwrap();
+    let o = build(&m, &dir.path().join("out"));
+    assert!(!o.success, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("user.toml:9:8: error: image ")
+            && o.stderr
+                .contains("user `nosuch` is not in the image's /etc/passwd"),
+        "{}",
+        o.stderr
+    );
+
     // Hostile layers, made with Python's tarfile (GNU tar will not write
     // them) and added with umoci.
     for (name, script, want) in [

@@ -561,8 +561,8 @@ fn add_containers(
                 .error_at(
                     c.image.span,
                     format!(
-                        "service `{}`: image {} has no Entrypoint or Cmd; set `exec`",
-                        s.name.value, c.image.value
+                        "image {}: no Entrypoint or Cmd in its config; set `exec` for service `{}`",
+                        c.image.value, s.name.value
                     ),
                 )
                 .into());
