@@ -127,7 +127,8 @@ fn podman_images(dir: &Path) -> (PathBuf, PathBuf) {
     (oci, docker)
 }
 
-/// An OCI layout made with umoci: layer 1 (busybox, /etc/motd, /opt/old/a),
+/// An OCI layout made with umoci: layer 1 (busybox and a hard link to it,
+/// /etc/motd, /opt/old/a, a device node /opt/null),
 /// layer 2 (a whiteout of /etc/motd, /opt/old made opaque with a new b).
 fn umoci_layout(dir: &Path) -> PathBuf {
     let lay = dir.join("layout");
@@ -140,6 +141,13 @@ fn umoci_layout(dir: &Path) -> PathBuf {
     std::fs::write(l1.join("etc/motd"), "old motd\n").unwrap();
     std::fs::create_dir_all(l1.join("opt/old")).unwrap();
     std::fs::write(l1.join("opt/old/a"), "a\n").unwrap();
+    // A hard link and a device node, kept through tar, umoci and the build.
+    std::fs::hard_link(l1.join("bin/busybox"), l1.join("bin/bb-link")).unwrap();
+    tool(
+        Command::new("mknod")
+            .arg(l1.join("opt/null"))
+            .args(["c", "1", "3"]),
+    );
     let l2 = dir.join("l2");
     std::fs::create_dir_all(l2.join("etc")).unwrap();
     std::fs::write(l2.join("etc/.wh.motd"), "").unwrap();
@@ -504,7 +512,7 @@ cmdline = "console=ttyS0 quiet panic=-1"
 [[service]]
 name = "c"
 image = "oci:{layout}:v1"
-exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn; /bin/busybox sleep 5"]
+exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn; echo c: links=$(/bin/busybox stat -c %h /bin/bb-link) same=$(/bin/busybox stat -c %i /bin/busybox /bin/bb-link | /bin/busybox uniq | /bin/busybox wc -l) null=$(/bin/busybox stat -c %F,%t,%T /opt/null); /bin/busybox sleep 5"]
 hostname = "inner"
 network = "none"
 on_exit = "poweroff"
@@ -532,6 +540,7 @@ on_exit = "poweroff"
         "c: pid=1 host=inner ifaces=1 etc=hostname hosts old=b",
         "c: overlay=written",
         "c: no /etc/cairn",
+        "c: links=2 same=1 null=character special file,1,3",
         "cairn: powering off",
     ]);
 }
