@@ -478,7 +478,7 @@ fn reapers(layout: &Path) -> String {
 name = "{n}"
 image = "oci:{layout}:v1"
 init = {init}
-exec = ["/bin/busybox", "sh", "-c", "echo {n}: pid=$$; (/bin/busybox sleep 0.3 &); (/bin/busybox sleep 1.5; echo {n}: zombies=$(/bin/busybox cat /proc/[0-9]*/stat | /bin/busybox grep -c ') Z ')) & exec /bin/busybox sleep 3"]
+exec = ["/bin/busybox", "sh", "-c", "echo {n}: pid=$$; (/bin/busybox true &); (/bin/busybox sleep 2; echo {n}: zombies=$(/bin/busybox cat /proc/[0-9]*/stat | /bin/busybox grep -c ') Z ')) & exec /bin/busybox sleep 4"]
 "#,
             layout = layout.display()
         );
@@ -512,7 +512,7 @@ cmdline = "console=ttyS0 quiet panic=-1"
 [[service]]
 name = "c"
 image = "oci:{layout}:v1"
-exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn; echo c: links=$(/bin/busybox stat -c %h /bin/bb-link) same=$(/bin/busybox stat -c %i /bin/busybox /bin/bb-link | /bin/busybox uniq | /bin/busybox wc -l) null=$(/bin/busybox stat -c %F,%t,%T /opt/null); /bin/busybox sleep 5"]
+exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn; echo c: links=$(/bin/busybox stat -c %h /bin/bb-link) same=$(/bin/busybox stat -c %i /bin/busybox /bin/bb-link | /bin/busybox uniq | /bin/busybox wc -l) null=$(/bin/busybox stat -c %F,%t,%T /opt/null); /bin/busybox sleep 10"]
 hostname = "inner"
 network = "none"
 on_exit = "poweroff"
