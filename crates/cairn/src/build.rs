@@ -219,22 +219,26 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
 
     // Kernel modules.
     let mut module_paths = Vec::new();
-    if !m.kernel.modules.is_empty() {
-        let first = &m.kernel.modules[0];
+    // A container's root is an overlay: bring the module along when the
+    // kernel has it as one, even if the manifest lists no modules.
+    let containers_need_overlay =
+        m.services.iter().any(|s| s.container.is_some()) && kern.modules_dir.is_some();
+    if !m.kernel.modules.is_empty() || containers_need_overlay {
+        let first_span = m
+            .kernel
+            .modules
+            .first()
+            .map(|f| f.span)
+            .unwrap_or(m.kernel.source.span);
         let dir = kern.modules_dir.as_deref().ok_or_else(|| {
             m.error_at(
-                first.span,
+                first_span,
                 "modules are listed but the kernel has no modules directory; set kernel.modules_dir",
             )
         })?;
         let index = kmod::ModuleIndex::load(dir)?;
         let mut names: Vec<&str> = m.kernel.modules.iter().map(|l| l.value.as_str()).collect();
-        // A container's root is an overlay: bring the module along when the
-        // kernel has it as one.
-        if m.services.iter().any(|s| s.container.is_some())
-            && index.contains("overlay")
-            && !names.contains(&"overlay")
-        {
+        if containers_need_overlay && index.contains("overlay") && !names.contains(&"overlay") {
             names.push("overlay");
         }
         let mods = index.closure(&names).map_err(|e| match &e {
@@ -245,7 +249,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
                     .iter()
                     .find(|l| &l.value == name)
                     .map(|l| l.span)
-                    .unwrap_or(first.span);
+                    .unwrap_or(first_span);
                 BuildError::from(m.error_at(span, e.to_string()))
             }
             _ => BuildError::from(e),
