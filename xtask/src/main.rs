@@ -47,6 +47,10 @@ const APT_PACKAGES: &[&str] = &[
     "xorriso",
     "isolinux",
     "syslinux-common",
+    // Containers (tests/tests/containers.rs): images made by real tools,
+    // podman (oci-archive, docker-archive) and umoci (an OCI layout).
+    "podman",
+    "umoci",
     "mtools",
     // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
     "linux-source-6.1",

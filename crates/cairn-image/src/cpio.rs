@@ -64,6 +64,11 @@ pub struct Entry {
     pub data: Vec<u8>,
     pub rdev_major: u32,
     pub rdev_minor: u32,
+    /// A hard link: the path (normalized) of the regular file this entry
+    /// is another name of. Both are written with one inode number and the
+    /// link count (each carrying the data; the kernel links the later
+    /// names to the first).
+    pub link_to: Option<String>,
 }
 
 impl Entry {
@@ -77,7 +82,17 @@ impl Entry {
             data,
             rdev_major: 0,
             rdev_minor: 0,
+            link_to: None,
         }
+    }
+
+    /// An entry of any type (`mode` with its file type bits), owned by
+    /// `uid`/`gid`; add it with [`Archive::add_entry`].
+    pub fn with_owner(path: &str, mode: u32, uid: u32, gid: u32, data: Vec<u8>) -> Self {
+        let mut e = Entry::new(path.to_string(), mode, data);
+        e.uid = uid;
+        e.gid = gid;
+        e
     }
 
     /// Whether this entry is a directory.
@@ -175,6 +190,31 @@ impl Archive {
         self.insert(e)
     }
 
+    /// Adds a prepared entry as it is (type, mode, owner, device numbers,
+    /// hard link), its path normalized first. A hard link must name a
+    /// regular file already in the archive.
+    pub fn add_entry(&mut self, mut entry: Entry) -> Result<(), CpioError> {
+        entry.path = normalize_path(&entry.path)?;
+        if let Some(target) = &entry.link_to {
+            let target = normalize_path(target)?;
+            if !self.entries.get(&target).is_some_and(|t| t.is_file()) || !entry.is_file() {
+                return Err(CpioError::Conflict {
+                    path: entry.path.clone(),
+                    reason: format!(
+                        "hard link to {target:?}, which is not a regular file in the archive"
+                    ),
+                });
+            }
+            entry.link_to = Some(target);
+        }
+        self.insert(entry)
+    }
+
+    /// Entry at `path` (normalized first).
+    pub fn get(&self, path: &str) -> Option<&Entry> {
+        normalize_path(path).ok().and_then(|p| self.entries.get(&p))
+    }
+
     /// Whether an entry of any type exists at `path` (normalized first).
     pub fn contains(&self, path: &str) -> bool {
         normalize_path(path).is_ok_and(|p| self.entries.contains_key(&p))
@@ -263,13 +303,35 @@ impl Archive {
             .map(|e| HEADER_LEN + e.path.len() + e.data.len() + 8)
             .sum();
         let mut out = Vec::with_capacity(size + 128);
-        for (index, e) in self.entries.values().enumerate() {
-            let nlink = if e.is_dir() {
-                2 + subdirs.get(e.path.as_str()).copied().unwrap_or(0)
+        // Hard links share their target's inode number and link count.
+        let index: BTreeMap<&str, u32> = self
+            .entries
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), u32::try_from(i + 1).unwrap_or(u32::MAX)))
+            .collect();
+        let mut links: BTreeMap<&str, u32> = BTreeMap::new();
+        for e in self.entries.values() {
+            if let Some(t) = e
+                .link_to
+                .as_deref()
+                .filter(|t| self.entries.contains_key(*t))
+            {
+                *links.entry(t).or_insert(1) += 1;
+            }
+        }
+        for (i, e) in self.entries.values().enumerate() {
+            let own = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let target = e
+                .link_to
+                .as_deref()
+                .filter(|t| self.entries.contains_key(*t))
+                .unwrap_or(e.path.as_str());
+            let (ino, nlink) = if e.is_dir() {
+                (own, 2 + subdirs.get(e.path.as_str()).copied().unwrap_or(0))
             } else {
-                1
+                (index[target], links.get(target).copied().unwrap_or(1))
             };
-            let ino = u32::try_from(index + 1).unwrap_or(u32::MAX);
             write_entry(&mut out, ino, e, nlink, mtime);
         }
         let trailer = Entry::new(TRAILER.to_string(), 0, Vec::new());
@@ -446,6 +508,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Entry>, CpioError> {
                 data: data.to_vec(),
                 rdev_major: rmaj,
                 rdev_minor: rmin,
+                link_to: None,
             });
         }
         // Padding after the last member may be cut short; that is harmless.

@@ -8,6 +8,7 @@ pub mod iso;
 pub mod kbuild;
 pub mod kernel;
 pub mod kmod;
+pub mod oci;
 pub mod output;
 pub mod pe;
 pub mod uki;

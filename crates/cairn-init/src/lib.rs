@@ -51,6 +51,7 @@ pub mod cgroup;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod container;
 pub mod disk;
 pub mod event;
 pub mod init;
@@ -95,12 +96,18 @@ impl Mode {
 pub enum Applet {
     Init,
     Cairnctl,
+    /// The container helper ([`container`]).
+    Container,
+    /// The reaper of a container with `init = true` ([`container`]).
+    Reaper,
 }
 
 /// Picks the applet from `argv[0]`'s file name; anything unknown is init.
 pub fn applet(argv0: Option<&OsStr>) -> Applet {
     match argv0.and_then(|a| Path::new(a).file_name()) {
         Some(n) if n == "cairnctl" => Applet::Cairnctl,
+        Some(n) if n == container::APPLET => Applet::Container,
+        Some(n) if n == container::REAPER => Applet::Reaper,
         _ => Applet::Init,
     }
 }
@@ -119,6 +126,11 @@ mod tests {
         assert_eq!(applet(Some(OsStr::new("/init"))), Applet::Init);
         assert_eq!(applet(Some(OsStr::new("/sbin/cairnctl-x"))), Applet::Init);
         assert_eq!(applet(None), Applet::Init);
+        assert_eq!(
+            applet(Some(OsStr::new("cairn-container"))),
+            Applet::Container
+        );
+        assert_eq!(applet(Some(OsStr::new("cairn-reaper"))), Applet::Reaper);
     }
 
     #[test]

@@ -8,6 +8,8 @@ fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match applet(args.first().map(|a| a.as_os_str())) {
         Applet::Cairnctl => std::process::exit(ctl::main(&args)),
+        Applet::Container => std::process::exit(cairn_init::container::main(&args)),
+        Applet::Reaper => std::process::exit(cairn_init::container::reaper_main(&args)),
         Applet::Init => init::run(),
     }
 }

@@ -13,7 +13,8 @@
 //!   filesystem (`ext4`; `vfat` with the code page and I/O character set
 //!   it loads at mount time: `codepage=`/`iocharset=` from the mount's
 //!   options, else the kernel's defaults, `nls_cp437` and, on Debian's
-//!   kernels, `nls_ascii`).
+//!   kernels, `nls_ascii`);
+//! - a service that runs an OCI image: `overlay`, its root filesystem.
 
 use crate::manifest::Manifest;
 use crate::runtime::FsType;
@@ -123,6 +124,11 @@ impl Manifest {
                     add(&nls_module(&io), &r);
                 }
             }
+        }
+
+        // A container's root is an overlay (read-only image, tmpfs above).
+        if let Some(s) = self.services.iter().find(|s| s.container.is_some()) {
+            add("overlay", &format!("[[service]] {} (image)", s.name.value));
         }
         out
     }

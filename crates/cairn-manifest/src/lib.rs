@@ -12,6 +12,7 @@
 //! ```
 
 pub mod compression;
+pub mod container;
 pub mod date;
 pub mod diagnostic;
 pub mod disk;
@@ -26,6 +27,7 @@ pub mod supervision;
 pub mod validate;
 
 pub use compression::Compression;
+pub use container::{ContainerSpec, ImageRef};
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use disk::{DiskSpec, ImageFormat, IsoSpec, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
@@ -34,10 +36,11 @@ pub use manifest::{
     GENERATED_TREES,
 };
 pub use runtime::{
-    ExitAction, FormatPolicy, FsType, InterfaceConfig, IpPrefix, Ipv6Mode, Level, LogConfig,
-    MatchRule, MountConfig, MountSource, NetConfig, PanicAction, RestartPolicy, RouteConfig,
-    RunSettings, ServiceConfig, ShellConfig, SystemConfig, DEFAULT_MOUNT_WAIT_SECS,
-    DEFAULT_ONLINE_TIMEOUT, MKFS_EXT4_PATH, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH,
+    ContainerConfig, ContainerNetwork, ExitAction, FormatPolicy, FsType, InterfaceConfig, IpPrefix,
+    Ipv6Mode, Level, LogConfig, MatchRule, MountConfig, MountSource, NetConfig, PanicAction,
+    RestartPolicy, RouteConfig, RunSettings, ServiceConfig, ShellConfig, SystemConfig,
+    VolumeConfig, CONTAINER_ROOT_DIR, DEFAULT_MOUNT_WAIT_SECS, DEFAULT_ONLINE_TIMEOUT,
+    MKFS_EXT4_PATH, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH,
 };
 pub use secondary::{SecondaryOverrides, ServiceOverride};
 pub use shell::Shell;

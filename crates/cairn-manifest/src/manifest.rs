@@ -237,6 +237,11 @@ pub struct Service {
     /// Credentials, limits, restart backoff, stop timeout
     /// ([`crate::supervision`]).
     pub run: RunSettings,
+    /// `image` and the keys that go with it: the service runs an OCI image
+    /// ([`crate::container`]). `exec` may then be empty (the image config
+    /// supplies it) and need not be absolute (it is looked up in `PATH`
+    /// inside the container).
+    pub container: Option<crate::container::ContainerSpec>,
 }
 
 /// A `[[file]]` entry: a host file copied into the image.
@@ -323,8 +328,20 @@ impl Manifest {
                     config_env: s.config_env.clone(),
                     restart: s.restart,
                     on_exit: s.on_exit,
-                    after: s.after.iter().map(|a| a.value.clone()).collect(),
+                    after: {
+                        let mut after: Vec<String> =
+                            s.after.iter().map(|a| a.value.clone()).collect();
+                        // A container's volumes are on [[mount]]s: wait for them.
+                        let has_volumes =
+                            s.container.as_ref().is_some_and(|c| !c.volumes.is_empty());
+                        if has_volumes && !after.iter().any(|a| a == "mounts") {
+                            after.push("mounts".into());
+                        }
+                        after
+                    },
                     enabled: s.enabled,
+                    // Filled in by the builder, which reads the image.
+                    container: None,
                     run: s.run.clone(),
                 })
                 .collect(),
@@ -423,6 +440,21 @@ impl Builder<'_> {
         .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         let iso = crate::disk::build_iso(raw.name.get_ref(), raw.iso)
             .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
+        for c in services.iter().filter_map(|s| s.container.as_ref()) {
+            for v in &c.volumes {
+                if !disk
+                    .mounts
+                    .iter()
+                    .any(|m| crate::container::is_under(&v.value.src, &m.config.path))
+                {
+                    return Err((
+                        v.span,
+                        crate::container::ContainerInvalid::VolumeNotOnMount(v.value.src.clone())
+                            .into(),
+                    ));
+                }
+            }
+        }
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -566,6 +598,7 @@ impl Builder<'_> {
         let mut seen: HashMap<String, Span> = HashMap::new();
         let mut services = Vec::with_capacity(raw.len());
         for s in raw {
+            let header = span(&s);
             let s = s.into_inner();
             check::check_service_name(s.name.get_ref()).map_err(at(&s.name))?;
             if let Some(first) = seen.get(s.name.get_ref()) {
@@ -578,18 +611,62 @@ impl Builder<'_> {
                 ));
             }
             seen.insert(s.name.get_ref().clone(), span(&s.name));
-            services.push(self.service(s, accounts)?);
+            services.push(self.service(s, header, accounts)?);
         }
         check_after(&services)?;
         Ok(services)
     }
 
-    fn service(&self, mut s: RawService, accounts: &Accounts) -> Result<Service, Failure> {
-        let run = supervision::run_settings(s.take_run(), accounts).map_err(run_failure)?;
-        let exec_span = span(&s.exec);
-        let exec: Vec<Spanned<String>> = s.exec.into_inner();
+    fn service(
+        &self,
+        mut s: RawService,
+        header: Span,
+        accounts: &Accounts,
+    ) -> Result<Service, Failure> {
+        use crate::container::{self, ContainerInvalid, RawContainer};
+        let raw_container = RawContainer {
+            image: s.image.take(),
+            volumes: std::mem::take(&mut s.volumes),
+            network: s.network.take(),
+            hostname: s.hostname.take(),
+            init: s.init.take(),
+        };
+        let is_container = raw_container.image.is_some();
+        let mut raw_run = s.take_run();
+        // A container's user lives in the image, not in the appliance's
+        // accounts: it is resolved by the builder against the image.
+        let container_user = if is_container {
+            if let Some(g) = &raw_run.group {
+                return Err((span(g), ContainerInvalid::NotWithImage("group").into()));
+            }
+            if let Some(g) = raw_run.groups.first() {
+                return Err((span(g), ContainerInvalid::NotWithImage("groups").into()));
+            }
+            raw_run.user.take()
+        } else {
+            None
+        };
+        let container = container::build(raw_container, container_user, self.dir)
+            .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
+        let run = supervision::run_settings(raw_run, accounts).map_err(run_failure)?;
+        let (exec_span, exec): (Span, Vec<Spanned<String>>) = match s.exec {
+            Some(e) => (span(&e), e.into_inner()),
+            None if is_container => (header, Vec::new()),
+            None => return Err((header, ContainerInvalid::NoExec.into())),
+        };
         let plain: Vec<String> = exec.iter().map(|a| a.get_ref().clone()).collect();
-        if let Err(e) = check::check_exec(&plain) {
+        let checked = if is_container {
+            if plain.iter().any(|a| a.contains('\0')) {
+                Err(Invalid::Nul("exec"))
+            } else if exec.is_empty() && exec_span != header {
+                Err(Invalid::EmptyExec)
+            } else {
+                Ok(())
+            }
+        } else {
+            check::check_exec(&plain)
+        };
+        if let Err(e) = checked {
             // Point at the offending argument where there is one.
             let sp = match &e {
                 Invalid::RelativeExec(_) => exec.first().map_or(exec_span, span),
@@ -632,6 +709,7 @@ impl Builder<'_> {
             after: s.after.into_iter().map(located).collect(),
             enabled: s.enabled.unwrap_or(true),
             run,
+            container,
         })
     }
 
@@ -1716,5 +1794,84 @@ dst = "/bin/jq2"
         let (line, col, msg) = err(&with_kernel("name = \"x\"\n", "modules = [\"a.ko\"]\n"));
         assert_eq!((line, col), (4, 12), "{msg}");
         assert!(msg.contains("`a.ko`"), "{msg}");
+    }
+
+    const MOUNT: &str = "[[partition]]\nlabel = \"DATA\"\nsize = \"8M\"\nfs = \"ext4\"\n\n[[mount]]\nlabel = \"DATA\"\npath = \"/data\"\nfs = \"ext4\"\n";
+
+    #[test]
+    fn container_service() {
+        let text = with_kernel(
+            "name = \"x\"\nhostname = \"box\"\n",
+            &format!(
+                "[disk]\n{MOUNT}\n[[service]]\nname = \"web\"\nimage = \"oci:img:v1\"\nvolumes = [\"/data/web:/srv:ro\"]\nnetwork = \"none\"\nuser = \"www:www\"\nmemory_max = \"32M\"\n"
+            ),
+        );
+        let m = parse(&text).unwrap();
+        let s = &m.services[0];
+        assert!(s.exec.value.is_empty());
+        let c = s.container.as_ref().unwrap();
+        assert_eq!(
+            c.image.value,
+            crate::ImageRef::OciLayout {
+                dir: "app/img".into(),
+                tag: Some("v1".into())
+            }
+        );
+        assert_eq!(c.user.as_ref().unwrap().value, "www:www");
+        assert_eq!(c.network, crate::ContainerNetwork::None);
+        assert!(c.volumes[0].value.readonly);
+        // The user is the image's: the appliance's accounts are not asked.
+        assert_eq!(s.run.user, None);
+        assert_eq!(s.run.memory_max, Some(32 << 20));
+        // A container with volumes waits for the mounts.
+        let sys = m.system_config(vec![]);
+        assert_eq!(sys.services[0].after, ["mounts"]);
+    }
+
+    #[test]
+    fn container_keys_are_checked_where_they_are() {
+        let svc = |extra: &str| {
+            with_kernel(
+                "name = \"x\"\n",
+                &format!("[disk]\n{MOUNT}\n[[service]]\nname = \"web\"\n{extra}"),
+            )
+        };
+        // Lines: 1 name, 2-3 kernel, 4 [disk], 5-8 partition, 9 blank,
+        // 10-13 mount, 14 blank, 15 [[service]], 16 name, 17 on.
+        let (line, col, msg) = err(&svc("image = \"oci:i\"\nvolumes = [\"/var/x:/x\"]\n"));
+        assert_eq!((line, col), (18, 12), "{msg}");
+        assert!(msg.contains("not under the path of a [[mount]]"), "{msg}");
+        let (line, _, msg) = err(&svc("image = \"docker://busybox\"\n"));
+        assert_eq!(line, 17, "{msg}");
+        assert!(msg.contains("invalid `image`"), "{msg}");
+        let (line, _, msg) = err(&svc("image = \"oci:i\"\nnetwork = \"bridge\"\n"));
+        assert_eq!(line, 18, "{msg}");
+        assert!(msg.contains("\"host\" or \"none\""), "{msg}");
+        let (line, _, msg) = err(&svc("image = \"oci:i\"\ngroups = [\"audio\"]\n"));
+        assert_eq!(line, 18, "{msg}");
+        assert!(
+            msg.contains("`groups` is not supported together with `image`"),
+            "{msg}"
+        );
+        let (line, _, msg) = err(&svc("volumes = [\"/data/a:/a\"]\nexec = [\"/a\"]\n"));
+        assert_eq!(line, 17, "{msg}");
+        assert!(
+            msg.contains("`volumes` is only allowed together with `image`"),
+            "{msg}"
+        );
+        let (line, _, msg) = err(&svc("restart = \"always\"\n"));
+        assert_eq!(line, 15, "{msg}");
+        assert!(msg.contains("needs `exec`, or an `image`"), "{msg}");
+        let (line, _, msg) = err(&svc("exec = [\"/a\"]\ninit = true\n"));
+        assert_eq!(line, 18, "{msg}");
+        assert!(
+            msg.contains("`init` is only allowed together with `image`"),
+            "{msg}"
+        );
+        // A relative exec is fine in a container (PATH inside it).
+        parse(&svc(
+            "image = \"oci:i\"\nexec = [\"sh\", \"-c\", \"true\"]\n",
+        ))
+        .unwrap();
     }
 }

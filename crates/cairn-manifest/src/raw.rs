@@ -102,9 +102,21 @@ pub(crate) struct RawInitramfs {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawService {
     pub name: Spanned<String>,
-    pub exec: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub exec: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+    // A container (see crate::container).
+    #[serde(default)]
+    pub image: Option<Spanned<String>>,
+    #[serde(default)]
+    pub volumes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub network: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hostname: Option<Spanned<String>>,
+    #[serde(default)]
+    pub init: Option<Spanned<bool>>,
     #[serde(default)]
     pub config_env: Vec<Spanned<String>>,
     #[serde(default)]

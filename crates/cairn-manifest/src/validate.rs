@@ -105,6 +105,8 @@ pub enum Invalid {
     Run(#[from] crate::supervision::RunInvalid),
     #[error(transparent)]
     Shell(#[from] crate::shell::ShellInvalid),
+    #[error(transparent)]
+    Container(#[from] crate::container::ContainerInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

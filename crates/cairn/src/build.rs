@@ -357,8 +357,11 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         archive.add_file(&f.dst.value, f.mode, bytes)?;
     }
 
+    // OCI images of container services.
+    let containers = add_containers(&m, &mut archive, &mut inputs)?;
+
     // Every service's program must be in the image.
-    for s in &m.services {
+    for s in m.services.iter().filter(|s| s.container.is_none()) {
         let prog = &s.exec.value[0];
         if !is_executable_in(&archive, prog) {
             return Err(m
@@ -391,7 +394,15 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     }
 
     // Runtime config.
-    let system = m.system_config(module_paths);
+    let mut system = m.system_config(module_paths);
+    for (svc, c) in system.services.iter_mut().zip(&containers) {
+        if let Some(c) = c {
+            svc.exec = c.exec.clone();
+            svc.env = c.env.clone();
+            svc.run.workdir = c.workdir.clone();
+            svc.container = Some(c.config.clone());
+        }
+    }
     // 0600: it holds the shell's password hash and every service's env.
     archive.add_file(SYSTEM_CONFIG_PATH, 0o600, system.to_json().into_bytes())?;
     archive.add_file("/etc/os-release", 0o644, os_release(&m).into_bytes())?;
@@ -457,6 +468,11 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
             &origins,
             &kernel_origin,
             &dpkg,
+            &containers
+                .iter()
+                .flatten()
+                .map(|c| c.sbom.clone())
+                .collect::<Vec<_>>(),
             opts.mtime,
         );
         let p = out.add(&format!("{}.spdx.json", m.name), doc.as_bytes())?;
@@ -597,6 +613,121 @@ fn normalize(p: &Path) -> String {
         }
     }
     parts.join("/")
+}
+
+/// What the builder makes of a container service.
+struct BuiltContainer {
+    exec: Vec<String>,
+    env: BTreeMap<String, String>,
+    workdir: Option<String>,
+    config: cairn_manifest::ContainerConfig,
+    sbom: crate::sbom::ContainerImage,
+}
+
+/// Reads each container service's image, puts its root filesystem under
+/// `/containers/NAME` and works out what the container runs: the
+/// manifest's `exec`, `env`, `user`, `workdir` over the image config's.
+/// One entry per service (`None` for plain ones).
+fn add_containers(
+    m: &Manifest,
+    archive: &mut cpio::Archive,
+    inputs: &mut Vec<ReportLine>,
+) -> Result<Vec<Option<BuiltContainer>>, BuildError> {
+    use cairn_image::oci;
+    let mut out = Vec::new();
+    for s in &m.services {
+        let Some(c) = &s.container else {
+            out.push(None);
+            continue;
+        };
+        let img = oci::read(&c.image.value)
+            .map_err(|e| BuildError::from(m.error_at(c.image.span, e.to_string())))?;
+        let root = format!("{}/{}", cairn_manifest::CONTAINER_ROOT_DIR, s.name.value);
+        img.tree.add_to_archive(archive, &root).map_err(|e| {
+            BuildError::from(m.error_at(c.image.span, format!("image {}: {e}", c.image.value)))
+        })?;
+        inputs.push(ReportLine {
+            what: root.clone(),
+            origin: format!("image {} ({})", c.image.value, img.config_digest),
+            bytes: img.tree.data_size(),
+        });
+        let exec = if s.exec.value.is_empty() {
+            let mut v = img.config.entrypoint.clone();
+            v.extend(img.config.cmd.iter().cloned());
+            v
+        } else {
+            s.exec.value.clone()
+        };
+        if exec.is_empty() {
+            return Err(m
+                .error_at(
+                    c.image.span,
+                    format!(
+                        "image {}: no Entrypoint or Cmd in its config; set `exec` for service `{}`",
+                        c.image.value, s.name.value
+                    ),
+                )
+                .into());
+        }
+        // The image's Env, then the manifest's over it.
+        let mut env: BTreeMap<String, String> = img
+            .config
+            .env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let (user_text, user_span) = match &c.user {
+            Some(u) => (Some(u.value.clone()), u.span),
+            None => (img.config.user.clone(), c.image.span),
+        };
+        let (uid, gid) = match &user_text {
+            Some(u) => img.tree.resolve_user(u).map_err(|e| {
+                BuildError::from(m.error_at(user_span, format!("image {}: {e}", c.image.value)))
+            })?,
+            None => (0, 0),
+        };
+        let workdir = s.run.workdir.clone().or_else(|| img.config.workdir.clone());
+        let config = cairn_manifest::ContainerConfig {
+            root: root.clone(),
+            hostname: c.hostname.clone().or_else(|| m.hostname.clone()),
+            volumes: c.volumes.iter().map(|v| v.value.clone()).collect(),
+            network: c.network,
+            uid,
+            gid,
+            groups: Vec::new(),
+            init: c.init,
+        };
+        let sbom = crate::sbom::ContainerImage {
+            service: s.name.value.clone(),
+            reference: c.image.value.to_string(),
+            root: root.trim_start_matches('/').to_string(),
+            manifest_digest: img.manifest_digest.clone(),
+            config_digest: img.config_digest.clone(),
+            config: format!(
+                "Entrypoint {:?} Cmd {:?} Env {:?} User {:?} WorkingDir {:?}",
+                img.config.entrypoint,
+                img.config.cmd,
+                img.config.env,
+                img.config.user,
+                img.config.workdir
+            ),
+            layers: img
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.media_type.clone()))
+                .collect(),
+        };
+        out.push(Some(BuiltContainer {
+            exec,
+            env,
+            workdir,
+            config,
+            sbom,
+        }));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

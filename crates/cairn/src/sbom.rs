@@ -273,7 +273,26 @@ fn date(epoch: u32) -> String {
     cairn_manifest::date::utc(u64::from(epoch))
 }
 
+/// An OCI image a service runs, as the SBOM lists it: a package whose
+/// files are those under `root`.
+#[derive(Debug, Clone)]
+pub struct ContainerImage {
+    /// The service's name.
+    pub service: String,
+    /// The image reference as the manifest wrote it.
+    pub reference: String,
+    /// Where its root filesystem is in the initramfs (no leading `/`).
+    pub root: String,
+    pub manifest_digest: Option<String>,
+    pub config_digest: String,
+    /// The image config's Entrypoint, Cmd, Env, User, WorkingDir as run.
+    pub config: String,
+    /// (digest, media type) of each layer, in order.
+    pub layers: Vec<(String, String)>,
+}
+
 /// The SPDX 2.3 JSON document for an image.
+#[allow(clippy::too_many_arguments)]
 pub fn document(
     name: &str,
     archive: &Archive,
@@ -281,6 +300,7 @@ pub fn document(
     origins: &BTreeMap<String, Origin>,
     kernel_origin: &Origin,
     dpkg: &Dpkg,
+    images: &[ContainerImage],
     epoch: u32,
 ) -> String {
     let mut files = Vec::new();
@@ -303,10 +323,16 @@ pub fn document(
             "comment": format!("origin: {}", describe(&origin)),
         }));
         if !matches!(origin, Origin::Host { .. } | Origin::Generated) {
-            packages.entry(origin).or_default().push((id, sha1));
+            packages
+                .entry(origin)
+                .or_default()
+                .push((id.clone(), sha1.clone()));
         }
+        (id, sha1)
     };
     add("./vmlinuz".into(), vmlinuz, kernel_origin.clone());
+    // Each container image's files: (SPDX id, SHA-1 hex).
+    let mut image_files: Vec<Vec<(String, String)>> = vec![Vec::new(); images.len()];
     let mut entries: Vec<_> = archive
         .entries()
         .filter(|e| e.mode & 0o170000 == 0o100000)
@@ -315,7 +341,13 @@ pub fn document(
     for e in entries {
         let path = e.path.trim_start_matches('/');
         let origin = origins.get(path).cloned().unwrap_or(Origin::Generated);
-        add(format!("./{path}"), &e.data, origin);
+        let file = add(format!("./{path}"), &e.data, origin);
+        if let Some(i) = images
+            .iter()
+            .position(|im| path.starts_with(&format!("{}/", im.root)))
+        {
+            image_files[i].push(file);
+        }
     }
     let mut pkgs = Vec::new();
     let mut rels = vec![json!({
@@ -355,9 +387,7 @@ pub fn document(
         // image, and those files were analysed (hashed): SPDX 2.3 allows
         // CONTAINS relationships to files only then, and asks for the
         // verification code over them (SHA-1 of their sorted SHA-1s).
-        let mut sums: Vec<&str> = ids.iter().map(|(_, sha1)| sha1.as_str()).collect();
-        sums.sort_unstable();
-        let code = hex(&Sha1::digest(sums.concat().as_bytes()));
+        let code = verification_code(ids);
         let mut p = json!({
             "SPDXID": id,
             "name": pname,
@@ -376,6 +406,56 @@ pub fn document(
                 "referenceLocator": purl,
             }]);
         }
+        pkgs.push(p);
+        rels.push(json!({
+            "spdxElementId": "SPDXRef-Appliance",
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+        for (f, _) in ids {
+            rels.push(json!({
+                "spdxElementId": id,
+                "relationshipType": "CONTAINS",
+                "relatedSpdxElement": f,
+            }));
+        }
+    }
+    for (im, ids) in images.iter().zip(&image_files) {
+        let id = format!("SPDXRef-Container-{}", spdx_ref(&im.service));
+        let layers: Vec<String> = im
+            .layers
+            .iter()
+            .map(|(d, mt)| format!("{d} ({mt})"))
+            .collect();
+        let mut p = json!({
+            "SPDXID": id,
+            "name": im.reference,
+            "versionInfo": im.manifest_digest.clone().unwrap_or_else(|| im.config_digest.clone()),
+            "downloadLocation": "NOASSERTION",
+            // Its files in the image were analysed (see the packages above).
+            "filesAnalyzed": true,
+            "packageVerificationCode": {"packageVerificationCodeValue": verification_code(ids)},
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "primaryPackagePurpose": "CONTAINER",
+            "comment": format!(
+                "service {}; config {}: {}; layers: {}",
+                im.service,
+                im.config_digest,
+                im.config,
+                layers.join(", ")
+            ),
+        });
+        let digest = im.manifest_digest.as_deref().unwrap_or(&im.config_digest);
+        if let Some(hex) = digest.strip_prefix("sha256:") {
+            p["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": hex}]);
+        }
+        p["externalRefs"] = json!([{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": format!("pkg:oci/{}@{}", spdx_ref(&im.service).to_lowercase(), digest.replace(':', "%3A")),
+        }]);
         pkgs.push(p);
         rels.push(json!({
             "spdxElementId": "SPDXRef-Appliance",
@@ -414,6 +494,14 @@ pub fn document(
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// SPDX 2.3's package verification code: the SHA-1 of the sorted SHA-1s
+/// (hex) of the package's files, concatenated.
+fn verification_code(files: &[(String, String)]) -> String {
+    let mut sums: Vec<&str> = files.iter().map(|(_, sha1)| sha1.as_str()).collect();
+    sums.sort_unstable();
+    hex(&Sha1::digest(sums.concat().as_bytes()))
 }
 
 fn licence_of(origin: &Origin, dpkg: &Dpkg) -> Option<String> {
@@ -509,8 +597,8 @@ mod tests {
             origin: "source:/usr/src/linux.tar.xz (tinyconfig)".into(),
         };
         let (map, ko) = origins(&inputs, &kernel, &dpkg);
-        let doc = document("t", &a, b"kernel", &map, &ko, &dpkg, 0);
-        assert_eq!(doc, document("t", &a, b"kernel", &map, &ko, &dpkg, 0));
+        let doc = document("t", &a, b"kernel", &map, &ko, &dpkg, &[], 0);
+        assert_eq!(doc, document("t", &a, b"kernel", &map, &ko, &dpkg, &[], 0));
         let v: Value = serde_json::from_str(&doc).unwrap();
         assert_eq!(v["spdxVersion"], "SPDX-2.3");
         let files = v["files"].as_array().unwrap();

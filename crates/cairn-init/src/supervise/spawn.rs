@@ -7,6 +7,7 @@
 //! `exec` only makes async-signal-safe system calls on prepared data.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use cairn_manifest::supervision::{capability_number, rlimit_number, UNLIMITED};
@@ -90,19 +91,52 @@ pub fn spawn(
         source: e,
     })?;
 
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
+    // A container: the init binary as `cairn-container` sets it up and
+    // runs `exec` inside; the user, capabilities and working directory are
+    // the entrypoint's, applied there.
+    let container = cfg.container.as_ref().map(|c| {
+        let keep_caps = capability_mask(
+            cfg.run
+                .capabilities
+                .as_deref()
+                .unwrap_or(&crate::container::DEFAULT_CAPABILITIES.map(String::from)),
+        );
+        crate::container::HelperSpec {
+            name: cfg.name.clone(),
+            config: c.clone(),
+            workdir: cfg.run.workdir.clone(),
+            keep_caps,
+            no_new_privs: c.uid != 0,
+        }
+    });
+    let mut cmd = match &container {
+        Some(spec) => {
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg0(crate::container::APPLET)
+                .args(crate::container::helper_args(spec, &cfg.exec));
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            cmd
+        }
+    };
+    let workdir = match &container {
+        Some(_) => "/",
+        None => cfg.run.workdir.as_deref().unwrap_or("/"),
+    };
+    cmd.env_clear()
         .env("PATH", DEFAULT_PATH)
         .env("HOME", creds.home.as_deref().unwrap_or("/"))
         .envs(&cfg.env)
-        .current_dir(cfg.run.workdir.as_deref().unwrap_or("/"))
+        .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(wr))
         .stderr(Stdio::from(wr2));
 
-    let switch_user =
-        cfg.run.user.is_some() || cfg.run.group.is_some() || !cfg.run.groups.is_empty();
+    let switch_user = container.is_none()
+        && (cfg.run.user.is_some() || cfg.run.group.is_some() || !cfg.run.groups.is_empty());
     let setup = sys::process::ChildSetup {
         cgroup_procs,
         limits: cfg
@@ -115,11 +149,13 @@ pub fn spawn(
         // A non-root service without `capabilities` keeps none, not even in
         // its bounding set: a setuid binary in the image gives it nothing.
         keep_caps: match cfg.run.capabilities.as_deref() {
+            // The helper needs its privileges; it drops them for the entrypoint.
+            _ if container.is_some() => None,
             Some(caps) => Some(capability_mask(caps)),
             None if creds.uid != 0 => Some(0),
             None => None,
         },
-        no_new_privs: creds.uid != 0,
+        no_new_privs: creds.uid != 0 && container.is_none(),
         only_stdio: true,
         oom_killable: true,
         uid: creds.uid,

@@ -52,6 +52,12 @@ pub struct ChildSetup {
     /// Set `oom_score_adj` back to 0: PID 1's -1000 is inherited, and a
     /// service must stay a candidate for the OOM killer.
     pub oom_killable: bool,
+    /// SIGKILL when the parent ends (`PR_SET_PDEATHSIG`): a container's
+    /// first process does not outlive the helper that started it.
+    pub die_with_parent: bool,
+    /// Mount a fresh `/proc` (the child is the first process of a new PID
+    /// namespace, in a mount namespace and root of its own).
+    pub mount_proc: bool,
 }
 
 impl ChildSetup {
@@ -76,6 +82,19 @@ impl ChildSetup {
                 Mode::empty(),
             )?;
             rustix::io::write(&fd, b"0")?;
+        }
+        if self.die_with_parent {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+        }
+        if self.mount_proc {
+            use rustix::mount::MountFlags;
+            rustix::mount::mount(
+                c"proc",
+                c"/proc",
+                c"proc",
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                None,
+            )?;
         }
         rustix::process::setsid()?;
         if self.controlling_tty {
@@ -142,13 +161,30 @@ pub fn before_exec(cmd: &mut Command, setup: ChildSetup) {
     // SAFETY: the closure runs in the child between fork and exec, where
     // only async-signal-safe operations are sound. `ChildSetup::apply`
     // only makes system calls (sigemptyset/sigprocmask, setsid, ioctl,
-    // write, setrlimit, umask, prctl, setgroups, setgid, setuid, capset)
+    // write, setrlimit, umask, prctl, mount of /proc with static
+    // strings, setgroups, setgid, setuid, capset)
     // on data owned by the closure and prepared before fork; it does not
     // allocate (errors are `io::Error`s from an errno), take locks or
     // touch other shared state.
     unsafe {
         cmd.pre_exec(move || setup.apply());
     }
+}
+
+/// `unshare(flags)` for the container helper (`crate::container`).
+/// Namespace flags only: the helper is single-threaded, so no other
+/// thread could be surprised by a changed view.
+pub fn unshare_namespaces(flags: rustix::thread::UnshareFlags) -> io::Result<()> {
+    use rustix::thread::UnshareFlags as F;
+    let allowed = F::NEWNS | F::NEWPID | F::NEWIPC | F::NEWUTS | F::NEWNET | F::NEWCGROUP;
+    if !allowed.contains(flags) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: rustix marks unshare unsafe because CLONE_FILES / CLONE_FS /
+    // CLONE_VM change what other threads of the process share. Only
+    // namespace flags are passed (checked above), and the caller is the
+    // single-threaded container helper process.
+    Ok(unsafe { rustix::thread::unshare_unsafe(flags) }?)
 }
 
 /// `close_range(first, ~0, CLOSE_RANGE_CLOEXEC)`: every fd from `first` up

@@ -14,6 +14,7 @@
 //! - [`mount`]: [`MountConfig`] (`[[mount]]`, the secondary config's place);
 //! - [`net`]: [`NetConfig`] (`[[network]]`, `[net]`).
 
+pub mod container;
 pub mod log;
 pub mod mount;
 pub mod net;
@@ -21,6 +22,7 @@ pub mod service;
 
 use serde::{Deserialize, Serialize};
 
+pub use container::{ContainerConfig, ContainerNetwork, VolumeConfig, CONTAINER_ROOT_DIR};
 pub use log::{Level, LogConfig, DEFAULT_LOG_LINES};
 pub use mount::{
     FormatPolicy, FsType, MountConfig, MountSource, DEFAULT_MOUNT_WAIT_SECS, MKFS_EXT4_PATH,

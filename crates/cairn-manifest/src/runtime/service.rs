@@ -38,6 +38,10 @@ pub struct ServiceConfig {
     /// turn services on and off).
     #[serde(default = "super::yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
+    /// `image`: the service runs this OCI image's root filesystem in
+    /// namespaces of its own; `exec` is then the argv inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::ContainerConfig>,
     /// How it runs; its keys sit beside the ones above in the JSON (and
     /// last, so the file reads as before they were grouped).
     #[serde(flatten)]
@@ -129,6 +133,7 @@ impl ServiceConfig {
             on_exit: None,
             after: Vec::new(),
             enabled: true,
+            container: None,
             run: RunSettings::default(),
         }
     }
