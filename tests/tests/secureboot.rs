@@ -365,8 +365,16 @@ fn bad_sign_key_fails_the_build_and_writes_nothing() {
     let o = build(&manifest, &out);
     assert!(!o.success);
     assert!(o.stderr.contains("sbsign failed"), "{}", o.stderr);
+    // Nothing but the output directory's build lock (empty; it stays, see
+    // the README's build outputs).
     let left: Vec<_> = std::fs::read_dir(&out)
         .map(|r| r.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(left.is_empty(), "outputs left behind: {left:?}");
+    assert!(
+        left.iter().all(|n| n == ".cairn-build.lock"),
+        "outputs left behind: {left:?}"
+    );
+    if let Ok(m) = std::fs::metadata(out.join(".cairn-build.lock")) {
+        assert_eq!(m.len(), 0, "the lock file holds data");
+    }
 }
