@@ -137,7 +137,8 @@ fn diff_of_two_disk_images() {
             .unwrap()
             .replace("size = \"32M\"", &format!("size = \"{size}\""))
             .replace("name = \"new\"", "name = \"old\"")
-            .replace("echo \\\"boot $n", &format!("echo \\\"{greeting} $n"));
+            .replace("echo \\\"boot $n", &format!("echo \\\"{greeting} $n"))
+            + "\n[iso]\n";
         std::fs::write(&m, text).unwrap();
         build(&m, &d.join(name).join("out")).assert_ok();
     }
@@ -155,4 +156,14 @@ fn diff_of_two_disk_images() {
     o.assert_stdout_has(
         "partitions: ESP (64.00 MiB at 1.00 MiB), DATA (32.00 MiB at 65.00 MiB) (unchanged)",
     );
+    // Their ISOs: the UKI in the ISO's EFI partition, and an ISO against
+    // the other's disk image.
+    let (old_iso, new_iso) = (d.join("old/out/old.iso"), d.join("new/out/old.iso"));
+    let o = diff(&old_iso, &new_iso);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
+    o.assert_stdout_has("(ISO image, its UKI)");
+    o.assert_stdout_has("services: 1 -> 1\n  ~ count\n      exec: ");
+    let o = diff(&old_iso, &old);
+    assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
+    o.assert_stdout_has("files: 0 added, 0 removed, 0 changed");
 }

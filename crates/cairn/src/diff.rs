@@ -65,7 +65,22 @@ pub fn bzimage_version(k: &[u8]) -> Option<String> {
     std::str::from_utf8(&s[..end]).ok().map(str::to_string)
 }
 
-/// Reads `path`: a UKI (PE) or a (compressed) initramfs.
+/// Whether `path` holds an ISO 9660 filesystem (`CD001` in the primary
+/// volume descriptor at 32 KiB).
+fn is_iso9660(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut id = [0u8; 5];
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(0x8001))?;
+            f.read_exact(&mut id)
+        })
+        .is_ok()
+        && &id == b"CD001"
+}
+
+/// Reads `path`: a UKI (PE), a disk image or ISO (the UKI in its EFI
+/// partition) or a (compressed) initramfs.
 pub fn load(path: &Path) -> Result<Image, InspectError> {
     let read_err = |source| InspectError::Read {
         path: path.to_path_buf(),
@@ -81,6 +96,9 @@ pub fn load(path: &Path) -> Result<Image, InspectError> {
     let n = std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
         .map_err(read_err)?;
+    // A cairn ISO is a hybrid: its GPT (after the ISO 9660 system area)
+    // holds the EFI partition with the UKI, read like a disk image's.
+    let iso = is_iso9660(path);
     let bytes = if n == head.len() && &head[512..520] == b"EFI PART" {
         let (parts, uki) =
             cairn_image::disk::read_image(path).map_err(|source| InspectError::Disk {
@@ -112,10 +130,10 @@ pub fn load(path: &Path) -> Result<Image, InspectError> {
     };
     let initrd: Vec<u8>;
     if bytes.starts_with(b"MZ") {
-        img.kind = if img.partitions.is_some() {
-            "disk image, its UKI"
-        } else {
-            "UKI"
+        img.kind = match (&img.partitions, iso) {
+            (Some(_), true) => "ISO image, its UKI",
+            (Some(_), false) => "disk image, its UKI",
+            (None, _) => "UKI",
         };
         pe::parse(&bytes).map_err(|source| InspectError::Pe {
             path: path.to_path_buf(),
