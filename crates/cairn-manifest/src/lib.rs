@@ -21,7 +21,9 @@ mod raw;
 pub mod runtime;
 pub mod secondary;
 pub mod shell;
+pub mod release;
 pub mod supervision;
+pub mod update;
 pub mod validate;
 
 pub use compression::Compression;

@@ -127,6 +127,8 @@ pub struct Manifest {
     pub shell: Option<crate::shell::Shell>,
     /// `[sign]`: sign the UKI for Secure Boot; `None` leaves it unsigned.
     pub sign: Option<SignSpec>,
+    /// `[update]`: signed A/B updates (see [`crate::update`]).
+    pub update: Option<crate::runtime::UpdateConfig>,
 }
 
 /// The `[sign]` table: the Secure Boot signing key and certificate.
@@ -327,7 +329,9 @@ impl Manifest {
             mounts: self.mounts.iter().map(|m| m.config.clone()).collect(),
             config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
             shell: self.shell.as_ref().map(crate::shell::Shell::config),
+            update: self.update.clone(),
         }
+        .with_update_agent()
     }
 }
 
@@ -413,6 +417,9 @@ impl Builder<'_> {
         .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         let iso = crate::disk::build_iso(raw.name.get_ref(), raw.iso)
             .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
+        let names: Vec<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
+        let update = crate::update::build(raw.update, disk.disk.is_some(), &names, self.dir)
+            .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -426,7 +433,10 @@ impl Builder<'_> {
             services,
             files,
             binaries,
-            disk: disk.disk,
+            disk: disk.disk.map(|d| crate::disk::DiskSpec {
+                ab_slots: update.is_some(),
+                ..d
+            }),
             iso,
             mounts: disk.mounts,
             config_mount: disk.config_mount,
@@ -435,6 +445,7 @@ impl Builder<'_> {
             log,
             shell,
             sign,
+            update,
         })
     }
 

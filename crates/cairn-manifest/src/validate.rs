@@ -96,6 +96,8 @@ pub enum Invalid {
     Run(#[from] crate::supervision::RunInvalid),
     #[error(transparent)]
     Shell(#[from] crate::shell::ShellInvalid),
+    #[error(transparent)]
+    Update(#[from] crate::update::UpdateInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod kernel_build;
 pub mod keys;
 pub mod password;
+pub mod publish;
 pub mod report;
 pub mod run;
 pub mod sbom;
