@@ -66,6 +66,7 @@ pub mod supervise;
 #[allow(unsafe_code)]
 mod sys;
 pub mod targets;
+pub mod update;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -94,12 +95,15 @@ impl Mode {
 pub enum Applet {
     Init,
     Cairnctl,
+    /// `cairn-update`: the update agent ([`update`]).
+    Update,
 }
 
 /// Picks the applet from `argv[0]`'s file name; anything unknown is init.
 pub fn applet(argv0: Option<&OsStr>) -> Applet {
     match argv0.and_then(|a| Path::new(a).file_name()) {
         Some(n) if n == "cairnctl" => Applet::Cairnctl,
+        Some(n) if n == "cairn-update" => Applet::Update,
         _ => Applet::Init,
     }
 }

@@ -8,6 +8,7 @@ fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     match applet(args.first().map(|a| a.as_os_str())) {
         Applet::Cairnctl => std::process::exit(ctl::main(&args)),
+        Applet::Update => std::process::exit(cairn_init::update::main()),
         Applet::Init => init::run(),
     }
 }
