@@ -1,0 +1,313 @@
+//! Field updates end to end: appliances booted by OVMF from their GPT
+//! disk (a writable variable store per test, real reboots, a watchdog
+//! device) poll a real HTTP server (`python3 -m http.server`) in a
+//! network namespace, refuse bad metadata, take a good release through a
+//! trial boot, and roll back from one whose health check fails.
+//!
+//! Effects are read back, not only log lines: the HTTP server's request
+//! log (a refused or bad release is never downloaded), the slots on the
+//! ESP (read with mtools after QEMU has exited) and the version each boot
+//! reports.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use cairn_e2e::net::Netns;
+use cairn_e2e::{build, cairn, run_with_timeout, Live};
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const SERVER: &str = "192.168.78.1";
+
+/// The appliance at `version`; `app` is its service's shell script.
+fn manifest(dir: &Path, version: u64, app: &str) -> PathBuf {
+    let d = dir.join(format!("v{version}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let path = d.join("cairn.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "upd"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 panic=-1"
+modules = ["virtio_pci", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii", "efivarfs", "softdog"]
+
+[net]
+online_timeout = 30
+
+[disk]
+esp_size = "96M"
+
+[update]
+version = {version}
+url = "http://{SERVER}:8000/"
+keys = ["{keys}/update.pub"]
+interval = "10s"
+health = {{ services = ["app"], for = "8s", network = true }}
+watchdog = {{ device = "/dev/watchdog", timeout = "120s" }}
+
+[[binary]]
+path = "/usr/bin/busybox"
+
+[[service]]
+name = "app"
+exec = ["/usr/bin/busybox", "sh", "-c", "echo app version {version} starting; {app}"]
+restart = "always"
+after = ["network-online"]
+
+[[service]]
+name = "report"
+exec = ["/usr/bin/busybox", "sh", "-c", "/usr/bin/busybox sleep 12; echo STATUS-JSON $(/usr/bin/cairnctl status --json); echo UPDATE-STATUS $(/usr/bin/cairnctl update status)"]
+after = ["network-online"]
+"#,
+            keys = dir.join("keys").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+const GOOD: &str = "exec /usr/bin/busybox sleep 100000";
+const FAILS: &str = "/usr/bin/busybox sleep 2; echo app gives up; exit 3";
+
+fn publish(manifest: &Path, repo: &Path, key: &Path, extra: &[&str]) -> cairn_e2e::Outcome {
+    let mut c = cairn();
+    c.arg("publish")
+        .arg(manifest)
+        .arg("-o")
+        .arg(manifest.parent().unwrap().join("out"))
+        .arg("--repo")
+        .arg(repo)
+        .arg("--key")
+        .arg(key)
+        .args(extra);
+    run_with_timeout(c, Duration::from_secs(300))
+}
+
+/// Puts `src`'s files into the served directory `to` (each through a
+/// rename, so the server never serves half a file).
+fn serve_from(src: &Path, to: &Path) {
+    for e in std::fs::read_dir(to).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let tmp = to.join(".incoming");
+        std::fs::copy(e.path(), &tmp).unwrap();
+        std::fs::rename(&tmp, to.join(e.file_name())).unwrap();
+    }
+}
+
+fn qemu(ns: &Netns, img: &Path, vars: &Path) -> Live {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec"])
+        .arg(ns.prefix()[3])
+        .args(["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg"])
+        .args(["-m", "256M", "-smp", "1", "-display", "none", "-vga", "none"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", img.display()))
+        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"])
+        .args(["-device", "i6300esb", "-action", "reboot=reset,watchdog=reset"]);
+    Live::command(c)
+}
+
+/// A file on the image's ESP (at 1 MiB), read with mtools.
+fn esp_file(img: &Path, file: &str) -> Option<Vec<u8>> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let st = Command::new("mcopy")
+        .arg("-n")
+        .arg("-i")
+        .arg(format!("{}@@1M", img.display()))
+        .arg(format!("::{file}"))
+        .arg(out.path())
+        .output()
+        .unwrap();
+    st.status.success().then(|| std::fs::read(out.path()).unwrap())
+}
+
+fn mdir(img: &Path, dir: &str) -> String {
+    let o = Command::new("mdir")
+        .arg("-i")
+        .arg(format!("{}@@1M", img.display()))
+        .arg(format!("::{dir}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.matches(needle).count()
+}
+
+/// V1 refuses expired, badly signed, older and garbage metadata (and
+/// never downloads a UKI for them), takes V2 through a trial boot and
+/// commits it; a cold boot runs V2 from slot B while slot A still holds
+/// V1. Then V3, whose service dies, is tried, fails its health check and
+/// is rolled back (reported on the console and in `cairnctl status
+/// --json`), never downloaded again; V4 is taken into slot A.
+#[test]
+fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
+    // Kept after the run (like the network tests' scratch directories):
+    // the consoles, the server's log, the disk.
+    let dir = cairn_e2e::net::scratch("update");
+    let d = dir.as_path();
+    let mut c = cairn();
+    c.args(["keys", "generate", "--update"]).arg(d.join("keys"));
+    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
+    let key = d.join("keys/update.key");
+
+    // V1: the disk that is flashed.
+    let m1 = manifest(d, 1, GOOD);
+    build(&m1, &d.join("v1/out")).assert_ok();
+    let img = d.join("upd.img");
+    std::fs::copy(d.join("v1/out/upd.img"), &img).unwrap();
+    let v1_efi = std::fs::read(d.join("v1/out/upd.efi")).unwrap();
+    assert_eq!(esp_file(&img, "/EFI/cairn/A.efi").as_deref(), Some(&v1_efi[..]));
+    assert_eq!(esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(), Some(&v1_efi[..]));
+    assert!(esp_file(&img, "/EFI/cairn/B.efi").is_none());
+
+    // Repositories: V1 (for "not newer"), V2 expired, V2 good.
+    let m2 = manifest(d, 2, GOOD);
+    let repo1 = d.join("repo1");
+    publish(&m1, &repo1, &key, &[]).assert_ok();
+    let expired = d.join("repo2-expired");
+    publish(&m2, &expired, &key, &["--expires-at", "1000000000"]).assert_ok();
+    let repo2 = d.join("repo2");
+    let p = publish(&m2, &repo2, &key, &[]);
+    p.assert_ok();
+    // The repository's version only goes up.
+    let again = publish(&m1, &repo2, &key, &[]);
+    assert!(!again.success, "publishing V1 over V2 was accepted");
+    assert!(again.stderr.contains("not greater than"), "{}", again.stderr);
+    let v2_efi = std::fs::read(repo2.join("upd-2.efi")).unwrap();
+    // A tampered signature: one byte of the signed text changed.
+    let badsig = d.join("repo2-badsig");
+    std::fs::create_dir_all(&badsig).unwrap();
+    std::fs::copy(repo2.join("upd-2.efi"), badsig.join("upd-2.efi")).unwrap();
+    let md = std::fs::read_to_string(repo2.join("cairn-update.json")).unwrap();
+    assert!(md.contains("\\\"expires\\\":"), "{md}");
+    let tampered = md.replacen("\\\"expires\\\":", "\\\"expires\\\":9", 1);
+    std::fs::write(badsig.join("cairn-update.json"), tampered).unwrap();
+    let garbage = d.join("repo-garbage");
+    std::fs::create_dir_all(&garbage).unwrap();
+    std::fs::write(garbage.join("cairn-update.json"), "<html>not found</html>").unwrap();
+
+    let served = d.join("www");
+    std::fs::create_dir_all(&served).unwrap();
+    serve_from(&expired, &served);
+
+    let mut ns = Netns::new("upd", &format!("{SERVER}/24"), None);
+    ns.dnsmasq(
+        d,
+        &["--no-ping", "--dhcp-range=192.168.78.50,192.168.78.99,255.255.255.0,2m"],
+    );
+    let http_log = d.join("http.log");
+    ns.spawn(
+        &[
+            "/usr/bin/python3",
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            SERVER,
+            "--directory",
+            served.to_str().unwrap(),
+            "8000",
+        ],
+        &http_log,
+    );
+    let vars = d.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).unwrap();
+    let long = Duration::from_secs(400);
+
+    // Boot 1: V1 refuses what it is offered, then takes V2.
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: running version 1 from slot A", long);
+    g.wait_for("app version 1 starting", long);
+    g.wait_for("metadata refused: metadata expired", long);
+    serve_from(&badsig, &served);
+    g.wait_for("metadata refused: no signature by a trusted key verifies", long);
+    serve_from(&repo1, &served);
+    g.wait_for("metadata refused: version 1 is not newer than the running version 1", long);
+    serve_from(&garbage, &served);
+    g.wait_for("metadata refused: metadata is not valid JSON", long);
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    assert!(!log.contains(".efi"), "a UKI was downloaded for refused metadata:\n{log}");
+    assert!(!g.output().contains("downloading"), "{}", g.output());
+
+    serve_from(&repo2, &served);
+    g.wait_for("update: version 2 written to slot B", long);
+    // Boot 2: the trial of V2, which commits.
+    g.wait_for("update: trial boot of version 2 (slot B)", long);
+    g.wait_for("app version 2 starting", long);
+    g.wait_for(
+        "update: version 2 passed its health check and is committed (slot B)",
+        long,
+    );
+    let (out, _) = g.finish(Duration::from_secs(1));
+    std::fs::write(d.join("console-1.txt"), &out).unwrap();
+    assert!(out.contains("watchdog /dev/watchdog armed"), "{out}");
+    eprintln!("{}", mdir(&img, "/EFI/BOOT"));
+
+    // The ESP: B holds V2, A still V1, the fallback is V2.
+    assert_eq!(esp_file(&img, "/EFI/cairn/B.efi").as_deref(), Some(&v2_efi[..]));
+    assert_eq!(esp_file(&img, "/EFI/cairn/A.efi").as_deref(), Some(&v1_efi[..]));
+    assert_eq!(esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(), Some(&v2_efi[..]));
+
+    // A bad V3: its service exits; served before the cold boot.
+    let m3 = manifest(d, 3, FAILS);
+    publish(&m3, &repo2, &key, &[]).assert_ok();
+    let v3_efi = std::fs::read(repo2.join("upd-3.efi")).unwrap();
+    serve_from(&repo2, &served);
+
+    // Boot 3 (cold): V2 from slot B; it takes V3 into slot A.
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: running version 2 from slot B (committed: slot B, BootCurrent CA0B)", long);
+    g.wait_for("update: version 3 written to slot A", long);
+    // Boot 4: V3's trial fails; boot 5: V2 again, reporting it.
+    g.wait_for("update: trial boot of version 3 (slot A)", long);
+    g.wait_for("update: version 3 failed its health check: service app exited", long);
+    g.wait_for("update: rolled back from version 3: service app exited", long);
+    const BACK: &str = "update: rolled back from version 3";
+    g.wait_until(
+        |o| o.rfind(BACK).is_some_and(|i| o[i..].contains("UPDATE-STATUS")),
+        long,
+    );
+    g.wait_for("version 3 is recorded as bad", long);
+    let out = g.output();
+    let tail = &out[out.rfind(BACK).unwrap()..];
+    assert!(tail.contains("app version 2 starting"), "{tail}");
+    let status = tail[tail.find("STATUS-JSON").unwrap()..].lines().next().unwrap().to_string();
+    assert!(status.contains("\"rolled_back\":{\"version\":3,\"reason\":\"service app exited"), "{status}");
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    assert_eq!(count(&log, "GET /upd-3.efi"), 1, "{log}");
+
+    // V4, good, is taken into slot A (V3 was there).
+    let m4 = manifest(d, 4, GOOD);
+    publish(&m4, &repo2, &key, &[]).assert_ok();
+    let v4_efi = std::fs::read(repo2.join("upd-4.efi")).unwrap();
+    serve_from(&repo2, &served);
+    g.wait_for("update: version 4 written to slot A", long);
+    g.wait_for("update: version 4 passed its health check and is committed (slot A)", long);
+    let (out, _) = g.finish(Duration::from_secs(1));
+    std::fs::write(d.join("console-2.txt"), &out).unwrap();
+    assert!(out.contains("app version 4 starting"), "{out}");
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    assert_eq!(count(&log, "GET /upd-3.efi"), 1, "V3 downloaded again:\n{log}");
+    assert_ne!(v3_efi, v4_efi);
+    assert_eq!(esp_file(&img, "/EFI/cairn/A.efi").as_deref(), Some(&v4_efi[..]));
+    assert_eq!(esp_file(&img, "/EFI/cairn/B.efi").as_deref(), Some(&v2_efi[..]));
+    assert_eq!(esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(), Some(&v4_efi[..]));
+    let state = String::from_utf8(esp_file(&img, "/EFI/cairn/state.json").unwrap()).unwrap();
+    assert!(state.contains("\"committed\": \"A\""), "{state}");
+    assert!(state.contains("\"version\": 3"), "{state}");
+}
