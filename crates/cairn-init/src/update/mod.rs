@@ -95,9 +95,15 @@ struct Status {
     bad: Vec<Bad>,
 }
 
+/// Flushes the whole filesystem holding `dir` (`syncfs`). An fsync of
+/// the directory is not enough on vfat: a QEMU killed a second after a
+/// rename over BOOTX64.EFI (with the file and its directory fsynced) left
+/// the old directory entry pointing at clusters already freed in the FAT.
+/// `syncfs` writes the FAT and every directory block out together.
 fn fsync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
+        let _ = rustix::fs::syncfs(&d);
     }
 }
 
