@@ -106,17 +106,29 @@ fn qemu(ns: &Netns, img: &Path, vars: &Path) -> Live {
     c.args(["netns", "exec"])
         .arg(ns.prefix()[3])
         .args(["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg"])
-        .args(["-m", "256M", "-smp", "1", "-display", "none", "-vga", "none"])
+        .args([
+            "-m", "256M", "-smp", "1", "-display", "none", "-vga", "none",
+        ])
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ))
         .arg("-drive")
-        .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()))
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", img.display()))
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"])
-        .args(["-device", "i6300esb", "-action", "reboot=reset,watchdog=reset"]);
+        .args([
+            "-device",
+            "i6300esb",
+            "-action",
+            "reboot=reset,watchdog=reset",
+        ]);
     Live::command(c)
 }
 
@@ -131,7 +143,9 @@ fn esp_file(img: &Path, file: &str) -> Option<Vec<u8>> {
         .arg(out.path())
         .output()
         .unwrap();
-    st.status.success().then(|| std::fs::read(out.path()).unwrap())
+    st.status
+        .success()
+        .then(|| std::fs::read(out.path()).unwrap())
 }
 
 fn mdir(img: &Path, dir: &str) -> String {
@@ -171,8 +185,14 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     let img = d.join("upd.img");
     std::fs::copy(d.join("v1/out/upd.img"), &img).unwrap();
     let v1_efi = std::fs::read(d.join("v1/out/upd.efi")).unwrap();
-    assert_eq!(esp_file(&img, "/EFI/cairn/A.efi").as_deref(), Some(&v1_efi[..]));
-    assert_eq!(esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(), Some(&v1_efi[..]));
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/A.efi").as_deref(),
+        Some(&v1_efi[..])
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(),
+        Some(&v1_efi[..])
+    );
     assert!(esp_file(&img, "/EFI/cairn/B.efi").is_none());
 
     // Repositories: V1 (for "not newer"), V2 expired, V2 good.
@@ -187,7 +207,11 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     // The repository's version only goes up.
     let again = publish(&m1, &repo2, &key, &[]);
     assert!(!again.success, "publishing V1 over V2 was accepted");
-    assert!(again.stderr.contains("not greater than"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("not greater than"),
+        "{}",
+        again.stderr
+    );
     let v2_efi = std::fs::read(repo2.join("upd-2.efi")).unwrap();
     // A tampered signature: one byte of the signed text changed.
     let badsig = d.join("repo2-badsig");
@@ -208,7 +232,10 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     let mut ns = Netns::new("upd", &format!("{SERVER}/24"), None);
     ns.dnsmasq(
         d,
-        &["--no-ping", "--dhcp-range=192.168.78.50,192.168.78.99,255.255.255.0,2m"],
+        &[
+            "--no-ping",
+            "--dhcp-range=192.168.78.50,192.168.78.99,255.255.255.0,2m",
+        ],
     );
     let http_log = d.join("http.log");
     ns.spawn(
@@ -235,13 +262,22 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     g.wait_for("app version 1 starting", long);
     g.wait_for("metadata refused: metadata expired", long);
     serve_from(&badsig, &served);
-    g.wait_for("metadata refused: no signature by a trusted key verifies", long);
+    g.wait_for(
+        "metadata refused: no signature by a trusted key verifies",
+        long,
+    );
     serve_from(&repo1, &served);
-    g.wait_for("metadata refused: version 1 is not newer than the running version 1", long);
+    g.wait_for(
+        "metadata refused: version 1 is not newer than the running version 1",
+        long,
+    );
     serve_from(&garbage, &served);
     g.wait_for("metadata refused: metadata is not valid JSON", long);
     let log = std::fs::read_to_string(&http_log).unwrap();
-    assert!(!log.contains(".efi"), "a UKI was downloaded for refused metadata:\n{log}");
+    assert!(
+        !log.contains(".efi"),
+        "a UKI was downloaded for refused metadata:\n{log}"
+    );
     assert!(!g.output().contains("downloading"), "{}", g.output());
 
     serve_from(&repo2, &served);
@@ -259,9 +295,18 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     eprintln!("{}", mdir(&img, "/EFI/BOOT"));
 
     // The ESP: B holds V2, A still V1, the fallback is V2.
-    assert_eq!(esp_file(&img, "/EFI/cairn/B.efi").as_deref(), Some(&v2_efi[..]));
-    assert_eq!(esp_file(&img, "/EFI/cairn/A.efi").as_deref(), Some(&v1_efi[..]));
-    assert_eq!(esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(), Some(&v2_efi[..]));
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v2_efi[..])
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/A.efi").as_deref(),
+        Some(&v1_efi[..])
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(),
+        Some(&v2_efi[..])
+    );
 
     // A bad V3: its service exits; served before the cold boot.
     let m3 = manifest(d, 3, FAILS);
@@ -271,23 +316,42 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
 
     // Boot 3 (cold): V2 from slot B; it takes V3 into slot A.
     let mut g = qemu(&ns, &img, &vars);
-    g.wait_for("update: running version 2 from slot B (committed: slot B, BootCurrent CA0B)", long);
+    g.wait_for(
+        "update: running version 2 from slot B (committed: slot B, BootCurrent CA0B)",
+        long,
+    );
     g.wait_for("update: version 3 written to slot A", long);
     // Boot 4: V3's trial fails; boot 5: V2 again, reporting it.
     g.wait_for("update: trial boot of version 3 (slot A)", long);
-    g.wait_for("update: version 3 failed its health check: service app exited", long);
-    g.wait_for("update: rolled back from version 3: service app exited", long);
+    g.wait_for(
+        "update: version 3 failed its health check: service app exited",
+        long,
+    );
+    g.wait_for(
+        "update: rolled back from version 3: service app exited",
+        long,
+    );
     const BACK: &str = "update: rolled back from version 3";
     g.wait_until(
-        |o| o.rfind(BACK).is_some_and(|i| o[i..].contains("UPDATE-STATUS")),
+        |o| {
+            o.rfind(BACK)
+                .is_some_and(|i| o[i..].contains("UPDATE-STATUS"))
+        },
         long,
     );
     g.wait_for("version 3 is recorded as bad", long);
     let out = g.output();
     let tail = &out[out.rfind(BACK).unwrap()..];
     assert!(tail.contains("app version 2 starting"), "{tail}");
-    let status = tail[tail.find("STATUS-JSON").unwrap()..].lines().next().unwrap().to_string();
-    assert!(status.contains("\"rolled_back\":{\"version\":3,\"reason\":\"service app exited"), "{status}");
+    let status = tail[tail.find("STATUS-JSON").unwrap()..]
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        status.contains("\"rolled_back\":{\"version\":3,\"reason\":\"service app exited"),
+        "{status}"
+    );
     let log = std::fs::read_to_string(&http_log).unwrap();
     assert_eq!(count(&log, "GET /upd-3.efi"), 1, "{log}");
 
@@ -297,16 +361,32 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     let v4_efi = std::fs::read(repo2.join("upd-4.efi")).unwrap();
     serve_from(&repo2, &served);
     g.wait_for("update: version 4 written to slot A", long);
-    g.wait_for("update: version 4 passed its health check and is committed (slot A)", long);
+    g.wait_for(
+        "update: version 4 passed its health check and is committed (slot A)",
+        long,
+    );
     let (out, _) = g.finish(Duration::from_secs(1));
     std::fs::write(d.join("console-2.txt"), &out).unwrap();
     assert!(out.contains("app version 4 starting"), "{out}");
     let log = std::fs::read_to_string(&http_log).unwrap();
-    assert_eq!(count(&log, "GET /upd-3.efi"), 1, "V3 downloaded again:\n{log}");
+    assert_eq!(
+        count(&log, "GET /upd-3.efi"),
+        1,
+        "V3 downloaded again:\n{log}"
+    );
     assert_ne!(v3_efi, v4_efi);
-    assert_eq!(esp_file(&img, "/EFI/cairn/A.efi").as_deref(), Some(&v4_efi[..]));
-    assert_eq!(esp_file(&img, "/EFI/cairn/B.efi").as_deref(), Some(&v2_efi[..]));
-    assert_eq!(esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(), Some(&v4_efi[..]));
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/A.efi").as_deref(),
+        Some(&v4_efi[..])
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v2_efi[..])
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(),
+        Some(&v4_efi[..])
+    );
     let state = String::from_utf8(esp_file(&img, "/EFI/cairn/state.json").unwrap()).unwrap();
     assert!(state.contains("\"committed\": \"A\""), "{state}");
     assert!(state.contains("\"version\": 3"), "{state}");

@@ -175,11 +175,10 @@ mod tests {
         ));
         // Another key, and a changed byte.
         let other = vec![hex(&public_key(&[8u8; 32]))];
-        assert_eq!(
-            verify(&md, &other, "web", 1, 10),
-            Err(Refused::Signature)
-        );
-        let text = String::from_utf8(md).unwrap().replace("\\\"version\\\":2", "\\\"version\\\":9");
+        assert_eq!(verify(&md, &other, "web", 1, 10), Err(Refused::Signature));
+        let text = String::from_utf8(md)
+            .unwrap()
+            .replace("\\\"version\\\":2", "\\\"version\\\":9");
         assert_eq!(
             verify(text.as_bytes(), &trusted, "web", 1, 10),
             Err(Refused::Signature)

@@ -153,7 +153,10 @@ pub(crate) fn build(
         return Err((table, UpdateInvalid::NoDisk));
     }
     if *u.version.get_ref() < 1 {
-        return Err((span(&u.version), UpdateInvalid::Version(*u.version.get_ref())));
+        return Err((
+            span(&u.version),
+            UpdateInvalid::Version(*u.version.get_ref()),
+        ));
     }
     if parse_url(u.url.get_ref()).is_none() {
         return Err((span(&u.url), UpdateInvalid::Url(u.url.get_ref().clone())));
@@ -246,7 +249,10 @@ mod tests {
         assert_eq!(parse_duration(&s("5x")), None);
         assert_eq!(parse_duration(&s("")), None);
         let (h, p, path) = parse_url("http://10.0.2.2:8000/repo").unwrap();
-        assert_eq!((h.to_string(), p, path.as_str()), ("10.0.2.2".into(), 8000, "/repo/"));
+        assert_eq!(
+            (h.to_string(), p, path.as_str()),
+            ("10.0.2.2".into(), 8000, "/repo/")
+        );
         assert_eq!(parse_url("http://1.2.3.4").unwrap().2, "/");
         assert!(parse_url("https://1.2.3.4/").is_none());
         assert!(parse_url("http://example.com/").is_none());

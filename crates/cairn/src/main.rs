@@ -385,11 +385,11 @@ fn main() -> ExitCode {
         Cmd::Inspect { file, cert } => cairn::inspect::inspect_with(&file, cert.as_deref())
             .map(|t| print!("{t}"))
             .map_err(anyhow::Error::from),
-        Cmd::Keys(KeysCmd::Generate { dir, update: true, .. }) => {
-            cairn::publish::generate_keys(&dir)
-                .map(|t| print!("{t}"))
-                .map_err(anyhow::Error::from)
-        }
+        Cmd::Keys(KeysCmd::Generate {
+            dir, update: true, ..
+        }) => cairn::publish::generate_keys(&dir)
+            .map(|t| print!("{t}"))
+            .map_err(anyhow::Error::from),
         Cmd::Publish {
             build: a,
             repo,
@@ -411,7 +411,9 @@ fn main() -> ExitCode {
                 Some(t) => t,
                 None => {
                     let d = cairn_manifest::update::parse_duration(&toml_string(&expires))
-                        .ok_or_else(|| anyhow::anyhow!("--expires {expires:?}: expected a duration like 30d"))?;
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--expires {expires:?}: expected a duration like 30d")
+                        })?;
                     now + d
                 }
             };

@@ -62,7 +62,10 @@ pub fn generate_keys(dir: &Path) -> Result<String, PublishError> {
         if p.exists() {
             return Err(PublishError::Io {
                 path: p.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists; not overwritten"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists; not overwritten",
+                ),
             });
         }
     }
@@ -71,8 +74,16 @@ pub fn generate_keys(dir: &Path) -> Result<String, PublishError> {
     std::io::Read::read_exact(&mut std::fs::File::open(rnd).map_err(io(rnd))?, &mut seed)
         .map_err(io(rnd))?;
     let pk = release::public_key(&seed);
-    write_atomic(&key, format!("{}\n", Base64::encode_string(&seed)).as_bytes(), 0o600)?;
-    write_atomic(&public, format!("{}\n", Base64::encode_string(&pk)).as_bytes(), 0o644)?;
+    write_atomic(
+        &key,
+        format!("{}\n", Base64::encode_string(&seed)).as_bytes(),
+        0o600,
+    )?;
+    write_atomic(
+        &public,
+        format!("{}\n", Base64::encode_string(&pk)).as_bytes(),
+        0o644,
+    )?;
     Ok(format!(
         "{}: secret update key (keep it off the appliances)\n{}: public key, for [update] keys\n",
         key.display(),

@@ -514,7 +514,10 @@ fn update_client(words: &[String]) -> i32 {
             0
         }
         _ => {
-            eprintln!("cairnctl: {}", out.trim().strip_prefix("error: ").unwrap_or(out.trim()));
+            eprintln!(
+                "cairnctl: {}",
+                out.trim().strip_prefix("error: ").unwrap_or(out.trim())
+            );
             1
         }
     }

@@ -172,6 +172,9 @@ mod tests {
         assert_eq!(&dp[42..44], &[4, 4]);
         assert_eq!(&dp[dp.len() - 4..], &[0x7f, 0xff, 4, 0]);
         assert_eq!(entry_name(slot_entry('A')), "BootCA0A");
-        assert_eq!(reordered(&[1, 0xCA0A, 2, 0xCA0B], 0xCA0B, 0xCA0A), vec![0xCA0B, 0xCA0A, 1, 2]);
+        assert_eq!(
+            reordered(&[1, 0xCA0A, 2, 0xCA0B], 0xCA0B, 0xCA0A),
+            vec![0xCA0B, 0xCA0A, 1, 2]
+        );
     }
 }

@@ -27,9 +27,13 @@ pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Resu
     let mut buf = [0u8; 16 * 1024];
     let body_start;
     loop {
-        let n = s.read(&mut buf).map_err(|e| format!("read from {addr}: {e}"))?;
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("read from {addr}: {e}"))?;
         if n == 0 {
-            return Err(format!("{addr} closed the connection before the headers ended"));
+            return Err(format!(
+                "{addr} closed the connection before the headers ended"
+            ));
         }
         head.extend_from_slice(&buf[..n]);
         if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -53,18 +57,26 @@ pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Resu
             if k == "content-length" {
                 length = v.trim().parse::<u64>().ok();
             } else if k == "transfer-encoding" && !v.trim().eq_ignore_ascii_case("identity") {
-                return Err(format!("GET {path}: transfer-encoding {} not supported", v.trim()));
+                return Err(format!(
+                    "GET {path}: transfer-encoding {} not supported",
+                    v.trim()
+                ));
             }
         }
     }
     if length.is_some_and(|l| l > max) {
-        return Err(format!("GET {path}: {} bytes, more than the {max} expected", length.unwrap_or(0)));
+        return Err(format!(
+            "GET {path}: {} bytes, more than the {max} expected",
+            length.unwrap_or(0)
+        ));
     }
     let mut got = 0u64;
     let mut put = |b: &[u8], got: &mut u64| -> Result<(), String> {
         *got += b.len() as u64;
         if *got > max {
-            return Err(format!("GET {path}: body longer than the {max} bytes expected"));
+            return Err(format!(
+                "GET {path}: body longer than the {max} bytes expected"
+            ));
         }
         sink.write_all(b).map_err(|e| format!("write: {e}"))
     };
@@ -73,7 +85,9 @@ pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Resu
         if length.is_some_and(|l| got >= l) {
             break;
         }
-        let n = s.read(&mut buf).map_err(|e| format!("read from {addr}: {e}"))?;
+        let n = s
+            .read(&mut buf)
+            .map_err(|e| format!("read from {addr}: {e}"))?;
         if n == 0 {
             break;
         }

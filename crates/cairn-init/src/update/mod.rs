@@ -188,7 +188,10 @@ impl Agent {
         let _ = write_atomic(Path::new(STATUS_PATH), json.as_bytes());
         let mut line = format!("version {} (slot {}), {}", st.version, st.slot, st.state);
         if let Some(r) = &st.rolled_back {
-            line.push_str(&format!("; rolled back from version {}: {}", r.version, r.reason));
+            line.push_str(&format!(
+                "; rolled back from version {}: {}",
+                r.version, r.reason
+            ));
         }
         if let Some(e) = &st.last_error {
             line.push_str(&format!("; last error: {e}"));
@@ -268,7 +271,10 @@ impl Agent {
                     Some(f)
                 }
                 Err(e) => {
-                    say(&format!("watchdog {}: {e}; trial runs without it", w.device));
+                    say(&format!(
+                        "watchdog {}: {e}; trial runs without it",
+                        w.device
+                    ));
                     None
                 }
             }
@@ -315,9 +321,9 @@ impl Agent {
             if let Some(f) = wd.as_mut() {
                 let _ = f.write_all(b"\0");
             }
-            let ok = match ctl("status --json")
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string()))
-            {
+            let ok = match ctl("status --json").and_then(|t| {
+                serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string())
+            }) {
                 Err(e) => {
                     why = format!("status unavailable: {e}");
                     false
@@ -410,8 +416,14 @@ impl Agent {
             release::METADATA_MAX as u64,
             &mut md,
         )?;
-        let rel = release::verify(&md, &self.cfg.keys, &self.name, self.cfg.version, now_unix())
-            .map_err(|e| format!("metadata refused: {e}"))?;
+        let rel = release::verify(
+            &md,
+            &self.cfg.keys,
+            &self.name,
+            self.cfg.version,
+            now_unix(),
+        )
+        .map_err(|e| format!("metadata refused: {e}"))?;
         if let Some(b) = self.state.bad.iter().find(|b| b.version == rel.version) {
             return Ok(format!(
                 "version {} is recorded as bad ({}); not taken",
@@ -423,7 +435,10 @@ impl Agent {
             return Ok(format!("version {} is available", rel.version));
         }
         self.install(&rel)?;
-        Ok(format!("version {} installed; rebooting to try it", rel.version))
+        Ok(format!(
+            "version {} installed; rebooting to try it",
+            rel.version
+        ))
     }
 
     fn install(&mut self, rel: &Release) -> Result<(), String> {
@@ -458,8 +473,13 @@ impl Agent {
             let _ = std::fs::remove_file(&tmp);
             msg
         };
-        let got = http::get(self.addr, &format!("{}{}", self.path, rel.file), rel.size, &mut w)
-            .map_err(fail)?;
+        let got = http::get(
+            self.addr,
+            &format!("{}{}", self.path, rel.file),
+            rel.size,
+            &mut w,
+        )
+        .map_err(fail)?;
         w.0.sync_all().map_err(|e| fail(format!("fsync: {e}")))?;
         let hash = release::hex(&w.1.finalize());
         if got != rel.size || hash != rel.sha256 {
@@ -490,7 +510,11 @@ impl Agent {
     }
 }
 
-fn serve(listener: UnixListener, status: Arc<Mutex<Status>>, tx: mpsc::Sender<(bool, mpsc::Sender<Result<String, String>>)>) {
+fn serve(
+    listener: UnixListener,
+    status: Arc<Mutex<Status>>,
+    tx: mpsc::Sender<(bool, mpsc::Sender<Result<String, String>>)>,
+) {
     for s in listener.incoming() {
         let Ok(mut s) = s else { continue };
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -510,7 +534,9 @@ fn serve(listener: UnixListener, status: Arc<Mutex<Status>>, tx: mpsc::Sender<(b
                         .unwrap_or_else(|_| Err("no answer from the agent".into()))
                 }
             }
-            other => Err(format!("unknown update request {other:?}; expected check, now or status")),
+            other => Err(format!(
+                "unknown update request {other:?}; expected check, now or status"
+            )),
         };
         let _ = match reply {
             Ok(body) => s.write_all(format!("ok\n{body}\n").as_bytes()),
@@ -551,11 +577,16 @@ pub fn main() -> i32 {
         "efivarfs",
         efi::EFIVARS,
         "efivarfs",
-        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV | rustix::mount::MountFlags::NOEXEC,
+        rustix::mount::MountFlags::NOSUID
+            | rustix::mount::MountFlags::NODEV
+            | rustix::mount::MountFlags::NOEXEC,
         None,
     );
     if !slot_dir().is_dir() {
-        idle_forever(&format!("no A/B slots at {} (ESP not mounted?); updates are off", slot_dir().display()));
+        idle_forever(&format!(
+            "no A/B slots at {} (ESP not mounted?); updates are off",
+            slot_dir().display()
+        ));
     }
     // Leftovers of a download or a state write cut short.
     if let Ok(rd) = std::fs::read_dir(slot_dir()) {
@@ -612,7 +643,10 @@ pub fn main() -> i32 {
         agent.record_bad(t.version, reason.into());
     }
     if let Some(r) = &agent.state.rolled_back {
-        say(&format!("rolled back from version {}: {}", r.version, r.reason));
+        say(&format!(
+            "rolled back from version {}: {}",
+            r.version, r.reason
+        ));
     }
     agent.set_state("idle");
 
@@ -624,7 +658,9 @@ pub fn main() -> i32 {
             let _ = std::fs::set_permissions(SOCKET_PATH, std::fs::Permissions::from_mode(0o600));
             std::thread::spawn(move || serve(l, status, tx));
         }
-        Err(e) => say(&format!("{SOCKET_PATH}: {e}; cairnctl update is unavailable")),
+        Err(e) => say(&format!(
+            "{SOCKET_PATH}: {e}; cairnctl update is unavailable"
+        )),
     }
     let interval = agent.cfg.interval_s.max(1);
     let mut failures = 0u32;

@@ -30,13 +30,13 @@ pub use mount::{
 pub use net::{
     InterfaceConfig, IpPrefix, Ipv6Mode, MatchRule, NetConfig, RouteConfig, DEFAULT_ONLINE_TIMEOUT,
 };
-pub use update::{
-    EspLocation, HealthConfig, UpdateConfig, WatchdogConfig, ESP_MOUNT, METADATA_FILE,
-    UPDATE_AGENT_PATH, UPDATE_SERVICE,
-};
 pub use service::{
     ExitAction, RestartPolicy, RunSettings, ServiceConfig, DEFAULT_RESTART_DELAY_MAX_MS,
     DEFAULT_RESTART_DELAY_MS, DEFAULT_RESTART_LIMIT, DEFAULT_STOP_TIMEOUT_MS,
+};
+pub use update::{
+    EspLocation, HealthConfig, UpdateConfig, WatchdogConfig, ESP_MOUNT, METADATA_FILE,
+    UPDATE_AGENT_PATH, UPDATE_SERVICE,
 };
 
 /// Where the builder writes the runtime config inside the image. It is
