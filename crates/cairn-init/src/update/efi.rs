@@ -68,9 +68,11 @@ pub fn write(name: &str, data: &[u8]) -> std::io::Result<()> {
     clear_immutable(&p)?;
     let mut buf = ATTRS.to_le_bytes().to_vec();
     buf.extend_from_slice(data);
+    // No O_TRUNC: efivarfs replaces the value with each write.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(false)
         .open(&p)?;
     f.write_all(&buf)
 }
