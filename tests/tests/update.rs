@@ -14,14 +14,29 @@ use std::process::Command;
 use std::time::Duration;
 
 use cairn_e2e::net::Netns;
-use cairn_e2e::{build, cairn, run_with_timeout, Live};
+use cairn_e2e::{build, cairn, run_with_timeout, snakeoil_key, Live, SNAKEOIL_PEM};
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 const SERVER: &str = "192.168.78.1";
 
 /// The appliance at `version`; `app` is its service's shell script.
 fn manifest(dir: &Path, version: u64, app: &str) -> PathBuf {
+    manifest_with(dir, version, app, "8s", "120s", "")
+}
+
+/// [`manifest`] with the health check's `for`, the watchdog's timeout and
+/// `tail` (more TOML) given.
+fn manifest_with(
+    dir: &Path,
+    version: u64,
+    app: &str,
+    health_for: &str,
+    watchdog: &str,
+    tail: &str,
+) -> PathBuf {
     let d = dir.join(format!("v{version}"));
     std::fs::create_dir_all(&d).unwrap();
     let path = d.join("cairn.toml");
@@ -46,8 +61,8 @@ version = {version}
 url = "http://{SERVER}:8000/"
 keys = ["{keys}/update.pub"]
 interval = "10s"
-health = {{ services = ["app"], for = "8s", network = true }}
-watchdog = {{ device = "/dev/watchdog", timeout = "120s" }}
+health = {{ services = ["app"], for = "{health_for}", network = true }}
+watchdog = {{ device = "/dev/watchdog", timeout = "{watchdog}" }}
 
 [[binary]]
 path = "/usr/bin/busybox"
@@ -62,6 +77,7 @@ after = ["network-online"]
 name = "report"
 exec = ["/usr/bin/busybox", "sh", "-c", "/usr/bin/busybox sleep 12; echo STATUS-JSON $(/usr/bin/cairnctl status --json); echo UPDATE-STATUS $(/usr/bin/cairnctl update status)"]
 after = ["network-online"]
+{tail}
 "#,
             keys = dir.join("keys").display()
         ),
@@ -102,33 +118,46 @@ fn serve_from(src: &Path, to: &Path) {
 }
 
 fn qemu(ns: &Netns, img: &Path, vars: &Path) -> Live {
+    qemu_on(ns, img, vars, false)
+}
+
+/// With `secure`: OVMF's Secure Boot build (enforcing; `vars` should hold
+/// the snakeoil keys).
+fn qemu_on(ns: &Netns, img: &Path, vars: &Path, secure: bool) -> Live {
     let mut c = Command::new("ip");
     c.args(["netns", "exec"])
         .arg(ns.prefix()[3])
-        .args(["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg"])
-        .args([
-            "-m", "256M", "-smp", "1", "-display", "none", "-vga", "none",
-        ])
-        .args(["-serial", "stdio", "-monitor", "none"])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", img.display()))
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"])
-        .args([
-            "-device",
-            "i6300esb",
-            "-action",
-            "reboot=reset,watchdog=reset",
-        ]);
+        .args(["qemu-system-x86_64", "-accel", "tcg"]);
+    if secure {
+        c.args(["-machine", "q35,smm=on"])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    } else {
+        c.args(["-machine", "q35"]);
+    }
+    let code = if secure { OVMF_CODE_SECBOOT } else { OVMF_CODE };
+    c.args([
+        "-m", "256M", "-smp", "1", "-display", "none", "-vga", "none",
+    ])
+    .args(["-serial", "stdio", "-monitor", "none"])
+    .arg("-drive")
+    .arg(format!(
+        "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+    ))
+    .arg("-drive")
+    .arg(format!(
+        "if=pflash,format=raw,unit=1,file={}",
+        vars.display()
+    ))
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", img.display()))
+    .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+    .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"])
+    .args([
+        "-device",
+        "i6300esb",
+        "-action",
+        "reboot=reset,watchdog=reset",
+    ]);
     Live::command(c)
 }
 
@@ -146,6 +175,35 @@ fn esp_file(img: &Path, file: &str) -> Option<Vec<u8>> {
     st.status
         .success()
         .then(|| std::fs::read(out.path()).unwrap())
+}
+
+/// A namespace with dnsmasq (DHCP) and `python3 -m http.server` serving
+/// `served` on [`SERVER`]:8000; returns it and the server's request log.
+fn servers(tag: &str, d: &Path, served: &Path) -> (Netns, PathBuf) {
+    let mut ns = Netns::new(tag, &format!("{SERVER}/24"), None);
+    ns.dnsmasq(
+        d,
+        &[
+            "--no-ping",
+            "--dhcp-range=192.168.78.50,192.168.78.99,255.255.255.0,2m",
+        ],
+    );
+    let http_log = d.join("http.log");
+    ns.spawn(
+        &[
+            "/usr/bin/python3",
+            "-u",
+            "-m",
+            "http.server",
+            "--bind",
+            SERVER,
+            "--directory",
+            served.to_str().unwrap(),
+            "8000",
+        ],
+        &http_log,
+    );
+    (ns, http_log)
 }
 
 fn mdir(img: &Path, dir: &str) -> String {
@@ -229,29 +287,7 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     std::fs::create_dir_all(&served).unwrap();
     serve_from(&expired, &served);
 
-    let mut ns = Netns::new("upd", &format!("{SERVER}/24"), None);
-    ns.dnsmasq(
-        d,
-        &[
-            "--no-ping",
-            "--dhcp-range=192.168.78.50,192.168.78.99,255.255.255.0,2m",
-        ],
-    );
-    let http_log = d.join("http.log");
-    ns.spawn(
-        &[
-            "/usr/bin/python3",
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            SERVER,
-            "--directory",
-            served.to_str().unwrap(),
-            "8000",
-        ],
-        &http_log,
-    );
+    let (ns, http_log) = servers("upd", d, &served);
     let vars = d.join("OVMF_VARS.fd");
     std::fs::copy(OVMF_VARS, &vars).unwrap();
     let long = Duration::from_secs(400);
@@ -390,4 +426,95 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     let state = String::from_utf8(esp_file(&img, "/EFI/cairn/state.json").unwrap()).unwrap();
     assert!(state.contains("\"committed\": \"A\""), "{state}");
     assert!(state.contains("\"version\": 3"), "{state}");
+}
+
+/// Under Secure Boot: V2, signed with a key the firmware does not trust,
+/// is written to slot B and tried with BootNext; the firmware refuses it
+/// and boots BootOrder's first entry, V1, which reports the rollback ("it
+/// never started"). Then V3, properly signed, boots but its agent freezes
+/// (SIGSTOP) during the health check: the watchdog (softdog, armed by the
+/// trial) resets the machine, and V1 reports that rollback too. V1 keeps
+/// running from slot A throughout.
+#[test]
+fn secure_boot_refusal_and_watchdog_reset_roll_back() {
+    let dir = cairn_e2e::net::scratch("update-sb");
+    let d = dir.as_path();
+    let mut c = cairn();
+    c.args(["keys", "generate", "--update"]).arg(d.join("keys"));
+    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
+    let mut c = cairn();
+    c.args(["keys", "generate"]).arg(d.join("sb"));
+    run_with_timeout(c, Duration::from_secs(120)).assert_ok();
+    let key = d.join("keys/update.key");
+    let snakeoil = snakeoil_key(d);
+    let signed = format!(
+        "\n[sign]\nkey = \"{}\"\ncert = \"{SNAKEOIL_PEM}\"\n",
+        snakeoil.display()
+    );
+    let untrusted = format!(
+        "\n[sign]\nkey = \"{}\"\ncert = \"{}\"\n",
+        d.join("sb/db.key").display(),
+        d.join("sb/db.crt").display()
+    );
+    // The health check outlasts the watchdog: a frozen agent cannot commit.
+    let m1 = manifest_with(d, 1, GOOD, "90s", "15s", &signed);
+    build(&m1, &d.join("v1/out")).assert_ok();
+    let img = d.join("upd.img");
+    std::fs::copy(d.join("v1/out/upd.img"), &img).unwrap();
+    let v1_efi = std::fs::read(d.join("v1/out/upd.efi")).unwrap();
+    let m2 = manifest_with(d, 2, GOOD, "90s", "15s", &untrusted);
+    let repo = d.join("repo");
+    publish(&m2, &repo, &key, &[]).assert_ok();
+    let freeze = "/usr/bin/busybox sleep 3; /usr/bin/busybox kill -STOP $(/usr/bin/busybox pidof cairn-update); echo agent frozen; exec /usr/bin/busybox sleep 100000";
+    let m3 = manifest_with(d, 3, freeze, "90s", "15s", &signed);
+
+    let served = d.join("www");
+    std::fs::create_dir_all(&served).unwrap();
+    serve_from(&repo, &served);
+    let (ns, http_log) = servers("upsb", d, &served);
+    let vars = d.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS_SNAKEOIL, &vars).unwrap();
+    let long = Duration::from_secs(500);
+
+    let mut g = qemu_on(&ns, &img, &vars, true);
+    g.wait_for("update: running version 1 from slot A", long);
+    g.wait_for("update: version 2 written to slot B", long);
+    // The firmware refuses B; V1 boots again and says why.
+    g.wait_for(
+        "update: rolled back from version 2: it never started (refused by the firmware",
+        long,
+    );
+    let out = g.output();
+    let at = out.find("version 2 written to slot B").unwrap();
+    assert!(!out[at..].contains("running version 2"), "V2 ran:\n{out}");
+    assert!(out[at..].contains("running version 1 from slot A"), "{out}");
+    g.wait_for("version 2 is recorded as bad", long);
+
+    // V3 is signed; its agent freezes during the health check.
+    publish(&m3, &repo, &key, &[]).assert_ok();
+    serve_from(&repo, &served);
+    g.wait_for("update: version 3 written to slot B", long);
+    g.wait_for("update: trial boot of version 3 (slot B)", long);
+    g.wait_for("agent frozen", long);
+    g.wait_for(
+        "update: rolled back from version 3: it was reset before passing its health check",
+        long,
+    );
+    let (out, _) = g.finish(Duration::from_secs(1));
+    std::fs::write(d.join("console.txt"), &out).unwrap();
+    let at = out.find("agent frozen").unwrap();
+    assert!(!out[at..].contains("passed its health check"), "{out}");
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    assert_eq!(count(&log, "GET /upd-2.efi"), 1, "{log}");
+    // Slot A and the fallback still hold V1.
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/A.efi").as_deref(),
+        Some(&v1_efi[..])
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/BOOT/BOOTX64.EFI").as_deref(),
+        Some(&v1_efi[..])
+    );
+    let state = String::from_utf8(esp_file(&img, "/EFI/cairn/state.json").unwrap()).unwrap();
+    assert!(state.contains("\"committed\": \"A\""), "{state}");
 }
