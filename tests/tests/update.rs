@@ -486,6 +486,12 @@ fn secure_boot_refusal_and_watchdog_reset_roll_back() {
     );
     let out = g.output();
     let at = out.find("version 2 written to slot B").unwrap();
+    // OVMF's own words, then V1 again.
+    assert!(
+        out[at..].contains("failed to load BootCA0B \"cairn B\"")
+            && out[at..].contains("Access Denied"),
+        "{out}"
+    );
     assert!(!out[at..].contains("running version 2"), "V2 ran:\n{out}");
     assert!(out[at..].contains("running version 1 from slot A"), "{out}");
     g.wait_for("version 2 is recorded as bad", long);
@@ -504,6 +510,10 @@ fn secure_boot_refusal_and_watchdog_reset_roll_back() {
     std::fs::write(d.join("console.txt"), &out).unwrap();
     let at = out.find("agent frozen").unwrap();
     assert!(!out[at..].contains("passed its health check"), "{out}");
+    assert!(
+        out[at..].contains("softdog: Initiating system reboot"),
+        "{out}"
+    );
     let log = std::fs::read_to_string(&http_log).unwrap();
     assert_eq!(count(&log, "GET /upd-2.efi"), 1, "{log}");
     // Slot A and the fallback still hold V1.
@@ -517,4 +527,78 @@ fn secure_boot_refusal_and_watchdog_reset_roll_back() {
     );
     let state = String::from_utf8(esp_file(&img, "/EFI/cairn/state.json").unwrap()).unwrap();
     assert!(state.contains("\"committed\": \"A\""), "{state}");
+}
+
+/// The server first has nothing to offer (404): the appliance keeps
+/// running, retries with backoff and says so in `cairnctl update status`.
+/// Then V2 is offered and the power is cut (QEMU killed) while it
+/// downloads: the next boot runs V1, drops the unfinished file, downloads
+/// again and goes through the trial to commit.
+#[test]
+fn unreachable_repository_backoff_and_power_cut_during_download() {
+    let dir = cairn_e2e::net::scratch("update-cut");
+    let d = dir.as_path();
+    let mut c = cairn();
+    c.args(["keys", "generate", "--update"]).arg(d.join("keys"));
+    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
+    let key = d.join("keys/update.key");
+    let m1 = manifest(d, 1, GOOD);
+    build(&m1, &d.join("v1/out")).assert_ok();
+    let img = d.join("upd.img");
+    std::fs::copy(d.join("v1/out/upd.img"), &img).unwrap();
+    let repo = d.join("repo");
+    publish(&manifest(d, 2, GOOD), &repo, &key, &[]).assert_ok();
+    let v2_efi = std::fs::read(repo.join("upd-2.efi")).unwrap();
+
+    let served = d.join("www");
+    std::fs::create_dir_all(&served).unwrap();
+    let (ns, http_log) = servers("upcut", d, &served);
+    let vars = d.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).unwrap();
+    let long = Duration::from_secs(400);
+
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for(
+        "update: check failed (2 in a row): GET /cairn-update.json: HTTP/1.0 404",
+        long,
+    );
+    g.wait_for("UPDATE-STATUS", long);
+    let out = g.output();
+    let status = out[out.find("UPDATE-STATUS").unwrap()..]
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        status.contains("\"last_error\": \"GET /cairn-update.json: HTTP/1.0 404"),
+        "{status}"
+    );
+    assert!(status.contains("\"version\": 1"), "{status}");
+    assert!(out.contains("app version 1 starting"), "{out}");
+
+    serve_from(&repo, &served);
+    g.wait_for("update: downloading version 2", long);
+    let (out, _) = g.finish(Duration::from_millis(1));
+    assert!(
+        !out.contains("written to slot B"),
+        "the download finished before the cut:\n{out}"
+    );
+    std::fs::write(d.join("console-1.txt"), &out).unwrap();
+
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: running version 1 from slot A", long);
+    g.wait_for("update: version 2 written to slot B", long);
+    g.wait_for(
+        "update: version 2 passed its health check and is committed (slot B)",
+        long,
+    );
+    let (out, _) = g.finish(Duration::from_secs(1));
+    std::fs::write(d.join("console-2.txt"), &out).unwrap();
+    let log = std::fs::read_to_string(&http_log).unwrap();
+    assert_eq!(count(&log, "GET /upd-2.efi"), 2, "{log}");
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v2_efi[..])
+    );
+    assert!(esp_file(&img, "/EFI/cairn/B.tmp").is_none());
 }
