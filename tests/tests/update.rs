@@ -75,7 +75,7 @@ after = ["network-online"]
 
 [[service]]
 name = "report"
-exec = ["/usr/bin/busybox", "sh", "-c", "/usr/bin/busybox sleep 12; echo STATUS-JSON $(/usr/bin/cairnctl status --json); echo UPDATE-STATUS $(/usr/bin/cairnctl update status)"]
+exec = ["/usr/bin/busybox", "sh", "-c", "/usr/bin/busybox sleep 12; echo STATUS-JSON $(/usr/bin/cairnctl status --json); echo UPDATE-STATUS $(/usr/bin/cairnctl update status); echo UPDATE-CHECK $(/usr/bin/cairnctl update check 2>&1)"]
 after = ["network-online"]
 {tail}
 "#,
@@ -390,6 +390,19 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     );
     let log = std::fs::read_to_string(&http_log).unwrap();
     assert_eq!(count(&log, "GET /upd-3.efi"), 1, "{log}");
+    // The status screen (Enter on the console) says it too; `q` goes back
+    // to the log.
+    g.send("\n");
+    g.wait_until(
+        |o| {
+            o.lines().any(|l| {
+                l.starts_with("update:   version 2 (slot B), ")
+                    && l.contains("; rolled back from version 3: service app exited")
+            })
+        },
+        long,
+    );
+    g.send("q\n");
 
     // V4, good, is taken into slot A (V3 was there).
     let m4 = manifest(d, 4, GOOD);
@@ -574,6 +587,17 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
         "{status}"
     );
     assert!(status.contains("\"version\": 1"), "{status}");
+    g.wait_for("UPDATE-CHECK", long);
+    let out = g.output();
+    let check = out[out.find("UPDATE-CHECK").unwrap()..]
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        check.contains("cairnctl: GET /cairn-update.json: HTTP/1.0 404"),
+        "{check}"
+    );
     assert!(out.contains("app version 1 starting"), "{out}");
 
     serve_from(&repo, &served);
