@@ -404,8 +404,17 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     );
     g.send("q\n");
 
-    // V4, good, is taken into slot A (V3 was there).
+    // V4, good, is taken into slot A (V3 was there). It is signed by the
+    // current key and introduces the next one (key rotation).
+    let mut c = cairn();
+    c.args(["keys", "generate", "--update"])
+        .arg(d.join("keys2"));
+    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
     let m4 = manifest(d, 4, GOOD);
+    set_keys(
+        &m4,
+        &[d.join("keys/update.pub"), d.join("keys2/update.pub")],
+    );
     publish(&m4, &repo2, &key, &[]).assert_ok();
     let v4_efi = std::fs::read(repo2.join("upd-4.efi")).unwrap();
     serve_from(&repo2, &served);
@@ -439,6 +448,51 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     let state = String::from_utf8(esp_file(&img, "/EFI/cairn/state.json").unwrap()).unwrap();
     assert!(state.contains("\"committed\": \"A\""), "{state}");
     assert!(state.contains("\"version\": 3"), "{state}");
+
+    // V5 is signed by the new key only (its manifest trusts only that
+    // one): V4 takes it.
+    let m5 = manifest(d, 5, GOOD);
+    set_keys(&m5, &[d.join("keys2/update.pub")]);
+    let old_key = publish(&m5, &repo2, &key, &[]);
+    assert!(
+        !old_key.success
+            && old_key
+                .stderr
+                .contains("not among the manifest's [update] keys"),
+        "{}",
+        old_key.stderr
+    );
+    publish(&m5, &repo2, &d.join("keys2/update.key"), &[]).assert_ok();
+    let v5_efi = std::fs::read(repo2.join("upd-5.efi")).unwrap();
+    serve_from(&repo2, &served);
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: running version 4 from slot A", long);
+    g.wait_for(
+        "update: version 5 passed its health check and is committed (slot B)",
+        long,
+    );
+    let (out, _) = g.finish(Duration::from_secs(1));
+    std::fs::write(d.join("console-3.txt"), &out).unwrap();
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v5_efi[..])
+    );
+}
+
+/// Rewrites the manifest's `[update] keys` to `keys`.
+fn set_keys(manifest: &Path, keys: &[PathBuf]) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let list: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"{}\"", k.display()))
+        .collect();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("keys = "))
+        .unwrap()
+        .to_string();
+    let text = text.replace(&line, &format!("keys = [{}]", list.join(", ")));
+    std::fs::write(manifest, text).unwrap();
 }
 
 /// Under Secure Boot: V2, signed with a key the firmware does not trust,
