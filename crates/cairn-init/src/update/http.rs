@@ -100,3 +100,53 @@ pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Resu
     }
     Ok(got)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// Serves `reply` once on a local port; returns the address.
+    fn server(reply: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let _ = s.write_all(reply);
+        });
+        addr
+    }
+
+    #[test]
+    fn responses() {
+        let mut body = Vec::new();
+        let a = server(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(get(a, "/x", 10, &mut body), Ok(5));
+        assert_eq!(body, b"hello");
+        // Without a length: to the close.
+        let a = server(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc");
+        assert_eq!(get(a, "/x", 10, &mut Vec::new()), Ok(3));
+        let a = server(b"HTTP/1.0 404 File not found\r\n\r\n");
+        assert_eq!(
+            get(a, "/m.json", 10, &mut Vec::new()),
+            Err("GET /m.json: HTTP/1.0 404 File not found".into())
+        );
+        let a = server(b"HTTP/1.0 200 OK\r\nContent-Length: 50\r\n\r\n");
+        let e = get(a, "/x", 10, &mut Vec::new()).unwrap_err();
+        assert!(e.contains("more than the 10"), "{e}");
+        let a = server(b"HTTP/1.0 200 OK\r\n\r\n0123456789ABC");
+        let e = get(a, "/x", 10, &mut Vec::new()).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        let a = server(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nabc");
+        assert_eq!(
+            get(a, "/x", 10, &mut Vec::new()),
+            Err("GET /x: got 3 of 9 bytes".into())
+        );
+        let a =
+            server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+        let e = get(a, "/x", 10, &mut Vec::new()).unwrap_err();
+        assert!(e.contains("chunked"), "{e}");
+    }
+}

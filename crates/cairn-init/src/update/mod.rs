@@ -328,7 +328,7 @@ impl Agent {
                     why = format!("status unavailable: {e}");
                     false
                 }
-                Ok(v) => self.healthy(&v, &mut pids, &mut why)?,
+                Ok(v) => healthy(h, &v, &mut pids, &mut why)?,
             };
             let now = Instant::now();
             if ok {
@@ -344,43 +344,6 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-    }
-
-    /// One look at the status: `Ok(true)` all good, `Ok(false)` not yet
-    /// (`why` says what), `Err` failed for good.
-    fn healthy(
-        &self,
-        v: &serde_json::Value,
-        pids: &mut BTreeMap<String, i64>,
-        why: &mut String,
-    ) -> Result<bool, String> {
-        let h = &self.cfg.health;
-        let services = v["services"].as_array().cloned().unwrap_or_default();
-        let mut ok = true;
-        for name in &h.services {
-            let Some(s) = services.iter().find(|s| s["name"] == name.as_str()) else {
-                return Err(format!("service {name} is not running in this image"));
-            };
-            let state = s["state"].as_str().unwrap_or("?");
-            let last = s["last_exit"].as_str().unwrap_or("-").to_string();
-            if s["restarts"].as_u64().unwrap_or(0) > 0 || matches!(state, "stopped" | "failed") {
-                return Err(format!("service {name} exited ({last})"));
-            }
-            if state != "running" {
-                *why = format!("service {name} is {state}");
-                ok = false;
-                continue;
-            }
-            let pid = s["pid"].as_i64().unwrap_or(0);
-            if *pids.entry(name.clone()).or_insert(pid) != pid {
-                return Err(format!("service {name} was restarted ({last})"));
-            }
-        }
-        if h.network && v["network"]["online"] != true {
-            *why = "network-online was not reached".into();
-            ok = false;
-        }
-        Ok(ok)
     }
 
     fn commit(&mut self) -> Result<(), String> {
@@ -508,6 +471,45 @@ impl Agent {
         self.set_state("rebooting into the new version");
         ctl("reboot").map(|_| ())
     }
+}
+
+/// One look at the status: `Ok(true)` all good, `Ok(false)` not yet
+/// (`why` says what), `Err` failed for good.
+fn healthy(
+    h: &cairn_manifest::runtime::HealthConfig,
+    v: &serde_json::Value,
+    pids: &mut BTreeMap<String, i64>,
+    why: &mut String,
+) -> Result<bool, String> {
+    let services = v["services"].as_array().cloned().unwrap_or_default();
+    let mut ok = true;
+    for name in &h.services {
+        let Some(s) = services.iter().find(|s| s["name"] == name.as_str()) else {
+            return Err(format!("service {name} is not running in this image"));
+        };
+        let state = s["state"].as_str().unwrap_or("?");
+        let last = s["last_exit"].as_str().unwrap_or("-").to_string();
+        if s["restarts"].as_u64().unwrap_or(0) > 0 || matches!(state, "stopped" | "failed") {
+            return Err(format!("service {name} exited ({last})"));
+        }
+        if state != "running" {
+            *why = format!("service {name} is {state}");
+            ok = false;
+            continue;
+        }
+        let pid = s["pid"].as_i64().unwrap_or(0);
+        if *pids.entry(name.clone()).or_insert(pid) != pid {
+            return Err(format!("service {name} was restarted ({last})"));
+        }
+    }
+    if h.network && v["network"]["online"] != true {
+        // The first unmet condition is the reason given.
+        if ok {
+            *why = "network-online was not reached".into();
+        }
+        ok = false;
+    }
+    Ok(ok)
 }
 
 fn serve(
@@ -705,5 +707,60 @@ pub fn main() -> i32 {
         if let Some(r) = reply {
             let _ = r.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_manifest::runtime::HealthConfig;
+
+    fn status(state: &str, pid: i64, restarts: u64, online: bool) -> serde_json::Value {
+        let last = if restarts > 0 { "status 3" } else { "-" };
+        serde_json::json!({
+            "services": [{"name": "app", "state": state, "pid": pid, "restarts": restarts,
+                          "last_exit": last}],
+            "network": {"online": online}
+        })
+    }
+
+    #[test]
+    fn health_checks() {
+        let h = HealthConfig {
+            services: vec!["app".into()],
+            for_s: 5,
+            network: true,
+        };
+        let mut pids = BTreeMap::new();
+        let mut why = String::new();
+        let mut look = |h: &HealthConfig, v, pids: &mut BTreeMap<String, i64>| {
+            healthy(h, &v, pids, &mut why).map(|ok| (ok, why.clone()))
+        };
+        assert_eq!(
+            look(&h, status("waiting", 0, 0, false), &mut pids),
+            Ok((false, "service app is waiting".into()))
+        );
+        assert_eq!(
+            look(&h, status("running", 7, 0, false), &mut pids),
+            Ok((false, "network-online was not reached".into()))
+        );
+        assert_eq!(
+            look(&h, status("running", 7, 0, true), &mut pids).map(|r| r.0),
+            Ok(true)
+        );
+        assert_eq!(
+            look(&h, status("running", 9, 0, true), &mut pids),
+            Err("service app was restarted (-)".into())
+        );
+        let mut fresh = BTreeMap::new();
+        assert_eq!(
+            look(&h, status("backoff", 0, 1, true), &mut fresh),
+            Err("service app exited (status 3)".into())
+        );
+        let other = HealthConfig {
+            services: vec!["db".into()],
+            ..h
+        };
+        assert!(look(&other, status("running", 7, 0, true), &mut fresh).is_err());
     }
 }
