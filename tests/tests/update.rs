@@ -216,6 +216,14 @@ fn mdir(img: &Path, dir: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
+/// After a passing test: the servers are stopped (by pid) and the
+/// scratch directory (disks and repositories, several hundred MB) is
+/// removed; a failing test keeps it for a look.
+fn cleanup(ns: Netns, dir: &Path) {
+    drop(ns);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
 }
@@ -228,8 +236,8 @@ fn count(hay: &str, needle: &str) -> usize {
 /// --json`), never downloaded again; V4 is taken into slot A.
 #[test]
 fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
-    // Kept after the run (like the network tests' scratch directories):
-    // the consoles, the server's log, the disk.
+    // Kept when the test fails (see `cleanup`): the consoles, the
+    // server's log, the disk.
     let dir = cairn_e2e::net::scratch("update");
     let d = dir.as_path();
     let mut c = cairn();
@@ -484,6 +492,7 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
         esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
         Some(&v5_efi[..])
     );
+    cleanup(ns, &dir);
 }
 
 /// Rewrites the manifest's `[update] keys` to `keys`.
@@ -601,6 +610,7 @@ fn secure_boot_refusal_and_watchdog_reset_roll_back() {
     );
     let state = String::from_utf8(esp_file(&img, "/EFI/cairn/state.json").unwrap()).unwrap();
     assert!(state.contains("\"committed\": \"A\""), "{state}");
+    cleanup(ns, &dir);
 }
 
 /// The server first has nothing to offer (404): the appliance keeps
@@ -686,4 +696,5 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
         Some(&v2_efi[..])
     );
     assert!(esp_file(&img, "/EFI/cairn/B.tmp").is_none());
+    cleanup(ns, &dir);
 }
