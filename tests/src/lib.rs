@@ -272,7 +272,21 @@ impl Live {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = c.spawn().expect("cairn run starts");
+        Live::spawn(c, guard)
+    }
+
+    /// Any command that boots a guest (holds the QEMU lock while it
+    /// runs), stdin piped to the guest's serial input.
+    pub fn command(mut c: Command) -> Live {
+        let guard = QEMU.lock().unwrap_or_else(|p| p.into_inner());
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        Live::spawn(c, guard)
+    }
+
+    fn spawn(mut c: Command, guard: std::sync::MutexGuard<'static, ()>) -> Live {
+        let mut child = c.spawn().expect("the guest starts");
         let mut stdout = child.stdout.take().expect("piped");
         let buf = std::sync::Arc::new(Mutex::new(String::new()));
         let b2 = buf.clone();

@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "jq",
     "openssl",
     "python3-pip",
+    // The update tests' repository server: python3 -m http.server.
+    "python3",
     "coreutils",
     "binutils",
     "busybox-static",

@@ -28,6 +28,9 @@ pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 pub const LINUX_FS_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 /// Where the UKI goes on the ESP (the removable-media default path).
 pub const ESP_BOOT_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// The A/B slots of updates (`[update]`): the built UKI goes in A.
+pub const ESP_SLOT_DIR: &str = "EFI/cairn";
+pub const ESP_SLOT_A: &str = "EFI/cairn/A.efi";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -317,7 +320,7 @@ pub fn write_raw(
                 PartitionFs::Vfat => {
                     let esp = p.label == ESP_LABEL;
                     let fat32 = esp.then_some(fatfs::FatType::Fat32);
-                    write_fat(&mut f, name, p, fat32, esp.then_some(uki))?
+                    write_fat(&mut f, name, p, fat32, esp.then_some(uki), spec.ab_slots)?
                 }
                 PartitionFs::Ext4 | PartitionFs::None => {}
             }
@@ -411,7 +414,7 @@ pub fn write_esp_image(
         len,
         content: None,
     };
-    write_fat(&mut f, name, &p, None, Some(uki))?;
+    write_fat(&mut f, name, &p, None, Some(uki), false)?;
     f.sync_all().map_err(io_err)
 }
 
@@ -450,6 +453,7 @@ pub fn refresh_esp(path: &Path, name: &str, spec: &DiskSpec, uki: &[u8]) -> Resu
         &parts[0],
         Some(fatfs::FatType::Fat32),
         Some(uki),
+        spec.ab_slots,
     )?;
     f.sync_all().map_err(io_err)
 }
@@ -541,6 +545,7 @@ fn write_fat(
     p: &PlacedPartition,
     fat_type: Option<fatfs::FatType>,
     uki: Option<&[u8]>,
+    ab_slots: bool,
 ) -> Result<(), DiskError> {
     let fat_err = |source| DiskError::Fat {
         label: p.label.clone(),
@@ -565,6 +570,11 @@ fn write_fat(
                 root.create_dir("EFI/BOOT").map_err(fat_err)?;
                 let mut file = root.create_file(ESP_BOOT_PATH).map_err(fat_err)?;
                 file.write_all(uki).map_err(fat_err)?;
+                if ab_slots {
+                    root.create_dir(ESP_SLOT_DIR).map_err(fat_err)?;
+                    let mut file = root.create_file(ESP_SLOT_A).map_err(fat_err)?;
+                    file.write_all(uki).map_err(fat_err)?;
+                }
             }
             if let Some(dir) = &p.content {
                 copy_tree_fat(&root, dir, "", &p.label)?;

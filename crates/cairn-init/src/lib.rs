@@ -68,6 +68,7 @@ pub mod supervise;
 mod sys;
 pub mod targets;
 pub mod tsc;
+pub mod update;
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -100,6 +101,8 @@ pub enum Applet {
     Container,
     /// The reaper of a container with `init = true` ([`container`]).
     Reaper,
+    /// `cairn-update`: the update agent ([`update`]).
+    Update,
 }
 
 /// Picks the applet from `argv[0]`'s file name; anything unknown is init.
@@ -108,6 +111,7 @@ pub fn applet(argv0: Option<&OsStr>) -> Applet {
         Some(n) if n == "cairnctl" => Applet::Cairnctl,
         Some(n) if n == container::APPLET => Applet::Container,
         Some(n) if n == container::REAPER => Applet::Reaper,
+        Some(n) if n == "cairn-update" => Applet::Update,
         _ => Applet::Init,
     }
 }

@@ -10,6 +10,7 @@ fn main() {
         Applet::Cairnctl => std::process::exit(ctl::main(&args)),
         Applet::Container => std::process::exit(cairn_init::container::main(&args)),
         Applet::Reaper => std::process::exit(cairn_init::container::reaper_main(&args)),
+        Applet::Update => std::process::exit(cairn_init::update::main()),
         Applet::Init => init::run(),
     }
 }

@@ -114,6 +114,9 @@ pub struct DiskSpec {
     pub format: ImageFormat,
     /// `esp_size`: bytes of the FAT32 ESP; default 64 MiB.
     pub esp_size: u64,
+    /// With `[update]`: the ESP also holds the A/B slots
+    /// (`EFI/cairn/A.efi` = the built UKI; B is written by updates).
+    pub ab_slots: bool,
     /// `[[partition]]` entries after the ESP, in manifest order.
     pub partitions: Vec<PartitionSpec>,
 }
@@ -654,6 +657,7 @@ fn build_disk(
         size,
         format: d.format,
         esp_size,
+        ab_slots: false,
         partitions: parts,
     })
 }

@@ -20,10 +20,12 @@ pub mod implied;
 pub mod manifest;
 pub mod network;
 mod raw;
+pub mod release;
 pub mod runtime;
 pub mod secondary;
 pub mod shell;
 pub mod supervision;
+pub mod update;
 pub mod validate;
 
 pub use compression::Compression;

@@ -128,6 +128,8 @@ pub struct Manifest {
     pub shell: Option<crate::shell::Shell>,
     /// `[sign]`: sign the UKI for Secure Boot; `None` leaves it unsigned.
     pub sign: Option<SignSpec>,
+    /// `[update]`: signed A/B updates (see [`crate::update`]).
+    pub update: Option<crate::runtime::UpdateConfig>,
 }
 
 /// The `[sign]` table: the Secure Boot signing key and certificate.
@@ -349,7 +351,9 @@ impl Manifest {
             mounts: self.mounts.iter().map(|m| m.config.clone()).collect(),
             config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
             shell: self.shell.as_ref().map(crate::shell::Shell::config),
+            update: self.update.clone(),
         }
+        .with_update_agent()
     }
 }
 
@@ -455,6 +459,9 @@ impl Builder<'_> {
                 }
             }
         }
+        let names: Vec<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
+        let update = crate::update::build(raw.update, disk.disk.is_some(), &names, self.dir)
+            .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -468,7 +475,10 @@ impl Builder<'_> {
             services,
             files,
             binaries,
-            disk: disk.disk,
+            disk: disk.disk.map(|d| crate::disk::DiskSpec {
+                ab_slots: update.is_some(),
+                ..d
+            }),
             iso,
             mounts: disk.mounts,
             config_mount: disk.config_mount,
@@ -477,6 +487,7 @@ impl Builder<'_> {
             log,
             shell,
             sign,
+            update,
         })
     }
 
@@ -1332,6 +1343,80 @@ mod tests {
             .unwrap()
             .sign
             .is_none());
+    }
+
+    /// A valid `[update]` key (base64 of 32 bytes).
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn update_manifest(update: &str) -> String {
+        with_kernel(
+            "name = \"x\"\n",
+            &format!(
+                "[disk]\n[[service]]\nname = \"app\"\nexec = [\"/bin/app\"]\n[update]\n{update}"
+            ),
+        )
+    }
+
+    #[test]
+    fn update_table() {
+        let m = parse(&update_manifest(&format!(
+            "version = 3\nurl = \"http://10.0.0.1:8000/r\"\nkeys = [\"{KEY}\"]\n\
+             interval = \"2h\"\nhealth = {{ services = [\"app\"], for = \"45s\", network = true }}\n\
+             watchdog = {{ timeout = \"20s\" }}\n"
+        )))
+        .unwrap();
+        let u = m.update.clone().unwrap();
+        assert_eq!((u.version, u.interval_s, u.health.for_s), (3, 7200, 45));
+        assert_eq!(
+            u.keys,
+            vec!["000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"]
+        );
+        assert!(u.health.network);
+        assert_eq!(u.watchdog.unwrap().device, "/dev/watchdog");
+        assert!(m.disk.as_ref().unwrap().ab_slots);
+        let sys = m.system_config(Vec::new());
+        assert!(sys.services.iter().any(|s| s.name == "cairn-update"));
+        assert!(sys.mounts.iter().any(|mt| mt.path == "/boot/efi"));
+    }
+
+    #[test]
+    fn bad_update_table() {
+        let base = format!("version = 1\nurl = \"http://10.0.0.1/\"\nkeys = [\"{KEY}\"]\n");
+        // Line 9 is the first key of [update] (after name, kernel, disk, service).
+        for (extra, line, col, needle) in [
+            (
+                "health = { services = [\"nope\"] }\n",
+                12,
+                24,
+                "health service `nope`",
+            ),
+            ("interval = \"soon\"\n", 12, 12, "`interval`"),
+            ("watchdog = { device = \"dog\" }\n", 12, 23, "absolute path"),
+        ] {
+            let (l, c, msg) = err(&update_manifest(&format!("{base}{extra}")));
+            assert_eq!((l, c), (line, col), "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+        }
+        let (l, c, msg) = err(&update_manifest(&format!(
+            "version = 1\nurl = \"https://updates.example/\"\nkeys = [\"{KEY}\"]\n"
+        )));
+        assert_eq!((l, c), (10, 7), "{msg}");
+        assert!(msg.contains("http://IPV4"), "{msg}");
+        let (l, _, msg) = err(&update_manifest(
+            "version = 1\nurl = \"http://10.0.0.1/\"\nkeys = [\"missing.pub\"]\n",
+        ));
+        assert_eq!(l, 11, "{msg}");
+        assert!(msg.contains("missing.pub"), "{msg}");
+        let (l, _, msg) = err(&update_manifest(&format!("{}version = 0\n", "").replace(
+            "version = 0\n",
+            &format!("version = 0\nurl = \"http://10.0.0.1/\"\nkeys = [\"{KEY}\"]\n"),
+        )));
+        assert_eq!(l, 9, "{msg}");
+        // Without [disk].
+        let text = with_kernel("name = \"x\"\n", &format!("[update]\n{base}"));
+        let (l, _, msg) = err(&text);
+        assert_eq!(l, 4, "{msg}");
+        assert!(msg.contains("needs a [disk]"), "{msg}");
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub shell: Option<crate::shell::RawShell>,
     pub sign: Option<Spanned<RawSign>>,
+    #[serde(default)]
+    pub update: Option<Spanned<crate::update::RawUpdate>>,
 }
 
 #[derive(Debug, Deserialize)]

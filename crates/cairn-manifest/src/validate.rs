@@ -107,6 +107,8 @@ pub enum Invalid {
     Shell(#[from] crate::shell::ShellInvalid),
     #[error(transparent)]
     Container(#[from] crate::container::ContainerInvalid),
+    #[error(transparent)]
+    Update(#[from] crate::update::UpdateInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

@@ -403,6 +403,18 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
             svc.container = Some(c.config.clone());
         }
     }
+    if let (Some(u), Some(d)) = (system.update.as_mut(), &m.disk) {
+        // The slots' Boot#### entries name the ESP by its GPT entry.
+        let esp = &cairn_image::disk::layout(d)[0];
+        let guid = cairn_image::disk::derive_id(&[&m.name, &esp.label, "partition"]);
+        u.esp = Some(cairn_manifest::runtime::EspLocation {
+            partition: 1,
+            start_lba: esp.offset / 512,
+            sectors: esp.len / 512,
+            guid: guid.iter().map(|b| format!("{b:02x}")).collect(),
+        });
+        archive.add_symlink(cairn_manifest::runtime::UPDATE_AGENT_PATH, INIT_PATH)?;
+    }
     // 0600: it holds the shell's password hash and every service's env.
     archive.add_file(SYSTEM_CONFIG_PATH, 0o600, system.to_json().into_bytes())?;
     archive.add_file("/etc/os-release", 0o644, os_release(&m).into_bytes())?;

@@ -63,6 +63,19 @@ pub fn write(
     let Some(spec) = &m.disk else {
         return Ok(None);
     };
+    // Two slots, the fallback copy and an update's temporary file.
+    let needed = 4 * efi.len() as u64 + 2 * cairn_manifest::disk::MIB;
+    if spec.ab_slots && needed > spec.esp_size {
+        return Err(DiskError::Content(Box::new(Diagnostic::without_position(
+            &m.path,
+            format!(
+                "[update] needs an ESP of at least {} MiB for this {} MiB UKI (two slots, \
+                 the fallback copy and a download); set [disk] esp_size",
+                needed.div_ceil(cairn_manifest::disk::MIB),
+                efi.len() as u64 / cairn_manifest::disk::MIB
+            ),
+        ))));
+    }
     let file_name = format!("{}.{}", m.name, spec.format.extension());
     let existing = out.dir().join(&file_name);
     if keep && existing.is_file() {

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod new;
 pub mod password;
 pub mod progress;
+pub mod publish;
 pub mod report;
 pub mod run;
 pub mod sbom;

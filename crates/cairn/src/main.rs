@@ -121,6 +121,10 @@ enum KeysCmd {
         /// Prefix of the certificates' common names.
         #[arg(long, default_value = "cairn")]
         common_name: String,
+        /// Make the ed25519 update signing key pair instead (update.key,
+        /// update.pub) for `[update] keys` and `cairn publish --key`.
+        #[arg(long)]
+        update: bool,
     },
 }
 
@@ -201,6 +205,25 @@ enum Cmd {
         /// [config] mount).
         #[arg(long)]
         config: bool,
+    },
+    /// Build the manifest (its [update] version) and publish the UKI with
+    /// signed metadata into an update repository directory, served by any
+    /// static HTTP server.
+    Publish {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// The repository directory.
+        #[arg(long)]
+        repo: PathBuf,
+        /// The secret update key (`cairn keys generate --update`).
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the metadata stays valid (30d, 12h, ...).
+        #[arg(long, default_value = "30d")]
+        expires: String,
+        /// Expiry as Unix seconds (overrides --expires; for tests).
+        #[arg(long, hide = true)]
+        expires_at: Option<u64>,
     },
     /// Hash a password for `[shell] password_hash` (argon2id): asks on a
     /// terminal, else reads the first line of standard input.
@@ -345,6 +368,10 @@ fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn toml_string(s: &str) -> toml::Value {
+    toml::Value::String(s.into())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -468,7 +495,54 @@ fn main() -> ExitCode {
         Cmd::Inspect { file, cert } => cairn::inspect::inspect_with(&file, cert.as_deref())
             .map(|t| print!("{t}"))
             .map_err(anyhow::Error::from),
-        Cmd::Keys(KeysCmd::Generate { dir, common_name }) => {
+        Cmd::Keys(KeysCmd::Generate {
+            dir, update: true, ..
+        }) => cairn::publish::generate_keys(&dir)
+            .map(|t| print!("{t}"))
+            .map_err(anyhow::Error::from),
+        Cmd::Publish {
+            build: a,
+            repo,
+            key,
+            expires,
+            expires_at,
+        } => (|| {
+            let report = build(&a.manifest, &build_options(&a))?;
+            eprint!("{report}");
+            let m = cairn_manifest::Manifest::load(&a.manifest)?;
+            let Some(u) = &m.update else {
+                return Err(cairn::publish::PublishError::NoUpdate(a.manifest.clone()).into());
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let expires = match expires_at {
+                Some(t) => t,
+                None => {
+                    let d = cairn_manifest::update::parse_duration(&toml_string(&expires))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("--expires {expires:?}: expected a duration like 30d")
+                        })?;
+                    now + d
+                }
+            };
+            let uki = std::fs::read(a.out.join(format!("{}.efi", m.name)))?;
+            let text = cairn::publish::publish(&cairn::publish::Publish {
+                name: &m.name,
+                version: u.version,
+                trusted: &u.keys,
+                uki: &uki,
+                key: &key,
+                repo: &repo,
+                expires,
+            })?;
+            print!("{text}");
+            Ok(())
+        })(),
+        Cmd::Keys(KeysCmd::Generate {
+            dir, common_name, ..
+        }) => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

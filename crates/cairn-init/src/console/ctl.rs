@@ -12,6 +12,9 @@
 //! poweroff | reboot
 //! ```
 //!
+//! `cairnctl update check|now|status` goes to the update agent's own
+//! socket ([`crate::update::SOCKET_PATH`]).
+//!
 //! A request line longer than [`MAX_REQUEST`] bytes, not UTF-8, or not one
 //! of the above gets an error reply; nothing else happens.
 
@@ -49,7 +52,7 @@ pub enum Request {
 
 /// The usage line shown for bad requests.
 pub const USAGE: &str =
-    "usage: cairnctl status [--json] | logs [-f] [SERVICE] | start|stop|restart SERVICE | poweroff | reboot";
+    "usage: cairnctl status [--json] | logs [-f] [SERVICE] | start|stop|restart SERVICE | poweroff | reboot | update check|now|status";
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
@@ -478,6 +481,48 @@ impl Server {
 }
 
 /// Runs `cairnctl ARGS`; returns the exit status.
+/// `cairnctl update check|now|status`: asks the update agent (a helper
+/// process with its own socket), not PID 1.
+fn update_client(words: &[String]) -> i32 {
+    let w = match words {
+        [w] if matches!(w.as_str(), "check" | "now" | "status") => w,
+        _ => {
+            eprintln!("usage: cairnctl update check|now|status");
+            return 2;
+        }
+    };
+    let path = crate::update::SOCKET_PATH;
+    let mut s = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cairnctl: cannot reach the update agent at {path}: {e}");
+            return 1;
+        }
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(900)));
+    let mut out = String::new();
+    if let Err(e) = s
+        .write_all(format!("{w}\n").as_bytes())
+        .and_then(|()| s.read_to_string(&mut out))
+    {
+        eprintln!("cairnctl: {e}");
+        return 1;
+    }
+    match out.split_once('\n') {
+        Some(("ok", body)) => {
+            print!("{body}");
+            0
+        }
+        _ => {
+            eprintln!(
+                "cairnctl: {}",
+                out.trim().strip_prefix("error: ").unwrap_or(out.trim())
+            );
+            1
+        }
+    }
+}
+
 pub fn main(args: &[std::ffi::OsString]) -> i32 {
     let words: Vec<String> = args
         .iter()
@@ -491,6 +536,9 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
     ) {
         eprintln!("{USAGE}");
         return 2;
+    }
+    if words.first().map(String::as_str) == Some("update") {
+        return update_client(&words[1..]);
     }
     // Check locally first: a typo gets the usage without a round trip.
     let follow = match parse(&line) {

@@ -106,6 +106,10 @@ pub fn render(snap: &Snapshot) -> String {
         );
     }
     out.push_str(&render_mounts(&snap.mounts));
+    let update = read(crate::update::SUMMARY_PATH);
+    if !update.trim().is_empty() {
+        let _ = writeln!(out, "update:   {}", update.trim());
+    }
     let _ = writeln!(out, "addresses:");
     match crate::net::rtnl::named_addresses() {
         Ok(list) if list.is_empty() => {
@@ -220,6 +224,16 @@ pub fn json_str(s: &str) -> String {
     o
 }
 
+/// What the update agent last published (a JSON object), or `null`;
+/// checked to be JSON before it goes into ours.
+fn update_json() -> String {
+    let text = read(crate::update::STATUS_PATH);
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) if v.is_object() && text.len() < 16 * 1024 => text.trim().to_string(),
+        _ => "null".into(),
+    }
+}
+
 /// `cairnctl status --json`: one object.
 pub fn json(snap: &Snapshot) -> String {
     let (total, avail) = meminfo(&read("/proc/meminfo"));
@@ -249,14 +263,15 @@ pub fn json(snap: &Snapshot) -> String {
         })
         .collect();
     format!(
-        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"init_rss_kib\":{},\"services\":[{}],\"mounts\":{},\"addresses\":[{}],\"network\":{}}}\n",
+        "{{\"hostname\":{},\"uptime_s\":{},\"mem_total_kib\":{total},\"mem_available_kib\":{avail},\"init_rss_kib\":{},\"services\":[{}],\"mounts\":{},\"addresses\":[{}],\"network\":{},\"update\":{}}}\n",
         json_str(read("/proc/sys/kernel/hostname").trim()),
         log::boottime().as_secs(),
         init_rss_kib(),
         services.join(","),
         mounts_json(&snap.mounts),
         addrs.join(","),
-        snap.net.as_ref().map_or("null".to_string(), |n| n.json())
+        snap.net.as_ref().map_or("null".to_string(), |n| n.json()),
+        update_json()
     )
 }
 

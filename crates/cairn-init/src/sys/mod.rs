@@ -10,7 +10,8 @@
 //!   `SO_BINDTODEVICE` ([`net`]);
 //! - what a child does between `fork` and `exec`, the only `pre_exec` of
 //!   the init ([`process::ChildSetup`], [`process::before_exec`]);
-//! - `adjtime` ([`time`]).
+//! - `adjtime` ([`time`]);
+//! - the watchdog timeout ioctl ([`watchdog`]).
 
 // Clippy holds every unsafe block here to its `// SAFETY:` comment.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -19,6 +20,7 @@ pub mod net;
 pub mod process;
 pub mod signal;
 pub mod time;
+pub mod watchdog;
 
 /// `Err(last OS error)` when a libc call returned a negative value.
 fn check(rc: libc::c_int) -> std::io::Result<()> {

@@ -19,6 +19,7 @@ pub mod log;
 pub mod mount;
 pub mod net;
 pub mod service;
+pub mod update;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,10 @@ pub use net::{
 pub use service::{
     ExitAction, RestartPolicy, RunSettings, ServiceConfig, DEFAULT_RESTART_DELAY_MAX_MS,
     DEFAULT_RESTART_DELAY_MS, DEFAULT_RESTART_LIMIT, DEFAULT_STOP_TIMEOUT_MS,
+};
+pub use update::{
+    EspLocation, HealthConfig, UpdateConfig, WatchdogConfig, ESP_MOUNT, METADATA_FILE,
+    UPDATE_AGENT_PATH, UPDATE_SERVICE,
 };
 
 /// Where the builder writes the runtime config inside the image. It is
@@ -81,6 +86,9 @@ pub struct SystemConfig {
     /// `[shell]`: the break-glass console shell; `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<ShellConfig>,
+    /// `[update]`: the update agent's settings; `None`: no updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateConfig>,
 }
 
 /// The runtime form of `[shell]` (validated in [`crate::shell`]).
@@ -107,6 +115,35 @@ pub enum PanicAction {
 }
 
 impl SystemConfig {
+    /// With `[update]`: the ESP mounted at [`ESP_MOUNT`] and the update
+    /// agent as a supervised service ([`UPDATE_SERVICE`], after `mounts`).
+    pub fn with_update_agent(mut self) -> Self {
+        if self.update.is_some() {
+            self.mounts.push(MountConfig {
+                source: MountSource::Partlabel(crate::disk::ESP_LABEL.into()),
+                path: ESP_MOUNT.into(),
+                fs: FsType::Vfat,
+                options: String::new(),
+                format: FormatPolicy::Never,
+                required: false,
+                wait: DEFAULT_MOUNT_WAIT_SECS,
+            });
+            self.services.push(ServiceConfig {
+                name: UPDATE_SERVICE.into(),
+                exec: vec![UPDATE_AGENT_PATH.into()],
+                env: Default::default(),
+                config_env: Vec::new(),
+                restart: RestartPolicy::Always,
+                on_exit: None,
+                after: vec!["mounts".into()],
+                enabled: true,
+                run: RunSettings::default(),
+                container: None,
+            });
+        }
+        self
+    }
+
     /// The form baked into the image at [`SYSTEM_CONFIG_PATH`].
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("SystemConfig always serializes");
