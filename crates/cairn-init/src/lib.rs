@@ -53,6 +53,9 @@ pub mod config;
 pub mod console;
 pub mod disk;
 pub mod event;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod init;
 pub mod log;
 pub mod machine;

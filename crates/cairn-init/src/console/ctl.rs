@@ -100,6 +100,33 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
+/// What the bytes a client has sent so far amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Framed {
+    /// No newline yet, and not too long: wait for more.
+    Partial,
+    /// The request line, parsed (or why it is refused).
+    Line(Result<Request, String>),
+    /// No newline within [`MAX_REQUEST`] bytes.
+    TooLong,
+}
+
+/// Finds and parses the request line in `buf`, the bytes a client has
+/// sent so far (read in pieces of up to 512 bytes).
+pub(crate) fn frame(buf: &[u8]) -> Framed {
+    if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8(buf[..pos].to_vec());
+        Framed::Line(
+            line.map_err(|_| "request is not UTF-8".to_string())
+                .and_then(|l| parse(&l)),
+        )
+    } else if buf.len() > MAX_REQUEST {
+        Framed::TooLong
+    } else {
+        Framed::Partial
+    }
+}
+
 /// The supervisor's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -340,19 +367,17 @@ impl Server {
             Ok(_) if c.asked => None,
             Ok(n) => {
                 c.buf.extend_from_slice(&buf[..n]);
-                if let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
-                    let line = String::from_utf8(c.buf[..pos].to_vec());
-                    c.asked = true;
-                    c.deadline = Some(now + REPLY_TIMEOUT);
-                    match line
-                        .map_err(|_| "request is not UTF-8".to_string())
-                        .and_then(|l| parse(&l))
-                    {
-                        Ok(req) => return Some((token, req)),
-                        Err(e) => c.send(&format!("error: {e}\n{USAGE}\n"), true),
+                match frame(&c.buf) {
+                    Framed::Partial => {}
+                    Framed::Line(line) => {
+                        c.asked = true;
+                        c.deadline = Some(now + REPLY_TIMEOUT);
+                        match line {
+                            Ok(req) => return Some((token, req)),
+                            Err(e) => c.send(&format!("error: {e}\n{USAGE}\n"), true),
+                        }
                     }
-                } else if c.buf.len() > MAX_REQUEST {
-                    c.send("error: request too long\n", true);
+                    Framed::TooLong => c.send("error: request too long\n", true),
                 }
                 None
             }
