@@ -43,7 +43,9 @@ fn assert_domain(what: &str, name: &str) {
     for label in name.split('.') {
         assert!(
             (1..=63).contains(&label.len())
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
             "{what}: bad label in {name:?}"
         );
     }
@@ -202,7 +204,8 @@ fn dhcp_outgoing(data: &[u8]) {
         secs: u16::from_be_bytes([b(17), b(18)]),
         rapid_commit: b(0) & 32 != 0,
     };
-    let hostname = (b(0) & 64 != 0).then(|| String::from_utf8_lossy(data.get(19..).unwrap_or(&[])).into_owned());
+    let hostname = (b(0) & 64 != 0)
+        .then(|| String::from_utf8_lossy(data.get(19..).unwrap_or(&[])).into_owned());
     let id = ClientId {
         mac: MAC,
         hostname: hostname.clone(),
@@ -237,12 +240,31 @@ fn dhcp_outgoing(data: &[u8]) {
         MessageKind::Release => 7,
     };
     assert_eq!(get(53), Some(&[want_kind][..]));
-    assert_eq!(get(61), Some(&[1, MAC[0], MAC[1], MAC[2], MAC[3], MAC[4], MAC[5]][..]));
-    assert_eq!(get(50), out.requested.map(|a| a.octets()).as_ref().map(|a| &a[..]));
-    assert_eq!(get(54), out.server_id.map(|a| a.octets()).as_ref().map(|a| &a[..]));
+    assert_eq!(
+        get(61),
+        Some(&[1, MAC[0], MAC[1], MAC[2], MAC[3], MAC[4], MAC[5]][..])
+    );
+    assert_eq!(
+        get(50),
+        out.requested.map(|a| a.octets()).as_ref().map(|a| &a[..])
+    );
+    assert_eq!(
+        get(54),
+        out.server_id.map(|a| a.octets()).as_ref().map(|a| &a[..])
+    );
     let asks = matches!(kind, MessageKind::Discover | MessageKind::Request);
-    assert_eq!(get(12), if asks { hostname.as_deref().map(str::as_bytes) } else { None });
-    assert_eq!(get(80).is_some(), out.rapid_commit && kind == MessageKind::Discover);
+    assert_eq!(
+        get(12),
+        if asks {
+            hostname.as_deref().map(str::as_bytes)
+        } else {
+            None
+        }
+    );
+    assert_eq!(
+        get(80).is_some(),
+        out.rapid_commit && kind == MessageKind::Discover
+    );
 }
 
 // ------------------------------------------------------- router adverts
@@ -333,7 +355,11 @@ pub fn rtnl(data: &[u8]) {
         }
         let again = r.finish(seq);
         let back = messages("fuzz", &again).expect("re-encoded link refused");
-        assert_eq!(back, vec![(seq, Msg::NewLink(l))], "decode -> encode -> decode differs");
+        assert_eq!(
+            back,
+            vec![(seq, Msg::NewLink(l))],
+            "decode -> encode -> decode differs"
+        );
     }
 }
 
@@ -366,7 +392,8 @@ pub fn disk(data: &[u8]) {
     if data.len() >= 1024 && &data[512..520] == b"EFI PART" {
         // The entries' CRC first (the header covers it), then the header's.
         let mut fixed = data.to_vec();
-        let le32 = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let le32 =
+            |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         let lba = u64::from(le32(&fixed, 584)) | u64::from(le32(&fixed, 588)) << 32;
         let len = (le32(&fixed, 592) as usize).saturating_mul(le32(&fixed, 596) as usize);
         let start = lba.saturating_mul(512).min(fixed.len() as u64) as usize;
@@ -388,7 +415,9 @@ fn gpt(data: &[u8]) {
     let names = crate::disk::gpt_names_with(|offset, n| {
         asked.push(n);
         assert!(n <= 4 << 20, "GPT reader asks for {n} bytes");
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         Ok(data[start..data.len().min(start.saturating_add(n))].to_vec())
     });
     let mut last = 0;
@@ -458,7 +487,12 @@ pub fn config(data: &[u8]) {
     assert_eq!(json, cfg, "JSON round trip differs");
     let left = crate::config::without_disabled(cfg);
     for s in &left.services {
-        assert!(s.enabled && s.after.iter().all(|a| left.services.iter().any(|o| &o.name == a)));
+        assert!(
+            s.enabled
+                && s.after
+                    .iter()
+                    .all(|a| left.services.iter().any(|o| &o.name == a))
+        );
     }
 }
 
@@ -484,18 +518,28 @@ pub fn ctl(data: &[u8]) {
         match frame(&buf) {
             Framed::Partial => assert!(buf.len() <= MAX_REQUEST),
             Framed::TooLong => {
-                assert!(!buf.contains(&b'\n'));
+                let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+                assert!(line.len() > MAX_REQUEST);
                 return;
             }
             Framed::Line(Ok(req)) => {
                 let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-                assert!(line.len() <= MAX_REQUEST, "a {}-byte request line accepted", line.len());
+                assert!(
+                    line.len() <= MAX_REQUEST,
+                    "a {}-byte request line accepted",
+                    line.len()
+                );
                 let text = match &req {
-                    Request::Status { json } => format!("status{}", if *json { " --json" } else { "" }),
+                    Request::Status { json } => {
+                        format!("status{}", if *json { " --json" } else { "" })
+                    }
                     Request::Logs { follow, service } => format!(
                         "logs{}{}",
                         if *follow { " -f" } else { "" },
-                        service.as_ref().map(|s| format!(" {s}")).unwrap_or_default()
+                        service
+                            .as_ref()
+                            .map(|s| format!(" {s}"))
+                            .unwrap_or_default()
                     ),
                     Request::Start(n) => format!("start {n}"),
                     Request::Stop(n) => format!("stop {n}"),
@@ -544,7 +588,11 @@ pub fn kmsg(data: &[u8]) {
     for chunk in data.chunks(97) {
         for l in lb.feed(chunk) {
             assert!(!l.contains('\n'));
-            assert!(l.len() <= 3 * LINE_MAX + CUT_MARK.len(), "a {}-byte line", l.len());
+            assert!(
+                l.len() <= 3 * LINE_MAX + CUT_MARK.len(),
+                "a {}-byte line",
+                l.len()
+            );
             lines.push(l);
         }
     }
