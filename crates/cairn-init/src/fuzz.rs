@@ -618,7 +618,8 @@ pub fn cmdline(data: &[u8]) {
     let mut again = Vec::new();
     for (k, v) in &c.params {
         assert!(!k.contains('=') && !k.contains('"'), "{k:?}");
-        assert_ne!(k, "--");
+        // `--=x` is a parameter; a bare `--` starts the init's arguments.
+        assert!(!(k == "--" && v.is_none()));
         again.push(match v {
             Some(v) => format!("\"{k}={v}\""),
             None => format!("\"{k}\""),
