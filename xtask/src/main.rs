@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask deps | build-init | demo | test | deny`.
+//! Project tasks: `cargo xtask deps | build-init | demo | test | deny | fuzz`.
 //!
 //! `demo` and `test` are the README's two commands: each installs what is
 //! missing (Debian/Ubuntu packages through apt-get), builds what it needs,
@@ -550,6 +550,9 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The parsers' fuzz targets search for FUZZ_TEST_SECS each (their
+    // kept corpus is also replayed by `cargo test`, on stable, below).
+    fuzz(FUZZ_TEST_SECS, FUZZ_TARGETS)?;
     let mut c = Command::new(env!("CARGO"));
     c.current_dir(root())
         .env("CAIRN_INIT", &init)
@@ -602,7 +605,7 @@ fn real_main() -> Result<()> {
                 "usage: cargo xtask TASK\n\n\
                  tasks:\n  \
                  demo         install what is missing, build and boot examples/hello in QEMU\n  \
-                 test         install what is missing, run fmt, cargo deny, clippy and the whole test suite\n  \
+                 test         install what is missing, run fmt, cargo deny, clippy, 10 s of each fuzz target and the whole test suite\n  \
                  deny         the supply-chain check alone (cargo deny against ../shared/advisory-db, offline)\n  \
                  fuzz         [--time SECS] [TARGET...] run the parsers' fuzz targets (60 s each)\n  \
                  bench        boot cairn and a BusyBox baseline side by side; write bench/RESULTS.md\n  \

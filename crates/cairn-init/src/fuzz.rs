@@ -16,9 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::net::dhcp::{MessageKind, Outgoing, Reply, ReplyKind};
 use crate::net::packet::{self, ClientId, MAX_PACKET};
 
+/// One target's check of one input.
+pub type Check = fn(&[u8]);
+
 /// The targets, by name: what `cargo xtask fuzz` runs and the corpus
 /// folders under `crates/cairn-init/fuzz/corpus`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("dhcp", dhcp),
     ("ra", ra),
     ("rtnl", rtnl),
@@ -675,6 +678,33 @@ mod tests {
                 n += 1;
             }
             assert!(n > 0, "no corpus for {name}");
+        }
+    }
+
+    /// Every target here has its fuzz_targets/NAME.rs and its entry in the
+    /// fuzz crate's Cargo.toml and in xtask's list, and nothing else does.
+    #[test]
+    fn every_target_is_built_and_run() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<String> = std::fs::read_dir(root.join("fuzz/fuzz_targets"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().replace(".rs", ""))
+            .collect();
+        files.sort();
+        let mut names: Vec<String> = TARGETS.iter().map(|t| t.0.to_string()).collect();
+        names.sort();
+        assert_eq!(files, names);
+        let manifest = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
+        let xtask = std::fs::read_to_string(root.join("../../xtask/src/main.rs")).unwrap();
+        for n in &names {
+            assert!(
+                manifest.contains(&format!("name = \"{n}\"")),
+                "{n} not in fuzz/Cargo.toml"
+            );
+            assert!(
+                xtask.contains(&format!("\"{n}\",")),
+                "{n} not in xtask's FUZZ_TARGETS"
+            );
         }
     }
 }
