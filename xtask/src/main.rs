@@ -281,6 +281,15 @@ fn fuzz_cmd(args: &[String]) -> Result<()> {
 fn fuzz(secs: u64, targets: &[&str]) -> Result<()> {
     cargo_fuzz_deps()?;
     let started = std::time::Instant::now();
+    // cargo-fuzz has no --locked: check first that the fuzz crate's own
+    // Cargo.lock (committed) is what the build will use.
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "fetch",
+        "--locked",
+        "--quiet",
+        "--manifest-path",
+        "crates/cairn-init/fuzz/Cargo.toml",
+    ]))?;
     run(&mut cargo_fuzz(&["build", "-O"]))?;
     eprintln!(
         "xtask: fuzz targets built in {:.0} s",
