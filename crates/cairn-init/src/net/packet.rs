@@ -1003,9 +1003,12 @@ pub(crate) mod tests {
     /// without their IP/UDP header) that a client must accept.
     const CORPUS_GOOD: [&str; 3] = ["ack", "offer", "nak"];
     /// Corpus files that must be refused, with the words of their error.
-    const CORPUS_REFUSED: [(&str, &str); 10] = [
+    const CORPUS_REFUSED: [(&str, &str); 13] = [
         ("bad_cookie", "magic cookie: missing"),
         ("classless_bad", "option 121: prefix longer than 32"),
+        ("domain_empty_label", "option 15: not a valid domain name"),
+        ("hostname_dot", "option 12: not a valid domain name"),
+        ("label_too_long", "not a valid domain name"),
         ("empty", "0 bytes, a DHCP message has at least 240"),
         ("garbage", "magic cookie: missing"),
         ("hostname_binary", "option 12: not UTF-8"),
