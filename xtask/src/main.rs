@@ -52,6 +52,8 @@ const APT_PACKAGES: &[&str] = &[
     "linux-source-6.1",
     "make",
     "gcc",
+    // libFuzzer (C++), built by libfuzzer-sys for the fuzz targets.
+    "g++",
     "flex",
     "bison",
     "bc",
