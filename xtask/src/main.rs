@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask deps | build-init | demo | test | deny`.
+//! Project tasks: `cargo xtask deps | build-init | demo | test | deny | fuzz`.
 //!
 //! `demo` and `test` are the README's two commands: each installs what is
 //! missing (Debian/Ubuntu packages through apt-get), builds what it needs,
@@ -58,6 +58,8 @@ const APT_PACKAGES: &[&str] = &[
     "linux-source-6.1",
     "make",
     "gcc",
+    // libFuzzer (C++), built by libfuzzer-sys for the fuzz targets.
+    "g++",
     "flex",
     "bison",
     "bc",
@@ -204,6 +206,133 @@ fn cargo_deny_deps() -> Result<()> {
         "--version",
         CARGO_DENY_VERSION,
     ]))
+}
+
+/// cargo-fuzz, pinned: installed with `cargo install --locked` when missing
+/// or of another version (about 3 minutes on a busy 2-core machine).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The fuzz targets (crates/cairn-init/fuzz/fuzz_targets, each checking
+/// the property of `cairn_init::fuzz::NAME`), each with its kept corpus
+/// in crates/cairn-init/fuzz/corpus/NAME.
+const FUZZ_TARGETS: &[&str] = &[
+    "dhcp", "ra", "rtnl", "disk", "config", "ctl", "kmsg", "cmdline", "sntp",
+];
+
+/// Seconds each target searches in `cargo xtask fuzz` and in `cargo xtask test`.
+const FUZZ_SECS: u64 = 60;
+const FUZZ_TEST_SECS: u64 = 10;
+
+fn cargo_fuzz_deps() -> Result<()> {
+    let have = Command::new(env!("CARGO"))
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| w == CARGO_FUZZ_VERSION)
+        });
+    if have {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install --locked)");
+    run(Command::new(env!("CARGO")).args([
+        "install",
+        "--locked",
+        "--quiet",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+}
+
+/// A cargo-fuzz command in crates/cairn-init. libFuzzer's coverage flags
+/// are nightly-only; RUSTC_BOOTSTRAP=1 lets the stable toolchain take
+/// them (for this command only: the workspace builds stay on stable).
+fn cargo_fuzz(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root().join("crates/cairn-init"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .arg("fuzz")
+        .args(args);
+    c
+}
+
+/// `cargo xtask fuzz [--time SECS] [TARGET...]`: builds the targets with
+/// coverage and runs each for SECS seconds (default [`FUZZ_SECS`]), one at
+/// a time, starting from its kept corpus. New inputs go to
+/// target/fuzz/corpus/TARGET (the kept corpus stays as committed); a
+/// failing input is left in target/fuzz/artifacts/TARGET and stops the
+/// run: fix the parser, then keep the input as a regression case in
+/// crates/cairn-init/fuzz/corpus/TARGET.
+fn fuzz_cmd(args: &[String]) -> Result<()> {
+    let mut secs = FUZZ_SECS;
+    let mut targets: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--time" => secs = it.next().context("--time SECS")?.parse()?,
+            t if FUZZ_TARGETS.contains(&t) => targets.push(t),
+            other => bail!(
+                "unknown fuzz target or option {other} (targets: {})",
+                FUZZ_TARGETS.join(", ")
+            ),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    fuzz(secs, &targets)
+}
+
+fn fuzz(secs: u64, targets: &[&str]) -> Result<()> {
+    cargo_fuzz_deps()?;
+    let started = std::time::Instant::now();
+    // cargo-fuzz has no --locked: check first that the fuzz crate's own
+    // Cargo.lock (committed) is what the build will use.
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "fetch",
+        "--locked",
+        "--quiet",
+        "--manifest-path",
+        "crates/cairn-init/fuzz/Cargo.toml",
+    ]))?;
+    run(&mut cargo_fuzz(&["build", "-O"]))?;
+    eprintln!(
+        "xtask: fuzz targets built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    for t in targets {
+        let fresh = root().join("target/fuzz/corpus").join(t);
+        let artifacts = root().join("target/fuzz/artifacts").join(t);
+        std::fs::create_dir_all(&fresh)?;
+        std::fs::create_dir_all(&artifacts)?;
+        let kept = root().join("crates/cairn-init/fuzz/corpus").join(t);
+        eprintln!("xtask: fuzzing {t} for {secs} s");
+        let mut c = cargo_fuzz(&["run", "-O", t]);
+        c.arg(&fresh)
+            .arg(&kept)
+            .arg("--")
+            .arg(format!("-max_total_time={secs}"))
+            .arg("-timeout=10")
+            .arg("-rss_limit_mb=1024")
+            .arg("-max_len=70000")
+            .arg("-print_final_stats=1")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()));
+        run(&mut c).with_context(|| {
+            format!(
+                "fuzz target {t} found an input that breaks its property (in {}); fix the \
+                 parser and keep the input in crates/cairn-init/fuzz/corpus/{t}",
+                artifacts.display()
+            )
+        })?;
+    }
+    eprintln!(
+        "xtask: fuzzing done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The advisory database snapshot beside the repository (`../shared`,
@@ -438,6 +567,9 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The parsers' fuzz targets search for FUZZ_TEST_SECS each (their
+    // kept corpus is also replayed by `cargo test`, on stable, below).
+    fuzz(FUZZ_TEST_SECS, FUZZ_TARGETS)?;
     let mut c = Command::new(env!("CARGO"));
     c.current_dir(root())
         .env("CAIRN_INIT", &init)
@@ -484,13 +616,15 @@ fn real_main() -> Result<()> {
         "initcalls" => initcalls_cmd(rest),
         "test" => test(rest),
         "deny" => deny(true),
+        "fuzz" => fuzz_cmd(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask TASK\n\n\
                  tasks:\n  \
                  demo         install what is missing, build and boot examples/hello in QEMU\n  \
-                 test         install what is missing, run fmt, cargo deny, clippy and the whole test suite\n  \
+                 test         install what is missing, run fmt, cargo deny, clippy, 10 s of each fuzz target and the whole test suite\n  \
                  deny         the supply-chain check alone (cargo deny against ../shared/advisory-db, offline)\n  \
+                 fuzz         [--time SECS] [TARGET...] run the parsers' fuzz targets (60 s each)\n  \
                  bench        boot cairn and a BusyBox baseline side by side; write bench/RESULTS.md\n  \
                  profile      which code each init runs before its service starts (QEMU TCG translation log)\n  \
                  initcalls    the tiny kernel's slowest initcalls in icount time (initcall_debug + System.map)\n  \

@@ -54,6 +54,9 @@ pub mod console;
 pub mod container;
 pub mod disk;
 pub mod event;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod init;
 pub mod log;
 pub mod machine;

@@ -68,7 +68,7 @@ pub fn parse(line: &str) -> Result<Request, String> {
         if valid_name(n) {
             Ok(n.to_string())
         } else {
-            Err(format!("invalid service name {n:?}"))
+            Err(format!("invalid service name {}", quote(n)))
         }
     };
     match words.as_slice() {
@@ -81,7 +81,7 @@ pub fn parse(line: &str) -> Result<Request, String> {
                 match *w {
                     "-f" | "--follow" if !follow => follow = true,
                     w if service.is_none() && !w.starts_with('-') => service = Some(name(w)?),
-                    w => return Err(format!("unexpected argument {w:?} to logs")),
+                    w => return Err(format!("unexpected argument {} to logs", quote(w))),
                 }
             }
             Ok(Request::Logs { follow, service })
@@ -92,7 +92,18 @@ pub fn parse(line: &str) -> Result<Request, String> {
         ["poweroff"] => Ok(Request::Poweroff),
         ["reboot"] => Ok(Request::Reboot),
         [] => Err("empty request".into()),
-        _ => Err(format!("unknown request {:?}", truncate(line, 80))),
+        _ => Err(format!("unknown request {}", quote(line))),
+    }
+}
+
+/// `s` quoted and escaped as Rust's `{:?}` does, cut to 80 characters
+/// (then ending in `..."`): an error reply stays short whatever was sent.
+fn quote(s: &str) -> String {
+    let q = format!("{s:?}");
+    if q.chars().count() <= 80 {
+        q
+    } else {
+        format!("{}...\"", truncate(&q, 80))
     }
 }
 
@@ -100,6 +111,34 @@ fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+/// What the bytes a client has sent so far amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Framed {
+    /// No newline yet, and not too long: wait for more.
+    Partial,
+    /// The request line, parsed (or why it is refused).
+    Line(Result<Request, String>),
+    /// No newline within [`MAX_REQUEST`] bytes.
+    TooLong,
+}
+
+/// Finds and parses the request line in `buf`, the bytes a client has
+/// sent so far (read in pieces of up to 512 bytes).
+pub(crate) fn frame(buf: &[u8]) -> Framed {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(pos) if pos > MAX_REQUEST => Framed::TooLong,
+        Some(pos) => {
+            let line = String::from_utf8(buf[..pos].to_vec());
+            Framed::Line(
+                line.map_err(|_| "request is not UTF-8".to_string())
+                    .and_then(|l| parse(&l)),
+            )
+        }
+        None if buf.len() > MAX_REQUEST => Framed::TooLong,
+        None => Framed::Partial,
     }
 }
 
@@ -343,19 +382,17 @@ impl Server {
             Ok(_) if c.asked => None,
             Ok(n) => {
                 c.buf.extend_from_slice(&buf[..n]);
-                if let Some(pos) = c.buf.iter().position(|&b| b == b'\n') {
-                    let line = String::from_utf8(c.buf[..pos].to_vec());
-                    c.asked = true;
-                    c.deadline = Some(now + REPLY_TIMEOUT);
-                    match line
-                        .map_err(|_| "request is not UTF-8".to_string())
-                        .and_then(|l| parse(&l))
-                    {
-                        Ok(req) => return Some((token, req)),
-                        Err(e) => c.send(&format!("error: {e}\n{USAGE}\n"), true),
+                match frame(&c.buf) {
+                    Framed::Partial => {}
+                    Framed::Line(line) => {
+                        c.asked = true;
+                        c.deadline = Some(now + REPLY_TIMEOUT);
+                        match line {
+                            Ok(req) => return Some((token, req)),
+                            Err(e) => c.send(&format!("error: {e}\n{USAGE}\n"), true),
+                        }
                     }
-                } else if c.buf.len() > MAX_REQUEST {
-                    c.send("error: request too long\n", true);
+                    Framed::TooLong => c.send("error: request too long\n", true),
                 }
                 None
             }
@@ -659,6 +696,28 @@ mod tests {
         let long = "x".repeat(10_000);
         let e = parse(&long).unwrap_err();
         assert!(e.len() < 200, "{e}");
+    }
+
+    /// Found by the `ctl` fuzz target: an error reply quoted the whole
+    /// offending word (up to the request's length, each control character
+    /// escaped into 6 bytes), and a line longer than [`MAX_REQUEST`] was
+    /// taken when its newline came in the same read as the bytes past the
+    /// limit (the buffer grows 512 bytes at a time).
+    #[test]
+    fn error_replies_are_short_and_long_lines_are_refused_whole() {
+        let bad = format!("stop {}", "\u{1f}".repeat(1000));
+        let e = parse(&bad).unwrap_err();
+        assert!(e.len() < 300, "{} bytes: {e}", e.len());
+        let e = parse(&format!("logs a {}", "\u{1f}".repeat(1000))).unwrap_err();
+        assert!(e.len() < 300, "{} bytes: {e}", e.len());
+        let mut long = format!("status{}", " ".repeat(MAX_REQUEST));
+        long.push('\n');
+        assert_eq!(frame(long.as_bytes()), Framed::TooLong);
+        assert_eq!(
+            frame(b"status --json\n"),
+            Framed::Line(Ok(Request::Status { json: true }))
+        );
+        assert_eq!(frame(b"status"), Framed::Partial);
     }
 
     #[test]

@@ -122,7 +122,16 @@ fn read_at(path: &Path, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
 
 /// GPT partition names of whole disk `dev` (512-byte sectors).
 fn gpt_names(dev: &Path) -> Vec<(u32, String)> {
-    let Ok(lba1) = read_at(dev, 512, 512) else {
+    gpt_names_with(|offset, n| read_at(dev, offset, n))
+}
+
+/// GPT partition names of a disk read through `read_at(offset, length)`
+/// (512-byte sectors): what [`gpt_names`] does with a device, apart from
+/// the device (the fuzz target reads from bytes).
+pub(crate) fn gpt_names_with(
+    mut read_at: impl FnMut(u64, usize) -> std::io::Result<Vec<u8>>,
+) -> Vec<(u32, String)> {
+    let Ok(lba1) = read_at(512, 512) else {
         return Vec::new();
     };
     let Ok(h) = probe::gpt_header(&lba1) else {
@@ -131,7 +140,7 @@ fn gpt_names(dev: &Path) -> Vec<(u32, String)> {
     let Some(off) = h.entries_lba.checked_mul(512) else {
         return Vec::new();
     };
-    match read_at(dev, off, h.entries_len()) {
+    match read_at(off, h.entries_len()) {
         Ok(b) => probe::gpt_names(&h, &b).unwrap_or_default(),
         Err(_) => Vec::new(),
     }

@@ -269,13 +269,22 @@ fn prefix_of(mask: Ipv4Addr) -> Option<u8> {
     (m.checked_shl(len).unwrap_or(0) == 0).then_some(len as u8)
 }
 
+/// A domain name as it goes into resolv.conf or sethostname: one trailing
+/// dot dropped, then 1 to 253 bytes of labels of 1 to 63 letters, digits
+/// and hyphens. (`"."`, `"a..b"` or `".a"` once gave an empty hostname or
+/// a name with an empty label: found by the `dhcp` fuzz target.)
 fn clean_text(field_name: &'static str, s: &str) -> Result<String, PacketError> {
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
     if ok {
-        Ok(s.trim_end_matches('.').to_string())
+        Ok(name.to_string())
     } else {
         Err(field(field_name, "not a valid domain name"))
     }
@@ -802,6 +811,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn names_with_empty_labels_are_refused() {
+        for (code, v) in [
+            (12u8, &b"."[..]),
+            (12, b".."),
+            (15, b"a..b"),
+            (15, b".example"),
+            (12, b"box.."),
+        ] {
+            let mut o = vec![code, v.len() as u8];
+            o.extend_from_slice(v);
+            let e = decode(&with_raw_options(&o), &MAC).unwrap_err();
+            assert!(
+                e.to_string().contains("not a valid domain name"),
+                "{v:?}: {e}"
+            );
+        }
+        let long_label = [b'a'; 64];
+        let mut o = vec![12, 64];
+        o.extend_from_slice(&long_label);
+        assert!(decode(&with_raw_options(&o), &MAC).is_err());
+        // One trailing dot (a fully qualified name) is fine.
+        let r = decode(
+            &with_raw_options(&[15, 8, b'l', b'a', b'b', b'.', b'o', b'r', b'g', b'.']),
+            &MAC,
+        )
+        .unwrap();
+        assert_eq!(r.info.domain.as_deref(), Some("lab.org"));
+    }
+
+    #[test]
     fn every_outgoing_kind_decodes_with_dhcproto() {
         let id = ClientId {
             mac: MAC,
@@ -964,9 +1003,12 @@ pub(crate) mod tests {
     /// without their IP/UDP header) that a client must accept.
     const CORPUS_GOOD: [&str; 3] = ["ack", "offer", "nak"];
     /// Corpus files that must be refused, with the words of their error.
-    const CORPUS_REFUSED: [(&str, &str); 10] = [
+    const CORPUS_REFUSED: [(&str, &str); 13] = [
         ("bad_cookie", "magic cookie: missing"),
         ("classless_bad", "option 121: prefix longer than 32"),
+        ("domain_empty_label", "option 15: not a valid domain name"),
+        ("hostname_dot", "option 12: not a valid domain name"),
+        ("label_too_long", "not a valid domain name"),
         ("empty", "0 bytes, a DHCP message has at least 240"),
         ("garbage", "magic cookie: missing"),
         ("hostname_binary", "option 12: not UTF-8"),

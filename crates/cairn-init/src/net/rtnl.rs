@@ -64,14 +64,14 @@ pub enum LinkEvent {
 }
 
 // netlink(7) / rtnetlink(7) numbers.
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const RTM_NEWLINK: u16 = 16;
+pub(crate) const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_SETLINK: u16 = 19;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
+pub(crate) const RTM_NEWADDR: u16 = 20;
+pub(crate) const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
@@ -80,14 +80,14 @@ const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_CREATE: u16 = 0x400;
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFLA_LINKINFO: u16 = 18;
-const IFF_UP: u32 = 1;
-const IFF_LOWER_UP: u32 = 0x1_0000;
-const ARPHRD_ETHER: u16 = 1;
-const IFA_ADDRESS: u16 = 1;
+pub(crate) const IFLA_ADDRESS: u16 = 1;
+pub(crate) const IFLA_IFNAME: u16 = 3;
+pub(crate) const IFLA_MTU: u16 = 4;
+pub(crate) const IFLA_LINKINFO: u16 = 18;
+pub(crate) const IFF_UP: u32 = 1;
+pub(crate) const IFF_LOWER_UP: u32 = 0x1_0000;
+pub(crate) const ARPHRD_ETHER: u16 = 1;
+pub(crate) const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
 const IFA_CACHEINFO: u16 = 6;
@@ -107,12 +107,12 @@ fn align4(n: usize) -> usize {
 }
 
 /// A request being built: header, fixed part, then attributes.
-struct Request {
+pub(crate) struct Request {
     buf: Vec<u8>,
 }
 
 impl Request {
-    fn new(kind: u16, flags: u16, fixed: &[u8]) -> Request {
+    pub(crate) fn new(kind: u16, flags: u16, fixed: &[u8]) -> Request {
         let mut buf = vec![0u8; 16];
         buf[4..6].copy_from_slice(&kind.to_ne_bytes());
         buf[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
@@ -121,7 +121,7 @@ impl Request {
         Request { buf }
     }
 
-    fn attr(&mut self, kind: u16, value: &[u8]) -> &mut Request {
+    pub(crate) fn attr(&mut self, kind: u16, value: &[u8]) -> &mut Request {
         self.buf
             .extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -130,7 +130,7 @@ impl Request {
         self
     }
 
-    fn finish(mut self, seq: u32) -> Vec<u8> {
+    pub(crate) fn finish(mut self, seq: u32) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
         self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -194,7 +194,7 @@ fn attributes<'a>(op: &'static str, mut b: &'a [u8]) -> Result<Vec<(u16, &'a [u8
 
 /// One decoded netlink message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Msg {
+pub(crate) enum Msg {
     Done,
     /// 0: the ACK; otherwise a negative errno.
     Error(i32),
@@ -293,7 +293,7 @@ fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> RtnlError {
 
 /// Splits a buffer holding several netlink messages and decodes each:
 /// `(sequence number, message)`.
-fn messages(op: &'static str, mut buf: &[u8]) -> Result<Vec<(u32, Msg)>, RtnlError> {
+pub(crate) fn messages(op: &'static str, mut buf: &[u8]) -> Result<Vec<(u32, Msg)>, RtnlError> {
     let mut out = Vec::new();
     while buf.len() >= 16 {
         let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;

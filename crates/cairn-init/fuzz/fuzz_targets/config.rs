@@ -1,0 +1,4 @@
+//! The `config` target: see `cairn_init::fuzz::config` for its property.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cairn_init::fuzz::config(data));

@@ -1,0 +1,4 @@
+//! The `ra` target: see `cairn_init::fuzz::ra` for its property.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cairn_init::fuzz::ra(data));
