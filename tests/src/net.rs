@@ -134,6 +134,16 @@ impl Guest {
         eprintln!("{}", lines.join("\n"));
     }
 
+    /// The address of the first `lease obtained` line after byte `from`.
+    pub fn leased_address(&self, from: usize) -> String {
+        let line = self.line_with(from, "lease obtained");
+        line.split("lease obtained: ")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no lease line after byte {from}:\n{}", self.text()))
+            .to_string()
+    }
+
     /// The line holding `needle` (after `from`).
     pub fn line_with(&self, from: usize, needle: &str) -> String {
         let text = self.text();

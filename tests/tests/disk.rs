@@ -9,6 +9,23 @@ use cairn_e2e::{boot, build, copy_example, example, qmp, Live};
 
 const MIB: u64 = 1 << 20;
 
+/// Hot-plugs a virtio disk through QMP: block node `node` with `file`
+/// (the JSON of its protocol layer: a file, an NBD export, blkdebug...).
+fn hot_add_disk(qmp_sock: &Path, node: &str, file: &str) {
+    cairn_e2e::qmp_json(
+        qmp_sock,
+        &format!(
+            r#"{{"execute":"blockdev-add","arguments":{{"driver":"raw","node-name":"{node}","file":{file}}}}}"#
+        ),
+    );
+    cairn_e2e::qmp_json(
+        qmp_sock,
+        &format!(
+            r#"{{"execute":"device_add","arguments":{{"driver":"virtio-blk-pci","drive":"{node}","id":"{node}blk"}}}}"#
+        ),
+    );
+}
+
 /// The example's partitions as built: DATA left empty for the init.
 const BUILT: &[(&str, &str)] = &[("ESP", "vfat"), ("CONFIG", "ext4"), ("DATA", "none")];
 /// The example's partitions after a boot: DATA formatted by the init.
@@ -610,16 +627,10 @@ on_exit = "poweroff"
         "cairn: mount LABEL=LATE on /late: waiting up to 120s for its device",
         Duration::from_secs(240),
     );
-    cairn_e2e::qmp_json(
+    hot_add_disk(
         &sock,
-        &format!(
-            r#"{{"execute":"blockdev-add","arguments":{{"driver":"raw","node-name":"late","file":{{"driver":"file","filename":"{}"}}}}}}"#,
-            late.display()
-        ),
-    );
-    cairn_e2e::qmp_json(
-        &sock,
-        r#"{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","drive":"late","id":"lateblk"}}"#,
+        "late",
+        &format!(r#"{{"driver":"file","filename":"{}"}}"#, late.display()),
     );
     let (o, exited) = live.finish(Duration::from_secs(180));
     assert!(exited, "QEMU did not power off:\n{o}");
@@ -707,16 +718,13 @@ exec = ["/bin/busybox", "sh", "-c", "i=0; told=0; while true; do i=$((i+1)); if 
         "mount LABEL=FAULTY on /faulty: waiting up to 120s",
         Duration::from_secs(240),
     );
-    cairn_e2e::qmp_json(
+    hot_add_disk(
         &qmp_sock,
+        "faulty",
         &format!(
-            r#"{{"execute":"blockdev-add","arguments":{{"driver":"raw","node-name":"faulty","file":{{"driver":"nbd","server":{{"type":"unix","path":"{}"}},"export":"faulty"}}}}}}"#,
+            r#"{{"driver":"nbd","server":{{"type":"unix","path":"{}"}},"export":"faulty"}}"#,
             sock.display()
         ),
-    );
-    cairn_e2e::qmp_json(
-        &qmp_sock,
-        r#"{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","drive":"faulty","id":"faultyblk"}}"#,
     );
     live.wait_for("writer: write 2 ok", Duration::from_secs(120));
     // The disk goes: the server is killed, by its pid.
@@ -850,17 +858,14 @@ on_exit = "poweroff"
         "mount LABEL=CONFIG on /config: waiting up to 120s",
         Duration::from_secs(240),
     );
-    cairn_e2e::qmp_json(
+    hot_add_disk(
         &qmp_sock,
+        "cfg",
         &format!(
-            r#"{{"execute":"blockdev-add","arguments":{{"driver":"raw","node-name":"cfg","file":{{"driver":"blkdebug","inject-error":[{{"event":"read_aio","errno":5,"sector":{sector}}},{{"event":"read_aio","errno":5,"sector":{}}}],"image":{{"driver":"file","filename":"{}"}}}}}}}}"#,
+            r#"{{"driver":"blkdebug","inject-error":[{{"event":"read_aio","errno":5,"sector":{sector}}},{{"event":"read_aio","errno":5,"sector":{}}}],"image":{{"driver":"file","filename":"{}"}}}}"#,
             sector + 1,
             img.display()
         ),
-    );
-    cairn_e2e::qmp_json(
-        &qmp_sock,
-        r#"{"execute":"device_add","arguments":{"driver":"virtio-blk-pci","drive":"cfg","id":"cfgblk"}}"#,
     );
     let (o, exited) = live.finish(Duration::from_secs(180));
     assert!(exited, "QEMU did not power off:\n{o}");

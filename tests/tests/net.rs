@@ -85,13 +85,7 @@ fn dnsmasq_dhcp4_slaac_rdnss_search_sntp_and_init_reboot() {
     let step = assert_clock_stepped(&g, "192.168.77.1", 60);
 
     // The carrier goes and comes back: INIT-REBOOT confirms the lease.
-    let lease = g.line_with(0, "lease obtained");
-    let addr = lease
-        .split("lease obtained: ")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_string();
+    let addr = g.leased_address(0);
     let mut m = monitor(&mon);
     m.write_all(b"set_link n0 off\n").unwrap();
     let t = g.wait("eth0: carrier down", 60);
@@ -140,13 +134,7 @@ fn dnsmasq_naks_on_init_reboot_and_on_renew_end_in_a_fresh_lease() {
     ];
     let g = ns.boot("examples/net/cairn.toml", &dir.join("out"), &args);
     let t = g.wait("eth0: DHCPv4 lease obtained: 192.168.76.5", 120);
-    let old = g.line_with(0, "lease obtained");
-    let old = old
-        .split("lease obtained: ")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_string();
+    let old = g.leased_address(0);
 
     // INIT-REBOOT: the link drops, the server is replaced, the link comes
     // back; the client asks to keep its address and is refused.
@@ -172,13 +160,7 @@ fn dnsmasq_naks_on_init_reboot_and_on_renew_end_in_a_fresh_lease() {
         log.contains("DHCPDISCOVER(tap0)"),
         "no DISCOVER after the NAK:\n{log}"
     );
-    let mid = g.line_with(nak, "lease obtained");
-    let mid = mid
-        .split("lease obtained: ")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_string();
+    let mid = g.leased_address(nak);
 
     // Renewal: the server is replaced again while the lease runs; the
     // unicast renewal at T1 is refused.
@@ -863,12 +845,9 @@ after = ["network-online"]
     let g = ns.boot(manifest.to_str().unwrap(), &dir.join("out"), &[]);
     let t = g.wait("eth0: DHCPv4 lease obtained: 192.168.69.", 120);
     let guest: Ipv4Addr = g
-        .line_with(0, "lease obtained")
-        .split("lease obtained: ")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no leased address\n{}", g.text()));
+        .leased_address(0)
+        .parse()
+        .unwrap_or_else(|_| panic!("no leased address\n{}", g.text()));
     g.wait_from(t, "tick: tick ", 60);
 
     // Router adverts (router lifetime 0: not a default router) with one
