@@ -166,4 +166,18 @@ fn diff_of_two_disk_images() {
     let o = diff(&old_iso, &old);
     assert_eq!(o.code, Some(1), "{}\n{}", o.stdout, o.stderr);
     o.assert_stdout_has("files: 0 added, 0 removed, 0 changed");
+    // A qcow2 copy of the old disk (as `[disk] format = "qcow2"` writes
+    // it): read through qemu-img, and the same as the raw one.
+    let qcow2 = d.join("old.qcow2");
+    let mut c = std::process::Command::new("qemu-img");
+    c.args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&old)
+        .arg(&qcow2);
+    run_with_timeout(c, Duration::from_secs(60)).assert_ok();
+    let o = diff(&qcow2, &old);
+    assert_eq!(o.code, Some(0), "{}\n{}", o.stdout, o.stderr);
+    o.assert_stdout_has("(qcow2 disk image, its UKI)");
+    o.assert_stdout_has(
+        "partitions: ESP (64.00 MiB at 1.00 MiB), DATA (32.00 MiB at 65.00 MiB) (unchanged)",
+    );
 }

@@ -65,6 +65,30 @@ pub fn bzimage_version(k: &[u8]) -> Option<String> {
     std::str::from_utf8(&s[..end]).ok().map(str::to_string)
 }
 
+/// A raw copy of qcow2 disk `path` in a temporary directory (removed
+/// when the returned guard is dropped), made by `qemu-img convert`.
+fn qcow2_to_raw(path: &Path) -> Result<(tempfile::TempDir, PathBuf), InspectError> {
+    let fail = |detail: String| InspectError::Qcow2 {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let dir = tempfile::tempdir().map_err(|e| fail(format!("temporary directory: {e}")))?;
+    let raw = dir.path().join("disk.raw");
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "qcow2", "-O", "raw"])
+        .arg(path)
+        .arg(&raw)
+        .output()
+        .map_err(|e| fail(format!("cannot run qemu-img (package qemu-utils): {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "qemu-img convert failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok((dir, raw))
+}
+
 /// Whether `path` holds an ISO 9660 filesystem (`CD001` in the primary
 /// volume descriptor at 32 KiB).
 fn is_iso9660(path: &Path) -> bool {
@@ -99,9 +123,20 @@ pub fn load(path: &Path) -> Result<Image, InspectError> {
     // A cairn ISO is a hybrid: its GPT (after the ISO 9660 system area)
     // holds the EFI partition with the UKI, read like a disk image's.
     let iso = is_iso9660(path);
-    let bytes = if n == head.len() && &head[512..520] == b"EFI PART" {
+    // A qcow2 disk (`[disk] format = "qcow2"`): converted to a raw copy
+    // with qemu-img (qemu-utils, which the builder uses to write it) and
+    // read like a raw one.
+    let qcow2 = n >= 4 && head.starts_with(b"QFI\xfb");
+    let raw_copy = if qcow2 {
+        Some(qcow2_to_raw(path)?)
+    } else {
+        None
+    };
+    let raw_path = raw_copy.as_ref().map_or(path, |(_, p)| p.as_path());
+    let gpt = qcow2 || (n == head.len() && &head[512..520] == b"EFI PART");
+    let bytes = if gpt {
         let (parts, uki) =
-            cairn_image::disk::read_image(path).map_err(|source| InspectError::Disk {
+            cairn_image::disk::read_image(raw_path).map_err(|source| InspectError::Disk {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -131,6 +166,7 @@ pub fn load(path: &Path) -> Result<Image, InspectError> {
     let initrd: Vec<u8>;
     if bytes.starts_with(b"MZ") {
         img.kind = match (&img.partitions, iso) {
+            (Some(_), _) if qcow2 => "qcow2 disk image, its UKI",
             (Some(_), true) => "ISO image, its UKI",
             (Some(_), false) => "disk image, its UKI",
             (None, _) => "UKI",

@@ -40,6 +40,8 @@ pub enum InspectError {
         "{path}: disk image without a UKI at EFI/BOOT/BOOTX64.EFI in its EFI system partition"
     )]
     NoUki { path: PathBuf },
+    #[error("{path}: qcow2 disk image: {detail}")]
+    Qcow2 { path: PathBuf, detail: String },
     #[error("{path}: not a newc cpio archive: {source}")]
     Cpio {
         path: PathBuf,
