@@ -599,10 +599,10 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
     if !follow {
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     }
-    if let Err(e) = s.write_all(format!("{line}\n").as_bytes()) {
-        eprintln!("cairnctl: {e}");
-        return 1;
-    }
+    // A server that refuses us writes why and closes at once, possibly
+    // before our request is written (EPIPE): its reason is still there to
+    // read, so a failed write only counts when nothing came back.
+    let sent = s.write_all(format!("{line}\n").as_bytes());
     let mut first = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -611,6 +611,10 @@ pub fn main(args: &[std::ffi::OsString]) -> i32 {
             Ok(1) => first.push(byte[0]),
             _ => break,
         }
+    }
+    if let (Err(e), true) = (&sent, first.is_empty()) {
+        eprintln!("cairnctl: {e}");
+        return 1;
     }
     let first = String::from_utf8_lossy(&first).into_owned();
     let mut out = std::io::stdout();
