@@ -69,7 +69,7 @@ exec = ["/bin/busybox", "sh", "-c", "/bin/busybox sleep 3 & echo $! > /run/daemo
 [[service]]
 name = "zombies"
 after = ["daemon"]
-exec = ["/bin/busybox", "sh", "-c", "p=$(/bin/busybox cat /run/daemon.pid); /bin/busybox sleep 9; if [ -e /proc/$p ]; then echo daemon-left $(/bin/busybox cat /proc/$p/stat); else echo daemon-reaped; fi; z=0; for f in /proc/[0-9]*/stat; do read -r pid comm st rest 2>/dev/null < $f && [ \"$st\" = Z ] && z=$((z+1)) && echo zombie $pid $comm; done; echo zombies=$z"]
+exec = ["/bin/busybox", "sh", "-c", "i=0; while [ ! -s /run/daemon.pid ] && [ $i -lt 30 ]; do /bin/busybox sleep 1; i=$((i+1)); done; p=$(/bin/busybox cat /run/daemon.pid); /bin/busybox sleep 9; if [ -e /proc/$p ]; then echo daemon-left $(/bin/busybox cat /proc/$p/stat); else echo daemon-reaped; fi; z=0; for f in /proc/[0-9]*/stat; do read -r pid comm st rest 2>/dev/null < $f && [ \"$st\" = Z ] && z=$((z+1)) && echo zombie $pid $comm; done; echo zombies=$z"]
 
 [[service]]
 name = "ticker"
