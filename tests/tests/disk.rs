@@ -9,6 +9,23 @@ use cairn_e2e::{boot, build, copy_example, example, qmp, Live};
 
 const MIB: u64 = 1 << 20;
 
+/// A standalone ext4 image of `size` at `img` labelled `label`, with the
+/// tree `content` in it (`mkfs.ext4 -d`) and any `extra` options.
+fn mkfs_ext4(img: &Path, label: &str, size: &str, content: Option<&Path>, extra: &[&str]) {
+    let mut c = std::process::Command::new("mkfs.ext4");
+    c.args(["-q", "-F", "-L", label]).args(extra);
+    if let Some(d) = content {
+        c.arg("-d").arg(d);
+    }
+    let st = c
+        .arg(img)
+        .arg(size)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs.ext4 failed");
+}
+
 /// Hot-plugs a virtio disk through QMP: block node `node` with `file`
 /// (the JSON of its protocol layer: a file, an NBD export, blkdebug...).
 fn hot_add_disk(qmp_sock: &Path, node: &str, file: &str) {
@@ -587,15 +604,7 @@ fn mount_waits_for_a_disk_that_comes_late() {
     std::fs::create_dir_all(&content).unwrap();
     std::fs::write(content.join("hello.txt"), "hello from the late disk\n").unwrap();
     let late = dir.path().join("late.img");
-    let mkfs = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "LATE", "-d"])
-        .arg(&content)
-        .arg(&late)
-        .arg("8M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(mkfs.success(), "mkfs.ext4 failed");
+    mkfs_ext4(&late, "LATE", "8M", Some(&content), &[]);
     let (_guard, mut live, sock) = Live::manifest_with_qmp(
         r#"
 name = "late"
@@ -662,14 +671,7 @@ on_exit = "poweroff"
 fn a_disk_failing_while_mounted_is_reported_and_shutdown_completes() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("faulty.img");
-    let mkfs = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "FAULTY"])
-        .arg(&disk)
-        .arg("16M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(mkfs.success(), "mkfs.ext4 failed");
+    mkfs_ext4(&disk, "FAULTY", "16M", None, &[]);
     let sock = dir.path().join("nbd.sock");
     let mut server = std::process::Command::new("qemu-nbd")
         .args([
@@ -802,15 +804,7 @@ fn an_unreadable_config_falls_back_to_the_built_in_config() {
     )
     .unwrap();
     let img = dir.path().join("config.img");
-    let mkfs = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-b", "1024", "-L", "CONFIG", "-d"])
-        .arg(&content)
-        .arg(&img)
-        .arg("8M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(mkfs.success(), "mkfs.ext4 failed");
+    mkfs_ext4(&img, "CONFIG", "8M", Some(&content), &["-b", "1024"]);
     // The file's first data block (1 KiB blocks): two 512-byte sectors.
     let bmap = std::process::Command::new("debugfs")
         .args(["-R", "bmap /cairn.toml 0"])

@@ -984,14 +984,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn falls_back_to_the_record_when_apt_fails() {
-        let cache = tempfile::tempdir().unwrap();
-        let kernels = cache.path().join("kernels");
-        let dir = kernels.join("linux-image-9.9.9-x_9.9.9-1");
+    /// The tree of an extracted kernel package 9.9.9-x in `dir`.
+    fn fake_kernel_tree(dir: &Path) {
         fs::create_dir_all(dir.join("boot")).unwrap();
         fs::create_dir_all(dir.join("lib/modules/9.9.9-x/kernel")).unwrap();
         fs::write(dir.join("boot/vmlinuz-9.9.9-x"), b"k").unwrap();
+    }
+
+    /// A cache with one extracted kernel package (no record yet): the
+    /// cache, its `kernels` directory and the package's tree.
+    fn fake_extracted_kernel() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let cache = tempfile::tempdir().unwrap();
+        let kernels = cache.path().join("kernels");
+        let dir = kernels.join("linux-image-9.9.9-x_9.9.9-1");
+        fake_kernel_tree(&dir);
+        (cache, kernels, dir)
+    }
+
+    #[test]
+    fn falls_back_to_the_record_when_apt_fails() {
+        let (cache, kernels, dir) = fake_extracted_kernel();
         let failing = Apt {
             get: "false",
             cache: "false",
@@ -1030,12 +1042,7 @@ mod tests {
     /// added module) is refused and dropped, never used.
     #[test]
     fn a_tampered_cached_kernel_is_refused() {
-        let cache = tempfile::tempdir().unwrap();
-        let kernels = cache.path().join("kernels");
-        let dir = kernels.join("linux-image-9.9.9-x_9.9.9-1");
-        fs::create_dir_all(dir.join("boot")).unwrap();
-        fs::create_dir_all(dir.join("lib/modules/9.9.9-x/kernel")).unwrap();
-        fs::write(dir.join("boot/vmlinuz-9.9.9-x"), b"k").unwrap();
+        let (cache, kernels, dir) = fake_extracted_kernel();
         let rec = Record {
             version: "9.9.9-1".into(),
             dir: "linux-image-9.9.9-x_9.9.9-1".into(),
@@ -1070,9 +1077,7 @@ mod tests {
             // Record and tree are gone: the next build downloads again.
             assert!(!record.exists());
             assert!(!dir.exists());
-            fs::create_dir_all(dir.join("boot")).unwrap();
-            fs::create_dir_all(dir.join("lib/modules/9.9.9-x/kernel")).unwrap();
-            fs::write(dir.join("boot/vmlinuz-9.9.9-x"), b"k").unwrap();
+            fake_kernel_tree(&dir);
             write_record(&record, &rec).unwrap();
         }
         // Offline (apt failing), a tampered tree is an error, not a fallback.
