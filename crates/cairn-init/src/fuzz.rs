@@ -566,7 +566,9 @@ pub fn ctl(data: &[u8]) {
 /// One `/dev/kmsg` record, and the same bytes as a service's output
 /// through the line splitter. A record that parses gives one line (no
 /// newline) no longer than the record, and written back as the kernel
-/// would reads back the same. The splitter's lines hold no newline and
+/// would reads back the same; a device it names with an I/O error (what
+/// marks a mount failing) is a bounded name taken from the line. The
+/// splitter's lines hold no newline and
 /// are at most [`LINE_MAX`] bytes before the cut mark (3 times that once
 /// invalid UTF-8 is replaced); valid text without `\r` and long lines
 /// comes out as it went in.
@@ -584,6 +586,13 @@ pub fn kmsg(data: &[u8]) {
             _ => 7,
         };
         let again = format!("{pri},1,{},-;{text}", time.as_micros());
+        // A kernel line naming a device with an I/O error (what marks a
+        // mount failing): a non-empty, bounded name found in the line,
+        // with no separator in it.
+        if let Some(dev) = crate::disk::io_error_device(&text) {
+            assert!(!dev.is_empty() && dev.len() <= 32 && text.contains(dev));
+            assert!(!dev.contains([',', ')']), "{dev:?}");
+        }
         assert_eq!(parse_kmsg(again.as_bytes()), Some((level, time, text)));
     }
     let mut lb = LineBuf::default();
