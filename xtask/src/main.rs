@@ -222,6 +222,8 @@ const FUZZ_TARGETS: &[&str] = &[
 /// Seconds each target searches in `cargo xtask fuzz` and in `cargo xtask test`.
 const FUZZ_SECS: u64 = 60;
 const FUZZ_TEST_SECS: u64 = 10;
+/// libFuzzer's seed for the suite's fuzz check (any fixed number).
+const FUZZ_TEST_SEED: u32 = 1;
 
 fn cargo_fuzz_deps() -> Result<()> {
     let have = Command::new(env!("CARGO"))
@@ -259,20 +261,23 @@ fn cargo_fuzz(args: &[&str]) -> Command {
     c
 }
 
-/// `cargo xtask fuzz [--time SECS] [TARGET...]`: builds the targets with
+/// `cargo xtask fuzz [--time SECS] [--seed N] [TARGET...]`: builds the targets with
 /// coverage and runs each for SECS seconds (default [`FUZZ_SECS`]), one at
 /// a time, starting from its kept corpus. New inputs go to
 /// target/fuzz/corpus/TARGET (the kept corpus stays as committed); a
 /// failing input is left in target/fuzz/artifacts/TARGET and stops the
 /// run: fix the parser, then keep the input as a regression case in
-/// crates/cairn-init/fuzz/corpus/TARGET.
+/// crates/cairn-init/fuzz/corpus/TARGET. `--time 10 --seed 1` is the
+/// suite's check.
 fn fuzz_cmd(args: &[String]) -> Result<()> {
     let mut secs = FUZZ_SECS;
+    let mut seed = None;
     let mut targets: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--time" => secs = it.next().context("--time SECS")?.parse()?,
+            "--seed" => seed = Some(it.next().context("--seed N")?.parse()?),
             t if FUZZ_TARGETS.contains(&t) => targets.push(t),
             other => bail!(
                 "unknown fuzz target or option {other} (targets: {})",
@@ -283,10 +288,16 @@ fn fuzz_cmd(args: &[String]) -> Result<()> {
     if targets.is_empty() {
         targets = FUZZ_TARGETS.to_vec();
     }
-    fuzz(secs, &targets)
+    fuzz(secs, seed, &targets)
 }
 
-fn fuzz(secs: u64, targets: &[&str]) -> Result<()> {
+/// Runs each target for `secs` seconds. With a `seed`, the search is the
+/// suite's check: it starts from the kept corpus alone (a fresh directory
+/// for what it finds) with libFuzzer's seed fixed, so the inputs it tries
+/// are the same sequence on every machine, only cut at a different length
+/// by the machine's speed: what fails in CI fails here with the same
+/// command. Without one, it is a search that grows target/fuzz/corpus.
+fn fuzz(secs: u64, seed: Option<u32>, targets: &[&str]) -> Result<()> {
     cargo_fuzz_deps()?;
     let started = std::time::Instant::now();
     // cargo-fuzz has no --locked: check first that the fuzz crate's own
@@ -304,7 +315,14 @@ fn fuzz(secs: u64, targets: &[&str]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     for t in targets {
-        let fresh = root().join("target/fuzz/corpus").join(t);
+        let fresh = match seed {
+            Some(_) => {
+                let d = root().join("target/fuzz/check").join(t);
+                let _ = std::fs::remove_dir_all(&d);
+                d
+            }
+            None => root().join("target/fuzz/corpus").join(t),
+        };
         let artifacts = root().join("target/fuzz/artifacts").join(t);
         std::fs::create_dir_all(&fresh)?;
         std::fs::create_dir_all(&artifacts)?;
@@ -315,6 +333,7 @@ fn fuzz(secs: u64, targets: &[&str]) -> Result<()> {
             .arg(&kept)
             .arg("--")
             .arg(format!("-max_total_time={secs}"))
+            .args(seed.map(|s| format!("-seed={s}")))
             .arg("-timeout=10")
             .arg("-rss_limit_mb=1024")
             .arg("-max_len=70000")
@@ -567,9 +586,10 @@ fn test(args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The parsers' fuzz targets search for FUZZ_TEST_SECS each (their
-    // kept corpus is also replayed by `cargo test`, on stable, below).
-    fuzz(FUZZ_TEST_SECS, FUZZ_TARGETS)?;
+    // The parsers' fuzz targets search for FUZZ_TEST_SECS each from a
+    // fixed seed (their kept corpus is also replayed by `cargo test`, on
+    // stable, below).
+    fuzz(FUZZ_TEST_SECS, Some(FUZZ_TEST_SEED), FUZZ_TARGETS)?;
     let mut c = Command::new(env!("CARGO"));
     c.current_dir(root())
         .env("CAIRN_INIT", &init)

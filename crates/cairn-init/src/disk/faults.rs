@@ -15,7 +15,12 @@ use super::{MountState, MountStatus};
 pub fn io_error_device(text: &str) -> Option<&str> {
     let name = |rest: &str, end: &[char]| -> Option<usize> {
         let n = rest.find(end).unwrap_or(rest.len());
-        (n > 0 && n <= 32).then_some(n)
+        // A kernel block device name: letters, digits and `-_.:!` (the
+        // kernel writes `/` as `!`). Anything else is not a device.
+        let ok = rest[..n]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:!".contains(&b));
+        (n > 0 && n <= 32 && ok).then_some(n)
     };
     if let Some(i) = text.find("I/O error, dev ") {
         let rest = &text[i + "I/O error, dev ".len()..];
@@ -100,6 +105,12 @@ mod tests {
         );
         assert_eq!(io_error_device("EXT4-fs (vda): mounted filesystem"), None);
         assert_eq!(io_error_device("I/O error, dev , sector 1"), None);
+        // Found by the kmsg fuzz target: a name with a comma (or any byte
+        // a kernel device name does not have) is not a device.
+        assert_eq!(
+            io_error_device("EXT4-fs error (device v\u{1}db1,-;EXT4-fs): x"),
+            None
+        );
         assert_eq!(
             io_error_device(&format!("I/O error, dev {}", "x".repeat(40))),
             None
