@@ -616,8 +616,13 @@ fn secure_boot_refusal_and_watchdog_reset_roll_back() {
 /// The server first has nothing to offer (404): the appliance keeps
 /// running, retries with backoff and says so in `cairnctl update status`.
 /// Then V2 is offered and the power is cut (QEMU killed) while it
-/// downloads: the next boot runs V1, drops the unfinished file, downloads
-/// again and goes through the trial to commit.
+/// downloads: the next boot runs V1, drops the unfinished file and
+/// downloads again. Through the agent's test hook (`test_hooks = true`
+/// and an `EFI/cairn/test-hold` file) the power is then cut at the two
+/// other points an update can be interrupted: with the download complete
+/// and synced but before the rename into slot B, and after the rename
+/// but before `BootNext` is set. Each time the next boot runs V1 from
+/// slot A; the last boot takes V2 through the trial and commits it.
 #[test]
 fn unreachable_repository_backoff_and_power_cut_during_download() {
     let dir = cairn_e2e::net::scratch("update-cut");
@@ -627,6 +632,8 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
     run_with_timeout(c, Duration::from_secs(30)).assert_ok();
     let key = d.join("keys/update.key");
     let m1 = manifest(d, 1, GOOD);
+    let text = std::fs::read_to_string(&m1).unwrap();
+    std::fs::write(&m1, format!("test_hooks = true\n{text}")).unwrap();
     build(&m1, &d.join("v1/out")).assert_ok();
     let img = d.join("upd.img");
     std::fs::copy(d.join("v1/out/upd.img"), &img).unwrap();
@@ -680,6 +687,39 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
     );
     std::fs::write(d.join("console-1.txt"), &out).unwrap();
 
+    // Cut with V2 complete and synced in B.tmp, before the rename.
+    hold(&img, Some("rename"));
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: test hook: holding before rename", long);
+    let (out, _) = g.finish(Duration::from_millis(1));
+    std::fs::write(d.join("console-2.txt"), &out).unwrap();
+    assert_ne!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v2_efi[..])
+    );
+
+    // Cut after the rename into slot B, before BootNext is set.
+    hold(&img, Some("bootnext"));
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: test hook: holding before bootnext", long);
+    let (out, _) = g.finish(Duration::from_millis(1));
+    std::fs::write(d.join("console-3.txt"), &out).unwrap();
+    // The synced download of the cut before survived the cut (fsync of
+    // the file is durable on vfat) and is dropped, not trusted.
+    assert!(
+        out.contains("update: removing the unfinished /boot/efi/EFI/cairn/B.tmp"),
+        "{out}"
+    );
+    assert!(
+        out.contains("update: running version 1 from slot A"),
+        "{out}"
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v2_efi[..])
+    );
+    hold(&img, None);
+
     let mut g = qemu(&ns, &img, &vars);
     g.wait_for("update: running version 1 from slot A", long);
     g.wait_for("update: version 2 written to slot B", long);
@@ -688,13 +728,37 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
         long,
     );
     let (out, _) = g.finish(Duration::from_secs(1));
-    std::fs::write(d.join("console-2.txt"), &out).unwrap();
+    std::fs::write(d.join("console-4.txt"), &out).unwrap();
+    assert!(out.contains("app version 2 starting"), "{out}");
     let log = std::fs::read_to_string(&http_log).unwrap();
-    assert_eq!(count(&log, "GET /upd-2.efi"), 2, "{log}");
+    assert_eq!(count(&log, "GET /upd-2.efi"), 4, "{log}");
     assert_eq!(
         esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
         Some(&v2_efi[..])
     );
     assert!(esp_file(&img, "/EFI/cairn/B.tmp").is_none());
     cleanup(ns, &dir);
+}
+
+/// Writes (or with `None` removes) the agent's test hook file on the
+/// image's ESP, with mtools, while no guest runs.
+fn hold(img: &Path, point: Option<&str>) {
+    let esp = format!("{}@@1M", img.display());
+    let st = match point {
+        Some(p) => {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), p).unwrap();
+            Command::new("mcopy")
+                .args(["-o", "-i", &esp])
+                .arg(f.path())
+                .arg("::/EFI/cairn/test-hold")
+                .status()
+                .unwrap()
+        }
+        None => Command::new("mdel")
+            .args(["-i", &esp, "::/EFI/cairn/test-hold"])
+            .status()
+            .unwrap(),
+    };
+    assert!(st.success(), "mtools on {esp} failed");
 }

@@ -169,6 +169,8 @@ struct Agent {
     state: State,
     booted: char,
     status: Arc<Mutex<Status>>,
+    /// `test_hooks = true` in the manifest: [`Agent::test_hold`] obeys.
+    hooks: bool,
 }
 
 impl Agent {
@@ -197,6 +199,24 @@ impl Agent {
             line.push_str(&format!("; last error: {e}"));
         }
         let _ = write_atomic(Path::new(SUMMARY_PATH), format!("{line}\n").as_bytes());
+    }
+
+    /// Test hook (images with `test_hooks = true` only): when the ESP
+    /// holds `EFI/cairn/test-hold` naming `point`, the agent stops there
+    /// for good, so the power-cut test can cut exactly between two steps.
+    fn test_hold(&self, point: &str) {
+        if !self.hooks {
+            return;
+        }
+        let Ok(want) = std::fs::read_to_string(slot_dir().join("test-hold")) else {
+            return;
+        };
+        if want.trim() == point {
+            say(&format!("test hook: holding before {point}"));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
     }
 
     fn set_state(&self, s: &str) {
@@ -451,12 +471,14 @@ impl Agent {
                 rel.version, rel.size, rel.sha256
             )));
         }
+        self.test_hold("rename");
         std::fs::rename(&tmp, dir.join(format!("{target}.efi")))
             .map_err(|e| fail(format!("rename into slot {target}: {e}")))?;
         fsync_dir(&dir);
         self.state.versions.insert(target, rel.version);
         self.save();
         self.ensure_entries()?;
+        self.test_hold("bootnext");
         efi::set_boot_next(efi::slot_entry(target)).map_err(|e| format!("write BootNext: {e}"))?;
         self.state.trial = Some(Trial {
             slot: target,
@@ -624,6 +646,7 @@ pub fn main() -> i32 {
         state,
         booted,
         status: status.clone(),
+        hooks: sys.test_hooks,
     };
     say(&format!(
         "running version {} from slot {booted} (committed: slot {}, BootCurrent {})",
