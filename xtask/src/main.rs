@@ -216,7 +216,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// the property of `cairn_init::fuzz::NAME`), each with its kept corpus
 /// in crates/cairn-init/fuzz/corpus/NAME.
 const FUZZ_TARGETS: &[&str] = &[
-    "dhcp", "ra", "rtnl", "disk", "config", "ctl", "kmsg", "cmdline", "sntp",
+    "dhcp", "ra", "rtnl", "disk", "config", "ctl", "kmsg", "cmdline", "sntp", "update",
 ];
 
 /// Seconds each target searches in `cargo xtask fuzz` and in `cargo xtask test`.
