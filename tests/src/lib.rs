@@ -559,3 +559,28 @@ pub fn pip_tool(name: &str) -> Option<PathBuf> {
             .is_ok_and(|s| s.success())
     })
 }
+
+/// A failing build leaves earlier outputs untouched and writes nothing.
+pub fn assert_refused_cleanly(manifest_text: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::copy(
+        example("hello").parent().unwrap().join("cairn.toml"),
+        dir.path().join("good.toml"),
+    )
+    .unwrap();
+    build(&dir.path().join("good.toml"), &out).assert_ok();
+    let before = dir_contents(&out);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, manifest_text).unwrap();
+    let o = build(&bad, &out);
+    assert!(!o.success, "bad manifest was accepted:\n{}", o.stdout);
+    for e in expect {
+        assert!(o.stderr.contains(e), "expected {e:?} in:\n{}", o.stderr);
+    }
+    assert_eq!(
+        dir_contents(&out),
+        before,
+        "outputs changed after a failed build"
+    );
+}

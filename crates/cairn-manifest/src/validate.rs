@@ -97,6 +97,8 @@ pub enum Invalid {
         "`path` of a [[binary]] must be an absolute host path, like `/usr/bin/{0}`; got `{0}`"
     )]
     RelativeBinary(String),
+    #[error("`files` of a [[package]] must list at least one path inside the package, like \"/usr/sbin/dnsmasq\"")]
+    PackageNoFiles,
     #[error(transparent)]
     Disk(#[from] crate::disk::DiskInvalid),
     #[error(transparent)]
