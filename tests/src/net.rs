@@ -279,12 +279,15 @@ impl Netns {
             "dnsmasq",
             "--no-daemon",
             "--conf-file=/dev/null",
-            "--port=0",
             "--interface=tap0",
             "--bind-interfaces",
             "--log-dhcp",
             &leases,
         ];
+        // No DNS unless `extra` gives a port (dnsmasq refuses a repeated one).
+        if !extra.iter().any(|a| a.starts_with("--port=")) {
+            args.push("--port=0");
+        }
         args.extend_from_slice(extra);
         let i = self.spawn(&args, &log);
         (i, log)

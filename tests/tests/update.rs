@@ -21,6 +21,9 @@ const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 const SERVER: &str = "192.168.78.1";
+/// The repository's name in the manifests: dnsmasq answers it with
+/// [`SERVER`] (the agent resolves it through the DNS server DHCP gave).
+const REPO_NAME: &str = "updates.cairn.test";
 
 /// The appliance at `version`; `app` is its service's shell script.
 fn manifest(dir: &Path, version: u64, app: &str) -> PathBuf {
@@ -58,7 +61,7 @@ esp_size = "96M"
 
 [update]
 version = {version}
-url = "http://{SERVER}:8000/"
+url = "http://{REPO_NAME}:8000/"
 keys = ["{keys}/update.pub"]
 interval = "10s"
 health = {{ services = ["app"], for = "{health_for}", network = true }}
@@ -186,6 +189,11 @@ fn servers(tag: &str, d: &Path, served: &Path) -> (Netns, PathBuf) {
         &[
             "--no-ping",
             "--dhcp-range=192.168.78.50,192.168.78.99,255.255.255.0,2m",
+            // DNS too: the repository's name.
+            "--port=53",
+            "--no-resolv",
+            "--log-queries",
+            &format!("--host-record={REPO_NAME},{SERVER}"),
         ],
     );
     let http_log = d.join("http.log");
@@ -732,6 +740,12 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
     assert!(out.contains("app version 2 starting"), "{out}");
     let log = std::fs::read_to_string(&http_log).unwrap();
     assert_eq!(count(&log, "GET /upd-2.efi"), 4, "{log}");
+    // The agent found the repository by its name, through DHCP's server.
+    let dns = std::fs::read_to_string(d.join("dnsmasq.log")).unwrap();
+    assert!(
+        dns.contains(&format!("query[A] {REPO_NAME} from 192.168.78.")),
+        "{dns}"
+    );
     assert_eq!(
         esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
         Some(&v2_efi[..])

@@ -14,12 +14,41 @@ const HEADER_MAX: usize = 16 * 1024;
 /// GETs `path` from `addr`, writing at most `max` body bytes to `sink`;
 /// returns the body length.
 pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Result<u64, String> {
+    fetch(addr, &addr.to_string(), path, max, sink)
+}
+
+/// [`get`] from `host` (an IPv4 address or a name, resolved through
+/// [`super::dns`] at each call) on `port`; the request's `Host:` is the
+/// name, so name-based virtual hosts work.
+pub fn get_from(
+    host: &str,
+    port: u16,
+    path: &str,
+    max: u64,
+    sink: &mut dyn Write,
+) -> Result<u64, String> {
+    let addr = super::dns::resolve(host, port)?;
+    let header = if port == 80 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    fetch(addr, &header, path, max, sink)
+}
+
+fn fetch(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    max: u64,
+    sink: &mut dyn Write,
+) -> Result<u64, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cairn-update\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cairn-update\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes())
         .map_err(|e| format!("send to {addr}: {e}"))?;

@@ -15,12 +15,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod efi;
 pub mod http;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -164,7 +164,9 @@ fn ctl(request: &str) -> Result<String, String> {
 struct Agent {
     name: String,
     cfg: UpdateConfig,
-    addr: SocketAddr,
+    /// The repository's host (an IPv4 address or a name) and port.
+    host: String,
+    port: u16,
     path: String,
     state: State,
     booted: char,
@@ -393,8 +395,9 @@ impl Agent {
     fn check(&mut self, install: bool) -> Result<String, String> {
         self.set_state("checking");
         let mut md = Vec::new();
-        http::get(
-            self.addr,
+        http::get_from(
+            &self.host,
+            self.port,
             &format!("{}{METADATA_FILE}", self.path),
             release::METADATA_MAX as u64,
             &mut md,
@@ -456,8 +459,9 @@ impl Agent {
             let _ = std::fs::remove_file(&tmp);
             msg
         };
-        let got = http::get(
-            self.addr,
+        let got = http::get_from(
+            &self.host,
+            self.port,
             &format!("{}{}", self.path, rel.file),
             rel.size,
             &mut w,
@@ -591,7 +595,7 @@ pub fn main() -> i32 {
     let Some(cfg) = sys.update else {
         idle_forever("this image has no [update]; nothing to do");
     };
-    let Some((ip, port, path)) = cairn_manifest::update::parse_url(&cfg.url) else {
+    let Some((host, port, path)) = cairn_manifest::update::parse_http_url(&cfg.url) else {
         idle_forever(&format!("bad url {}", cfg.url));
     };
     if !Path::new(efi::EFIVARS).is_dir() {
@@ -641,7 +645,8 @@ pub fn main() -> i32 {
     let mut agent = Agent {
         name: sys.name,
         cfg,
-        addr: SocketAddr::from((ip, port)),
+        host,
+        port,
         path,
         state,
         booted,
