@@ -1488,7 +1488,7 @@ mod tests {
             "version = 1\nurl = \"https://updates.example/\"\nkeys = [\"{KEY}\"]\n"
         )));
         assert_eq!((l, c), (10, 7), "{msg}");
-        assert!(msg.contains("http://IPV4"), "{msg}");
+        assert!(msg.contains("http://HOST[:PORT]/PATH"), "{msg}");
         let (l, _, msg) = err(&update_manifest(
             "version = 1\nurl = \"http://10.0.0.1/\"\nkeys = [\"missing.pub\"]\n",
         ));
