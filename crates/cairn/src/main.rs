@@ -22,6 +22,13 @@ struct BuildArgs {
     /// Output directory.
     #[arg(short, long, default_value = "out")]
     out: PathBuf,
+    #[command(flatten)]
+    flags: BuildFlags,
+}
+
+/// How to build, besides the manifest and the output directory.
+#[derive(clap::Args)]
+struct BuildFlags {
     /// The cairn-init binary to put in the image (default: $CAIRN_INIT or
     /// the one built by `cargo xtask build-init`).
     #[arg(long)]
@@ -206,6 +213,12 @@ enum Cmd {
         #[arg(long)]
         config: bool,
     },
+    /// Build the manifest into DIR and write beside the image what a boot
+    /// server needs: iPXE (undionly.kpxe) and its script for BIOS
+    /// machines, dnsmasq configurations (full DHCP, and proxy DHCP) that
+    /// answer UEFI HTTP boot, UEFI PXE and BIOS PXE, and nodes/ for the
+    /// signed per-node configs.
+    Netboot(NetbootArgs),
     /// Build the manifest (its [update] version) and publish the UKI with
     /// signed metadata into an update repository directory, served by any
     /// static HTTP server.
@@ -247,6 +260,42 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct NetbootArgs {
+    /// The manifest (cairn.toml).
+    manifest: PathBuf,
+    /// The directory to write (the build's outputs and the server's files).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The HTTP server serving DIR, as the nodes reach it: IPV4[:PORT]
+    /// (dnsmasq's TFTP is on the same address).
+    #[arg(long)]
+    server: String,
+    /// The interface dnsmasq serves.
+    #[arg(long, default_value = "eth0")]
+    interface: String,
+    /// Addresses dnsmasq leases (full DHCP): FIRST,LAST. Default: .100
+    /// to .199 of the server's /24.
+    #[arg(long)]
+    range: Option<String>,
+    /// iPXE for BIOS PXE ROMs.
+    #[arg(long, default_value = cairn::netboot::UNDIONLY)]
+    ipxe: PathBuf,
+    #[command(flatten)]
+    flags: BuildFlags,
+}
+
+fn netboot(a: &NetbootArgs) -> anyhow::Result<()> {
+    let site = cairn::netboot::Site::parse(&a.server, &a.interface, a.range.as_deref())?;
+    let report = build(&a.manifest, &build_options_in(&a.dir, &a.flags))?;
+    eprint!("{report}");
+    print!(
+        "{}",
+        cairn::netboot::write_dir(&a.dir, &report.name, &report.cmdline, &site, &a.ipxe)?
+    );
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum KernelCmd {
     /// Build (or find in the cache) the kernel a manifest's `[kernel]
@@ -273,7 +322,11 @@ fn template_names() -> clap::builder::PossibleValuesParser {
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
-    let mut o = BuildOptions::new(a.out.clone());
+    build_options_in(&a.out, &a.flags)
+}
+
+fn build_options_in(out: &std::path::Path, a: &BuildFlags) -> BuildOptions {
+    let mut o = BuildOptions::new(out.to_path_buf());
     o.init = a.init.clone();
     o.stub = a.stub.clone();
     o.refresh = a.refresh;
@@ -440,6 +493,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Man { dir } => man(dir.as_deref()),
+        Cmd::Netboot(a) => netboot(&a),
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),
