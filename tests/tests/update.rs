@@ -189,20 +189,7 @@ fn servers(tag: &str, d: &Path, served: &Path) -> (Netns, PathBuf) {
         ],
     );
     let http_log = d.join("http.log");
-    ns.spawn(
-        &[
-            "/usr/bin/python3",
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            SERVER,
-            "--directory",
-            served.to_str().unwrap(),
-            "8000",
-        ],
-        &http_log,
-    );
+    ns.http_server(SERVER, 8000, served, &http_log);
     (ns, http_log)
 }
 

@@ -1,0 +1,346 @@
+//! Diskless fleets end to end: `cairn netboot` writes a boot server's
+//! directory; a lab in a network namespace (a bridge, real dnsmasq for
+//! DHCP and TFTP with the generated configuration, `python3 -m
+//! http.server`) boots three diskless QEMU nodes at once, each with its
+//! own MAC and firmware variable store: one by OVMF's UEFI HTTP boot, one
+//! by OVMF's UEFI PXE (TFTP), one by SeaBIOS through iPXE. Each reaches
+//! `cairn: ready` with the hostname DHCP gave its MAC, and the servers'
+//! logs show each node's fetches.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cairn_e2e::net::{scratch, Guest, Netns};
+use cairn_e2e::{cairn, run_with_timeout};
+
+const SERVER: &str = "10.77.0.1";
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Firmware {
+    UefiHttp,
+    UefiPxe,
+    Bios,
+}
+
+/// One diskless node of the lab: its tap, MAC, firmware, and the
+/// hostname and address dnsmasq gives that MAC.
+struct Node {
+    host: &'static str,
+    tap: usize,
+    fw: Firmware,
+}
+
+impl Node {
+    fn mac(&self) -> String {
+        format!("52:54:00:77:00:{:02x}", self.tap + 1)
+    }
+
+    fn ip(&self) -> String {
+        format!("10.77.0.{}", 11 + self.tap)
+    }
+
+    /// dnsmasq's `dhcp-host` for it.
+    fn dhcp_host(&self) -> String {
+        format!("--dhcp-host={},{},{}", self.mac(), self.ip(), self.host)
+    }
+}
+
+const NODES: [Node; 3] = [
+    Node {
+        host: "node-http",
+        tap: 0,
+        fw: Firmware::UefiHttp,
+    },
+    Node {
+        host: "node-pxe",
+        tap: 1,
+        fw: Firmware::UefiPxe,
+    },
+    Node {
+        host: "node-bios",
+        tap: 2,
+        fw: Firmware::Bios,
+    },
+];
+
+/// The appliance every node boots: a service that prints the hostname
+/// and a per-node value.
+fn manifest(dir: &Path) -> PathBuf {
+    let path = dir.join("cairn.toml");
+    std::fs::write(
+        &path,
+        r#"name = "node"
+
+[kernel]
+package = "linux-image-cloud-amd64"
+cmdline = "console=ttyS0 panic=-1"
+modules = ["virtio_pci", "virtio_net"]
+
+[[binary]]
+path = "/usr/bin/busybox"
+
+[[service]]
+name = "whoami"
+exec = ["/usr/bin/busybox", "sh", "-c", "echo \"node: hostname=$(/usr/bin/busybox hostname) value=$NODE_VALUE\""]
+env = { NODE_VALUE = "builtin" }
+after = ["network-online"]
+"#,
+    )
+    .unwrap();
+    path
+}
+
+/// `cairn netboot MANIFEST --dir DIR` for the lab's server.
+fn netboot(manifest: &Path, dir: &Path) {
+    let mut c = cairn();
+    c.arg("netboot")
+        .arg(manifest)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--server", &format!("{SERVER}:8000")])
+        .args(["--interface", "br0", "--fast"]);
+    let o = run_with_timeout(c, Duration::from_secs(300));
+    o.assert_ok();
+    o.assert_stdout_has("dnsmasq.conf");
+}
+
+/// The lab: the namespace with its bridge and taps, dnsmasq run with
+/// the generated `dnsmasq.conf` (plus one `dhcp-host` per node), the
+/// HTTP server on `served`.
+struct Lab {
+    ns: Netns,
+    dnsmasq_log: PathBuf,
+    http_log: PathBuf,
+    dnsmasq: usize,
+    http: usize,
+}
+
+impl Lab {
+    fn start(tag: &str, scratch: &Path, served: &Path) -> Lab {
+        let mut ns = Netns::bridged(tag, &format!("{SERVER}/24"), NODES.len());
+        let conf = format!("--conf-file={}", served.join("dnsmasq.conf").display());
+        let hosts: Vec<String> = NODES.iter().map(Node::dhcp_host).collect();
+        let mut extra = vec![conf.as_str(), "--no-ping"];
+        extra.extend(hosts.iter().map(String::as_str));
+        let (dnsmasq, dnsmasq_log) = ns.start_dnsmasq_on("br0", scratch, &extra);
+        let http_log = scratch.join("http.log");
+        let http = ns.http_server(SERVER, 8000, served, &http_log);
+        Lab {
+            ns,
+            dnsmasq_log,
+            http_log,
+            dnsmasq,
+            http,
+        }
+    }
+
+    /// Boots `node` (QEMU in the namespace, on its tap), its variable
+    /// store a fresh copy in `dir`.
+    fn boot(&self, node: &Node, dir: &Path) -> Guest {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec"])
+            .arg(self.ns.prefix()[3])
+            .args(["qemu-system-x86_64", "-accel", "tcg", "-m", "256M"])
+            .args(["-smp", "1", "-display", "none", "-vga", "none"])
+            .args(["-serial", "stdio", "-monitor", "none", "-no-reboot"])
+            .arg("-netdev")
+            .arg(format!(
+                "tap,id=n0,ifname=tap{},script=no,downscript=no",
+                node.tap
+            ));
+        // OVMF's own network stack (no iPXE option ROM on the NIC); SeaBIOS
+        // boots through the NIC's ROM, Debian's iPXE.
+        let rom = if node.fw == Firmware::Bios {
+            ""
+        } else {
+            ",romfile="
+        };
+        c.arg("-device")
+            .arg(format!("virtio-net-pci,netdev=n0,mac={}{rom}", node.mac()));
+        if node.fw == Firmware::Bios {
+            c.args(["-machine", "pc"]);
+            return Guest::spawn(c);
+        }
+        let vars = dir.join(format!("{}.vars.fd", node.host));
+        std::fs::copy(OVMF_VARS, &vars).unwrap();
+        c.args(["-machine", "q35"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ));
+        if node.fw == Firmware::UefiHttp {
+            // OVMF tries PXE before HTTP boot: this node has no PXE, so
+            // its boot file comes from the DHCP offer for HTTP clients.
+            for v in ["IPv4PXESupport", "IPv6PXESupport"] {
+                c.args(["-fw_cfg", &format!("name=opt/org.tianocore/{v},string=no")]);
+            }
+        }
+        Guest::spawn(c)
+    }
+
+    fn http_log(&self) -> String {
+        std::fs::read_to_string(&self.http_log).unwrap_or_default()
+    }
+
+    fn dnsmasq_log(&self) -> String {
+        std::fs::read_to_string(&self.dnsmasq_log).unwrap_or_default()
+    }
+
+    /// Seconds of CPU (user + system) the servers have used so far:
+    /// (dnsmasq, HTTP server).
+    fn cpu(&self) -> (f64, f64) {
+        (
+            cpu_secs(self.ns.pid(self.dnsmasq)),
+            cpu_secs(self.ns.pid(self.http)),
+        )
+    }
+}
+
+/// utime + stime of `pid` in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// The `ready` line's "N s since power-on by the TSC".
+fn power_on_to_ready(console: &str) -> Option<f64> {
+    let line = console.lines().find(|l| l.contains("cairn: ready"))?;
+    line.split("; ")
+        .find(|p| p.contains("since power-on"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Waits (each node at most `secs`) until every node has printed its
+/// line; returns the wall time each took from its start.
+fn wait_all(
+    guests: &[(&Node, Guest, Instant)],
+    needle: &dyn Fn(&Node) -> String,
+    secs: u64,
+) -> Vec<f64> {
+    let mut took = vec![None; guests.len()];
+    let end = Instant::now() + Duration::from_secs(secs);
+    while took.iter().any(Option::is_none) {
+        for (i, (node, g, start)) in guests.iter().enumerate() {
+            if took[i].is_none() && g.find_from(0, &needle(node)).is_some() {
+                took[i] = Some(start.elapsed().as_secs_f64());
+            }
+        }
+        if Instant::now() > end {
+            for (i, (node, g, _)) in guests.iter().enumerate() {
+                if took[i].is_none() {
+                    panic!(
+                        "{} ({:?}) did not print {:?} within {secs}s\n--- console ---\n{}",
+                        node.host,
+                        node.fw,
+                        needle(node),
+                        g.text()
+                    );
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    took.into_iter().map(Option::unwrap).collect()
+}
+
+/// The three nodes boot the one image at once, each by its own path,
+/// and come up with the hostname DHCP gave its MAC.
+#[test]
+fn three_diskless_nodes_boot_one_image_by_http_pxe_and_ipxe() {
+    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
+        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+        return;
+    }
+    let d = scratch("netboot");
+    let served = d.join("srv");
+    let m = manifest(&d);
+    netboot(&m, &served);
+    let lab = Lab::start("nb", &d, &served);
+    let guests: Vec<(&Node, Guest, Instant)> = NODES
+        .iter()
+        .map(|n| (n, lab.boot(n, &d), Instant::now()))
+        .collect();
+    let took = wait_all(
+        &guests,
+        &|n| format!("node: hostname={} value=builtin", n.host),
+        600,
+    );
+    let http = lab.http_log();
+    let dnsmasq = lab.dnsmasq_log();
+    let size = |f: &str| std::fs::metadata(served.join(f)).unwrap().len();
+    let mut bytes = Vec::new();
+    for (node, g, _) in &guests {
+        let text = g.text();
+        assert!(
+            text.contains(&format!("cairn: hostname set to {} (DHCP)", node.host)),
+            "{text}"
+        );
+        let from = format!("{} ", node.ip());
+        let got = |file: &str| {
+            let get = format!("\"GET /{file} HTTP");
+            http.lines()
+                .any(|l| l.starts_with(&from) && l.contains(&get))
+        };
+        let b = match node.fw {
+            Firmware::UefiHttp => {
+                assert!(
+                    got("node.efi"),
+                    "no GET of the UKI from {}:\n{http}",
+                    node.ip()
+                );
+                size("node.efi")
+            }
+            Firmware::UefiPxe => {
+                let sent = format!("sent {}/node.efi to {}", served.display(), node.ip());
+                assert!(dnsmasq.contains(&sent), "no TFTP of the UKI:\n{dnsmasq}");
+                assert!(!http.contains(&from), "{http}");
+                size("node.efi")
+            }
+            Firmware::Bios => {
+                for f in ["boot.ipxe", "node.vmlinuz", "node.initrd"] {
+                    assert!(got(f), "no GET of {f} from {}:\n{http}", node.ip());
+                }
+                // Only iPXE asks for the script (SeaBIOS's and iPXE's
+                // own words go to the screen, which this node lacks).
+                size("boot.ipxe") + size("node.vmlinuz") + size("node.initrd")
+            }
+        };
+        bytes.push(b);
+    }
+    let (dns_cpu, http_cpu) = lab.cpu();
+    for (i, (node, g, _)) in guests.iter().enumerate() {
+        eprintln!(
+            "{:<10} {:?}: ready {:.1} s after power-on (TSC), console line after {:.1} s wall; {} bytes served",
+            node.host,
+            node.fw,
+            power_on_to_ready(&g.text()).unwrap_or(f64::NAN),
+            took[i],
+            bytes[i]
+        );
+    }
+    eprintln!(
+        "servers' CPU for {} boots: dnsmasq {dns_cpu:.2} s, HTTP {http_cpu:.2} s",
+        NODES.len()
+    );
+    drop(guests);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
