@@ -5,7 +5,8 @@
 //! own MAC and firmware variable store: one by OVMF's UEFI HTTP boot, one
 //! by OVMF's UEFI PXE (TFTP), one by SeaBIOS through iPXE. Each reaches
 //! `cairn: ready` with the hostname DHCP gave its MAC, and the servers'
-//! logs show each node's fetches.
+//! logs show each node's fetches. Then per-node configs (`[netboot]`):
+//! signed, tampered with, absent, required, and behind a slow server.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,12 +68,14 @@ const NODES: [Node; 3] = [
 ];
 
 /// The appliance every node boots: a service that prints the hostname
-/// and a per-node value.
-fn manifest(dir: &Path) -> PathBuf {
+/// and a per-node value (`NODE_VALUE`, which node configs may set), and
+/// `netboot` (its `[netboot]` table's keys, trusting `dir/keys`).
+fn manifest(dir: &Path, netboot: &str) -> PathBuf {
     let path = dir.join("cairn.toml");
     std::fs::write(
         &path,
-        r#"name = "node"
+        format!(
+            r#"name = "node"
 
 [kernel]
 package = "linux-image-cloud-amd64"
@@ -85,12 +88,53 @@ path = "/usr/bin/busybox"
 [[service]]
 name = "whoami"
 exec = ["/usr/bin/busybox", "sh", "-c", "echo \"node: hostname=$(/usr/bin/busybox hostname) value=$NODE_VALUE\""]
-env = { NODE_VALUE = "builtin" }
+env = {{ NODE_VALUE = "builtin" }}
+config_env = ["NODE_VALUE"]
 after = ["network-online"]
-"#,
+
+[netboot]
+keys = ["keys/update.pub"]
+{netboot}
+"#
+        ),
     )
     .unwrap();
     path
+}
+
+/// The node key pair in `dir/keys` (`cairn keys generate --update`).
+fn keys(dir: &Path) -> PathBuf {
+    let mut c = cairn();
+    c.args(["keys", "generate", "--update"])
+        .arg(dir.join("keys"));
+    run_with_timeout(c, Duration::from_secs(60)).assert_ok();
+    dir.join("keys/update.key")
+}
+
+/// `cairn netboot sign-node`: `NODE_VALUE = value` for `node`, into
+/// `served/nodes/`; returns the file.
+fn sign_node(d: &Path, manifest: &Path, served: &Path, node: &Node, value: &str) -> PathBuf {
+    let config = d.join(format!("{}.toml", node.host));
+    std::fs::write(
+        &config,
+        format!("[service.whoami]\nenv = {{ NODE_VALUE = \"{value}\" }}\n"),
+    )
+    .unwrap();
+    let mut c = cairn();
+    c.args(["netboot", "sign-node"])
+        .arg(&config)
+        .arg("--manifest")
+        .arg(manifest)
+        .args(["--mac", &node.mac()])
+        .arg("--key")
+        .arg(d.join("keys/update.key"))
+        .arg("--dir")
+        .arg(served);
+    let o = run_with_timeout(c, Duration::from_secs(60));
+    o.assert_ok();
+    served
+        .join("nodes")
+        .join(format!("{}.toml", node.mac().replace(':', "-")))
 }
 
 /// `cairn netboot MANIFEST --dir DIR` for the lab's server.
@@ -261,8 +305,24 @@ fn wait_all(
     took.into_iter().map(Option::unwrap).collect()
 }
 
+/// The node config's path on the server, as the node asks for it.
+fn config_path(node: &Node) -> String {
+    format!("/nodes/{}.toml", node.mac().replace(':', "-"))
+}
+
+/// Whether the HTTP server's log has a `GET path` from `node`.
+fn got(http: &str, node: &Node, path: &str) -> bool {
+    let from = format!("{} ", node.ip());
+    let get = format!("\"GET {path} HTTP");
+    http.lines()
+        .any(|l| l.starts_with(&from) && l.contains(&get))
+}
+
 /// The three nodes boot the one image at once, each by its own path,
-/// and come up with the hostname DHCP gave its MAC.
+/// and come up with the hostname DHCP gave its MAC and their own node
+/// config: node-http's is signed (its value is printed), node-pxe's was
+/// changed after signing (refused: the built-in value), node-bios has
+/// none (the built-in value).
 #[test]
 fn three_diskless_nodes_boot_one_image_by_http_pxe_and_ipxe() {
     if std::env::var_os("CAIRN_NET_TESTS").is_none() {
@@ -271,16 +331,24 @@ fn three_diskless_nodes_boot_one_image_by_http_pxe_and_ipxe() {
     }
     let d = scratch("netboot");
     let served = d.join("srv");
-    let m = manifest(&d);
+    keys(&d);
+    let m = manifest(&d, &format!("url = \"http://{SERVER}:8000/nodes/\"\n"));
     netboot(&m, &served);
+    let [http_node, pxe_node, bios_node] = &NODES;
+    sign_node(&d, &m, &served, http_node, "alpha");
+    let tampered = sign_node(&d, &m, &served, pxe_node, "bravo");
+    let text = std::fs::read_to_string(&tampered).unwrap();
+    std::fs::write(&tampered, text.replace("bravo", "BRAVO")).unwrap();
+
     let lab = Lab::start("nb", &d, &served);
     let guests: Vec<(&Node, Guest, Instant)> = NODES
         .iter()
         .map(|n| (n, lab.boot(n, &d), Instant::now()))
         .collect();
+    let value = |n: &Node| if n.tap == 0 { "alpha" } else { "builtin" };
     let took = wait_all(
         &guests,
-        &|n| format!("node: hostname={} value=builtin", n.host),
+        &|n| format!("node: hostname={} value={}", n.host, value(n)),
         600,
     );
     let http = lab.http_log();
@@ -293,42 +361,56 @@ fn three_diskless_nodes_boot_one_image_by_http_pxe_and_ipxe() {
             text.contains(&format!("cairn: hostname set to {} (DHCP)", node.host)),
             "{text}"
         );
-        let from = format!("{} ", node.ip());
-        let got = |file: &str| {
-            let get = format!("\"GET /{file} HTTP");
-            http.lines()
-                .any(|l| l.starts_with(&from) && l.contains(&get))
-        };
+        // Every node asked for its own config, by its MAC.
+        assert!(got(&http, node, &config_path(node)), "{http}");
         let b = match node.fw {
             Firmware::UefiHttp => {
-                assert!(
-                    got("node.efi"),
-                    "no GET of the UKI from {}:\n{http}",
-                    node.ip()
-                );
+                assert!(got(&http, node, "/node.efi"), "no GET of the UKI:\n{http}");
                 size("node.efi")
             }
             Firmware::UefiPxe => {
                 let sent = format!("sent {}/node.efi to {}", served.display(), node.ip());
                 assert!(dnsmasq.contains(&sent), "no TFTP of the UKI:\n{dnsmasq}");
-                assert!(!http.contains(&from), "{http}");
+                assert!(!got(&http, node, "/node.efi"), "{http}");
                 size("node.efi")
             }
             Firmware::Bios => {
-                for f in ["boot.ipxe", "node.vmlinuz", "node.initrd"] {
-                    assert!(got(f), "no GET of {f} from {}:\n{http}", node.ip());
-                }
                 // Only iPXE asks for the script (SeaBIOS's and iPXE's
                 // own words go to the screen, which this node lacks).
+                for f in ["/boot.ipxe", "/node.vmlinuz", "/node.initrd"] {
+                    assert!(got(&http, node, f), "no GET of {f}:\n{http}");
+                }
                 size("boot.ipxe") + size("node.vmlinuz") + size("node.initrd")
             }
         };
         bytes.push(b);
     }
+    let say = |n: &Node, what: &str| {
+        let g = &guests[n.tap].1;
+        g.line_with(0, what)
+    };
+    assert!(say(http_node, "signature verified").contains(&config_path(http_node)));
+    assert!(guests[0].1.text().contains("cairn: node config applied"));
+    let refused = say(pxe_node, "refused");
+    assert!(
+        refused.contains("no signature by a trusted key for appliance `node` and this node"),
+        "{}",
+        guests[1].1.text()
+    );
+    let absent = say(bios_node, "404 File not found");
+    assert!(
+        absent.contains(&config_path(bios_node)),
+        "{}",
+        guests[2].1.text()
+    );
+    for n in [pxe_node, bios_node] {
+        assert!(!say(n, "running the built-in config").is_empty());
+        assert!(!guests[n.tap].1.text().contains("node config applied"));
+    }
     let (dns_cpu, http_cpu) = lab.cpu();
     for (i, (node, g, _)) in guests.iter().enumerate() {
         eprintln!(
-            "{:<10} {:?}: ready {:.1} s after power-on (TSC), console line after {:.1} s wall; {} bytes served",
+            "{:<10} {:?}: ready {:.1} s after power-on (TSC), its line after {:.1} s wall; {} bytes served",
             node.host,
             node.fw,
             power_on_to_ready(&g.text()).unwrap_or(f64::NAN),
@@ -340,6 +422,78 @@ fn three_diskless_nodes_boot_one_image_by_http_pxe_and_ipxe() {
         "servers' CPU for {} boots: dnsmasq {dns_cpu:.2} s, HTTP {http_cpu:.2} s",
         NODES.len()
     );
+    drop(guests);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// An HTTP server that waits `delay` seconds before each answer (the
+/// standard library's server, `python3 -m http.server`'s handler).
+const SLOW_SERVER: &str = "import functools, http.server, sys, time
+class Slow(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(float(sys.argv[3]))
+        super().do_GET()
+h = functools.partial(Slow, directory=sys.argv[1])
+http.server.ThreadingHTTPServer((sys.argv[4], int(sys.argv[2])), h).serve_forever()
+";
+
+/// `[netboot] required = true` behind a slow server: node-http's signed
+/// config comes after the delay and its service waited for it; node-bios
+/// has none, so none of its services starts and it never gets ready.
+#[test]
+fn required_node_config_behind_a_slow_server() {
+    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
+        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+        return;
+    }
+    let d = scratch("netboot-required");
+    let served = d.join("srv");
+    keys(&d);
+    let m = manifest(
+        &d,
+        &format!("url = \"http://{SERVER}:8001/nodes/\"\nrequired = true\ntimeout = \"20s\"\n"),
+    );
+    netboot(&m, &served);
+    let [http_node, _, bios_node] = &NODES;
+    sign_node(&d, &m, &served, http_node, "charlie");
+    let mut lab = Lab::start("nbr", &d, &served);
+    let slow_log = d.join("slow.log");
+    let dir = served.to_str().unwrap().to_string();
+    lab.ns.spawn(
+        &[
+            "/usr/bin/python3",
+            "-u",
+            "-c",
+            SLOW_SERVER,
+            &dir,
+            "8001",
+            "8",
+            SERVER,
+        ],
+        &slow_log,
+    );
+    let guests: Vec<(&Node, Guest, Instant)> = [http_node, bios_node]
+        .into_iter()
+        .map(|n| (n, lab.boot(n, &d), Instant::now()))
+        .collect();
+    let (g_http, g_bios) = (&guests[0].1, &guests[1].1);
+    let fetching = g_http.wait("fetching http://", 600);
+    let verified = g_http.wait_from(fetching, "signature verified", 120);
+    let line = g_http.wait_from(verified, "node: hostname=node-http value=charlie", 120);
+    assert!(g_http
+        .find_from(0, "node: hostname=node-http value=builtin")
+        .is_none());
+    let slow = std::fs::read_to_string(&slow_log).unwrap_or_default();
+    assert!(got(&slow, http_node, &config_path(http_node)), "{slow}");
+    let refused = g_bios.wait("services are not started", 600);
+    // Long enough for a service to have started and printed.
+    std::thread::sleep(Duration::from_secs(10));
+    let text = g_bios.text();
+    assert!(text[..refused].contains("404 File not found"), "{text}");
+    assert!(!text.contains("node: hostname="), "{text}");
+    assert!(!text.contains("cairn: ready"), "{text}");
+    assert!(g_http.text()[..line].contains("cairn: node config applied"));
     drop(guests);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);

@@ -218,7 +218,7 @@ enum Cmd {
     /// machines, dnsmasq configurations (full DHCP, and proxy DHCP) that
     /// answer UEFI HTTP boot, UEFI PXE and BIOS PXE, and nodes/ for the
     /// signed per-node configs.
-    Netboot(NetbootArgs),
+    Netboot(NetbootCmd),
     /// Build the manifest (its [update] version) and publish the UKI with
     /// signed metadata into an update repository directory, served by any
     /// static HTTP server.
@@ -261,16 +261,49 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct NetbootCmd {
+    #[command(subcommand)]
+    sub: Option<NetbootSub>,
+    #[command(flatten)]
+    args: NetbootArgs,
+}
+
+#[derive(Subcommand)]
+enum NetbootSub {
+    /// Check a node config (the secondary config's schema; no [[network]]
+    /// or [net]) as the node will, sign it for one node's MAC with a key
+    /// of the manifest's [netboot] keys, and write DIR/nodes/MAC.toml.
+    SignNode {
+        /// The node config (TOML).
+        config: PathBuf,
+        /// The appliance's manifest (its name and [netboot] keys).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The node's MAC address.
+        #[arg(long)]
+        mac: String,
+        /// The secret key (`cairn keys generate --update`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The netboot directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
 struct NetbootArgs {
     /// The manifest (cairn.toml).
-    manifest: PathBuf,
+    #[arg(required = true)]
+    manifest: Option<PathBuf>,
     /// The directory to write (the build's outputs and the server's files).
-    #[arg(long)]
-    dir: PathBuf,
+    #[arg(long, required = true)]
+    dir: Option<PathBuf>,
     /// The HTTP server serving DIR, as the nodes reach it: IPV4[:PORT]
     /// (dnsmasq's TFTP is on the same address).
-    #[arg(long)]
-    server: String,
+    #[arg(long, required = true)]
+    server: Option<String>,
     /// The interface dnsmasq serves.
     #[arg(long, default_value = "eth0")]
     interface: String,
@@ -285,13 +318,32 @@ struct NetbootArgs {
     flags: BuildFlags,
 }
 
-fn netboot(a: &NetbootArgs) -> anyhow::Result<()> {
-    let site = cairn::netboot::Site::parse(&a.server, &a.interface, a.range.as_deref())?;
-    let report = build(&a.manifest, &build_options_in(&a.dir, &a.flags))?;
+fn netboot(c: &NetbootCmd) -> anyhow::Result<()> {
+    if let Some(NetbootSub::SignNode {
+        config,
+        manifest,
+        mac,
+        key,
+        dir,
+    }) = &c.sub
+    {
+        print!(
+            "{}",
+            cairn::netboot::sign_node(manifest, config, mac, key, dir)?
+        );
+        return Ok(());
+    }
+    let a = &c.args;
+    // clap insists on these without a subcommand.
+    let (Some(manifest), Some(dir), Some(server)) = (&a.manifest, &a.dir, &a.server) else {
+        anyhow::bail!("cairn netboot needs MANIFEST, --dir and --server");
+    };
+    let site = cairn::netboot::Site::parse(server, &a.interface, a.range.as_deref())?;
+    let report = build(manifest, &build_options_in(dir, &a.flags))?;
     eprint!("{report}");
     print!(
         "{}",
-        cairn::netboot::write_dir(&a.dir, &report.name, &report.cmdline, &site, &a.ipxe)?
+        cairn::netboot::write_dir(dir, &report.name, &report.cmdline, &site, &a.ipxe)?
     );
     Ok(())
 }

@@ -39,6 +39,24 @@ pub enum NetbootError {
     Range(String),
     #[error("--interface {0:?}: not an interface name")]
     Interface(String),
+    #[error("{0}")]
+    Manifest(#[from] Box<cairn_manifest::Diagnostic>),
+    #[error("{0} has no [netboot] table: it names the keys node configs are signed with")]
+    NoNetboot(PathBuf),
+    #[error("--mac {0:?}: expected a MAC address like 52:54:00:12:34:56")]
+    Mac(String),
+    #[error(transparent)]
+    Key(#[from] crate::publish::PublishError),
+    #[error(
+        "{key} is not among the manifest's [netboot] keys: the nodes would refuse this config"
+    )]
+    Untrusted { key: String },
+    #[error("{0}")]
+    Config(String),
+    #[error(
+        "{0}: a node config may not change the network it was fetched over ([[network]], [net])"
+    )]
+    Network(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetbootError + '_ {
@@ -249,6 +267,56 @@ pub fn write_dir(
         iface = site.interface,
     );
     Ok(said)
+}
+
+/// `cairn netboot sign-node`: checks `config` as the node will (the
+/// secondary config's schema over the manifest's, the network left
+/// alone), signs it for the node with MAC `mac` with `key` and writes it
+/// to `DIR/nodes/MAC.toml`. Returns what was written.
+pub fn sign_node(
+    manifest: &Path,
+    config: &Path,
+    mac: &str,
+    key: &Path,
+    dir: &Path,
+) -> Result<String, NetbootError> {
+    let m = cairn_manifest::Manifest::load(manifest).map_err(Box::new)?;
+    let nb = m
+        .netboot
+        .as_ref()
+        .ok_or_else(|| NetbootError::NoNetboot(manifest.to_path_buf()))?;
+    let mac_name = cairn_manifest::netboot::mac_name(mac).ok_or(NetbootError::Mac(mac.into()))?;
+    let seed = crate::publish::read_seed(key)?;
+    let pk = cairn_manifest::release::hex(&cairn_manifest::release::public_key(&seed));
+    if !nb.keys.iter().any(|k| k.eq_ignore_ascii_case(&pk)) {
+        return Err(NetbootError::Untrusted { key: pk });
+    }
+    let text = std::fs::read_to_string(config).map_err(io(config))?;
+    let primary = m.system_config(Vec::new());
+    let applied = cairn_manifest::secondary::parse(&text, config)
+        .and_then(|o| o.apply(&primary))
+        .map_err(|d| NetbootError::Config(d.to_string()))?;
+    if applied.net != primary.net {
+        return Err(NetbootError::Network(config.to_path_buf()));
+    }
+    let signed = cairn_manifest::netboot::sign(&text, &m.name, &mac_name, &seed);
+    if signed.len() > cairn_manifest::netboot::NODE_CONFIG_MAX {
+        return Err(NetbootError::Config(format!(
+            "{}: larger than the {} KiB a node reads",
+            config.display(),
+            cairn_manifest::netboot::NODE_CONFIG_MAX / 1024
+        )));
+    }
+    let nodes = dir.join("nodes");
+    std::fs::create_dir_all(&nodes).map_err(io(&nodes))?;
+    let out = nodes.join(format!("{mac_name}.toml"));
+    crate::publish::write_atomic(&out, signed.as_bytes(), 0o644).map_err(io(&out))?;
+    Ok(format!(
+        "{}: node config for {} (appliance `{}`), signed by {pk}\n",
+        out.display(),
+        mac_name,
+        m.name
+    ))
 }
 
 #[cfg(test)]

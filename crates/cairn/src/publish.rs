@@ -95,7 +95,7 @@ pub fn generate_keys(dir: &Path) -> Result<String, PublishError> {
     ))
 }
 
-fn read_seed(path: &Path) -> Result<[u8; 32], PublishError> {
+pub(crate) fn read_seed(path: &Path) -> Result<[u8; 32], PublishError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     Base64::decode_vec(text.trim())
         .ok()

@@ -17,6 +17,7 @@
 
 pub mod efi;
 pub mod http;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -108,7 +109,7 @@ fn fsync_dir(dir: &Path) {
 }
 
 /// Writes `bytes` to `path` via `path.tmp`, fsync and rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -147,7 +148,7 @@ fn say(msg: &str) {
 }
 
 /// One request to the init's control socket; the reply body.
-fn ctl(request: &str) -> Result<String, String> {
+pub(crate) fn ctl(request: &str) -> Result<String, String> {
     let mut s = UnixStream::connect(crate::console::ctl::SOCKET_PATH)
         .map_err(|e| format!("control socket: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
