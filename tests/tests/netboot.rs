@@ -13,11 +13,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_e2e::net::{scratch, Guest, Netns};
-use cairn_e2e::{cairn, run_with_timeout};
+use cairn_e2e::{cairn, run_with_timeout, snakeoil_key, SNAKEOIL_PEM};
 
 const SERVER: &str = "10.77.0.1";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Firmware {
@@ -139,13 +141,19 @@ fn sign_node(d: &Path, manifest: &Path, served: &Path, node: &Node, value: &str)
 
 /// `cairn netboot MANIFEST --dir DIR` for the lab's server.
 fn netboot(manifest: &Path, dir: &Path) {
+    netboot_with(manifest, dir, &[]);
+}
+
+/// [`netboot`] with more `cairn netboot` arguments (`--sign-key ...`).
+fn netboot_with(manifest: &Path, dir: &Path, extra: &[&str]) {
     let mut c = cairn();
     c.arg("netboot")
         .arg(manifest)
         .arg("--dir")
         .arg(dir)
         .args(["--server", &format!("{SERVER}:8000")])
-        .args(["--interface", "br0", "--fast"]);
+        .args(["--interface", "br0", "--fast"])
+        .args(extra);
     let o = run_with_timeout(c, Duration::from_secs(300));
     o.assert_ok();
     o.assert_stdout_has("dnsmasq.conf");
@@ -184,6 +192,12 @@ impl Lab {
     /// Boots `node` (QEMU in the namespace, on its tap), its variable
     /// store a fresh copy in `dir`.
     fn boot(&self, node: &Node, dir: &Path) -> Guest {
+        self.boot_with(node, dir, false)
+    }
+
+    /// [`Lab::boot`]; with `secure`, a UEFI node boots OVMF's Secure Boot
+    /// build (enforcing) with Debian's snakeoil keys enrolled.
+    fn boot_with(&self, node: &Node, dir: &Path, secure: bool) -> Guest {
         let mut c = Command::new("ip");
         c.args(["netns", "exec"])
             .arg(self.ns.prefix()[3])
@@ -209,11 +223,18 @@ impl Lab {
             return Guest::spawn(c);
         }
         let vars = dir.join(format!("{}.vars.fd", node.host));
-        std::fs::copy(OVMF_VARS, &vars).unwrap();
-        c.args(["-machine", "q35"])
-            .arg("-drive")
+        let (code, store) = if secure {
+            c.args(["-machine", "q35,smm=on"])
+                .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            (OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL)
+        } else {
+            c.args(["-machine", "q35"]);
+            (OVMF_CODE, OVMF_VARS)
+        };
+        std::fs::copy(store, &vars).unwrap();
+        c.arg("-drive")
             .arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
             ))
             .arg("-drive")
             .arg(format!(
@@ -495,6 +516,64 @@ fn required_node_config_behind_a_slow_server() {
     assert!(!text.contains("cairn: ready"), "{text}");
     assert!(g_http.text()[..line].contains("cairn: node config applied"));
     drop(guests);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Secure Boot on both UEFI nodes (OVMF enforcing, the snakeoil keys):
+/// the UKI signed by `cairn netboot --sign-key` boots by HTTP and by
+/// PXE; an unsigned UKI put in its place on the server is refused by the
+/// firmware of both, after being fetched.
+#[test]
+fn secure_boot_nodes_take_the_signed_uki_and_refuse_an_unsigned_one() {
+    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
+        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+        return;
+    }
+    let d = scratch("netboot-sb");
+    let served = d.join("srv");
+    keys(&d);
+    let m = manifest(&d, &format!("url = \"http://{SERVER}:8000/nodes/\"\n"));
+    let key = snakeoil_key(&d);
+    netboot_with(
+        &m,
+        &served,
+        &[
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--sign-cert",
+            SNAKEOIL_PEM,
+        ],
+    );
+    // The same image unsigned, for the second round.
+    let unsigned = d.join("unsigned");
+    netboot(&m, &unsigned);
+    let lab = Lab::start("nbsb", &d, &served);
+    let uefi = [&NODES[0], &NODES[1]];
+    let signed: Vec<Guest> = uefi.iter().map(|n| lab.boot_with(n, &d, true)).collect();
+    for (n, g) in uefi.iter().zip(&signed) {
+        g.wait(&format!("node: hostname={} value=builtin", n.host), 600);
+        assert!(!g.text().contains("Access Denied"), "{}", g.text());
+    }
+    drop(signed);
+    // Through a rename: the server never serves half a file.
+    let tmp = served.join("node.efi.new");
+    std::fs::copy(unsigned.join("node.efi"), &tmp).unwrap();
+    std::fs::rename(&tmp, served.join("node.efi")).unwrap();
+    let (http_before, tftp_before) = (lab.http_log().len(), lab.dnsmasq_log().len());
+    let refused: Vec<Guest> = uefi.iter().map(|n| lab.boot_with(n, &d, true)).collect();
+    for g in &refused {
+        g.wait("Access Denied", 600);
+        let text = g.text();
+        assert!(!text.contains("Linux version"), "{text}");
+        assert!(!text.contains("cairn: ready"), "{text}");
+    }
+    // It was fetched (and then refused): by HTTP and by TFTP.
+    assert!(got(&lab.http_log()[http_before..], &NODES[0], "/node.efi"));
+    let sent = format!("sent {}/node.efi to {}", served.display(), NODES[1].ip());
+    let tftp = lab.dnsmasq_log();
+    assert!(tftp[tftp_before..].contains(&sent), "{tftp}");
+    drop(refused);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }
