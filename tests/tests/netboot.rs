@@ -146,12 +146,17 @@ fn netboot(manifest: &Path, dir: &Path) {
 
 /// [`netboot`] with more `cairn netboot` arguments (`--sign-key ...`).
 fn netboot_with(manifest: &Path, dir: &Path, extra: &[&str]) {
+    netboot_at(manifest, dir, &format!("{SERVER}:8000"), extra);
+}
+
+/// [`netboot_with`] for a directory served at `server` (`IP:PORT/PATH`).
+fn netboot_at(manifest: &Path, dir: &Path, server: &str, extra: &[&str]) {
     let mut c = cairn();
     c.arg("netboot")
         .arg(manifest)
         .arg("--dir")
         .arg(dir)
-        .args(["--server", &format!("{SERVER}:8000")])
+        .args(["--server", server])
         .args(["--interface", "br0", "--fast"])
         .args(extra);
     let o = run_with_timeout(c, Duration::from_secs(300));
@@ -172,11 +177,17 @@ struct Lab {
 
 impl Lab {
     fn start(tag: &str, scratch: &Path, served: &Path) -> Lab {
+        Lab::start_with(tag, scratch, served, &[])
+    }
+
+    /// [`Lab::start`] with more dnsmasq arguments.
+    fn start_with(tag: &str, scratch: &Path, served: &Path, more: &[&str]) -> Lab {
         let mut ns = Netns::bridged(tag, &format!("{SERVER}/24"), NODES.len());
         let conf = format!("--conf-file={}", served.join("dnsmasq.conf").display());
         let hosts: Vec<String> = NODES.iter().map(Node::dhcp_host).collect();
         let mut extra = vec![conf.as_str(), "--no-ping"];
         extra.extend(hosts.iter().map(String::as_str));
+        extra.extend_from_slice(more);
         let (dnsmasq, dnsmasq_log) = ns.start_dnsmasq_on("br0", scratch, &extra);
         let http_log = scratch.join("http.log");
         let http = ns.http_server(SERVER, 8000, served, &http_log);
@@ -574,6 +585,77 @@ fn secure_boot_nodes_take_the_signed_uki_and_refuse_an_unsigned_one() {
     let tftp = lab.dnsmasq_log();
     assert!(tftp[tftp_before..].contains(&sent), "{tftp}");
     drop(refused);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Rolling a fleet as the generated dnsmasq.conf says: V2 (another
+/// built-in value) built into DIR/v2, the commented canary lines taken
+/// with the canaries' MACs: the two UEFI nodes (HTTP and PXE) boot V2,
+/// the BIOS node V1. Then V2 is built into DIR itself: the BIOS node's
+/// next boot is V2 too.
+#[test]
+fn rolling_a_fleet_v2_to_canaries_by_mac_then_to_all() {
+    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
+        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+        return;
+    }
+    let d = scratch("netboot-roll");
+    let served = d.join("srv");
+    keys(&d);
+    let m1 = manifest(&d, &format!("url = \"http://{SERVER}:8000/nodes/\"\n"));
+    let m2 = d.join("cairn-v2.toml");
+    let v1 = std::fs::read_to_string(&m1).unwrap();
+    std::fs::write(
+        &m2,
+        v1.replace("NODE_VALUE = \"builtin\"", "NODE_VALUE = \"v2\""),
+    )
+    .unwrap();
+    netboot(&m1, &served);
+    netboot_at(&m2, &served.join("v2"), &format!("{SERVER}:8000/v2"), &[]);
+    let [http_node, pxe_node, bios_node] = &NODES;
+    let conf = std::fs::read_to_string(served.join("dnsmasq.conf")).unwrap();
+    let mut canary = String::new();
+    for l in conf.lines() {
+        if let Some(l) = l.strip_prefix("# dhcp-boot=tag:canary,") {
+            canary += &format!("dhcp-boot=tag:canary,{l}\n");
+        }
+    }
+    assert_eq!(canary.lines().count(), 3, "{conf}");
+    for n in [http_node, pxe_node] {
+        canary += &format!("dhcp-mac=set:canary,{}\n", n.mac());
+    }
+    let canary_conf = d.join("canary.conf");
+    std::fs::write(&canary_conf, canary).unwrap();
+    let arg = format!("--conf-file={}", canary_conf.display());
+    let lab = Lab::start_with("nbroll", &d, &served, &[&arg]);
+    let guests: Vec<(&Node, Guest, Instant)> = NODES
+        .iter()
+        .map(|n| (n, lab.boot(n, &d), Instant::now()))
+        .collect();
+    let version = |n: &Node| {
+        if n.fw == Firmware::Bios {
+            "builtin"
+        } else {
+            "v2"
+        }
+    };
+    wait_all(
+        &guests,
+        &|n| format!("node: hostname={} value={}", n.host, version(n)),
+        600,
+    );
+    let http = lab.http_log();
+    assert!(got(&http, http_node, "/v2/node.efi"), "{http}");
+    assert!(got(&http, bios_node, "/boot.ipxe"), "{http}");
+    let sent = format!("sent {}/v2/node.efi to {}", served.display(), pxe_node.ip());
+    assert!(lab.dnsmasq_log().contains(&sent), "{}", lab.dnsmasq_log());
+    drop(guests);
+    // To all: V2 replaces V1 where every node looks.
+    netboot(&m2, &served);
+    let g = lab.boot(bios_node, &d);
+    g.wait("node: hostname=node-bios value=v2", 600);
+    drop(g);
     drop(lab);
     let _ = std::fs::remove_dir_all(&d);
 }

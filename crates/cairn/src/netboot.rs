@@ -33,7 +33,7 @@ pub enum NetbootError {
         "{0}: no iPXE for BIOS machines there; install Debian's `ipxe` package or pass --ipxe FILE"
     )]
     NoIpxe(PathBuf),
-    #[error("--server {0:?}: expected IPV4[:PORT], the address the HTTP server listens on as the nodes reach it")]
+    #[error("--server {0:?}: expected IPV4[:PORT][/PATH], where the nodes reach the directory over HTTP")]
     Server(String),
     #[error("--range {0:?}: expected FIRST,LAST (IPv4 addresses on the server's network)")]
     Range(String),
@@ -72,6 +72,8 @@ pub struct Site {
     /// The HTTP server as the nodes reach it, `IPV4[:PORT]` (also the TFTP
     /// server: dnsmasq on the same address).
     pub server: String,
+    /// Where the directory is on it: `""` (the root) or `/PATH`.
+    pub path: String,
     /// The interface dnsmasq serves.
     pub interface: String,
     /// First and last address dnsmasq leases (full DHCP).
@@ -79,10 +81,22 @@ pub struct Site {
 }
 
 impl Site {
-    /// Checks `server` (`IPV4[:PORT]`), `interface` and `range`
+    /// Checks `server` (`IPV4[:PORT][/PATH]`), `interface` and `range`
     /// (`FIRST,LAST`; default .100 to .199 of the server's /24).
     pub fn parse(server: &str, interface: &str, range: Option<&str>) -> Result<Site, NetbootError> {
-        let ip = server_ip(server).ok_or_else(|| NetbootError::Server(server.into()))?;
+        let bad = || NetbootError::Server(server.into());
+        let (host, path) = match server.find('/') {
+            Some(i) => server.split_at(i),
+            None => (server, ""),
+        };
+        let path = path.trim_end_matches('/');
+        let path_ok = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b));
+        if !path_ok || path.contains("//") || path.split('/').any(|p| p == "..") {
+            return Err(bad());
+        }
+        let ip = server_ip(host).ok_or_else(bad)?;
         if interface.is_empty()
             || interface.len() > 15
             || !interface
@@ -109,7 +123,8 @@ impl Site {
             }
         };
         Ok(Site {
-            server: server.into(),
+            server: host.into(),
+            path: path.into(),
             interface: interface.into(),
             range,
         })
@@ -120,7 +135,7 @@ impl Site {
     }
 
     fn url(&self, file: &str) -> String {
-        format!("http://{}/{file}", self.server)
+        format!("http://{}{}/{file}", self.server, self.path)
     }
 }
 
@@ -172,7 +187,7 @@ pub fn dnsmasq_conf(name: &str, site: &Site, dir: &Path) -> String {
     format!(
         "# cairn netboot: appliance `{name}`, DHCP and TFTP on {iface}, HTTP at {server}.\n\
          # Run: dnsmasq --no-daemon --conf-file={dir}/dnsmasq.conf\n\
-         # and serve {dir} over HTTP at {server} (any static server).\n\
+         # and serve {dir} over HTTP at {url} (any static server).\n\
          # One node's address and hostname: dhcp-host=52:54:00:00:00:01,{ip_example},node1\n\
          {common}\
          dhcp-range={a},{b},12h\n\
@@ -184,20 +199,33 @@ pub fn dnsmasq_conf(name: &str, site: &Site, dir: &Path) -> String {
          dhcp-match=set:bios,option:client-arch,0\n\
          # UEFI HTTP boot: the firmware takes the offer only with vendor class HTTPClient.\n\
          dhcp-option-force=tag:efi-http,option:vendor-class,HTTPClient\n\
-         dhcp-boot=tag:efi-http,{uki_url}\n\
+         dhcp-boot=tag:!canary,tag:efi-http,{uki_url}\n\
          # UEFI PXE: the UKI by TFTP.\n\
-         dhcp-boot=tag:efi-pxe,{name}.efi\n\
+         dhcp-boot=tag:!canary,tag:efi-pxe,{name}.efi\n\
          # BIOS: a PXE ROM chains to iPXE, iPXE runs the script.\n\
          dhcp-boot=tag:bios,tag:!ipxe,undionly.kpxe\n\
-         dhcp-boot=tag:bios,tag:ipxe,{script_url}\n",
+         dhcp-boot=tag:!canary,tag:bios,tag:ipxe,{script_url}\n\
+         #\n\
+         # A new version to some nodes first (canaries, by MAC): build it into\n\
+         # {dir}/v2 with `cairn netboot ... --dir {dir}/v2 --server {server}{path}/v2`,\n\
+         # uncomment the lines below (one dhcp-mac per canary), restart dnsmasq;\n\
+         # the canaries boot V2 at their next boot. Then to all: build V2 here.\n\
+         # dhcp-mac=set:canary,52:54:00:00:00:01\n\
+         # dhcp-boot=tag:canary,tag:efi-http,{v2_uki_url}\n\
+         # dhcp-boot=tag:canary,tag:efi-pxe,v2/{name}.efi\n\
+         # dhcp-boot=tag:canary,tag:bios,tag:ipxe,{v2_script_url}\n",
         iface = site.interface,
         server = site.server,
         dir = dir.display(),
         common = dnsmasq_common(site, dir),
+        url = site.url(""),
         ip = site.ip(),
         ip_example = a,
         uki_url = site.url(&format!("{name}.efi")),
         script_url = site.url(IPXE_SCRIPT),
+        path = site.path,
+        v2_uki_url = site.url(&format!("v2/{name}.efi")),
+        v2_script_url = site.url(&format!("v2/{IPXE_SCRIPT}")),
     )
 }
 
@@ -257,11 +285,11 @@ pub fn write_dir(
         said += &format!("{:<22} {} bytes\n", file, bytes.len());
     }
     said += &format!(
-        "{dir}: serve it over HTTP at {server} and run\n  \
+        "{dir}: serve it over HTTP at {url} and run\n  \
          dnsmasq --no-daemon --conf-file={dir}/dnsmasq.conf\n\
          (DHCP {a} to {b} and TFTP on {iface}; or dnsmasq-proxy.conf next to the site's DHCP server)\n",
         dir = dir.display(),
-        server = site.server,
+        url = site.url(""),
         a = site.range.0,
         b = site.range.1,
         iface = site.interface,
@@ -332,7 +360,16 @@ mod tests {
         let s = site();
         assert_eq!(s.range.0.to_string(), "10.7.0.100");
         assert_eq!(s.url("a.efi"), "http://10.7.0.1:8080/a.efi");
-        for bad in ["host:80", "10.0.0.1:0", "10.0.0.1:x", ""] {
+        let v2 = Site::parse("10.7.0.1/fleet/v2/", "br0", None).unwrap();
+        assert_eq!(v2.url("a.efi"), "http://10.7.0.1/fleet/v2/a.efi");
+        for bad in [
+            "host:80",
+            "10.0.0.1:0",
+            "10.0.0.1:x",
+            "",
+            "10.0.0.1/../x",
+            "10.0.0.1/a b",
+        ] {
             assert!(matches!(
                 Site::parse(bad, "br0", None),
                 Err(NetbootError::Server(_))
@@ -368,10 +405,12 @@ mod tests {
         std::fs::write(&undi, b"x").unwrap();
         write_dir(dir.path(), "web", "console=ttyS0", &site(), &undi).unwrap();
         let full = std::fs::read_to_string(dir.path().join("dnsmasq.conf")).unwrap();
-        assert!(full.contains("dhcp-boot=tag:efi-http,http://10.7.0.1:8080/web.efi\n"));
+        assert!(full.contains("dhcp-boot=tag:!canary,tag:efi-http,http://10.7.0.1:8080/web.efi\n"));
         assert!(full.contains("dhcp-option-force=tag:efi-http,option:vendor-class,HTTPClient\n"));
-        assert!(full.contains("dhcp-boot=tag:efi-pxe,web.efi\n"));
-        assert!(full.contains("dhcp-boot=tag:bios,tag:ipxe,http://10.7.0.1:8080/boot.ipxe\n"));
+        assert!(full.contains("dhcp-boot=tag:!canary,tag:efi-pxe,web.efi\n"));
+        assert!(full
+            .contains("dhcp-boot=tag:!canary,tag:bios,tag:ipxe,http://10.7.0.1:8080/boot.ipxe\n"));
+        assert!(full.contains("# dhcp-boot=tag:canary,tag:efi-pxe,v2/web.efi\n"));
         assert!(dir.path().join("nodes").is_dir());
         let Ok(dnsmasq) = which("dnsmasq") else {
             eprintln!("no dnsmasq here; configurations not checked by it");
