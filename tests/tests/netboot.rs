@@ -12,14 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn_e2e::net::{scratch, Guest, Netns};
-use cairn_e2e::{cairn, run_with_timeout, snakeoil_key, SNAKEOIL_PEM};
+use cairn_e2e::net::{scratch, write_manifest, Guest, Netns};
+use cairn_e2e::{
+    cairn, ovmf_args, run_with_timeout, snakeoil_key, OVMF_VARS, OVMF_VARS_SNAKEOIL, SNAKEOIL_PEM,
+};
 
 const SERVER: &str = "10.77.0.1";
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
-const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Firmware {
@@ -73,18 +71,11 @@ const NODES: [Node; 3] = [
 /// and a per-node value (`NODE_VALUE`, which node configs may set), and
 /// `netboot` (its `[netboot]` table's keys, trusting `dir/keys`).
 fn manifest(dir: &Path, netboot: &str) -> PathBuf {
-    let path = dir.join("cairn.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"name = "node"
-
-[kernel]
-package = "linux-image-cloud-amd64"
-cmdline = "console=ttyS0 panic=-1"
-modules = ["virtio_pci", "virtio_net"]
-
-[[binary]]
+    write_manifest(
+        dir,
+        "node",
+        &format!(
+            r#"[[binary]]
 path = "/usr/bin/busybox"
 
 [[service]]
@@ -100,8 +91,6 @@ keys = ["keys/update.pub"]
 "#
         ),
     )
-    .unwrap();
-    path
 }
 
 /// The node key pair in `dir/keys` (`cairn keys generate --update`).
@@ -234,24 +223,13 @@ impl Lab {
             return Guest::spawn(c);
         }
         let vars = dir.join(format!("{}.vars.fd", node.host));
-        let (code, store) = if secure {
-            c.args(["-machine", "q35,smm=on"])
-                .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-            (OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL)
+        let store = if secure {
+            OVMF_VARS_SNAKEOIL
         } else {
-            c.args(["-machine", "q35"]);
-            (OVMF_CODE, OVMF_VARS)
+            OVMF_VARS
         };
         std::fs::copy(store, &vars).unwrap();
-        c.arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ));
+        ovmf_args(&mut c, &vars, secure);
         if node.fw == Firmware::UefiHttp {
             // OVMF tries PXE before HTTP boot: this node has no PXE, so
             // its boot file comes from the DHCP offer for HTTP clients.
@@ -337,6 +315,20 @@ fn wait_all(
     took.into_iter().map(Option::unwrap).collect()
 }
 
+/// A fresh scratch directory for a lab test with the node key pair in
+/// it: (it, the directory to serve in it); `None` (the test is skipped)
+/// without CAIRN_NET_TESTS.
+fn lab_dir(name: &str) -> Option<(PathBuf, PathBuf)> {
+    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
+        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+        return None;
+    }
+    let d = scratch(name);
+    keys(&d);
+    let served = d.join("srv");
+    Some((d, served))
+}
+
 /// The node config's path on the server, as the node asks for it.
 fn config_path(node: &Node) -> String {
     format!("/nodes/{}.toml", node.mac().replace(':', "-"))
@@ -357,13 +349,9 @@ fn got(http: &str, node: &Node, path: &str) -> bool {
 /// none (the built-in value).
 #[test]
 fn three_diskless_nodes_boot_one_image_by_http_pxe_and_ipxe() {
-    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
-        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+    let Some((d, served)) = lab_dir("netboot") else {
         return;
-    }
-    let d = scratch("netboot");
-    let served = d.join("srv");
-    keys(&d);
+    };
     let m = manifest(&d, &format!("url = \"http://{SERVER}:8000/nodes/\"\n"));
     netboot(&m, &served);
     let [http_node, pxe_node, bios_node] = &NODES;
@@ -475,13 +463,9 @@ http.server.ThreadingHTTPServer((sys.argv[4], int(sys.argv[2])), h).serve_foreve
 /// has none, so none of its services starts and it never gets ready.
 #[test]
 fn required_node_config_behind_a_slow_server() {
-    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
-        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+    let Some((d, served)) = lab_dir("netboot-required") else {
         return;
-    }
-    let d = scratch("netboot-required");
-    let served = d.join("srv");
-    keys(&d);
+    };
     let m = manifest(
         &d,
         &format!("url = \"http://{SERVER}:8001/nodes/\"\nrequired = true\ntimeout = \"20s\"\n"),
@@ -537,13 +521,9 @@ fn required_node_config_behind_a_slow_server() {
 /// firmware of both, after being fetched.
 #[test]
 fn secure_boot_nodes_take_the_signed_uki_and_refuse_an_unsigned_one() {
-    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
-        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+    let Some((d, served)) = lab_dir("netboot-sb") else {
         return;
-    }
-    let d = scratch("netboot-sb");
-    let served = d.join("srv");
-    keys(&d);
+    };
     let m = manifest(&d, &format!("url = \"http://{SERVER}:8000/nodes/\"\n"));
     let key = snakeoil_key(&d);
     netboot_with(
@@ -596,13 +576,9 @@ fn secure_boot_nodes_take_the_signed_uki_and_refuse_an_unsigned_one() {
 /// next boot is V2 too.
 #[test]
 fn rolling_a_fleet_v2_to_canaries_by_mac_then_to_all() {
-    if std::env::var_os("CAIRN_NET_TESTS").is_none() {
-        eprintln!("skipped: set CAIRN_NET_TESTS=1 (root, QEMU, dnsmasq, ipxe)");
+    let Some((d, served)) = lab_dir("netboot-roll") else {
         return;
-    }
-    let d = scratch("netboot-roll");
-    let served = d.join("srv");
-    keys(&d);
+    };
     let m1 = manifest(&d, &format!("url = \"http://{SERVER}:8000/nodes/\"\n"));
     let m2 = d.join("cairn-v2.toml");
     let v1 = std::fs::read_to_string(&m1).unwrap();

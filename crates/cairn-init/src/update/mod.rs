@@ -555,17 +555,20 @@ fn idle_forever(why: &str) -> ! {
     }
 }
 
-/// `cairn-update`: the agent's entry point; returns only on bad setup.
-pub fn main() -> i32 {
-    let sys = match std::fs::read_to_string(SYSTEM_CONFIG_PATH)
+/// The image's runtime config, for the helper `who`; `None` after
+/// saying why not.
+pub(crate) fn system_config(who: &str) -> Option<SystemConfig> {
+    std::fs::read_to_string(SYSTEM_CONFIG_PATH)
         .map_err(|e| e.to_string())
         .and_then(|t| SystemConfig::from_json(&t).map_err(|e| e.to_string()))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cairn-update: {SYSTEM_CONFIG_PATH}: {e}");
-            return 1;
-        }
+        .map_err(|e| eprintln!("{who}: {SYSTEM_CONFIG_PATH}: {e}"))
+        .ok()
+}
+
+/// `cairn-update`: the agent's entry point; returns only on bad setup.
+pub fn main() -> i32 {
+    let Some(sys) = system_config("cairn-update") else {
+        return 1;
     };
     let Some(cfg) = sys.update else {
         idle_forever("this image has no [update]; nothing to do");

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cairn_manifest::netboot::{self, NODE_CONFIG_MAX};
-use cairn_manifest::{SystemConfig, NODE_CONFIG_PATH, SYSTEM_CONFIG_PATH};
+use cairn_manifest::{SystemConfig, NODE_CONFIG_PATH};
 
 use super::ctl;
 
@@ -91,15 +91,8 @@ fn fetch(sys: &SystemConfig) -> Result<String, String> {
 
 /// `cairn-node-config`: the agent's entry point.
 pub fn main() -> i32 {
-    let sys = match std::fs::read_to_string(SYSTEM_CONFIG_PATH)
-        .map_err(|e| e.to_string())
-        .and_then(|t| SystemConfig::from_json(&t).map_err(|e| e.to_string()))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cairn-node-config: {SYSTEM_CONFIG_PATH}: {e}");
-            return 1;
-        }
+    let Some(sys) = super::system_config("cairn-node-config") else {
+        return 1;
     };
     let required = sys.netboot.as_ref().is_some_and(|n| n.required);
     let word = match fetch(&sys) {

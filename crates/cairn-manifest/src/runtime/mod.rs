@@ -97,6 +97,23 @@ pub struct SystemConfig {
     pub netboot: Option<NetbootConfig>,
 }
 
+/// A helper process of the image's own (the init binary at `exec`) as a
+/// service, started after target `after`.
+fn helper(name: &str, exec: &str, restart: RestartPolicy, after: &str) -> ServiceConfig {
+    ServiceConfig {
+        name: name.into(),
+        exec: vec![exec.into()],
+        env: Default::default(),
+        config_env: Vec::new(),
+        restart,
+        on_exit: None,
+        after: vec![after.into()],
+        enabled: true,
+        run: RunSettings::default(),
+        container: None,
+    }
+}
+
 /// The runtime form of `[shell]` (validated in [`crate::shell`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,18 +151,12 @@ impl SystemConfig {
                 required: false,
                 wait: DEFAULT_MOUNT_WAIT_SECS,
             });
-            self.services.push(ServiceConfig {
-                name: UPDATE_SERVICE.into(),
-                exec: vec![UPDATE_AGENT_PATH.into()],
-                env: Default::default(),
-                config_env: Vec::new(),
-                restart: RestartPolicy::Always,
-                on_exit: None,
-                after: vec!["mounts".into()],
-                enabled: true,
-                run: RunSettings::default(),
-                container: None,
-            });
+            self.services.push(helper(
+                UPDATE_SERVICE,
+                UPDATE_AGENT_PATH,
+                RestartPolicy::Always,
+                "mounts",
+            ));
         }
         self
     }
@@ -160,18 +171,12 @@ impl SystemConfig {
                     s.after.push(NODE_TARGET.into());
                 }
             }
-            self.services.push(ServiceConfig {
-                name: NODE_SERVICE.into(),
-                exec: vec![NODE_AGENT_PATH.into()],
-                env: Default::default(),
-                config_env: Vec::new(),
-                restart: RestartPolicy::Never,
-                on_exit: None,
-                after: vec!["network-online".into()],
-                enabled: true,
-                run: RunSettings::default(),
-                container: None,
-            });
+            self.services.push(helper(
+                NODE_SERVICE,
+                NODE_AGENT_PATH,
+                RestartPolicy::Never,
+                "network-online",
+            ));
         }
         self
     }
