@@ -14,12 +14,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use cairn_e2e::net::Netns;
-use cairn_e2e::{build, cairn, run_with_timeout, snakeoil_key, Live, SNAKEOIL_PEM};
+use cairn_e2e::{
+    build, cairn, ovmf_args, run_with_timeout, snakeoil_key, Live, OVMF_VARS, OVMF_VARS_SNAKEOIL,
+    SNAKEOIL_PEM,
+};
 
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
-const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 const SERVER: &str = "192.168.78.1";
 /// The repository's name in the manifests: dnsmasq answers it with
 /// [`SERVER`] (the agent resolves it through the DNS server DHCP gave).
@@ -131,26 +130,11 @@ fn qemu_on(ns: &Netns, img: &Path, vars: &Path, secure: bool) -> Live {
     c.args(["netns", "exec"])
         .arg(ns.prefix()[3])
         .args(["qemu-system-x86_64", "-accel", "tcg"]);
-    if secure {
-        c.args(["-machine", "q35,smm=on"])
-            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-    } else {
-        c.args(["-machine", "q35"]);
-    }
-    let code = if secure { OVMF_CODE_SECBOOT } else { OVMF_CODE };
+    ovmf_args(&mut c, vars, secure);
     c.args([
         "-m", "256M", "-smp", "1", "-display", "none", "-vga", "none",
     ])
     .args(["-serial", "stdio", "-monitor", "none"])
-    .arg("-drive")
-    .arg(format!(
-        "if=pflash,format=raw,unit=0,readonly=on,file={code}"
-    ))
-    .arg("-drive")
-    .arg(format!(
-        "if=pflash,format=raw,unit=1,file={}",
-        vars.display()
-    ))
     .arg("-drive")
     .arg(format!("file={},format=raw,if=virtio", img.display()))
     .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
@@ -197,20 +181,7 @@ fn servers(tag: &str, d: &Path, served: &Path) -> (Netns, PathBuf) {
         ],
     );
     let http_log = d.join("http.log");
-    ns.spawn(
-        &[
-            "/usr/bin/python3",
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            SERVER,
-            "--directory",
-            served.to_str().unwrap(),
-            "8000",
-        ],
-        &http_log,
-    );
+    ns.http_server(SERVER, 8000, served, &http_log);
     (ns, http_log)
 }
 

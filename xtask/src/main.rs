@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "busybox-static",
     "dnsmasq-base",
+    // BIOS network boot: undionly.kpxe for `cairn netboot` (tests/tests/netboot.rs).
+    "ipxe",
     // A second real DHCP server for the network tests (tests/tests/net.rs).
     "kea-dhcp4-server",
     // An NTP server for the SNTP test (tests/tests/net.rs).

@@ -550,6 +550,9 @@ pub fn ctl(data: &[u8]) {
                     Request::Restart(n) => format!("restart {n}"),
                     Request::Poweroff => "poweroff".into(),
                     Request::Reboot => "reboot".into(),
+                    Request::NodeConfig { apply } => {
+                        format!("node-config {}", if *apply { "apply" } else { "builtin" })
+                    }
                 };
                 assert_eq!(parse(&text), Ok(req), "{text:?}");
                 return;

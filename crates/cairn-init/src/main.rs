@@ -11,6 +11,7 @@ fn main() {
         Applet::Container => std::process::exit(cairn_init::container::main(&args)),
         Applet::Reaper => std::process::exit(cairn_init::container::reaper_main(&args)),
         Applet::Update => std::process::exit(cairn_init::update::main()),
+        Applet::NodeConfig => std::process::exit(cairn_init::update::node::main()),
         Applet::Init => init::run(),
     }
 }

@@ -138,6 +138,8 @@ pub struct Manifest {
     pub sign: Option<SignSpec>,
     /// `[update]`: signed A/B updates (see [`crate::update`]).
     pub update: Option<crate::runtime::UpdateConfig>,
+    /// `[netboot]`: per-node configs (see [`crate::netboot`]).
+    pub netboot: Option<crate::runtime::NetbootConfig>,
 }
 
 /// The `[sign]` table: the Secure Boot signing key and certificate.
@@ -372,8 +374,10 @@ impl Manifest {
             config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
             shell: self.shell.as_ref().map(crate::shell::Shell::config),
             update: self.update.clone(),
+            netboot: self.netboot.clone(),
         }
         .with_update_agent()
+        .with_node_agent()
     }
 }
 
@@ -488,6 +492,8 @@ impl Builder<'_> {
         let names: Vec<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
         let update = crate::update::build(raw.update, disk.disk.is_some(), &names, self.dir)
             .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
+        let netboot = crate::netboot::build(raw.netboot, self.dir)
+            .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -515,6 +521,7 @@ impl Builder<'_> {
             shell,
             sign,
             update,
+            netboot,
         })
     }
 

@@ -59,6 +59,8 @@ pub(crate) struct RawManifest {
     pub sign: Option<Spanned<RawSign>>,
     #[serde(default)]
     pub update: Option<Spanned<crate::update::RawUpdate>>,
+    #[serde(default)]
+    pub netboot: Option<crate::netboot::RawNetboot>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -158,6 +158,30 @@ pub fn parse_http_url(url: &str) -> Option<(String, u16, String)> {
     Some((host.to_string(), port, path))
 }
 
+/// Public keys as a manifest names them (base64 of 32 bytes, or a file
+/// relative to `dir` holding that, as `cairn keys generate --update`
+/// writes), in hex; a bad one is (where, what was written, why).
+pub(crate) fn resolve_keys(
+    keys: &[Spanned<String>],
+    dir: &Path,
+) -> Result<Vec<String>, (Span, String, String)> {
+    let mut out = Vec::new();
+    for k in keys {
+        let text = k.get_ref();
+        let key = match decode_key(text) {
+            Some(key) => key,
+            None => {
+                let read = crate::manifest::read_limited(&dir.join(text), 4096)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| decode_key(&t).ok_or_else(|| "not base64 of 32 bytes".into()));
+                read.map_err(|e| (span(k), text.clone(), e))?
+            }
+        };
+        out.push(key.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    Ok(out)
+}
+
 /// Validates `[update]`; `services` are the manifest's service names,
 /// `dir` resolves key files.
 pub(crate) fn build(
@@ -184,20 +208,8 @@ pub(crate) fn build(
     if u.keys.get_ref().is_empty() {
         return Err((span(&u.keys), UpdateInvalid::NoKeys));
     }
-    let mut keys = Vec::new();
-    for k in u.keys.get_ref() {
-        let text = k.get_ref();
-        let key = match decode_key(text) {
-            Some(key) => key,
-            None => {
-                let read = crate::manifest::read_limited(&dir.join(text), 4096)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| decode_key(&t).ok_or_else(|| "not base64 of 32 bytes".into()));
-                read.map_err(|e| (span(k), UpdateInvalid::Key(text.clone(), e)))?
-            }
-        };
-        keys.push(key.iter().map(|b| format!("{b:02x}")).collect());
-    }
+    let keys =
+        resolve_keys(u.keys.get_ref(), dir).map_err(|(sp, k, e)| (sp, UpdateInvalid::Key(k, e)))?;
     let interval_s = match &u.interval {
         Some(v) => duration("interval", v)?,
         None => DEFAULT_INTERVAL_S,

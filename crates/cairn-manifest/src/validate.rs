@@ -111,6 +111,8 @@ pub enum Invalid {
     Container(#[from] crate::container::ContainerInvalid),
     #[error(transparent)]
     Update(#[from] crate::update::UpdateInvalid),
+    #[error(transparent)]
+    Netboot(#[from] crate::netboot::NetbootInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

@@ -570,6 +570,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         });
         archive.add_symlink(cairn_manifest::runtime::UPDATE_AGENT_PATH, INIT_PATH)?;
     }
+    if system.netboot.is_some() {
+        archive.add_symlink(cairn_manifest::runtime::NODE_AGENT_PATH, INIT_PATH)?;
+    }
     // 0600: it holds the shell's password hash and every service's env.
     archive.add_file(SYSTEM_CONFIG_PATH, 0o600, system.to_json().into_bytes())?;
     archive.add_file("/etc/os-release", 0o644, os_release(&m).into_bytes())?;

@@ -18,6 +18,7 @@
 pub mod dns;
 pub mod efi;
 pub mod http;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -108,7 +109,7 @@ fn fsync_dir(dir: &Path) {
 }
 
 /// Writes `bytes` to `path` via `path.tmp`, fsync and rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -147,7 +148,7 @@ fn say(msg: &str) {
 }
 
 /// One request to the init's control socket; the reply body.
-fn ctl(request: &str) -> Result<String, String> {
+pub(crate) fn ctl(request: &str) -> Result<String, String> {
     let mut s = UnixStream::connect(crate::console::ctl::SOCKET_PATH)
         .map_err(|e| format!("control socket: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -580,17 +581,20 @@ fn idle_forever(why: &str) -> ! {
     }
 }
 
-/// `cairn-update`: the agent's entry point; returns only on bad setup.
-pub fn main() -> i32 {
-    let sys = match std::fs::read_to_string(SYSTEM_CONFIG_PATH)
+/// The image's runtime config, for the helper `who`; `None` after
+/// saying why not.
+pub(crate) fn system_config(who: &str) -> Option<SystemConfig> {
+    std::fs::read_to_string(SYSTEM_CONFIG_PATH)
         .map_err(|e| e.to_string())
         .and_then(|t| SystemConfig::from_json(&t).map_err(|e| e.to_string()))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cairn-update: {SYSTEM_CONFIG_PATH}: {e}");
-            return 1;
-        }
+        .map_err(|e| eprintln!("{who}: {SYSTEM_CONFIG_PATH}: {e}"))
+        .ok()
+}
+
+/// `cairn-update`: the agent's entry point; returns only on bad setup.
+pub fn main() -> i32 {
+    let Some(sys) = system_config("cairn-update") else {
+        return 1;
     };
     let Some(cfg) = sys.update else {
         idle_forever("this image has no [update]; nothing to do");
