@@ -53,6 +53,8 @@ const APT_PACKAGES: &[&str] = &[
     // podman (oci-archive, docker-archive) and umoci (an OCI layout).
     "podman",
     "umoci",
+    // storage = "erofs": mkfs.erofs (build), fsck.erofs / dump.erofs (tests).
+    "erofs-utils",
     "mtools",
     // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
     "linux-source-6.1",
