@@ -801,39 +801,35 @@ pub struct ContainerCosts {
 /// first output line.
 pub fn containers_report(c: &ContainerCosts) -> String {
     let mut s = String::from(
-        "
-What containers (`[[service]] image`) add, next to the runtimes a user would          otherwise install (Debian 12's packages; dynamically linked ones without their          libraries):
-
-| | bytes | ratio to cairn-init without containers |
-|---|---|---|
-",
+        "\nWhat containers (`[[service]] image`) add, next to the runtimes a user would \
+         otherwise install (Debian 12's packages; dynamically linked ones without their \
+         libraries):\n\n| | bytes | ratio to cairn-init without containers |\n|---|---|---|\n",
     );
     let base = c.init_without as f64;
     let mut line = |what: &str, n: u64| {
         let _ = writeln!(s, "| {what} | {n} | {:.2} |", n as f64 / base);
     };
     line(
-        "cairn-init without the container helper (`--no-default-features`)",
+        "cairn-init without the container applets (`--no-default-features`)",
         c.init_without,
     );
-    line("cairn-init with it (as benched)", c.init_with);
+    line("cairn-init with them (as benched)", c.init_with);
     for (what, n) in &c.others {
         line(what, *n);
     }
     let _ = writeln!(
         s,
-        "
-The helper and reaper add {} to the init.",
+        "\nThe container helper and reaper applets add {} to the init (the supervisor's side \
+         of a container service, which hands the helper its settings, is in both builds).",
         mib_or_kib(c.init_with.saturating_sub(c.init_without))
     );
     let med = |v: &[f64]| (!v.is_empty()).then(|| median(v.to_vec()));
     let _ = writeln!(
         s,
-        "
-Init start (`Run /init`) to the first output line of `busybox echo`, as a plain          service and in a container from a one-layer image on the initramfs, tiny kernel          with the container profile, {} (median of {} boots each):
-
-         | plain service | container | container - plain |
-|---|---|---|",
+        "\nInit start (`Run /init`) to the first output line of `busybox echo`, as a plain \
+         service and in a container from a one-layer image on the initramfs, tiny kernel \
+         with the container profile, {} (median of {} boots each):\n\n\
+         | plain service | container | container - plain |\n|---|---|---|",
         c.clock.label(),
         c.plain.len().max(c.container.len())
     );
@@ -1260,17 +1256,22 @@ mod tests {
         };
         let r = containers_report(&c);
         assert!(
-            r.contains("| cairn-init without the container helper (`--no-default-features`) | 2106208 | 1.00 |"),
+            r.contains("| cairn-init without the container applets (`--no-default-features`) | 2106208 | 1.00 |"),
             "{r}"
         );
         assert!(
-            r.contains("| cairn-init with it (as benched) | 2192224 | 1.04 |"),
+            r.contains("| cairn-init with them (as benched) | 2192224 | 1.04 |"),
             "{r}"
         );
         assert!(r.contains("| runc 1.1.5 | 8752456 | 4.16 |"), "{r}");
-        assert!(r.contains("add 84.0 KiB to the init"), "{r}");
+        assert!(r.contains("applets add 84.0 KiB to the init"), "{r}");
         assert!(r.contains("(median of 3 boots each)"), "{r}");
-        assert!(r.contains("| 12.3 ms | 20.2 ms | 7.9 ms |"), "{r}");
+        assert!(
+            r.contains("\n| plain service | container | container - plain |\n|---|---|---|\n| 12.3 ms | 20.2 ms | 7.9 ms |\n"),
+            "{r}"
+        );
+        // Markdown: no line is indented, no run of spaces.
+        assert!(!r.contains("  ") && !r.contains("\n "), "{r}");
         let none = containers_report(&ContainerCosts {
             plain: vec![],
             container: vec![],
