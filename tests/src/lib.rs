@@ -518,6 +518,35 @@ pub fn dir_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF's Secure Boot build and a variable store with Debian's snakeoil
+/// keys enrolled.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+
+/// QEMU arguments for OVMF on q35: the firmware (with `secure`, its
+/// Secure Boot build, enforcing) and `vars` as its writable variable
+/// store.
+pub fn ovmf_args(c: &mut Command, vars: &Path, secure: bool) {
+    if secure {
+        c.args(["-machine", "q35,smm=on"])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    } else {
+        c.args(["-machine", "q35"]);
+    }
+    let code = if secure { OVMF_CODE_SECBOOT } else { OVMF_CODE };
+    c.arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
+}
+
 /// Debian's snakeoil Secure Boot key (passphrase `snakeoil`) and its cert.
 pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 pub const SNAKEOIL_PEM: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
@@ -558,4 +587,29 @@ pub fn pip_tool(name: &str) -> Option<PathBuf> {
             .status()
             .is_ok_and(|s| s.success())
     })
+}
+
+/// A failing build leaves earlier outputs untouched and writes nothing.
+pub fn assert_refused_cleanly(manifest_text: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::copy(
+        example("hello").parent().unwrap().join("cairn.toml"),
+        dir.path().join("good.toml"),
+    )
+    .unwrap();
+    build(&dir.path().join("good.toml"), &out).assert_ok();
+    let before = dir_contents(&out);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, manifest_text).unwrap();
+    let o = build(&bad, &out);
+    assert!(!o.success, "bad manifest was accepted:\n{}", o.stdout);
+    for e in expect {
+        assert!(o.stderr.contains(e), "expected {e:?} in:\n{}", o.stderr);
+    }
+    assert_eq!(
+        dir_contents(&out),
+        before,
+        "outputs changed after a failed build"
+    );
 }

@@ -48,11 +48,18 @@ impl Guest {
             "none",
             "--",
         ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("cairn run starts");
+        .args(extra);
+        Guest::spawn(cmd)
+    }
+
+    /// Any command that boots a guest (QEMU itself, say), its console
+    /// (stdout and stderr) collected as it comes. Unlike [`crate::Live`]
+    /// it does not wait for other boots: for guests that boot together.
+    pub fn spawn(mut cmd: Command) -> Guest {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("the guest starts");
         let console = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
         for stream in [
@@ -78,6 +85,11 @@ impl Guest {
 
     pub fn text(&self) -> String {
         self.console.lock().unwrap().clone()
+    }
+
+    /// The pid of the process started (QEMU, or `cairn run`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The offset just past `needle` if the console has it after byte
@@ -217,6 +229,34 @@ pub fn ip(args: &[&str]) {
 
 impl Netns {
     pub fn new(tag: &str, v4: &str, v6: Option<&str>) -> Netns {
+        let ns = Netns::empty(tag);
+        ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ns.ip(&["addr", "add", v4, "dev", "tap0"]);
+        if let Some(v6) = v6 {
+            ns.ip(&["-6", "addr", "add", v6, "dev", "tap0", "nodad"]);
+        }
+        ns.ip(&["link", "set", "tap0", "up"]);
+        ns
+    }
+
+    /// A namespace with bridge `br0` holding `v4` and `taps` tap devices
+    /// on it (`tap0`, `tap1`, ...): one link for several guests.
+    pub fn bridged(tag: &str, v4: &str, taps: usize) -> Netns {
+        let ns = Netns::empty(tag);
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["addr", "add", v4, "dev", "br0"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        for i in 0..taps {
+            let tap = format!("tap{i}");
+            ns.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
+            ns.ip(&["link", "set", &tap, "master", "br0"]);
+            ns.ip(&["link", "set", &tap, "up"]);
+        }
+        ns
+    }
+
+    /// A new namespace with only `lo` (up).
+    fn empty(tag: &str) -> Netns {
         let name = format!("cairn-{tag}-{}", std::process::id());
         // A namespace of that name left by an earlier run (usually none:
         // then ip's complaint is not worth showing).
@@ -230,12 +270,6 @@ impl Netns {
             procs: Vec::new(),
         };
         ns.ip(&["link", "set", "lo", "up"]);
-        ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
-        ns.ip(&["addr", "add", v4, "dev", "tap0"]);
-        if let Some(v6) = v6 {
-            ns.ip(&["-6", "addr", "add", v6, "dev", "tap0", "nodad"]);
-        }
-        ns.ip(&["link", "set", "tap0", "up"]);
         ns
     }
 
@@ -273,21 +307,55 @@ impl Netns {
     /// [`Netns::dnsmasq`], also giving the process's index for
     /// [`Netns::stop`].
     pub fn start_dnsmasq(&mut self, dir: &std::path::Path, extra: &[&str]) -> (usize, PathBuf) {
+        self.start_dnsmasq_on("tap0", dir, extra)
+    }
+
+    /// [`Netns::start_dnsmasq`] on interface `iface`.
+    pub fn start_dnsmasq_on(
+        &mut self,
+        iface: &str,
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> (usize, PathBuf) {
         let log = dir.join("dnsmasq.log");
         let leases = format!("--dhcp-leasefile={}", dir.join("leases").display());
+        let iface = format!("--interface={iface}");
         let mut args = vec![
             "dnsmasq",
             "--no-daemon",
             "--conf-file=/dev/null",
-            "--port=0",
-            "--interface=tap0",
+            &iface,
             "--bind-interfaces",
             "--log-dhcp",
             &leases,
         ];
+        // No DNS unless `extra` gives a port (dnsmasq refuses a repeated one).
+        if !extra.iter().any(|a| a.starts_with("--port=")) {
+            args.push("--port=0");
+        }
         args.extend_from_slice(extra);
         let i = self.spawn(&args, &log);
         (i, log)
+    }
+
+    /// `python3 -m http.server` serving `dir` on `bind`:`port`; its log
+    /// (a line per request, with the client's address) goes to `log`.
+    pub fn http_server(&mut self, bind: &str, port: u16, dir: &Path, log: &PathBuf) -> usize {
+        let port = port.to_string();
+        self.spawn(
+            &[
+                "/usr/bin/python3",
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                bind,
+                "--directory",
+                dir.to_str().unwrap(),
+                &port,
+            ],
+            log,
+        )
     }
 
     /// chronyd serving the host's time at stratum 8 to anyone in the
@@ -419,6 +487,12 @@ impl Netns {
             std::thread::sleep(Duration::from_millis(500));
         }
         false
+    }
+
+    /// The pid of process `i` (from [`Netns::spawn`]): `ip netns exec`
+    /// runs the server in its own place, so it is the server's.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.procs[i].id()
     }
 
     pub fn stop(&mut self, i: usize) {

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use cairn_e2e::{build, cairn, dir_contents, example, run_with_timeout, Outcome};
+use cairn_e2e::{
+    assert_refused_cleanly, build, cairn, dir_contents, example, run_with_timeout, Outcome,
+};
 
 fn inspect(file: &Path) -> Outcome {
     let mut c = cairn();
@@ -311,31 +313,6 @@ fn initramfs_mtimes_are_source_date_epoch_or_zero() {
             "SOURCE_DATE_EPOCH={epoch:?}: entries whose mtime is not {expect}: {other:?}"
         );
     }
-}
-
-/// A failing build leaves earlier outputs untouched and writes nothing.
-fn assert_refused_cleanly(manifest_text: &str, expect: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::copy(
-        example("hello").parent().unwrap().join("cairn.toml"),
-        dir.path().join("good.toml"),
-    )
-    .unwrap();
-    build(&dir.path().join("good.toml"), &out).assert_ok();
-    let before = dir_contents(&out);
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, manifest_text).unwrap();
-    let o = build(&bad, &out);
-    assert!(!o.success, "bad manifest was accepted:\n{}", o.stdout);
-    for e in expect {
-        assert!(o.stderr.contains(e), "expected {e:?} in:\n{}", o.stderr);
-    }
-    assert_eq!(
-        dir_contents(&out),
-        before,
-        "outputs changed after a failed build"
-    );
 }
 
 const BASE: &str = "name = \"hello\"\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n";

@@ -113,6 +113,7 @@ const MANIFEST_TABLES: &[(&[&str], &str)] = &[
     (&["update"], "[update]\nversion = 1\nurl = \"http://10.0.0.1/r\"\nkeys = [\"k\"]\n"),
     (&["update", "health"], "[update]\nversion = 1\nurl = \"http://10.0.0.1/r\"\nkeys = [\"k\"]\n[update.health]\nnetwork = true\n"),
     (&["update", "watchdog"], "[update]\nversion = 1\nurl = \"http://10.0.0.1/r\"\nkeys = [\"k\"]\n[update.watchdog]\ntimeout = \"30s\"\n"),
+    (&["netboot"], "[netboot]\nurl = \"http://10.0.0.1/nodes/\"\nkeys = [\"k\"]\n"),
     (&["partition"], "[[partition]]\nlabel = \"DATA\"\nsize = \"8M\"\nfs = \"ext4\"\n"),
     (&["mount"], "[[mount]]\nlabel = \"DATA\"\npath = \"/data\"\nfs = \"ext4\"\n"),
     (&["config"], "[config]\nmount = \"/data\"\n"),

@@ -14,13 +14,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use cairn_e2e::net::Netns;
-use cairn_e2e::{build, cairn, run_with_timeout, snakeoil_key, Live, SNAKEOIL_PEM};
+use cairn_e2e::{
+    build, cairn, ovmf_args, run_with_timeout, snakeoil_key, Live, OVMF_VARS, OVMF_VARS_SNAKEOIL,
+    SNAKEOIL_PEM,
+};
 
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
-const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
 const SERVER: &str = "192.168.78.1";
+/// The repository's name in the manifests: dnsmasq answers it with
+/// [`SERVER`] (the agent resolves it through the DNS server DHCP gave).
+const REPO_NAME: &str = "updates.cairn.test";
 
 /// The appliance at `version`; `app` is its service's shell script.
 fn manifest(dir: &Path, version: u64, app: &str) -> PathBuf {
@@ -58,7 +60,7 @@ esp_size = "96M"
 
 [update]
 version = {version}
-url = "http://{SERVER}:8000/"
+url = "http://{REPO_NAME}:8000/"
 keys = ["{keys}/update.pub"]
 interval = "10s"
 health = {{ services = ["app"], for = "{health_for}", network = true }}
@@ -128,26 +130,11 @@ fn qemu_on(ns: &Netns, img: &Path, vars: &Path, secure: bool) -> Live {
     c.args(["netns", "exec"])
         .arg(ns.prefix()[3])
         .args(["qemu-system-x86_64", "-accel", "tcg"]);
-    if secure {
-        c.args(["-machine", "q35,smm=on"])
-            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-    } else {
-        c.args(["-machine", "q35"]);
-    }
-    let code = if secure { OVMF_CODE_SECBOOT } else { OVMF_CODE };
+    ovmf_args(&mut c, vars, secure);
     c.args([
         "-m", "256M", "-smp", "1", "-display", "none", "-vga", "none",
     ])
     .args(["-serial", "stdio", "-monitor", "none"])
-    .arg("-drive")
-    .arg(format!(
-        "if=pflash,format=raw,unit=0,readonly=on,file={code}"
-    ))
-    .arg("-drive")
-    .arg(format!(
-        "if=pflash,format=raw,unit=1,file={}",
-        vars.display()
-    ))
     .arg("-drive")
     .arg(format!("file={},format=raw,if=virtio", img.display()))
     .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
@@ -186,23 +173,15 @@ fn servers(tag: &str, d: &Path, served: &Path) -> (Netns, PathBuf) {
         &[
             "--no-ping",
             "--dhcp-range=192.168.78.50,192.168.78.99,255.255.255.0,2m",
+            // DNS too: the repository's name.
+            "--port=53",
+            "--no-resolv",
+            "--log-queries",
+            &format!("--host-record={REPO_NAME},{SERVER}"),
         ],
     );
     let http_log = d.join("http.log");
-    ns.spawn(
-        &[
-            "/usr/bin/python3",
-            "-u",
-            "-m",
-            "http.server",
-            "--bind",
-            SERVER,
-            "--directory",
-            served.to_str().unwrap(),
-            "8000",
-        ],
-        &http_log,
-    );
+    ns.http_server(SERVER, 8000, served, &http_log);
     (ns, http_log)
 }
 
@@ -616,8 +595,13 @@ fn secure_boot_refusal_and_watchdog_reset_roll_back() {
 /// The server first has nothing to offer (404): the appliance keeps
 /// running, retries with backoff and says so in `cairnctl update status`.
 /// Then V2 is offered and the power is cut (QEMU killed) while it
-/// downloads: the next boot runs V1, drops the unfinished file, downloads
-/// again and goes through the trial to commit.
+/// downloads: the next boot runs V1, drops the unfinished file and
+/// downloads again. Through the agent's test hook (`test_hooks = true`
+/// and an `EFI/cairn/test-hold` file) the power is then cut at the two
+/// other points an update can be interrupted: with the download complete
+/// and synced but before the rename into slot B, and after the rename
+/// but before `BootNext` is set. Each time the next boot runs V1 from
+/// slot A; the last boot takes V2 through the trial and commits it.
 #[test]
 fn unreachable_repository_backoff_and_power_cut_during_download() {
     let dir = cairn_e2e::net::scratch("update-cut");
@@ -627,6 +611,8 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
     run_with_timeout(c, Duration::from_secs(30)).assert_ok();
     let key = d.join("keys/update.key");
     let m1 = manifest(d, 1, GOOD);
+    let text = std::fs::read_to_string(&m1).unwrap();
+    std::fs::write(&m1, format!("test_hooks = true\n{text}")).unwrap();
     build(&m1, &d.join("v1/out")).assert_ok();
     let img = d.join("upd.img");
     std::fs::copy(d.join("v1/out/upd.img"), &img).unwrap();
@@ -680,6 +666,39 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
     );
     std::fs::write(d.join("console-1.txt"), &out).unwrap();
 
+    // Cut with V2 complete and synced in B.tmp, before the rename.
+    hold(&img, Some("rename"));
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: test hook: holding before rename", long);
+    let (out, _) = g.finish(Duration::from_millis(1));
+    std::fs::write(d.join("console-2.txt"), &out).unwrap();
+    assert_ne!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v2_efi[..])
+    );
+
+    // Cut after the rename into slot B, before BootNext is set.
+    hold(&img, Some("bootnext"));
+    let mut g = qemu(&ns, &img, &vars);
+    g.wait_for("update: test hook: holding before bootnext", long);
+    let (out, _) = g.finish(Duration::from_millis(1));
+    std::fs::write(d.join("console-3.txt"), &out).unwrap();
+    // The synced download of the cut before survived the cut (fsync of
+    // the file is durable on vfat) and is dropped, not trusted.
+    assert!(
+        out.contains("update: removing the unfinished /boot/efi/EFI/cairn/B.tmp"),
+        "{out}"
+    );
+    assert!(
+        out.contains("update: running version 1 from slot A"),
+        "{out}"
+    );
+    assert_eq!(
+        esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
+        Some(&v2_efi[..])
+    );
+    hold(&img, None);
+
     let mut g = qemu(&ns, &img, &vars);
     g.wait_for("update: running version 1 from slot A", long);
     g.wait_for("update: version 2 written to slot B", long);
@@ -688,13 +707,43 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
         long,
     );
     let (out, _) = g.finish(Duration::from_secs(1));
-    std::fs::write(d.join("console-2.txt"), &out).unwrap();
+    std::fs::write(d.join("console-4.txt"), &out).unwrap();
+    assert!(out.contains("app version 2 starting"), "{out}");
     let log = std::fs::read_to_string(&http_log).unwrap();
-    assert_eq!(count(&log, "GET /upd-2.efi"), 2, "{log}");
+    assert_eq!(count(&log, "GET /upd-2.efi"), 4, "{log}");
+    // The agent found the repository by its name, through DHCP's server.
+    let dns = std::fs::read_to_string(d.join("dnsmasq.log")).unwrap();
+    assert!(
+        dns.contains(&format!("query[A] {REPO_NAME} from 192.168.78.")),
+        "{dns}"
+    );
     assert_eq!(
         esp_file(&img, "/EFI/cairn/B.efi").as_deref(),
         Some(&v2_efi[..])
     );
     assert!(esp_file(&img, "/EFI/cairn/B.tmp").is_none());
     cleanup(ns, &dir);
+}
+
+/// Writes (or with `None` removes) the agent's test hook file on the
+/// image's ESP, with mtools, while no guest runs.
+fn hold(img: &Path, point: Option<&str>) {
+    let esp = format!("{}@@1M", img.display());
+    let st = match point {
+        Some(p) => {
+            let f = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(f.path(), p).unwrap();
+            Command::new("mcopy")
+                .args(["-o", "-i", &esp])
+                .arg(f.path())
+                .arg("::/EFI/cairn/test-hold")
+                .status()
+                .unwrap()
+        }
+        None => Command::new("mdel")
+            .args(["-i", &esp, "::/EFI/cairn/test-hold"])
+            .status()
+            .unwrap(),
+    };
+    assert!(st.success(), "mtools on {esp} failed");
 }

@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "binutils",
     "busybox-static",
     "dnsmasq-base",
+    // BIOS network boot: undionly.kpxe for `cairn netboot` (tests/tests/netboot.rs).
+    "ipxe",
     // A second real DHCP server for the network tests (tests/tests/net.rs).
     "kea-dhcp4-server",
     // An NTP server for the SNTP test (tests/tests/net.rs).
@@ -218,7 +220,7 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// the property of `cairn_init::fuzz::NAME`), each with its kept corpus
 /// in crates/cairn-init/fuzz/corpus/NAME.
 const FUZZ_TARGETS: &[&str] = &[
-    "dhcp", "ra", "rtnl", "disk", "config", "ctl", "kmsg", "cmdline", "sntp",
+    "dhcp", "ra", "rtnl", "disk", "config", "ctl", "kmsg", "cmdline", "sntp", "update",
 ];
 
 /// Seconds each target searches in `cargo xtask fuzz` and in `cargo xtask test`.

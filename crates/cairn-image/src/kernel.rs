@@ -153,7 +153,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// SHA-256 of a file, hex.
-fn file_sha256(path: &Path) -> Result<String, KernelError> {
+pub(crate) fn file_sha256(path: &Path) -> Result<String, KernelError> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     let mut f = fs::File::open(path).map_err(io_err(path))?;
@@ -215,14 +215,14 @@ fn cache_dir_from(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
     std::env::temp_dir().join("cairn-cache")
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
     move |source| KernelError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn validate_package_name(name: &str) -> Result<(), KernelError> {
+pub(crate) fn validate_package_name(name: &str) -> Result<(), KernelError> {
     let ok = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name
@@ -359,12 +359,15 @@ impl Record {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // /proc/self is owned by the process's effective uid.
     fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn run(cmd: &mut Command, program: &'static str) -> Result<std::process::Output, KernelError> {
+pub(crate) fn run(
+    cmd: &mut Command,
+    program: &'static str,
+) -> Result<std::process::Output, KernelError> {
     cmd.env("LC_ALL", "C")
         .output()
         .map_err(|source| KernelError::Spawn { program, source })
@@ -372,17 +375,18 @@ fn run(cmd: &mut Command, program: &'static str) -> Result<std::process::Output,
 
 /// The apt programs to run (replaceable in tests).
 #[derive(Debug, Clone, Copy)]
-struct Apt {
-    get: &'static str,
-    cache: &'static str,
+pub(crate) struct Apt {
+    pub get: &'static str,
+    pub cache: &'static str,
 }
 
-const APT: Apt = Apt {
+pub(crate) const APT: Apt = Apt {
     get: "apt-get",
     cache: "apt-cache",
 };
 
-fn apt_download(apt: Apt, package: &str, dir: &Path) -> Result<(), KernelError> {
+/// `apt-get download` of `packages` (names, or `name=version`) into `dir`.
+pub(crate) fn apt_download(apt: Apt, packages: &[&str], dir: &Path) -> Result<(), KernelError> {
     let mut cmd = Command::new(apt.get);
     cmd.current_dir(dir).args(["-q", "download"]);
     if is_root() {
@@ -390,13 +394,13 @@ fn apt_download(apt: Apt, package: &str, dir: &Path) -> Result<(), KernelError> 
         // and would warn; download as root instead.
         cmd.args(["-o", "APT::Sandbox::User=root"]);
     }
-    cmd.arg(package);
+    cmd.args(packages);
     let out = run(&mut cmd, "apt-get")?;
     if out.status.success() {
         Ok(())
     } else {
         Err(KernelError::Apt {
-            package: package.to_string(),
+            package: packages.join(" "),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
     }
@@ -404,18 +408,26 @@ fn apt_download(apt: Apt, package: &str, dir: &Path) -> Result<(), KernelError> 
 
 /// The candidate version of `package` in the local apt lists (no network).
 fn candidate_version(apt: Apt, package: &str) -> Option<String> {
-    let out = Command::new(apt.cache)
-        .env("LC_ALL", "C")
-        .args(["show", "--no-all-versions", package])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    control_field(&String::from_utf8_lossy(&out.stdout), "Version")
+    control_field(&apt_show(apt, &[package])?, "Version")
 }
 
-fn dpkg_deb(deb: &Path, args: &[&str]) -> Result<String, KernelError> {
+/// The control stanzas of `packages`' candidate versions in the local apt
+/// lists (no network), blank-line separated; unknown and purely virtual
+/// packages have none. `None` when there is none at all.
+pub(crate) fn apt_show<S: AsRef<std::ffi::OsStr>>(apt: Apt, packages: &[S]) -> Option<String> {
+    let out = Command::new(apt.cache)
+        .env("LC_ALL", "C")
+        .args(["show", "--no-all-versions"])
+        .args(packages)
+        .output()
+        .ok()?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub(crate) fn dpkg_deb(deb: &Path, args: &[&str]) -> Result<String, KernelError> {
     let out = run(Command::new("dpkg-deb").args(args).arg(deb), "dpkg-deb")?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -469,7 +481,7 @@ fn download_and_extract(
         .prefix(".download-")
         .tempdir_in(kernels)
         .map_err(io_err(kernels))?;
-    apt_download(apt, package, tmp.path())?;
+    apt_download(apt, &[package], tmp.path())?;
     let deb = find_deb(package, tmp.path())?;
     let control = dpkg_deb(&deb, &["-f"])?;
     let name = control_field(&control, "Package").unwrap_or_else(|| package.to_string());
@@ -528,7 +540,7 @@ fn download_and_extract(
     })
 }
 
-fn extract(deb: &Path, into: &Path) -> Result<(), KernelError> {
+pub(crate) fn extract(deb: &Path, into: &Path) -> Result<(), KernelError> {
     let out = run(
         Command::new("dpkg-deb").arg("-x").arg(deb).arg(into),
         "dpkg-deb",
@@ -669,7 +681,7 @@ fn resolve_package_with(apt: Apt, package: &str, cache: &Path) -> Result<Kernel,
     }
 }
 
-fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();

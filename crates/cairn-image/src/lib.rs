@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod kmod;
 pub mod oci;
 pub mod output;
+pub mod packages;
 pub mod pe;
 pub mod uki;
 pub mod vhd;

@@ -30,7 +30,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn_manifest::{Diagnostic, SystemConfig, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH};
+use cairn_manifest::{
+    Diagnostic, SystemConfig, NODE_CONFIG_PATH, NODE_TARGET, SECONDARY_CONFIG_FILE,
+    SYSTEM_CONFIG_PATH,
+};
 
 use crate::{info, Mode};
 
@@ -267,6 +270,31 @@ pub fn settle(cfg: SystemConfig, mounted: &[String], hold: Option<Duration>) -> 
         _ => cfg,
     };
     without_disabled(cfg)
+}
+
+/// The node config agent's word (`cairnctl`'s `node-config apply|builtin`
+/// request): with `apply`, the verified node config it left at
+/// [`NODE_CONFIG_PATH`] is applied to the services that have not
+/// started; either way the services waiting for [`NODE_TARGET`] may start.
+/// Taken once per boot.
+pub fn settle_node(sup: &mut crate::supervise::Supervisor, take: bool) -> Result<(), String> {
+    if crate::targets::is_reached(NODE_TARGET) {
+        return Err("the node config is settled for this boot".into());
+    }
+    if take {
+        let path = Path::new(NODE_CONFIG_PATH);
+        let primary = SystemConfig {
+            services: sup.configs().to_vec(),
+            ..Default::default()
+        };
+        let applied = read_limited(path, SECONDARY_MAX)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|text| apply(&primary, &text, path).map_err(|e| e.to_string()))?;
+        sup.override_waiting(applied.services);
+        info!("node config applied");
+    }
+    crate::targets::reach(NODE_TARGET);
+    Ok(())
 }
 
 /// What happened with the secondary config.

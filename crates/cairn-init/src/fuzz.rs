@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("kmsg", kmsg),
     ("cmdline", cmdline),
     ("sntp", sntp),
+    ("update", update),
 ];
 
 const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
@@ -549,6 +550,9 @@ pub fn ctl(data: &[u8]) {
                     Request::Restart(n) => format!("restart {n}"),
                     Request::Poweroff => "poweroff".into(),
                     Request::Reboot => "reboot".into(),
+                    Request::NodeConfig { apply } => {
+                        format!("node-config {}", if *apply { "apply" } else { "builtin" })
+                    }
                 };
                 assert_eq!(parse(&text), Ok(req), "{text:?}");
                 return;
@@ -666,6 +670,88 @@ pub fn sntp(data: &[u8]) {
     }
 }
 
+// --------------------------------------------------------------- update
+
+/// A reply from the update server (and from its DNS server), read in
+/// pieces of the size the first byte says: a body is only taken from a 200 reply, is at most the
+/// length asked for, is exactly the bytes after the headers, and is
+/// exactly `Content-Length` long when the server gave one. The body then
+/// goes through the metadata check with a fixed trusted key: a release
+/// is taken only with that key's signature over its exact bytes, for
+/// this appliance, newer than the running version and not expired.
+pub fn update(data: &[u8]) {
+    use crate::update::http::read_response;
+    use cairn_manifest::release::{self, Metadata};
+    use std::io::Read;
+    struct Pieces<'a>(&'a [u8], usize);
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let Some((&piece, reply)) = data.split_first() else {
+        return;
+    };
+    // The same bytes as the DNS server's answer to the agent's A query
+    // (the ID taken from the reply, so the checks get past it): an
+    // address only from a reply to that question with no error code.
+    let id = reply
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    if let Ok(Some(_)) = crate::update::dns::answer(id, "updates.example", reply) {
+        assert!(reply[2] & 0x80 != 0 && reply[2] & 0x02 == 0 && reply[3] & 0x0f == 0);
+    }
+    let max = 1 << 16;
+    let mut body = Vec::new();
+    let got = read_response(
+        &mut Pieces(reply, usize::from(piece % 64) + 1),
+        "fuzz",
+        "/m",
+        max,
+        &mut body,
+    );
+    let Ok(n) = got else {
+        return;
+    };
+    let end = reply.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&reply[..end]);
+    assert_eq!(head.split_whitespace().nth(1), Some("200"));
+    assert!(n <= max && n as usize == body.len());
+    assert!(reply[end..].starts_with(&body));
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<u64>().ok())?
+    });
+    if let Some(l) = length {
+        assert_eq!(n, l);
+    }
+    let seed = [7u8; 32];
+    let trusted = [release::hex(&release::public_key(&seed))];
+    let (running, now) = (5, 1_800_000_000);
+    if let Ok(r) = release::verify(&body, &trusted, "fuzz", running, now) {
+        assert!(r.name == "fuzz" && r.version > running && r.expires > now);
+        // ed25519 signatures are deterministic and cannot be forged: only
+        // the exact bytes our key signed pass.
+        let md: Metadata = serde_json::from_slice(&body).unwrap();
+        let ours = release::sign(&r, &seed);
+        assert_eq!(
+            md.signed, ours.signed,
+            "a release passed without our signature"
+        );
+        let bytes = |s: &str| release::unhex(s);
+        let sig = bytes(&ours.signatures[0].sig);
+        assert!(
+            md.signatures.iter().any(|s| bytes(&s.sig) == sig),
+            "no signature is ours (hex in any case)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,6 +774,23 @@ mod tests {
             }
             assert!(n > 0, "no corpus for {name}");
         }
+    }
+
+    /// The update target's seed reaches past the signature check (so the
+    /// fuzzer starts from a release that is taken).
+    #[test]
+    fn update_seed_is_a_signed_release() {
+        use cairn_manifest::release;
+        let data = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/update/signed_release"),
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        let n = crate::update::http::read_response(&mut &data[1..], "t", "/m", 1 << 16, &mut body);
+        assert_eq!(n, Ok(body.len() as u64));
+        let key = [release::hex(&release::public_key(&[7; 32]))];
+        let r = release::verify(&body, &key, "fuzz", 5, 1_800_000_000).unwrap();
+        assert_eq!(r.version, 6);
     }
 
     /// Every target here has its fuzz_targets/NAME.rs and its entry in the

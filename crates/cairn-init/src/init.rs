@@ -404,6 +404,10 @@ fn boot_and_supervise(mode: Mode) -> ! {
         // Services with `after = ["network-online"]` wait for the manager.
         crate::targets::hold("network-online");
     }
+    if cfg.as_ref().is_some_and(|c| c.netboot.is_some()) {
+        // The others wait for the node config agent's word.
+        crate::targets::hold(cairn_manifest::NODE_TARGET);
+    }
     let boot = BootState {
         mode,
         signals,

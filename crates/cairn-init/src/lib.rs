@@ -106,6 +106,8 @@ pub enum Applet {
     Reaper,
     /// `cairn-update`: the update agent ([`update`]).
     Update,
+    /// `cairn-node-config`: fetches the node config ([`update::node`]).
+    NodeConfig,
 }
 
 /// Picks the applet from `argv[0]`'s file name; anything unknown is init.
@@ -115,6 +117,7 @@ pub fn applet(argv0: Option<&OsStr>) -> Applet {
         Some(n) if n == container::APPLET => Applet::Container,
         Some(n) if n == container::REAPER => Applet::Reaper,
         Some(n) if n == "cairn-update" => Applet::Update,
+        Some(n) if n == "cairn-node-config" => Applet::NodeConfig,
         _ => Applet::Init,
     }
 }

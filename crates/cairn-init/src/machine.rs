@@ -359,6 +359,12 @@ impl Machine {
                 self.sup.request(Shutdown::Reboot);
                 Reply::ok(String::new())
             }
+            Request::NodeConfig { apply } => {
+                match crate::config::settle_node(&mut self.sup, apply) {
+                    Ok(()) => Reply::ok(String::new()),
+                    Err(e) => Reply::err(e),
+                }
+            }
             Request::Start(n) => self.command(Command::Start, &n),
             Request::Stop(n) => self.command(Command::Stop, &n),
             Request::Restart(n) => self.command(Command::Restart, &n),

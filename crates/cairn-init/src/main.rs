@@ -18,6 +18,7 @@ fn main() {
             std::process::exit(126)
         }
         Applet::Update => std::process::exit(cairn_init::update::main()),
+        Applet::NodeConfig => std::process::exit(cairn_init::update::node::main()),
         Applet::Init => init::run(),
     }
 }

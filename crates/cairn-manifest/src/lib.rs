@@ -18,6 +18,7 @@ pub mod diagnostic;
 pub mod disk;
 pub mod implied;
 pub mod manifest;
+pub mod netboot;
 pub mod network;
 mod raw;
 pub mod release;
@@ -42,7 +43,7 @@ pub use runtime::{
     Ipv6Mode, Level, LogConfig, MatchRule, MountConfig, MountSource, NetConfig, PanicAction,
     RestartPolicy, RouteConfig, RunSettings, ServiceConfig, ShellConfig, SystemConfig,
     VolumeConfig, CONTAINER_ROOT_DIR, DEFAULT_MOUNT_WAIT_SECS, DEFAULT_ONLINE_TIMEOUT,
-    MKFS_EXT4_PATH, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH,
+    MKFS_EXT4_PATH, NODE_CONFIG_PATH, NODE_TARGET, SECONDARY_CONFIG_FILE, SYSTEM_CONFIG_PATH,
 };
 pub use secondary::{SecondaryOverrides, ServiceOverride};
 pub use shell::Shell;

@@ -33,6 +33,10 @@
 //! [[binary]]
 //! path = "/usr/bin/jq"
 //! dst = "/usr/bin/jq"
+//!
+//! [[package]]                    # from Debian's archive, not the build host
+//! name = "dnsmasq-base"
+//! files = ["/usr/sbin/dnsmasq"]
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,7 +46,9 @@ use toml::Spanned;
 
 use crate::compression::Compression;
 use crate::diagnostic::{Diagnostic, Located, Span};
-use crate::raw::{self, RawBinary, RawFile, RawKernel, RawManifest, RawService, RawSign};
+use crate::raw::{
+    self, RawBinary, RawFile, RawKernel, RawManifest, RawPackage, RawService, RawSign,
+};
 use crate::runtime::{
     ExitAction, LogConfig, NetConfig, PanicAction, RestartPolicy, RunSettings, ServiceConfig,
     SystemConfig,
@@ -115,6 +121,8 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// `[[binary]]` entries, in manifest order.
     pub binaries: Vec<BinaryEntry>,
+    /// `[[package]]` entries, in manifest order.
+    pub packages: Vec<PackageEntry>,
     /// `[disk]` with its `[[partition]]`s: write `NAME.img` (see
     /// [`crate::disk`]).
     pub disk: Option<crate::disk::DiskSpec>,
@@ -137,6 +145,8 @@ pub struct Manifest {
     pub sign: Option<SignSpec>,
     /// `[update]`: signed A/B updates (see [`crate::update`]).
     pub update: Option<crate::runtime::UpdateConfig>,
+    /// `[netboot]`: per-node configs (see [`crate::netboot`]).
+    pub netboot: Option<crate::runtime::NetbootConfig>,
 }
 
 /// The `[sign]` table: the Secure Boot signing key and certificate.
@@ -275,6 +285,18 @@ pub struct BinaryEntry {
     pub dst: String,
 }
 
+/// A `[[package]]` entry: files taken from a Debian package of the
+/// image's architecture, fetched with apt (not from the build host); the
+/// shared libraries they need come from the package's dependencies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageEntry {
+    /// `name`: the Debian package.
+    pub name: Located<String>,
+    /// `files`: absolute paths inside the package, each put at the same
+    /// path in the image.
+    pub files: Vec<Located<String>>,
+}
+
 impl Manifest {
     /// Reads, parses and validates the manifest at `path`.
     ///
@@ -359,8 +381,10 @@ impl Manifest {
             config_mount: self.config_mount.as_ref().map(|c| c.value.clone()),
             shell: self.shell.as_ref().map(crate::shell::Shell::config),
             update: self.update.clone(),
+            netboot: self.netboot.clone(),
         }
         .with_update_agent()
+        .with_node_agent()
     }
 }
 
@@ -431,9 +455,15 @@ impl Builder<'_> {
             .into_iter()
             .map(|b| self.binary(b.into_inner()))
             .collect::<Result<Vec<_>, _>>()?;
+        let packages = raw
+            .package
+            .into_iter()
+            .map(|p| self.package(p))
+            .collect::<Result<Vec<_>, _>>()?;
         self.unique_destinations(
             &files,
             &binaries,
+            &packages,
             raw.hostname.is_some(),
             !kernel.modules.is_empty(),
         )?;
@@ -490,6 +520,8 @@ impl Builder<'_> {
         let names: Vec<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
         let update = crate::update::build(raw.update, disk.disk.is_some(), &names, self.dir)
             .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
+        let netboot = crate::netboot::build(raw.netboot, self.dir)
+            .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         Ok(Manifest {
             path: PathBuf::new(),
             dir: PathBuf::new(),
@@ -504,6 +536,7 @@ impl Builder<'_> {
             services,
             files,
             binaries,
+            packages,
             disk: disk.disk.map(|d| crate::disk::DiskSpec {
                 ab_slots: update.is_some(),
                 ..d
@@ -517,6 +550,7 @@ impl Builder<'_> {
             shell,
             sign,
             update,
+            netboot,
         })
     }
 
@@ -791,6 +825,23 @@ impl Builder<'_> {
         })
     }
 
+    fn package(&self, p: Spanned<RawPackage>) -> Result<PackageEntry, Failure> {
+        let p = p.into_inner();
+        check::check_package(p.name.get_ref()).map_err(at(&p.name))?;
+        if p.files.get_ref().is_empty() {
+            return Err((span(&p.files), Invalid::PackageNoFiles));
+        }
+        let mut files = Vec::new();
+        for f in p.files.into_inner() {
+            check::check_destination("files", f.get_ref()).map_err(at(&f))?;
+            files.push(located(f));
+        }
+        Ok(PackageEntry {
+            name: located(p.name),
+            files,
+        })
+    }
+
     /// `line L, column C` of a span, as [`Diagnostic`] counts them.
     fn place(&self, span: Span) -> String {
         let start = span.start.min(self.text.len());
@@ -812,6 +863,7 @@ impl Builder<'_> {
         &self,
         files: &[FileEntry],
         binaries: &[BinaryEntry],
+        packages: &[PackageEntry],
         hostname: bool,
         modules: bool,
     ) -> Result<(), Failure> {
@@ -823,6 +875,11 @@ impl Builder<'_> {
                     .iter()
                     .map(|b| (b.dst.as_str(), b.path.span, "[[binary]]")),
             )
+            .chain(packages.iter().flat_map(|p| {
+                p.files
+                    .iter()
+                    .map(|f| (f.value.as_str(), f.span, "[[package]]"))
+            }))
             .collect();
         // Compare in text order so that "first" really is the earlier one.
         all.sort_by_key(|(_, sp, _)| sp.start);
@@ -1058,6 +1115,43 @@ mod tests {
         let d = parse(text).expect_err("manifest should be refused");
         assert_eq!(d.file, Path::new("app/cairn.toml"));
         (d.line, d.col, d.message)
+    }
+
+    #[test]
+    fn packages_name_files_placed_and_checked() {
+        let m = parse(&format!(
+            "name = \"x\"\n{KERNEL}[[package]]\nname = \"dnsmasq-base\"\nfiles = [\"/usr/sbin/dnsmasq\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(m.packages.len(), 1);
+        assert_eq!(m.packages[0].name.value, "dnsmasq-base");
+        assert_eq!(m.packages[0].files[0].value, "/usr/sbin/dnsmasq");
+        for (entry, line, col, want) in [
+            (
+                "name = \"Bad_Name\"\nfiles = [\"/a\"]",
+                5,
+                8,
+                "invalid Debian package name",
+            ),
+            ("name = \"jq\"\nfiles = []", 6, 9, "at least one path"),
+            (
+                "name = \"jq\"\nfiles = [\"/bin/x\", \"usr/bin/jq\"]",
+                6,
+                20,
+                "absolute path",
+            ),
+            ("name = \"jq\"", 4, 1, "files"),
+        ] {
+            let (l, c, msg) = err(&format!("name = \"x\"\n{KERNEL}[[package]]\n{entry}\n"));
+            assert!(msg.contains(want), "{entry}: {msg}");
+            assert_eq!((l, c), (line, col), "{entry}: {msg}");
+        }
+        // A package's file collides with a [[binary]] like any entry.
+        let (l, _, msg) = err(&format!(
+            "name = \"x\"\n{KERNEL}[[binary]]\npath = \"/usr/bin/jq\"\n[[package]]\nname = \"jq\"\nfiles = [\"/usr/bin/jq\"]\n"
+        ));
+        assert_eq!(l, 8, "{msg}");
+        assert!(msg.contains("[[binary]] at line 5"), "{msg}");
     }
 
     fn with_kernel(before: &str, after: &str) -> String {
@@ -1431,7 +1525,7 @@ mod tests {
             "version = 1\nurl = \"https://updates.example/\"\nkeys = [\"{KEY}\"]\n"
         )));
         assert_eq!((l, c), (10, 7), "{msg}");
-        assert!(msg.contains("http://IPV4"), "{msg}");
+        assert!(msg.contains("http://HOST[:PORT]/PATH"), "{msg}");
         let (l, _, msg) = err(&update_manifest(
             "version = 1\nurl = \"http://10.0.0.1/\"\nkeys = [\"missing.pub\"]\n",
         ));

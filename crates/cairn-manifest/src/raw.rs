@@ -35,6 +35,8 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub binary: Vec<Spanned<RawBinary>>,
     #[serde(default)]
+    pub package: Vec<Spanned<RawPackage>>,
+    #[serde(default)]
     pub disk: Option<Spanned<crate::disk::RawDisk>>,
     #[serde(default)]
     pub partition: Vec<Spanned<crate::disk::RawPartition>>,
@@ -59,6 +61,8 @@ pub(crate) struct RawManifest {
     pub sign: Option<Spanned<RawSign>>,
     #[serde(default)]
     pub update: Option<Spanned<crate::update::RawUpdate>>,
+    #[serde(default)]
+    pub netboot: Option<crate::netboot::RawNetboot>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +204,13 @@ pub(crate) struct RawBinary {
     pub path: Spanned<String>,
     #[serde(default)]
     pub dst: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPackage {
+    pub name: Spanned<String>,
+    pub files: Spanned<Vec<Spanned<String>>>,
 }
 
 /// Parses the TOML text into the raw types. On failure returns the span

@@ -63,15 +63,11 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// Signs `release` with the ed25519 key from `seed` (32 bytes).
 pub fn sign(release: &Release, seed: &[u8; 32]) -> Metadata {
-    let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed));
     let signed = serde_json::to_string(release).expect("a release always serializes");
-    let sig = kp.sk.sign(signed.as_bytes(), None);
+    let sig = sign_bytes(signed.as_bytes(), seed);
     Metadata {
         signed,
-        signatures: vec![Signature {
-            key: hex(kp.pk.as_ref()),
-            sig: hex(sig.as_ref()),
-        }],
+        signatures: vec![sig],
     }
 }
 
@@ -79,6 +75,35 @@ pub fn sign(release: &Release, seed: &[u8; 32]) -> Metadata {
 pub fn public_key(seed: &[u8; 32]) -> [u8; 32] {
     let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed));
     *kp.pk
+}
+
+/// Whether one of `sigs` is a signature over `msg` by one of the
+/// `trusted` keys (hex).
+pub fn trusted_signature(sigs: &[Signature], trusted: &[String], msg: &[u8]) -> bool {
+    sigs.iter().any(|s| {
+        if !trusted.iter().any(|t| t.eq_ignore_ascii_case(&s.key)) {
+            return false;
+        }
+        let (Some(pk), Some(sig)) = (unhex(&s.key), unhex(&s.sig)) else {
+            return false;
+        };
+        let (Ok(pk), Ok(sig)) = (
+            ed25519_compact::PublicKey::from_slice(&pk),
+            ed25519_compact::Signature::from_slice(&sig),
+        ) else {
+            return false;
+        };
+        pk.verify(msg, &sig).is_ok()
+    })
+}
+
+/// The signature of `msg` by the key of `seed`.
+pub fn sign_bytes(msg: &[u8], seed: &[u8; 32]) -> Signature {
+    let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(*seed));
+    Signature {
+        key: hex(kp.pk.as_ref()),
+        sig: hex(kp.sk.sign(msg, None).as_ref()),
+    }
 }
 
 /// Why metadata was refused.
@@ -108,21 +133,7 @@ pub fn verify(
 ) -> Result<Release, Refused> {
     let md: Metadata =
         serde_json::from_slice(text).map_err(|e| Refused::Malformed(e.to_string()))?;
-    let ok = md.signatures.iter().any(|s| {
-        if !trusted.iter().any(|t| t.eq_ignore_ascii_case(&s.key)) {
-            return false;
-        }
-        let (Some(pk), Some(sig)) = (unhex(&s.key), unhex(&s.sig)) else {
-            return false;
-        };
-        let (Ok(pk), Ok(sig)) = (
-            ed25519_compact::PublicKey::from_slice(&pk),
-            ed25519_compact::Signature::from_slice(&sig),
-        ) else {
-            return false;
-        };
-        pk.verify(md.signed.as_bytes(), &sig).is_ok()
-    });
+    let ok = trusted_signature(&md.signatures, trusted, md.signed.as_bytes());
     if !ok {
         return Err(Refused::Signature);
     }

@@ -4,7 +4,7 @@
 //! ```toml
 //! [update]
 //! version = 2                        # this image's release; only goes up
-//! url = "http://192.168.77.1:8000/"  # the repository (cairn publish --repo)
+//! url = "http://updates.example.com:8000/"  # the repository (cairn publish --repo); a name or an IPv4 address
 //! keys = ["update.pub"]              # files from `cairn keys generate --update`, or base64
 //! interval = "1h"                    # between polls, jittered
 //! health = { services = ["app"], for = "30s", network = true }
@@ -31,7 +31,7 @@ pub enum UpdateInvalid {
     NoDisk,
     #[error("[update] `version` must be a whole number from 1 up; got {0}")]
     Version(i64),
-    #[error("[update] `url` must be `http://IPV4[:PORT]/PATH` (integrity comes from signatures; names are not resolved); got `{0}`")]
+    #[error("[update] `url` must be `http://HOST[:PORT]/PATH`, HOST an IPv4 address or a DNS name (plain HTTP: integrity comes from signatures); got `{0}`")]
     Url(String),
     #[error("[update] `keys` must name at least one ed25519 public key")]
     NoKeys,
@@ -119,6 +119,14 @@ pub fn decode_key(text: &str) -> Option<[u8; 32]> {
 
 /// `http://A.B.C.D[:PORT]/PATH`: host, port and path (path ends in `/`).
 pub fn parse_url(url: &str) -> Option<(std::net::Ipv4Addr, u16, String)> {
+    let (host, port, path) = parse_http_url(url)?;
+    Some((host.parse().ok()?, port, path))
+}
+
+/// `http://HOST[:PORT]/PATH` where HOST is an IPv4 address or a DNS name
+/// (letters, digits and hyphens in dot-separated labels): host, port and
+/// path (path ends in `/`).
+pub fn parse_http_url(url: &str) -> Option<(String, u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -131,11 +139,47 @@ pub fn parse_url(url: &str) -> Option<(std::net::Ipv4Addr, u16, String)> {
     if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return None;
     }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let is_name = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if host.parse::<std::net::Ipv4Addr>().is_err() && !is_name {
+        return None;
+    }
     let mut path = path.to_string();
     if !path.ends_with('/') {
         path.push('/');
     }
-    Some((host.parse().ok()?, port, path))
+    Some((host.to_string(), port, path))
+}
+
+/// Public keys as a manifest names them (base64 of 32 bytes, or a file
+/// relative to `dir` holding that, as `cairn keys generate --update`
+/// writes), in hex; a bad one is (where, what was written, why).
+pub(crate) fn resolve_keys(
+    keys: &[Spanned<String>],
+    dir: &Path,
+) -> Result<Vec<String>, (Span, String, String)> {
+    let mut out = Vec::new();
+    for k in keys {
+        let text = k.get_ref();
+        let key = match decode_key(text) {
+            Some(key) => key,
+            None => {
+                let read = crate::manifest::read_limited(&dir.join(text), 4096)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| decode_key(&t).ok_or_else(|| "not base64 of 32 bytes".into()));
+                read.map_err(|e| (span(k), text.clone(), e))?
+            }
+        };
+        out.push(key.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    Ok(out)
 }
 
 /// Validates `[update]`; `services` are the manifest's service names,
@@ -158,26 +202,14 @@ pub(crate) fn build(
             UpdateInvalid::Version(*u.version.get_ref()),
         ));
     }
-    if parse_url(u.url.get_ref()).is_none() {
+    if parse_http_url(u.url.get_ref()).is_none() {
         return Err((span(&u.url), UpdateInvalid::Url(u.url.get_ref().clone())));
     }
     if u.keys.get_ref().is_empty() {
         return Err((span(&u.keys), UpdateInvalid::NoKeys));
     }
-    let mut keys = Vec::new();
-    for k in u.keys.get_ref() {
-        let text = k.get_ref();
-        let key = match decode_key(text) {
-            Some(key) => key,
-            None => {
-                let read = crate::manifest::read_limited(&dir.join(text), 4096)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| decode_key(&t).ok_or_else(|| "not base64 of 32 bytes".into()));
-                read.map_err(|e| (span(k), UpdateInvalid::Key(text.clone(), e)))?
-            }
-        };
-        keys.push(key.iter().map(|b| format!("{b:02x}")).collect());
-    }
+    let keys =
+        resolve_keys(u.keys.get_ref(), dir).map_err(|(sp, k, e)| (sp, UpdateInvalid::Key(k, e)))?;
     let interval_s = match &u.interval {
         Some(v) => duration("interval", v)?,
         None => DEFAULT_INTERVAL_S,
@@ -256,5 +288,19 @@ mod tests {
         assert_eq!(parse_url("http://1.2.3.4").unwrap().2, "/");
         assert!(parse_url("https://1.2.3.4/").is_none());
         assert!(parse_url("http://example.com/").is_none());
+        assert_eq!(
+            parse_http_url("http://updates.example.com:8080/r").unwrap(),
+            ("updates.example.com".to_string(), 8080, "/r/".to_string())
+        );
+        assert_eq!(parse_http_url("http://10.0.0.1/").unwrap().0, "10.0.0.1");
+        for bad in [
+            "http://a b/",
+            "http://-x.example/",
+            "http://a..b/",
+            "http:///",
+            "http://ex_ample/",
+        ] {
+            assert!(parse_http_url(bad).is_none(), "{bad}");
+        }
     }
 }

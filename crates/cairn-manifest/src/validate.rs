@@ -97,6 +97,8 @@ pub enum Invalid {
         "`path` of a [[binary]] must be an absolute host path, like `/usr/bin/{0}`; got `{0}`"
     )]
     RelativeBinary(String),
+    #[error("`files` of a [[package]] must list at least one path inside the package, like \"/usr/sbin/dnsmasq\"")]
+    PackageNoFiles,
     #[error(transparent)]
     Disk(#[from] crate::disk::DiskInvalid),
     #[error(transparent)]
@@ -109,6 +111,8 @@ pub enum Invalid {
     Container(#[from] crate::container::ContainerInvalid),
     #[error(transparent)]
     Update(#[from] crate::update::UpdateInvalid),
+    #[error(transparent)]
+    Netboot(#[from] crate::netboot::NetbootInvalid),
 }
 
 /// `[a-z0-9][a-z0-9-]*`, at most [`NAME_MAX`] characters.

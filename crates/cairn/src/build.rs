@@ -167,6 +167,168 @@ fn check_static(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     }
 }
 
+/// Adds a program's closure (from [`elfdeps::closure`]) to the archive,
+/// each file once; `origin` says where a file came from in the build table.
+fn add_closure(
+    files: Vec<elfdeps::HostFile>,
+    seen: &mut BTreeMap<String, ()>,
+    inputs: &mut Vec<ReportLine>,
+    archive: &mut cpio::Archive,
+    origin: &dyn Fn(&Path) -> String,
+) -> Result<(), BuildError> {
+    for f in files {
+        if seen.insert(f.image_path.clone(), ()).is_some() {
+            continue;
+        }
+        match f.kind {
+            elfdeps::HostFileKind::File { host_path, mode } => {
+                let bytes = read(&host_path)?;
+                inputs.push(ReportLine {
+                    what: f.image_path.clone(),
+                    origin: origin(&host_path),
+                    bytes: bytes.len() as u64,
+                });
+                archive.add_file(&f.image_path, mode & 0o7777, bytes)?;
+            }
+            elfdeps::HostFileKind::Symlink { target } => {
+                archive.add_symlink(&f.image_path, &target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The image's architecture, as an ELF machine number.
+const IMAGE_MACHINE: (u16, &str) = (goblin::elf::header::EM_X86_64, "x86_64");
+
+/// A program for another architecture than the image's is refused.
+fn check_arch(path: &Path) -> Result<(), String> {
+    let mut head = [0u8; 20];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    if n < 20 || &head[..4] != b"\x7fELF" {
+        return Ok(()); // not ELF: elfdeps says what it is
+    }
+    let machine = if head[5] == 2 {
+        u16::from_be_bytes([head[18], head[19]])
+    } else {
+        u16::from_le_bytes([head[18], head[19]])
+    };
+    if machine == IMAGE_MACHINE.0 {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is a program for {} (ELF machine {machine}), but this image is {}",
+        path.display(),
+        goblin::elf::header::machine_to_str(machine),
+        IMAGE_MACHINE.1
+    ))
+}
+
+/// `[[package]]`: fetches the packages with their dependencies and adds
+/// each listed file, with the libraries it needs found among the
+/// packages' files. Returns each fetched package's name and extracted
+/// tree (for the SBOM's licences).
+fn add_packages(
+    m: &Manifest,
+    opts: &BuildOptions,
+    seen: &mut BTreeMap<String, ()>,
+    inputs: &mut Vec<ReportLine>,
+    archive: &mut cpio::Archive,
+) -> Result<Vec<(String, PathBuf)>, BuildError> {
+    use cairn_image::packages;
+    let names: Vec<&str> = m.packages.iter().map(|p| p.name.value.as_str()).collect();
+    let step = Step::start(format!("Debian packages {}", names.join(" ")));
+    let root = packages::resolve(&names, "x86_64", &opts.cache_dir, &mut |line| {
+        eprintln!("cairn: {line}")
+    });
+    step.done();
+    let root = root.map_err(|e| {
+        // Point at the entry the error is about, else the first one.
+        let text = e.to_string();
+        let at = m
+            .packages
+            .iter()
+            .find(|p| text.contains(&format!("package {} ", p.name.value)))
+            .unwrap_or(&m.packages[0]);
+        BuildError::from(m.error_at(at.name.span, text))
+    })?;
+    for p in &m.packages {
+        let v = root
+            .packages
+            .iter()
+            .find(|r| r.name == p.name.value)
+            .map(|r| r.version.clone())
+            .unwrap_or_default();
+        for f in &p.files {
+            let host = root.root().join(f.value.trim_start_matches('/'));
+            let err = |msg: String| BuildError::from(m.error_at(f.span, msg));
+            let meta = std::fs::symlink_metadata(&host).map_err(|_| {
+                err(format!(
+                    "`{}` is not in package {} {v}; `dpkg-deb -c` on its .deb lists what it has",
+                    f.value, p.name.value
+                ))
+            })?;
+            match root.owner(&f.value) {
+                Some(o) if o.name == p.name.value => {}
+                Some(o) => {
+                    return Err(err(format!(
+                        "`{}` comes from package {} {}, not from {}; name that package",
+                        f.value, o.name, o.version, p.name.value
+                    )))
+                }
+                None => {
+                    return Err(err(format!(
+                        "`{}` is a directory; list the files to take from it",
+                        f.value
+                    )))
+                }
+            }
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&host).unwrap_or_default();
+                return Err(err(format!(
+                    "`{}` is a symbolic link to `{}` in package {}; list the file it points to",
+                    f.value,
+                    target.display(),
+                    p.name.value
+                )));
+            }
+            let files = match elfdeps::closure(&host, &f.value, root.root()) {
+                Ok(files) => files,
+                // Data files and scripts are copied as they are.
+                Err(
+                    elfdeps::ElfDepsError::NotElf { .. } | elfdeps::ElfDepsError::Script { .. },
+                ) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    vec![elfdeps::HostFile {
+                        image_path: f.value.clone(),
+                        kind: elfdeps::HostFileKind::File {
+                            host_path: host.clone(),
+                            mode: meta.permissions().mode() & 0o7777,
+                        },
+                    }]
+                }
+                Err(e) => {
+                    return Err(err(e
+                        .to_string()
+                        .replace(&root.root().display().to_string(), "the packages")))
+                }
+            };
+            add_closure(files, seen, inputs, archive, &|host| {
+                root.owner_of_host_path(host)
+                    .map(|o| format!("package {} {}", o.name, o.version))
+                    .unwrap_or_else(|| format!("package {}", p.name.value))
+            })?;
+        }
+    }
+    Ok(root
+        .packages
+        .iter()
+        .map(|r| (r.name.clone(), r.tree(&opts.cache_dir)))
+        .collect())
+}
+
 fn os_release(m: &Manifest) -> String {
     format!(
         "NAME=cairn\nID=cairn\nPRETTY_NAME=\"cairn appliance {name}\"\nIMAGE_ID={name}\nVERSION_ID={ver}\n",
@@ -309,28 +471,21 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         .collect();
     bins.extend(crate::disk::auto_binaries(&m));
     for (path, dst, span) in &bins {
+        check_arch(path).map_err(|e| BuildError::from(m.error_at(*span, e)))?;
         let files = elfdeps::closure(path, dst, &opts.host_root)
             .map_err(|e| BuildError::from(m.error_at(*span, e.to_string())))?;
-        for f in files {
-            if seen.insert(f.image_path.clone(), ()).is_some() {
-                continue;
-            }
-            match f.kind {
-                elfdeps::HostFileKind::File { host_path, mode } => {
-                    let bytes = read(&host_path)?;
-                    inputs.push(ReportLine {
-                        what: f.image_path.clone(),
-                        origin: format!("host {}", host_path.display()),
-                        bytes: bytes.len() as u64,
-                    });
-                    archive.add_file(&f.image_path, mode & 0o7777, bytes)?;
-                }
-                elfdeps::HostFileKind::Symlink { target } => {
-                    archive.add_symlink(&f.image_path, &target)?;
-                }
-            }
-        }
+        add_closure(files, &mut seen, &mut inputs, &mut archive, &|host| {
+            format!("host {}", host.display())
+        })?;
     }
+
+    // Files from Debian packages, with their libraries from the packages'
+    // dependencies (never from the host).
+    let fetched = if m.packages.is_empty() {
+        Vec::new()
+    } else {
+        add_packages(&m, opts, &mut seen, &mut inputs, &mut archive)?
+    };
 
     // Plain files. The manifest already refused collisions between entries
     // and with the paths the builder generates; what is left are the
@@ -455,6 +610,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         });
         archive.add_symlink(cairn_manifest::runtime::UPDATE_AGENT_PATH, INIT_PATH)?;
     }
+    if system.netboot.is_some() {
+        archive.add_symlink(cairn_manifest::runtime::NODE_AGENT_PATH, INIT_PATH)?;
+    }
     // 0600: it holds the shell's password hash and every service's env.
     archive.add_file(SYSTEM_CONFIG_PATH, 0o600, system.to_json().into_bytes())?;
     archive.add_file("/etc/os-release", 0o644, os_release(&m).into_bytes())?;
@@ -515,7 +673,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         outputs.push(iso);
     }
     if opts.sbom {
-        let dpkg = crate::sbom::Dpkg::load(&opts.host_root);
+        let dpkg = crate::sbom::Dpkg::load(&opts.host_root).with_fetched(fetched);
         let (origins, kernel_origin) = crate::sbom::origins(&inputs, &kern, &dpkg);
         let doc = crate::sbom::document(
             &m.name,

@@ -7,6 +7,7 @@ pub mod disk;
 pub mod inspect;
 pub mod kernel_build;
 pub mod keys;
+pub mod netboot;
 pub mod new;
 pub mod password;
 pub mod progress;

@@ -22,6 +22,13 @@ struct BuildArgs {
     /// Output directory.
     #[arg(short, long, default_value = "out")]
     out: PathBuf,
+    #[command(flatten)]
+    flags: BuildFlags,
+}
+
+/// How to build, besides the manifest and the output directory.
+#[derive(clap::Args)]
+struct BuildFlags {
     /// The cairn-init binary to put in the image (default: $CAIRN_INIT or
     /// the one built by `cargo xtask build-init`).
     #[arg(long)]
@@ -207,6 +214,12 @@ enum Cmd {
         #[arg(long)]
         config: bool,
     },
+    /// Build the manifest into DIR and write beside the image what a boot
+    /// server needs: iPXE (undionly.kpxe) and its script for BIOS
+    /// machines, dnsmasq configurations (full DHCP, and proxy DHCP) that
+    /// answer UEFI HTTP boot, UEFI PXE and BIOS PXE, and nodes/ for the
+    /// signed per-node configs.
+    Netboot(NetbootCmd),
     /// Build the manifest (its [update] version) and publish the UKI with
     /// signed metadata into an update repository directory, served by any
     /// static HTTP server.
@@ -248,6 +261,94 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct NetbootCmd {
+    #[command(subcommand)]
+    sub: Option<NetbootSub>,
+    #[command(flatten)]
+    args: NetbootArgs,
+}
+
+#[derive(Subcommand)]
+enum NetbootSub {
+    /// Check a node config (the secondary config's schema; no [[network]]
+    /// or [net]) as the node will, sign it for one node's MAC with a key
+    /// of the manifest's [netboot] keys, and write DIR/nodes/MAC.toml.
+    SignNode {
+        /// The node config (TOML).
+        config: PathBuf,
+        /// The appliance's manifest (its name and [netboot] keys).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The node's MAC address.
+        #[arg(long)]
+        mac: String,
+        /// The secret key (`cairn keys generate --update`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The netboot directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct NetbootArgs {
+    /// The manifest (cairn.toml).
+    #[arg(required = true)]
+    manifest: Option<PathBuf>,
+    /// The directory to write (the build's outputs and the server's files).
+    #[arg(long, required = true)]
+    dir: Option<PathBuf>,
+    /// The HTTP server serving DIR, as the nodes reach it: IPV4[:PORT]
+    /// (dnsmasq's TFTP is on the same address).
+    #[arg(long, required = true)]
+    server: Option<String>,
+    /// The interface dnsmasq serves.
+    #[arg(long, default_value = "eth0")]
+    interface: String,
+    /// Addresses dnsmasq leases (full DHCP): FIRST,LAST. Default: .100
+    /// to .199 of the server's /24.
+    #[arg(long)]
+    range: Option<String>,
+    /// iPXE for BIOS PXE ROMs.
+    #[arg(long, default_value = cairn::netboot::UNDIONLY)]
+    ipxe: PathBuf,
+    #[command(flatten)]
+    flags: BuildFlags,
+}
+
+fn netboot(c: &NetbootCmd) -> anyhow::Result<()> {
+    if let Some(NetbootSub::SignNode {
+        config,
+        manifest,
+        mac,
+        key,
+        dir,
+    }) = &c.sub
+    {
+        print!(
+            "{}",
+            cairn::netboot::sign_node(manifest, config, mac, key, dir)?
+        );
+        return Ok(());
+    }
+    let a = &c.args;
+    // clap insists on these without a subcommand.
+    let (Some(manifest), Some(dir), Some(server)) = (&a.manifest, &a.dir, &a.server) else {
+        anyhow::bail!("cairn netboot needs MANIFEST, --dir and --server");
+    };
+    let site = cairn::netboot::Site::parse(server, &a.interface, a.range.as_deref())?;
+    let report = build(manifest, &build_options_in(dir, &a.flags))?;
+    eprint!("{report}");
+    print!(
+        "{}",
+        cairn::netboot::write_dir(dir, &report.name, &report.cmdline, &site, &a.ipxe)?
+    );
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum KernelCmd {
     /// Build (or find in the cache) the kernel a manifest's `[kernel]
@@ -274,7 +375,11 @@ fn template_names() -> clap::builder::PossibleValuesParser {
 }
 
 fn build_options(a: &BuildArgs) -> BuildOptions {
-    let mut o = BuildOptions::new(a.out.clone());
+    build_options_in(&a.out, &a.flags)
+}
+
+fn build_options_in(out: &std::path::Path, a: &BuildFlags) -> BuildOptions {
+    let mut o = BuildOptions::new(out.to_path_buf());
     o.init = a.init.clone();
     o.stub = a.stub.clone();
     o.refresh = a.refresh;
@@ -445,6 +550,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Man { dir } => man(dir.as_deref()),
+        Cmd::Netboot(a) => netboot(&a),
         Cmd::HashPassword => cairn::password::hash_from_stdin()
             .map(|h| println!("{h}"))
             .map_err(anyhow::Error::from),

@@ -36,7 +36,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PublishError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -45,11 +45,15 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PublishError
         .create(true)
         .truncate(true)
         .mode(mode)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// [`write_atomic`], its error naming `path`.
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PublishError> {
+    write_atomic(path, bytes, mode).map_err(io(path))
 }
 
 /// `cairn keys generate --update DIR`: `update.key` (the secret seed,
@@ -74,12 +78,12 @@ pub fn generate_keys(dir: &Path) -> Result<String, PublishError> {
     std::io::Read::read_exact(&mut std::fs::File::open(rnd).map_err(io(rnd))?, &mut seed)
         .map_err(io(rnd))?;
     let pk = release::public_key(&seed);
-    write_atomic(
+    write(
         &key,
         format!("{}\n", Base64::encode_string(&seed)).as_bytes(),
         0o600,
     )?;
-    write_atomic(
+    write(
         &public,
         format!("{}\n", Base64::encode_string(&pk)).as_bytes(),
         0o644,
@@ -91,7 +95,7 @@ pub fn generate_keys(dir: &Path) -> Result<String, PublishError> {
     ))
 }
 
-fn read_seed(path: &Path) -> Result<[u8; 32], PublishError> {
+pub(crate) fn read_seed(path: &Path) -> Result<[u8; 32], PublishError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     Base64::decode_vec(text.trim())
         .ok()
@@ -138,7 +142,7 @@ pub fn publish(p: &Publish) -> Result<String, PublishError> {
         return Err(PublishError::NotNewer(p.version, current));
     }
     let file = format!("{}-{}.efi", p.name, p.version);
-    write_atomic(&p.repo.join(&file), p.uki, 0o644)?;
+    write(&p.repo.join(&file), p.uki, 0o644)?;
     let rel = Release {
         name: p.name.into(),
         version: p.version,
@@ -149,7 +153,7 @@ pub fn publish(p: &Publish) -> Result<String, PublishError> {
     };
     let md = release::sign(&rel, &seed);
     let text = serde_json::to_string_pretty(&md).expect("metadata serializes") + "\n";
-    write_atomic(&p.repo.join(METADATA_FILE), text.as_bytes(), 0o644)?;
+    write(&p.repo.join(METADATA_FILE), text.as_bytes(), 0o644)?;
     Ok(format!(
         "published {} version {} ({} bytes, sha256 {}) to {}, expires at {} (Unix)\n",
         p.name,

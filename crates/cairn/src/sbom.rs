@@ -48,6 +48,9 @@ pub struct Dpkg {
     versions: BTreeMap<String, String>,
     /// Root of the file system (`/`), for `usr/share/doc`.
     root: PathBuf,
+    /// Packages fetched for `[[package]]`: name -> extracted tree (for
+    /// their `usr/share/doc/NAME/copyright`).
+    fetched: BTreeMap<String, PathBuf>,
 }
 
 impl Dpkg {
@@ -101,14 +104,17 @@ impl Dpkg {
 
     /// SPDX licence expression from the package's machine-readable
     /// copyright file, or `None`.
+    /// Adds the packages fetched for `[[package]]` (name, extracted tree).
+    pub fn with_fetched(mut self, fetched: impl IntoIterator<Item = (String, PathBuf)>) -> Dpkg {
+        self.fetched.extend(fetched);
+        self
+    }
+
     pub fn license(&self, package: &str) -> Option<String> {
-        let text = std::fs::read_to_string(
-            self.root
-                .join("usr/share/doc")
-                .join(package)
-                .join("copyright"),
-        )
-        .ok()?;
+        let root = self.fetched.get(package).unwrap_or(&self.root);
+        let text =
+            std::fs::read_to_string(root.join("usr/share/doc").join(package).join("copyright"))
+                .ok()?;
         license_from_copyright(&text)
     }
 }
@@ -240,6 +246,12 @@ pub fn origins(
             Origin::Crate {
                 name: "cairn-init".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
+            }
+        } else if let Some(rest) = l.origin.strip_prefix("package ") {
+            let (package, version) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            Origin::Debian {
+                package: package.to_string(),
+                version: version.to_string(),
             }
         } else if let Some(f) = l.origin.strip_prefix("file ") {
             Origin::Host {

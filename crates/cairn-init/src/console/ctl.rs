@@ -48,6 +48,12 @@ pub enum Request {
     Restart(String),
     Poweroff,
     Reboot,
+    /// From the node config agent: `node-config apply` (the verified
+    /// config is at [`cairn_manifest::NODE_CONFIG_PATH`]) or `node-config
+    /// builtin`; either lets the services waiting for it start.
+    NodeConfig {
+        apply: bool,
+    },
 }
 
 /// The usage line shown for bad requests.
@@ -91,6 +97,9 @@ pub fn parse(line: &str) -> Result<Request, String> {
         ["restart", n] => Ok(Request::Restart(name(n)?)),
         ["poweroff"] => Ok(Request::Poweroff),
         ["reboot"] => Ok(Request::Reboot),
+        ["node-config", w @ ("apply" | "builtin")] => Ok(Request::NodeConfig {
+            apply: *w == "apply",
+        }),
         [] => Err("empty request".into()),
         _ => Err(format!("unknown request {}", quote(line))),
     }
@@ -677,6 +686,11 @@ mod tests {
         assert_eq!(parse("start x"), Ok(Request::Start("x".into())));
         assert_eq!(parse("poweroff"), Ok(Request::Poweroff));
         assert_eq!(parse("reboot"), Ok(Request::Reboot));
+        assert_eq!(
+            parse("node-config apply"),
+            Ok(Request::NodeConfig { apply: true })
+        );
+        assert!(parse("node-config other").is_err());
     }
 
     #[test]

@@ -279,6 +279,24 @@ impl Supervisor {
         self.configs.iter().any(|c| c.name == name)
     }
 
+    /// Takes `env` from `new` (the same services, a node config applied)
+    /// for the services that have not started yet, and stops for good the
+    /// ones it disables.
+    pub fn override_waiting(&mut self, new: Vec<ServiceConfig>) {
+        for n in new {
+            let Some(i) = self.configs.iter().position(|c| c.name == n.name) else {
+                continue;
+            };
+            if self.states[i].attempted {
+                continue;
+            }
+            self.configs[i].env = n.env;
+            if !n.enabled {
+                let _ = self.command(Command::Stop, &n.name);
+            }
+        }
+    }
+
     /// `cairnctl start|stop|restart NAME`.
     pub fn command(&mut self, cmd: Command, n: &str) -> Result<(), String> {
         if self.stopping {

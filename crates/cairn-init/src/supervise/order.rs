@@ -10,7 +10,7 @@
 use cairn_manifest::ServiceConfig;
 
 /// Targets a service can name in `after`.
-pub const TARGETS: [&str; 2] = ["network-online", "mounts"];
+pub const TARGETS: [&str; 3] = ["network-online", "mounts", cairn_manifest::NODE_TARGET];
 
 /// A name in some `after` list that no service or target has.
 #[derive(Debug, Clone, PartialEq, Eq)]

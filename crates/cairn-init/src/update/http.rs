@@ -14,25 +14,68 @@ const HEADER_MAX: usize = 16 * 1024;
 /// GETs `path` from `addr`, writing at most `max` body bytes to `sink`;
 /// returns the body length.
 pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Result<u64, String> {
+    fetch(addr, &addr.to_string(), path, max, sink)
+}
+
+/// [`get`] from `host` (an IPv4 address or a name, resolved through
+/// [`super::dns`] at each call) on `port`; the request's `Host:` is the
+/// name, so name-based virtual hosts work.
+pub fn get_from(
+    host: &str,
+    port: u16,
+    path: &str,
+    max: u64,
+    sink: &mut dyn Write,
+) -> Result<u64, String> {
+    let addr = super::dns::resolve(host, port)?;
+    let header = if port == 80 {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
+    fetch(addr, &header, path, max, sink)
+}
+
+fn fetch(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    max: u64,
+    sink: &mut dyn Write,
+) -> Result<u64, String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cairn-update\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: cairn-update\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes())
         .map_err(|e| format!("send to {addr}: {e}"))?;
+    read_response(&mut s, &addr.to_string(), path, max, sink)
+}
+
+/// Reads the response to `GET path` from `r` (the server `from`): the
+/// status must be 200; at most `max` body bytes go to `sink`, and exactly
+/// `Content-Length` of them when the server gives one. Returns the body
+/// length.
+pub fn read_response(
+    r: &mut dyn Read,
+    from: &str,
+    path: &str,
+    max: u64,
+    sink: &mut dyn Write,
+) -> Result<u64, String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     let body_start;
     loop {
-        let n = s
+        let n = r
             .read(&mut buf)
-            .map_err(|e| format!("read from {addr}: {e}"))?;
+            .map_err(|e| format!("read from {from}: {e}"))?;
         if n == 0 {
             return Err(format!(
-                "{addr} closed the connection before the headers ended"
+                "{from} closed the connection before the headers ended"
             ));
         }
         head.extend_from_slice(&buf[..n]);
@@ -41,7 +84,7 @@ pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Resu
             break;
         }
         if head.len() > HEADER_MAX {
-            return Err(format!("{addr}: response headers longer than 16 KiB"));
+            return Err(format!("{from}: response headers longer than 16 KiB"));
         }
     }
     let text = String::from_utf8_lossy(&head[..body_start]).into_owned();
@@ -55,7 +98,18 @@ pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Resu
         if let Some((k, v)) = l.split_once(':') {
             let k = k.trim().to_ascii_lowercase();
             if k == "content-length" {
-                length = v.trim().parse::<u64>().ok();
+                // Digits only, and one value however often it is sent
+                // (RFC 9110 8.6): anything else is a framing attack.
+                let v = v.trim_matches([' ', '\t']);
+                let n = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or_else(|| format!("GET {path}: bad Content-Length {v:?}"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(format!("GET {path}: two different Content-Length values"));
+                }
+                length = Some(n);
             } else if k == "transfer-encoding" && !v.trim().eq_ignore_ascii_case("identity") {
                 return Err(format!(
                     "GET {path}: transfer-encoding {} not supported",
@@ -85,9 +139,9 @@ pub fn get(addr: SocketAddr, path: &str, max: u64, sink: &mut dyn Write) -> Resu
         if length.is_some_and(|l| got >= l) {
             break;
         }
-        let n = s
+        let n = r
             .read(&mut buf)
-            .map_err(|e| format!("read from {addr}: {e}"))?;
+            .map_err(|e| format!("read from {from}: {e}"))?;
         if n == 0 {
             break;
         }
@@ -148,5 +202,17 @@ mod tests {
             server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
         let e = get(a, "/x", 10, &mut Vec::new()).unwrap_err();
         assert!(e.contains("chunked"), "{e}");
+        // Found by the update fuzz target: a bad or a second, different
+        // Content-Length is refused, not ignored.
+        for head in [
+            "Content-Length: 3\x0c",
+            "Content-Length: +3",
+            "Content-Length: 3\r\nContent-Length: x",
+            "Content-Length: 3\r\nContent-Length: 4",
+        ] {
+            let r = format!("HTTP/1.0 200 OK\r\n{head}\r\n\r\nabc").into_bytes();
+            let e = read_response(&mut &r[..], "t", "/x", 10, &mut Vec::new()).unwrap_err();
+            assert!(e.contains("Content-Length"), "{head:?}: {e}");
+        }
     }
 }

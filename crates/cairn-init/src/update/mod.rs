@@ -15,12 +15,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod efi;
 pub mod http;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -108,7 +109,7 @@ fn fsync_dir(dir: &Path) {
 }
 
 /// Writes `bytes` to `path` via `path.tmp`, fsync and rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -147,7 +148,7 @@ fn say(msg: &str) {
 }
 
 /// One request to the init's control socket; the reply body.
-fn ctl(request: &str) -> Result<String, String> {
+pub(crate) fn ctl(request: &str) -> Result<String, String> {
     let mut s = UnixStream::connect(crate::console::ctl::SOCKET_PATH)
         .map_err(|e| format!("control socket: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -164,11 +165,15 @@ fn ctl(request: &str) -> Result<String, String> {
 struct Agent {
     name: String,
     cfg: UpdateConfig,
-    addr: SocketAddr,
+    /// The repository's host (an IPv4 address or a name) and port.
+    host: String,
+    port: u16,
     path: String,
     state: State,
     booted: char,
     status: Arc<Mutex<Status>>,
+    /// `test_hooks = true` in the manifest: [`Agent::test_hold`] obeys.
+    hooks: bool,
 }
 
 impl Agent {
@@ -197,6 +202,24 @@ impl Agent {
             line.push_str(&format!("; last error: {e}"));
         }
         let _ = write_atomic(Path::new(SUMMARY_PATH), format!("{line}\n").as_bytes());
+    }
+
+    /// Test hook (images with `test_hooks = true` only): when the ESP
+    /// holds `EFI/cairn/test-hold` naming `point`, the agent stops there
+    /// for good, so the power-cut test can cut exactly between two steps.
+    fn test_hold(&self, point: &str) {
+        if !self.hooks {
+            return;
+        }
+        let Ok(want) = std::fs::read_to_string(slot_dir().join("test-hold")) else {
+            return;
+        };
+        if want.trim() == point {
+            say(&format!("test hook: holding before {point}"));
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
     }
 
     fn set_state(&self, s: &str) {
@@ -373,8 +396,9 @@ impl Agent {
     fn check(&mut self, install: bool) -> Result<String, String> {
         self.set_state("checking");
         let mut md = Vec::new();
-        http::get(
-            self.addr,
+        http::get_from(
+            &self.host,
+            self.port,
             &format!("{}{METADATA_FILE}", self.path),
             release::METADATA_MAX as u64,
             &mut md,
@@ -436,8 +460,9 @@ impl Agent {
             let _ = std::fs::remove_file(&tmp);
             msg
         };
-        let got = http::get(
-            self.addr,
+        let got = http::get_from(
+            &self.host,
+            self.port,
             &format!("{}{}", self.path, rel.file),
             rel.size,
             &mut w,
@@ -451,12 +476,14 @@ impl Agent {
                 rel.version, rel.size, rel.sha256
             )));
         }
+        self.test_hold("rename");
         std::fs::rename(&tmp, dir.join(format!("{target}.efi")))
             .map_err(|e| fail(format!("rename into slot {target}: {e}")))?;
         fsync_dir(&dir);
         self.state.versions.insert(target, rel.version);
         self.save();
         self.ensure_entries()?;
+        self.test_hold("bootnext");
         efi::set_boot_next(efi::slot_entry(target)).map_err(|e| format!("write BootNext: {e}"))?;
         self.state.trial = Some(Trial {
             slot: target,
@@ -554,22 +581,25 @@ fn idle_forever(why: &str) -> ! {
     }
 }
 
-/// `cairn-update`: the agent's entry point; returns only on bad setup.
-pub fn main() -> i32 {
-    let sys = match std::fs::read_to_string(SYSTEM_CONFIG_PATH)
+/// The image's runtime config, for the helper `who`; `None` after
+/// saying why not.
+pub(crate) fn system_config(who: &str) -> Option<SystemConfig> {
+    std::fs::read_to_string(SYSTEM_CONFIG_PATH)
         .map_err(|e| e.to_string())
         .and_then(|t| SystemConfig::from_json(&t).map_err(|e| e.to_string()))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("cairn-update: {SYSTEM_CONFIG_PATH}: {e}");
-            return 1;
-        }
+        .map_err(|e| eprintln!("{who}: {SYSTEM_CONFIG_PATH}: {e}"))
+        .ok()
+}
+
+/// `cairn-update`: the agent's entry point; returns only on bad setup.
+pub fn main() -> i32 {
+    let Some(sys) = system_config("cairn-update") else {
+        return 1;
     };
     let Some(cfg) = sys.update else {
         idle_forever("this image has no [update]; nothing to do");
     };
-    let Some((ip, port, path)) = cairn_manifest::update::parse_url(&cfg.url) else {
+    let Some((host, port, path)) = cairn_manifest::update::parse_http_url(&cfg.url) else {
         idle_forever(&format!("bad url {}", cfg.url));
     };
     if !Path::new(efi::EFIVARS).is_dir() {
@@ -619,11 +649,13 @@ pub fn main() -> i32 {
     let mut agent = Agent {
         name: sys.name,
         cfg,
-        addr: SocketAddr::from((ip, port)),
+        host,
+        port,
         path,
         state,
         booted,
         status: status.clone(),
+        hooks: sys.test_hooks,
     };
     say(&format!(
         "running version {} from slot {booted} (committed: slot {}, BootCurrent {})",

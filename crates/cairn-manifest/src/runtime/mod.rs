@@ -18,6 +18,7 @@ pub mod container;
 pub mod log;
 pub mod mount;
 pub mod net;
+pub mod netboot;
 pub mod service;
 pub mod update;
 
@@ -32,6 +33,7 @@ pub use mount::{
 pub use net::{
     InterfaceConfig, IpPrefix, Ipv6Mode, MatchRule, NetConfig, RouteConfig, DEFAULT_ONLINE_TIMEOUT,
 };
+pub use netboot::{NetbootConfig, NODE_AGENT_PATH, NODE_CONFIG_PATH, NODE_SERVICE, NODE_TARGET};
 pub use service::{
     ExitAction, RestartPolicy, RunSettings, ServiceConfig, DEFAULT_RESTART_DELAY_MAX_MS,
     DEFAULT_RESTART_DELAY_MS, DEFAULT_RESTART_LIMIT, DEFAULT_STOP_TIMEOUT_MS,
@@ -89,6 +91,27 @@ pub struct SystemConfig {
     /// `[update]`: the update agent's settings; `None`: no updates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<UpdateConfig>,
+    /// `[netboot]`: the node config agent's settings; `None`: no node
+    /// config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netboot: Option<NetbootConfig>,
+}
+
+/// A helper process of the image's own (the init binary at `exec`) as a
+/// service, started after target `after`.
+fn helper(name: &str, exec: &str, restart: RestartPolicy, after: &str) -> ServiceConfig {
+    ServiceConfig {
+        name: name.into(),
+        exec: vec![exec.into()],
+        env: Default::default(),
+        config_env: Vec::new(),
+        restart,
+        on_exit: None,
+        after: vec![after.into()],
+        enabled: true,
+        run: RunSettings::default(),
+        container: None,
+    }
 }
 
 /// The runtime form of `[shell]` (validated in [`crate::shell`]).
@@ -128,18 +151,32 @@ impl SystemConfig {
                 required: false,
                 wait: DEFAULT_MOUNT_WAIT_SECS,
             });
-            self.services.push(ServiceConfig {
-                name: UPDATE_SERVICE.into(),
-                exec: vec![UPDATE_AGENT_PATH.into()],
-                env: Default::default(),
-                config_env: Vec::new(),
-                restart: RestartPolicy::Always,
-                on_exit: None,
-                after: vec!["mounts".into()],
-                enabled: true,
-                run: RunSettings::default(),
-                container: None,
-            });
+            self.services.push(helper(
+                UPDATE_SERVICE,
+                UPDATE_AGENT_PATH,
+                RestartPolicy::Always,
+                "mounts",
+            ));
+        }
+        self
+    }
+
+    /// With `[netboot]`: the node config agent as a one-shot service
+    /// ([`NODE_SERVICE`], after `network-online`), and every other
+    /// service after [`NODE_TARGET`].
+    pub fn with_node_agent(mut self) -> Self {
+        if self.netboot.is_some() {
+            for s in &mut self.services {
+                if s.name != UPDATE_SERVICE {
+                    s.after.push(NODE_TARGET.into());
+                }
+            }
+            self.services.push(helper(
+                NODE_SERVICE,
+                NODE_AGENT_PATH,
+                RestartPolicy::Never,
+                "network-online",
+            ));
         }
         self
     }
