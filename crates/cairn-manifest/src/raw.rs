@@ -224,7 +224,10 @@ pub(crate) fn parse(text: &str) -> Result<RawManifest, (Option<Span>, String)> {
 pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> Result<T, (Option<Span>, String)> {
-    let de = toml::Deserializer::new(text);
+    let de = toml::Deserializer::parse(text).map_err(|err| {
+        let span = err.span().map(Span::from);
+        (span, describe(&[], err.message()))
+    })?;
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = simplify(err.path().iter());
         let err = err.into_inner();

@@ -359,7 +359,7 @@ mod tests {
                 (2, 9),
                 "invalid environment",
             ),
-            ("x = [\n", (1, 6), "invalid array"),
+            ("x = [\n", (1, 6), "unclosed array"),
             (
                 "[service.web]\nenv = { A = \"1\", LD_PRELOAD = \"/config/x.so\" }\n",
                 (2, 18),
