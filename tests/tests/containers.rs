@@ -50,6 +50,7 @@ fn copy(src: &Path, dst: &Path) {
 
 const RUN_SH: &str = r#"echo "web: pid=$$ procs=$(ls /proc | grep -c '^[0-9]') host=$(hostname) file=$(cat /etc/hostname) pwd=$(pwd)"
 if [ -e /etc/cairn ]; then echo "web: sees /etc/cairn"; else echo "web: no /etc/cairn"; fi
+echo "web: marker=$(cat /etc/cairn-image-marker)"
 echo "web: id=$(/usr/bin/id -u):$(/usr/bin/id -g)"
 echo "web: ifaces=$(grep -c : /proc/net/dev)"
 if [ -e /scratch ]; then echo "web: scratch survived"; else echo "web: scratch absent"; fi
@@ -213,6 +214,7 @@ path = "/bin/busybox"
 [[service]]
 name = "web"
 image = "oci-archive:{oci}"
+storage = "erofs"
 volumes = ["/data/web:/var/lib/web"]
 hostname = "webbox"
 restart = "on-failure"
@@ -251,6 +253,14 @@ fn containers_run_from_podman_and_umoci_images() {
     let out = dir.path().join("out");
     let o = build(&m, &out);
     o.assert_ok();
+    o.assert_stdout_has("module erofs (implied by [[service]] web (storage = erofs))");
+    erofs_partition_holds_the_image(
+        &out.join("ctr.img"),
+        &out.join("ctr.initrd"),
+        "web",
+        &["dock", "layers"],
+        dir.path(),
+    );
 
     let qmp_sock = dir.path().join("qmp.sock");
     let qmp_arg = format!("unix:{},server,nowait", qmp_sock.display());
@@ -272,6 +282,9 @@ fn containers_run_from_podman_and_umoci_images() {
     has("web: pid=1 procs=");
     has("host=webbox file=webbox pwd=/srv");
     has("web: no /etc/cairn");
+    // web's image is the erofs partition, mounted before any service.
+    has("(PARTLABEL=img-web) on /containers/web");
+    has("web: marker=from the image");
     has("web: id=2000:2000");
     has("web: ifaces=2"); // host network: lo and eth0
     has("web: volume count=1");
@@ -302,6 +315,46 @@ fn containers_run_from_podman_and_umoci_images() {
     live.wait_for("web: volume count=4", t);
     let (o, _) = live.finish(Duration::from_secs(1));
     assert!(o.contains("web: volume count=3"), "{o}");
+}
+
+/// The image of service `name` (storage = "erofs") is an erofs
+/// filesystem on the partition `img-NAME` of `disk` that fsck.erofs
+/// accepts and that holds the image's files with their owners; the
+/// initramfs `initrd` has only its (empty) mount point, and still holds
+/// the trees of the containers `in_initramfs`.
+fn erofs_partition_holds_the_image(
+    disk: &Path,
+    initrd: &Path,
+    name: &str,
+    in_initramfs: &[&str],
+    dir: &Path,
+) {
+    use cairn_e2e::img;
+    let (part, _) = img::copy_partition(disk, &format!("img-{name}"), dir);
+    img::check("fsck.erofs", &[], &part);
+    let dump = |args: &[&str]| tool(Command::new("dump.erofs").args(args).arg(&part));
+    let sb = dump(&["-s"]);
+    assert!(sb.contains("0xE0F5E1E2"), "{sb}");
+    let busybox = dump(&["--path=/bin/busybox"]);
+    assert!(busybox.contains("regular file"), "{busybox}");
+    assert!(busybox.contains("Uid: 0"), "{busybox}");
+    let (_, raw) = cairn_image::compress::decompress_auto(&std::fs::read(initrd).unwrap()).unwrap();
+    let paths: Vec<String> = cairn_image::cpio::read(&raw)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    let root = format!("containers/{name}");
+    assert!(paths.contains(&root), "no mount point {root}");
+    let inside: Vec<&String> = paths
+        .iter()
+        .filter(|p| p.starts_with(&format!("{root}/")))
+        .collect();
+    assert!(inside.is_empty(), "the initramfs holds {inside:?}");
+    for other in in_initramfs {
+        let bin = format!("containers/{other}/bin/busybox");
+        assert!(paths.contains(&bin), "{bin} is not in the initramfs");
+    }
 }
 
 /// Each bad image is refused by `cairn build` with the manifest's line and
@@ -359,6 +412,47 @@ fn bad_images_are_refused_at_build() {
             "{f} differs between two builds"
         );
     }
+    // With storage = "erofs" the disk image, its erofs partition
+    // included, is the same bytes twice too; without a [disk] to put the
+    // partition on, the build is refused at `storage`.
+    let erofs_manifest = |disk: &str| {
+        let m = dir.path().join("erofs.toml");
+        std::fs::write(
+            &m,
+            format!(
+                "name = \"bad\"\n\n[kernel]\npackage = \"linux-image-cloud-amd64\"\n\n{disk}\
+                 [[service]]\nname = \"c\"\nimage = \"{img}\"\nstorage = \"erofs\"\n"
+            ),
+        )
+        .unwrap();
+        m
+    };
+    let o = build(&erofs_manifest(""), &dir.path().join("out"));
+    assert!(!o.success, "{}", o.stdout);
+    assert!(
+        o.stderr
+            .contains("erofs.toml:9:11: error: storage = \"erofs\" puts the image on a partition"),
+        "{}",
+        o.stderr
+    );
+    let (ea, eb) = (dir.path().join("ea"), dir.path().join("eb"));
+    for out in [&ea, &eb] {
+        build(&erofs_manifest("[disk]\n"), out).assert_ok();
+    }
+    for f in ["bad.initrd", "bad.img"] {
+        assert!(
+            std::fs::read(ea.join(f)).unwrap() == std::fs::read(eb.join(f)).unwrap(),
+            "{f} differs between two builds"
+        );
+    }
+    erofs_partition_holds_the_image(
+        &ea.join("bad.img"),
+        &ea.join("bad.initrd"),
+        "c",
+        &[],
+        dir.path(),
+    );
+
     let sbom = std::fs::read_to_string(a.join("bad.spdx.json")).unwrap();
     // An outside SPDX validator accepts the document with the image in it.
     let validator =
@@ -499,7 +593,10 @@ exec = ["/bin/busybox", "sh", "-c", "echo {n}: pid=$$; (/bin/busybox true &); (/
 /// `kernel/container.config`, built from Debian's linux-source-6.1 as
 /// tests/tests/tiny.rs does, and cached there) runs a container: its
 /// entrypoint is PID 1 with the image's root (written through the
-/// overlay), its own host name, no network.
+/// overlay), its own host name, no network. Its image is on an erofs
+/// partition (`storage = "erofs"`, the kernel's built-in erofs), hard
+/// link and device node included; the reapers' images are in the
+/// initramfs.
 #[test]
 fn tiny_container_kernel_runs_a_container() {
     let dir = tempfile::tempdir().unwrap();
@@ -518,9 +615,12 @@ config = ["{tiny}", "{ctr}"]
 base = "tinyconfig"
 cmdline = "console=ttyS0 quiet panic=-1"
 
+[disk]
+
 [[service]]
 name = "c"
 image = "oci:{layout}:v1"
+storage = "erofs"
 exec = ["/bin/busybox", "sh", "-c", "echo c: pid=$$ host=$(/bin/busybox hostname) ifaces=$(/bin/busybox grep -c : /proc/net/dev) etc=$(/bin/busybox ls /etc) old=$(/bin/busybox ls /opt/old); echo written > /opt/new && echo c: overlay=$(/bin/busybox cat /opt/new); /bin/busybox test -e /etc/cairn || echo c: no /etc/cairn; echo c: links=$(/bin/busybox stat -c %h /bin/bb-link) same=$(/bin/busybox stat -c %i /bin/busybox /bin/bb-link | /bin/busybox uniq | /bin/busybox wc -l) null=$(/bin/busybox stat -c %F,%t,%T /opt/null); /bin/busybox sleep 10"]
 hostname = "inner"
 network = "none"
@@ -534,13 +634,28 @@ on_exit = "poweroff"
     )
     .unwrap();
     // A cold kernel build takes minutes on 2 cores; tiny.rs shares the cache.
+    // The kernel boots directly; the disk with c's erofs partition is
+    // attached beside it.
+    let out = dir.path().join("out");
+    let drive = format!(
+        "file={},format=raw,if=virtio",
+        out.join("tiny-ctr.img").display()
+    );
     let o = cairn_e2e::boot(
         &m,
-        &dir.path().join("out"),
-        &["--net", "none", "--mem", "128M"],
+        &out,
+        &["--net", "none", "--mem", "128M", "--", "-drive", &drive],
         Duration::from_secs(45 * 60),
     );
     o.assert_ok();
+    erofs_partition_holds_the_image(
+        &out.join("tiny-ctr.img"),
+        &out.join("tiny-ctr.initrd"),
+        "c",
+        &["r1", "r2"],
+        dir.path(),
+    );
+    o.assert_stdout_has("(PARTLABEL=img-c) on /containers/c");
     // Without `init` an entrypoint that does not reap leaves a zombie;
     // with it, the reaper is PID 1 and reaps it.
     o.assert_in_order(&["r1: pid=1", "r1: zombies=1"]);

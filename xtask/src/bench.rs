@@ -682,6 +682,7 @@ pub fn report(
     results: &Results,
     base: usize,
     assembly: &[Assembly],
+    containers: Option<&ContainerCosts>,
     cmd: &str,
 ) -> String {
     let mut s = String::new();
@@ -763,7 +764,94 @@ pub fn report(
     if !assembly.is_empty() {
         s.push_str(&assembly_report(assembly));
     }
+    if let Some(c) = containers {
+        s.push_str(&containers_report(c));
+    }
     s
+}
+
+/// What a container service prints first, in the container-timing boots
+/// (the same program as a plain service and in a container).
+pub const FIRST_OUTPUT: &str = "bench: first output";
+
+/// Seconds from the kernel's `Run /init` line to the first line with
+/// [`FIRST_OUTPUT`].
+pub fn init_to_first_output(console: &str) -> Option<f64> {
+    Some(find_mark(console, FIRST_OUTPUT, false)? - find_mark(console, INIT_EXEC, false)?)
+}
+
+/// What containers add, measured by `cargo xtask bench` side by side with
+/// what a user would otherwise run them with.
+pub struct ContainerCosts {
+    /// cairn-init as benched (with the container helper and reaper).
+    pub init_with: u64,
+    /// The same built with `--no-default-features` (no container applets).
+    pub init_without: u64,
+    /// Container runtimes and daemons from Debian 12's packages:
+    /// (description, bytes of their binaries).
+    pub others: Vec<(String, u64)>,
+    /// [`init_to_first_output`] of each boot under `clock`: the program
+    /// as a plain service, and in a container from a one-layer image.
+    pub plain: Vec<f64>,
+    pub container: Vec<f64>,
+    pub clock: Clock,
+}
+
+/// The containers section of the report: sizes, then the time to the
+/// first output line.
+pub fn containers_report(c: &ContainerCosts) -> String {
+    let mut s = String::from(
+        "\nWhat containers (`[[service]] image`) add, next to the runtimes a user would \
+         otherwise install (Debian 12's packages; dynamically linked ones without their \
+         libraries):\n\n| | bytes | ratio to cairn-init without containers |\n|---|---|---|\n",
+    );
+    let base = c.init_without as f64;
+    let mut line = |what: &str, n: u64| {
+        let _ = writeln!(s, "| {what} | {n} | {:.2} |", n as f64 / base);
+    };
+    line(
+        "cairn-init without the container applets (`--no-default-features`)",
+        c.init_without,
+    );
+    line("cairn-init with them (as benched)", c.init_with);
+    for (what, n) in &c.others {
+        line(what, *n);
+    }
+    let _ = writeln!(
+        s,
+        "\nThe container helper and reaper applets add {} to the init (the supervisor's side \
+         of a container service, which hands the helper its settings, is in both builds).",
+        mib_or_kib(c.init_with.saturating_sub(c.init_without))
+    );
+    let med = |v: &[f64]| (!v.is_empty()).then(|| median(v.to_vec()));
+    let _ = writeln!(
+        s,
+        "\nInit start (`Run /init`) to the first output line of `busybox echo`, as a plain \
+         service and in a container from a one-layer image on the initramfs, tiny kernel \
+         with the container profile, {} (median of {} boots each):\n\n\
+         | plain service | container | container - plain |\n|---|---|---|",
+        c.clock.label(),
+        c.plain.len().max(c.container.len())
+    );
+    let cell = |v: Option<f64>| v.map_or("n/a".to_string(), secs);
+    let (p, k) = (med(&c.plain), med(&c.container));
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} |",
+        cell(p),
+        cell(k),
+        cell(p.zip(k).map(|(p, k)| k - p))
+    );
+    s
+}
+
+/// `12.3 KiB` below a MiB, else MiB.
+fn mib_or_kib(n: u64) -> String {
+    if n < 1 << 20 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        mib(n)
+    }
 }
 
 /// Why the budgets use `sleep=on` (README, "Measured numbers", says more).
@@ -1072,7 +1160,7 @@ mod tests {
             changed: 1.5,
             changed_fast: 0.5,
         }];
-        let with = report(&variants, &results, 2, &built, "x");
+        let with = report(&variants, &results, 2, &built, None, "x");
         assert!(with.contains("Budgets for a:"), "{with}");
         assert!(
             with.contains("| icount (`-icount shift=0,sleep=on`) | a | "),
@@ -1100,7 +1188,7 @@ mod tests {
             clocks: &clocks[..1],
             measured: &two,
         };
-        let without = report(&[v.clone(), variant("b")], &results, 1, &[], "x");
+        let without = report(&[v.clone(), variant("b")], &results, 1, &[], None, "x");
         assert!(!without.contains("Budgets"), "{without}");
         assert!(!without.contains("Image assembly"), "{without}");
         assert!(without.contains("| ratio a / b |"), "{without}");
@@ -1145,6 +1233,79 @@ mod tests {
         // The BusyBox baseline has no such line.
         let bb = "[ 0.08] Run /sbin/init as init process\n[ 0.09] bench: lease obtained\n[ 0.1] bench: ready\n";
         assert_eq!(parse_timeline(bb, &BASELINE_MARKS).unwrap().power_on, None);
+    }
+
+    #[test]
+    fn containers_table_has_sizes_ratios_and_first_output() {
+        let console = "[    0.081000] Run /init as init process\n\
+                       [    0.093300] cairn: service c started\n\
+                       [    0.101300] c: bench: first output\n";
+        let t = init_to_first_output(console).unwrap();
+        assert!((t - 0.0203).abs() < 1e-9, "{t}");
+        assert_eq!(
+            init_to_first_output("[ 0.1] Run /init as init process\n"),
+            None
+        );
+        let c = ContainerCosts {
+            init_with: 2_192_224,
+            init_without: 2_106_208,
+            others: vec![("runc 1.1.5".into(), 8_752_456)],
+            plain: vec![0.0123, 0.0123],
+            container: vec![0.0202, 0.0203, 0.0202],
+            clock: BUDGET_CLOCK,
+        };
+        let r = containers_report(&c);
+        assert!(
+            r.contains("| cairn-init without the container applets (`--no-default-features`) | 2106208 | 1.00 |"),
+            "{r}"
+        );
+        assert!(
+            r.contains("| cairn-init with them (as benched) | 2192224 | 1.04 |"),
+            "{r}"
+        );
+        assert!(r.contains("| runc 1.1.5 | 8752456 | 4.16 |"), "{r}");
+        assert!(r.contains("applets add 84.0 KiB to the init"), "{r}");
+        assert!(r.contains("(median of 3 boots each)"), "{r}");
+        assert!(
+            r.contains("\n| plain service | container | container - plain |\n|---|---|---|\n| 12.3 ms | 20.2 ms | 7.9 ms |\n"),
+            "{r}"
+        );
+        // Markdown: no line is indented, no run of spaces.
+        assert!(!r.contains("  ") && !r.contains("\n "), "{r}");
+        let none = containers_report(&ContainerCosts {
+            plain: vec![],
+            container: vec![],
+            ..c
+        });
+        assert!(none.contains("| n/a | n/a | n/a |"), "{none}");
+        // In the report, after everything else.
+        let v = variant("a");
+        let m = vec![vec![Measured::default()]];
+        let results = Results {
+            clocks: &[BUDGET_CLOCK],
+            measured: &m,
+        };
+        let costs = ContainerCosts {
+            plain: vec![0.01],
+            container: vec![0.02],
+            ..none_costs()
+        };
+        let r = report(&[v], &results, 0, &[], Some(&costs), "x");
+        assert!(
+            r.contains("What containers (`[[service]] image`) add"),
+            "{r}"
+        );
+    }
+
+    fn none_costs() -> ContainerCosts {
+        ContainerCosts {
+            init_with: 2,
+            init_without: 1,
+            others: vec![],
+            plain: vec![],
+            container: vec![],
+            clock: BUDGET_CLOCK,
+        }
     }
 
     #[test]

@@ -55,6 +55,8 @@ const APT_PACKAGES: &[&str] = &[
     // podman (oci-archive, docker-archive) and umoci (an OCI layout).
     "podman",
     "umoci",
+    // storage = "erofs": mkfs.erofs (build), fsck.erofs / dump.erofs (tests).
+    "erofs-utils",
     "mtools",
     // Building the tiny kernel from source (examples/tiny, tests/tests/tiny.rs).
     "linux-source-6.1",
@@ -519,6 +521,17 @@ fn build_static(package: &str, triple: &str) -> Result<PathBuf> {
 /// [`build_static`] into another target directory, optionally keeping the
 /// symbols (same code, same addresses: only the symbol table differs).
 fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Result<PathBuf> {
+    build_static_with(package, triple, dir, strip, &[])
+}
+
+/// [`build_static_in`] with more `cargo build` arguments (features).
+fn build_static_with(
+    package: &str,
+    triple: &str,
+    dir: &Path,
+    strip: bool,
+    extra: &[&str],
+) -> Result<PathBuf> {
     // --target keeps RUSTFLAGS away from proc-macros and build scripts, and
     // gives the static build its own directory.
     run(Command::new(env!("CARGO"))
@@ -539,7 +552,8 @@ fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Resu
             triple,
             "--target-dir",
         ])
-        .arg(dir))?;
+        .arg(dir)
+        .args(extra))?;
     Ok(dir.join(triple).join("release").join(package))
 }
 
@@ -889,6 +903,18 @@ fn bench_cmd(args: &[String]) -> Result<()> {
             m.min_mem_mib = bench::min_memory(&lab, v, 1)?;
         }
     }
+    // What containers add; not for an A/B run of boots.
+    let containers = if only.is_none() && compare.is_none() && append.is_none() {
+        Some(container_costs(
+            &cairn,
+            &init,
+            &out.join("containers"),
+            &lab,
+            runs,
+        )?)
+    } else {
+        None
+    };
     drop(lab);
 
     let cmd = format!(
@@ -922,7 +948,14 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         clocks: &clocks,
         measured: &measured,
     };
-    let md = bench::report(&variants, &results, base, &assembly, &cmd);
+    let md = bench::report(
+        &variants,
+        &results,
+        base,
+        &assembly,
+        containers.as_ref(),
+        &cmd,
+    );
     print!("{md}");
     if partial {
         eprintln!("bench: --only/--compare/--append run: bench/RESULTS.md left as it was");
@@ -940,6 +973,159 @@ fn bench_cmd(args: &[String]) -> Result<()> {
         .arg(root().join("bench/timeline.png")))?;
     eprintln!("bench: wrote bench/RESULTS.md and bench/timeline.png");
     Ok(())
+}
+
+/// The bench's "what containers add" figures: the init without its
+/// container applets, Debian's container runtimes, and init to the first
+/// output of `busybox echo` as a plain service and in a container (one
+/// boot each per run, on the tiny kernel with the container profile).
+fn container_costs(
+    cairn: &Path,
+    init: &Path,
+    out: &Path,
+    lab: &bench::Lab,
+    runs: usize,
+) -> Result<bench::ContainerCosts> {
+    std::fs::create_dir_all(out)?;
+    eprintln!("bench: cairn-init without container support");
+    let without = build_static_with(
+        "cairn-init",
+        static_target(),
+        &root().join("target/bench-no-containers"),
+        true,
+        &["--no-default-features"],
+    )?;
+    let mut others = Vec::new();
+    for (pkg, files, what) in [
+        (
+            "crun",
+            &["./usr/bin/crun"][..],
+            "(`/usr/bin/crun`, dynamically linked: plus libseccomp, libyajl, libcap, libsystemd)",
+        ),
+        ("runc", &["./usr/sbin/runc"][..], "(`/usr/sbin/runc`)"),
+        (
+            "containerd",
+            &[
+                "./usr/bin/containerd",
+                "./usr/bin/containerd-shim-runc-v2",
+                "./usr/bin/ctr",
+            ][..],
+            "(`containerd` + `containerd-shim-runc-v2` + `ctr`, without runc)",
+        ),
+    ] {
+        let (version, bytes) = debian_binaries(&out.join("debs"), pkg, files)?;
+        others.push((format!("{pkg} {version} {what}"), bytes));
+    }
+
+    // A one-layer image of busybox (umoci, as tests/tests/containers.rs
+    // makes them), and the same program as a plain service.
+    let layout = out.join("layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    let rootfs = out.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin"))?;
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))?;
+    let tar = out.join("layer.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."))?;
+    let img = format!("{}:v1", layout.display());
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout))?;
+    run(Command::new("umoci").args(["new", "--image", &img]))?;
+    run(Command::new("umoci")
+        .args(["raw", "add-layer", "--image", &img])
+        .arg(&tar))?;
+    let exec = format!(
+        "exec = [\"/bin/busybox\", \"echo\", \"{}\"]",
+        bench::FIRST_OUTPUT
+    );
+    let mut variants = Vec::new();
+    for (name, service) in [
+        ("plain", exec.clone()),
+        ("container", format!("image = \"oci:{img}\"\n{exec}")),
+    ] {
+        let m = out.join(format!("{name}.toml"));
+        std::fs::write(
+            &m,
+            format!(
+                "name = \"bench-{name}\"\n\n[kernel]\nsource = \"/usr/src/linux-source-6.1.tar.xz\"\n\
+                 config = [\"{tiny}\", \"{ctr}\"]\nbase = \"tinyconfig\"\ncmdline = \"console=ttyS0 panic=-1\"\n\n\
+                 [[binary]]\npath = \"/bin/busybox\"\n\n[[service]]\nname = \"{name}\"\n{service}\n",
+                tiny = root().join("kernel/tiny.config").display(),
+                ctr = root().join("kernel/container.config").display(),
+            ),
+        )?;
+        let mut v = bench_cairn(
+            cairn,
+            init,
+            m.to_str().context("bench path")?,
+            &out.join(name),
+            name,
+        )?;
+        v.marks.done = bench::FIRST_OUTPUT;
+        variants.push(v);
+    }
+    let clock = bench::BUDGET_CLOCK;
+    let (mut plain, mut container) = (Vec::new(), Vec::new());
+    for r in 0..runs {
+        for (v, times) in variants.iter().zip([&mut plain, &mut container]) {
+            eprintln!("bench: run {}/{runs}: first output, {}", r + 1, v.label);
+            let (_, console) = lab.boot(v, 256, clock, std::time::Duration::from_secs(120))?;
+            match bench::init_to_first_output(&console) {
+                Some(t) => times.push(t),
+                None => bail!("{}: no first output; console:\n{console}", v.label),
+            }
+        }
+    }
+    Ok(bench::ContainerCosts {
+        init_with: std::fs::metadata(init)?.len(),
+        init_without: std::fs::metadata(&without)?.len(),
+        others,
+        plain,
+        container,
+        clock,
+    })
+}
+
+/// `apt-get download PKG` into `dir` (once): its version and the total
+/// size of `files` (paths as `dpkg-deb -c` lists them).
+fn debian_binaries(dir: &Path, pkg: &str, files: &[&str]) -> Result<(String, u64)> {
+    std::fs::create_dir_all(dir)?;
+    let find = || -> Option<PathBuf> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
+            })
+    };
+    if find().is_none() {
+        run(Command::new("apt-get")
+            .args(["download", "-qq", pkg])
+            .current_dir(dir))?;
+    }
+    let deb = find().with_context(|| format!("apt-get download {pkg} gave no .deb"))?;
+    let name = deb.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let version = name.split('_').nth(1).unwrap_or("?").to_string();
+    let list = Command::new("dpkg-deb").arg("-c").arg(&deb).output()?;
+    let list = String::from_utf8_lossy(&list.stdout);
+    let mut total = 0;
+    for f in files {
+        // "-rwxr-xr-x root/root 490184 2023-11-02 16:52 ./usr/bin/crun"
+        let size = list
+            .lines()
+            .find(|l| l.split_whitespace().nth(5) == Some(*f))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+            .with_context(|| format!("{f} is not in {}", deb.display()))?;
+        total += size;
+    }
+    Ok((version, total))
 }
 
 /// Firecracker's guest kernel configuration for 6.1 (bench/firecracker-6.1.config,

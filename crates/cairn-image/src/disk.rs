@@ -322,6 +322,7 @@ pub fn write_raw(
                     let fat32 = esp.then_some(fatfs::FatType::Fat32);
                     write_fat(&mut f, name, p, fat32, esp.then_some(uki), spec.ab_slots)?
                 }
+                PartitionFs::Erofs => copy_erofs(&f, p)?,
                 PartitionFs::Ext4 | PartitionFs::None => {}
             }
         }
@@ -455,7 +456,34 @@ pub fn refresh_esp(path: &Path, name: &str, spec: &DiskSpec, uki: &[u8]) -> Resu
         Some(uki),
         spec.ab_slots,
     )?;
+    // The container images are built anew with the UKI: never state.
+    for p in parts.iter().filter(|p| p.fs == PartitionFs::Erofs) {
+        copy_erofs(&f, p)?;
+    }
     f.sync_all().map_err(io_err)
+}
+
+/// Copies a container image's erofs file (`p.content`) to the start of
+/// its partition; the rest of the partition is left as it is (zeros in a
+/// new image; erofs never reads past its own size).
+fn copy_erofs(f: &File, p: &PlacedPartition) -> Result<(), DiskError> {
+    let Some(path) = &p.content else {
+        return Ok(());
+    };
+    let err = |source| DiskError::Content {
+        label: p.label.clone(),
+        path: path.clone(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(err)?;
+    if bytes.len() as u64 > p.len {
+        return Err(err(io::Error::other(format!(
+            "{} bytes do not fit the partition's {}",
+            bytes.len(),
+            p.len
+        ))));
+    }
+    f.write_all_at(&bytes, p.offset).map_err(err)
 }
 
 /// A partition of an existing disk image: GPT name, first byte, length.

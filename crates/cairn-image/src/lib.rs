@@ -4,6 +4,7 @@ pub mod compress;
 pub mod cpio;
 pub mod disk;
 pub mod elfdeps;
+pub mod erofs;
 pub mod iso;
 pub mod kbuild;
 pub mod kernel;

@@ -880,6 +880,15 @@ impl Tree {
             .sum()
     }
 
+    /// The path `n` is a hard link to, when that path still holds the same
+    /// file (a later layer may have replaced it).
+    pub fn live_link<'a>(&self, n: &'a Node) -> Option<&'a String> {
+        n.link_to.as_ref().filter(|t| {
+            matches!((&n.kind, self.nodes.get(*t).map(|t| &t.kind)),
+                (NodeKind::File(a), Some(NodeKind::File(b))) if Arc::ptr_eq(a, b))
+        })
+    }
+
     /// Adds the tree to `archive` under `root` (an absolute path).
     pub fn add_to_archive(
         &self,
@@ -905,12 +914,7 @@ impl Tree {
                 e.rdev_major = a;
                 e.rdev_minor = b;
             }
-            // A link whose target is still the same file stays a link.
-            let live_link = n.link_to.as_ref().filter(|t| {
-                matches!((&n.kind, self.nodes.get(*t).map(|t| &t.kind)),
-                    (NodeKind::File(a), Some(NodeKind::File(b))) if Arc::ptr_eq(a, b))
-            });
-            match live_link {
+            match self.live_link(n) {
                 Some(t) => {
                     e.link_to = Some(full(t));
                     links.push(e);

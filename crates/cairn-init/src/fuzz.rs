@@ -380,7 +380,7 @@ pub fn disk(data: &[u8]) {
     use crate::disk::probe::{self, Signature};
     let head = &data[..data.len().min(probe::PROBE_BYTES)];
     match probe::probe(head) {
-        Signature::Ext4 { label, uuid } => {
+        Signature::Ext4 { label, uuid } | Signature::Erofs { label, uuid } => {
             assert!(label.len() <= 16 * 3 && !label.contains('\0') && label.trim_end() == label);
             assert_eq!(uuid.len(), 36);
             assert!(uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));

@@ -13,6 +13,7 @@
 //! network = "host"                       # host (default) | none
 //! hostname = "web"                       # default: the appliance's
 //! init = true                            # a tiny reaper as PID 1 (default: the entrypoint is PID 1)
+//! storage = "erofs"                      # initramfs (default) | erofs: a read-only partition of [disk]
 //! ```
 //! Every other `[[service]]` key (restart, after, memory_max, ...) works
 //! the same for a container.
@@ -49,6 +50,28 @@ impl std::fmt::Display for ImageRef {
     }
 }
 
+/// Where the image's root filesystem goes (`storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageStorage {
+    /// Under `/containers/NAME` in the initramfs (in RAM).
+    #[default]
+    Initramfs,
+    /// An erofs filesystem on a partition of the disk image (`[disk]`),
+    /// mounted read-only at `/containers/NAME` at boot.
+    Erofs,
+}
+
+/// The GPT name of the partition holding service `name`'s image with
+/// `storage = "erofs"`: lower case, so no `[[partition]]` label (upper
+/// case only) can take it.
+pub fn erofs_partition_label(name: &str) -> String {
+    format!("img-{name}")
+}
+
+/// Longest service name with `storage = "erofs"`: a GPT partition name
+/// holds 36 UTF-16 units, `img-` takes 4.
+pub const MAX_EROFS_SERVICE_NAME: usize = 32;
+
 /// The container part of a `[[service]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSpec {
@@ -62,6 +85,8 @@ pub struct ContainerSpec {
     pub hostname: Option<String>,
     /// `init`: run a reaper as the container's PID 1.
     pub init: bool,
+    /// `storage`, located at its value (or the image's when not set).
+    pub storage: Located<ImageStorage>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -84,6 +109,12 @@ pub enum ContainerInvalid {
     User(String),
     #[error("a [[service]] needs `exec`, or an `image` whose config supplies the program")]
     NoExec,
+    #[error("invalid `storage` `{0}`: expected \"initramfs\" or \"erofs\"")]
+    Storage(String),
+    #[error("storage = \"erofs\" puts the image on a partition of the disk image, and this manifest writes none: add a [disk] table, or use storage = \"initramfs\"")]
+    ErofsWithoutDisk,
+    #[error("service name `{0}` is too long for storage = \"erofs\": its partition is named img-NAME, and GPT names hold 36 characters (at most 32 for NAME)")]
+    ErofsName(String),
 }
 
 /// Parses `image`.
@@ -174,6 +205,7 @@ pub(crate) struct RawContainer {
     pub network: Option<Spanned<String>>,
     pub hostname: Option<Spanned<String>>,
     pub init: Option<Spanned<bool>>,
+    pub storage: Option<Spanned<String>>,
 }
 
 pub(crate) type Failure = (Span, ContainerInvalid);
@@ -198,6 +230,9 @@ pub(crate) fn build(
         }
         if let Some(i) = &raw.init {
             return Err((i.span().into(), ContainerInvalid::OnlyWithImage("init")));
+        }
+        if let Some(s) = &raw.storage {
+            return Err((sp(s), ContainerInvalid::OnlyWithImage("storage")));
         }
         return Ok(None);
     };
@@ -224,6 +259,14 @@ pub(crate) fn build(
         }
         None => None,
     };
+    let storage = match &raw.storage {
+        None => Located::new(ImageStorage::Initramfs, sp(&image)),
+        Some(s) => match s.get_ref().as_str() {
+            "initramfs" => Located::new(ImageStorage::Initramfs, sp(s)),
+            "erofs" => Located::new(ImageStorage::Erofs, sp(s)),
+            other => return Err((sp(s), ContainerInvalid::Storage(other.to_string()))),
+        },
+    };
     let user = match user {
         None => None,
         Some(u) => {
@@ -244,6 +287,7 @@ pub(crate) fn build(
         user,
         hostname,
         init: raw.init.is_some_and(|i| *i.get_ref()),
+        storage,
     }))
 }
 

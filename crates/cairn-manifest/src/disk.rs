@@ -233,6 +233,11 @@ pub enum PartitionFs {
     Ext4,
     Vfat,
     None,
+    /// A container image's root filesystem (`storage = "erofs"`): made by
+    /// the builder, never written in a `[[partition]]`. Its `content` is
+    /// the erofs image file.
+    #[serde(skip_deserializing)]
+    Erofs,
 }
 
 /// A `[[partition]]` entry.

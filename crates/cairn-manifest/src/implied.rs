@@ -14,7 +14,8 @@
 //!   it loads at mount time: `codepage=`/`iocharset=` from the mount's
 //!   options, else the kernel's defaults, `nls_cp437` and, on Debian's
 //!   kernels, `nls_ascii`);
-//! - a service that runs an OCI image: `overlay`, its root filesystem.
+//! - a service that runs an OCI image: `overlay`, its root filesystem;
+//!   with `storage = "erofs"` also the virtio disk and `erofs`.
 
 use crate::manifest::Manifest;
 use crate::runtime::FsType;
@@ -110,6 +111,7 @@ impl Manifest {
             add("virtio_blk", &r);
             match c.fs {
                 FsType::Ext4 => add("ext4", &r),
+                FsType::Erofs => add("erofs", &r),
                 FsType::Vfat => {
                     add("vfat", &r);
                     let opt = |key: &str| {
@@ -129,6 +131,18 @@ impl Manifest {
         // A container's root is an overlay (read-only image, tmpfs above).
         if let Some(s) = self.services.iter().find(|s| s.container.is_some()) {
             add("overlay", &format!("[[service]] {} (image)", s.name.value));
+        }
+        // ... whose lower layer may be an erofs partition.
+        let on_disk = self.services.iter().find(|s| {
+            s.container
+                .as_ref()
+                .is_some_and(|c| c.storage.value == crate::container::ImageStorage::Erofs)
+        });
+        if let Some(s) = on_disk {
+            let r = format!("[[service]] {} (storage = erofs)", s.name.value);
+            add("virtio_pci", &r);
+            add("virtio_blk", &r);
+            add("erofs", &r);
         }
         out
     }

@@ -4,6 +4,8 @@
 //! name = "hello"                 # required; output file names
 //! hostname = "hello"             # optional
 //! on_panic = "continue"          # optional: continue | reboot
+//! memory = "256M"                # optional: the machine's RAM (`cairn run`'s default
+//!                                # --mem; the builder warns when the initramfs needs too much of it)
 //!
 //! [kernel]                       # required
 //! package = "linux-image-cloud-amd64"   # or: path = "...", modules_dir = "..."
@@ -104,6 +106,11 @@ pub struct Manifest {
     /// (`cairn.test_panic`) in this image (default `false`: they are
     /// ignored outside test mode).
     pub test_hooks: bool,
+    /// `memory`: the RAM of the machine the appliance is meant for, in
+    /// bytes (a whole number of MiB). `cairn run` gives QEMU this much
+    /// unless `--mem` says otherwise, and `cairn build` warns when the
+    /// initramfs would need too much of it while it is unpacked.
+    pub memory: Option<u64>,
     /// `[kernel]`: which kernel to boot, its command line and modules.
     pub kernel: KernelSpec,
     /// `[initramfs] compression`: `zstd` (default), `gzip`, `xz` or `none`.
@@ -474,6 +481,27 @@ impl Builder<'_> {
         .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
         let iso = crate::disk::build_iso(raw.name.get_ref(), raw.iso)
             .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
+        let memory = match &raw.memory {
+            Some(v) => Some(
+                crate::disk::parse_size(v.get_ref()).map_err(|e| (span(v), Invalid::from(e)))?,
+            ),
+            None => None,
+        };
+        for s in &services {
+            let Some(c) = &s.container else { continue };
+            if c.storage.value == crate::container::ImageStorage::Erofs {
+                use crate::container::{ContainerInvalid, MAX_EROFS_SERVICE_NAME};
+                if disk.disk.is_none() {
+                    return Err((c.storage.span, ContainerInvalid::ErofsWithoutDisk.into()));
+                }
+                if s.name.value.len() > MAX_EROFS_SERVICE_NAME {
+                    return Err((
+                        s.name.span,
+                        ContainerInvalid::ErofsName(s.name.value.clone()).into(),
+                    ));
+                }
+            }
+        }
         for c in services.iter().filter_map(|s| s.container.as_ref()) {
             for v in &c.volumes {
                 if !disk
@@ -502,6 +530,7 @@ impl Builder<'_> {
             hostname: raw.hostname.map(Spanned::into_inner),
             on_panic: raw.on_panic.unwrap_or_default(),
             test_hooks: raw.test_hooks.unwrap_or(false),
+            memory,
             kernel,
             compression: raw.initramfs.map(|i| i.compression).unwrap_or_default(),
             services,
@@ -675,6 +704,7 @@ impl Builder<'_> {
             network: s.network.take(),
             hostname: s.hostname.take(),
             init: s.init.take(),
+            storage: s.storage.take(),
         };
         let is_container = raw_container.image.is_some();
         let mut raw_run = s.take_run();
@@ -2052,5 +2082,68 @@ dst = "/bin/jq2"
             "image = \"oci:i\"\nexec = [\"sh\", \"-c\", \"true\"]\n",
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn container_storage_and_memory() {
+        use crate::container::ImageStorage;
+        let text = |head: &str, disk: &str, svc: &str| {
+            with_kernel(
+                &format!("name = \"x\"\n{head}"),
+                &format!("{disk}[[service]]\nname = \"web\"\nimage = \"oci:i\"\n{svc}"),
+            )
+        };
+        let m = parse(&text(
+            "memory = \"64M\"\n",
+            "[disk]\n",
+            "storage = \"erofs\"\n",
+        ))
+        .unwrap();
+        assert_eq!(m.memory, Some(64 << 20));
+        let c = m.services[0].container.as_ref().unwrap();
+        assert_eq!(c.storage.value, ImageStorage::Erofs);
+        // The disk's partition and filesystem modules come with it.
+        let implied = m.implied_modules(&crate::implied::FatDefaults::default());
+        assert!(implied
+            .iter()
+            .any(|i| i.name == "erofs" && i.reason == "[[service]] web (storage = erofs)"));
+        assert!(implied.iter().any(|i| i.name == "virtio_blk"));
+        let m = parse(&text("", "", "")).unwrap();
+        assert_eq!(m.memory, None);
+        let c = m.services[0].container.as_ref().unwrap();
+        assert_eq!(c.storage.value, ImageStorage::Initramfs);
+        assert!(!m
+            .implied_modules(&crate::implied::FatDefaults::default())
+            .iter()
+            .any(|i| i.name == "erofs"));
+        // Lines: 1 name, 2 head (if any), then kernel (2), [[service]],
+        // name, image, storage.
+        let (line, col, msg) = err(&text("", "", "storage = \"erofs\"\n"));
+        assert_eq!((line, col), (7, 11), "{msg}");
+        assert!(msg.contains("add a [disk] table"), "{msg}");
+        let (line, col, msg) = err(&text("", "[disk]\n", "storage = \"squash\"\n"));
+        assert_eq!((line, col), (8, 11), "{msg}");
+        assert!(msg.contains("\"initramfs\" or \"erofs\""), "{msg}");
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            "[[service]]\nname = \"w\"\nexec = [\"/a\"]\nstorage = \"erofs\"\n",
+        ));
+        assert_eq!((line, col), (7, 11), "{msg}");
+        assert!(
+            msg.contains("`storage` is only allowed together with `image`"),
+            "{msg}"
+        );
+        let long = "a".repeat(33);
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\n",
+            &format!(
+                "[disk]\n[[service]]\nname = \"{long}\"\nimage = \"oci:i\"\nstorage = \"erofs\"\n"
+            ),
+        ));
+        assert_eq!((line, col), (6, 8), "{msg}");
+        assert!(msg.contains("too long for storage = \"erofs\""), "{msg}");
+        let (line, col, msg) = err(&text("memory = \"64X\"\n", "", ""));
+        assert_eq!((line, col), (2, 10), "{msg}");
+        assert!(msg.contains("invalid size"), "{msg}");
     }
 }

@@ -23,6 +23,8 @@ pub(crate) struct RawManifest {
     pub on_panic: Option<PanicAction>,
     #[serde(default)]
     pub test_hooks: Option<bool>,
+    #[serde(default)]
+    pub memory: Option<Spanned<toml::Value>>,
     pub kernel: Spanned<RawKernel>,
     #[serde(default)]
     pub initramfs: Option<RawInitramfs>,
@@ -123,6 +125,8 @@ pub(crate) struct RawService {
     pub hostname: Option<Spanned<String>>,
     #[serde(default)]
     pub init: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub storage: Option<Spanned<String>>,
     #[serde(default)]
     pub config_env: Vec<Spanned<String>>,
     #[serde(default)]

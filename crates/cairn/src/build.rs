@@ -36,6 +36,11 @@ pub enum BuildError {
     Sign(#[from] crate::sign::SignError),
     #[error(transparent)]
     Disk(#[from] crate::disk::DiskError),
+    #[error("cannot make a scratch directory in {path}: {source}")]
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -512,8 +517,28 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         archive.add_file(&f.dst.value, f.mode, bytes)?;
     }
 
-    // OCI images of container services.
-    let containers = add_containers(&m, &mut archive, &mut inputs)?;
+    // OCI images of container services; those with storage = "erofs"
+    // are packed in a scratch directory beside the outputs, for the disk.
+    let scratch = match has_erofs(&m) {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix(".cairn-erofs-")
+                .tempdir_in(&opts.out_dir)
+                .map_err(|source| BuildError::Scratch {
+                    path: opts.out_dir.clone(),
+                    source,
+                })?,
+        ),
+        false => None,
+    };
+    let containers = add_containers(
+        &m,
+        &mut archive,
+        &mut inputs,
+        scratch.as_ref().map(|d| d.path()),
+        opts.mtime,
+    )?;
+    let disk_spec = disk_with_images(&m, &containers)?;
 
     // Every service's program must be in the image.
     for s in m.services.iter().filter(|s| s.container.is_none()) {
@@ -558,7 +583,22 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
             svc.container = Some(c.config.clone());
         }
     }
-    if let (Some(u), Some(d)) = (system.update.as_mut(), &m.disk) {
+    // Each erofs image is mounted read-only where its tree would be, by
+    // its partition's GPT name, before any service starts.
+    for c in containers.iter().flatten() {
+        if let Some(e) = &c.erofs {
+            system.mounts.push(cairn_manifest::MountConfig {
+                source: cairn_manifest::MountSource::Partlabel(e.label.clone()),
+                path: c.config.root.clone(),
+                fs: cairn_manifest::FsType::Erofs,
+                options: "ro".into(),
+                format: cairn_manifest::FormatPolicy::Never,
+                required: true,
+                wait: cairn_manifest::DEFAULT_MOUNT_WAIT_SECS,
+            });
+        }
+    }
+    if let (Some(u), Some(d)) = (system.update.as_mut(), &disk_spec) {
         // The slots' Boot#### entries name the ESP by its GPT entry.
         let esp = &cairn_image::disk::layout(d)[0];
         let guid = cairn_image::disk::derive_id(&[&m.name, &esp.label, "partition"]);
@@ -596,6 +636,9 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         &opts.cache_dir,
     )?;
     step.done();
+    if let Some(w) = ram_warning(m.memory, cpio_bytes.len() as u64, initrd.len() as u64) {
+        eprintln!("cairn: warning: {w}");
+    }
 
     let stub = read(&opts.stub)?;
     let efi = uki::build(
@@ -618,9 +661,10 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
         outputs.push((p, bytes.len() as u64));
     }
-    if m.disk.is_some() {
+    if let Some(spec) = &disk_spec {
         let step = Step::start(format!("disk image {}.img", m.name));
-        if let Some(img) = crate::disk::write(&m, &efi, opts.mtime, opts.keep_disk, &mut out)? {
+        if let Some(img) = crate::disk::write(&m, spec, &efi, opts.mtime, opts.keep_disk, &mut out)?
+        {
             outputs.push(img);
         }
         step.done();
@@ -649,6 +693,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         outputs.push((p, doc.len() as u64));
     }
     out.commit()?;
+    drop(scratch);
 
     Ok(BuildReport {
         name: m.name.clone(),
@@ -657,6 +702,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         outputs,
         initrd_uncompressed: cpio_bytes.len() as u64,
         cmdline: m.kernel.cmdline.clone(),
+        memory: m.memory,
         disk: m.disk.as_ref().map(|d| {
             (
                 opts.out_dir
@@ -792,7 +838,119 @@ struct BuiltContainer {
     workdir: Option<String>,
     config: cairn_manifest::ContainerConfig,
     sbom: crate::sbom::ContainerImage,
+    /// With `storage = "erofs"`: its partition.
+    erofs: Option<ErofsImage>,
 }
+
+/// A container image packed as erofs for its partition.
+struct ErofsImage {
+    /// The partition's GPT name (`img-NAME`).
+    label: String,
+    /// The erofs file in the scratch directory.
+    file: PathBuf,
+    bytes: u64,
+    /// `storage` in the manifest.
+    span: cairn_manifest::Span,
+}
+
+fn has_erofs(m: &Manifest) -> bool {
+    use cairn_manifest::container::ImageStorage;
+    m.services.iter().any(|s| {
+        s.container
+            .as_ref()
+            .is_some_and(|c| c.storage.value == ImageStorage::Erofs)
+    })
+}
+
+/// The manifest's `[disk]` with a partition for each erofs image after
+/// its own, each a whole number of MiB. A disk without `size` grows by
+/// them; one whose `size` leaves too little room is an error at the
+/// first such image's `storage`.
+fn disk_with_images(
+    m: &Manifest,
+    containers: &[Option<BuiltContainer>],
+) -> Result<Option<cairn_manifest::DiskSpec>, BuildError> {
+    use cairn_manifest::disk::MIB;
+    let Some(d) = &m.disk else { return Ok(None) };
+    let mut d = d.clone();
+    let own = 2 * MIB + d.esp_size + d.partitions.iter().map(|p| p.size).sum::<u64>();
+    let images: Vec<&ErofsImage> = containers
+        .iter()
+        .flatten()
+        .filter_map(|c| c.erofs.as_ref())
+        .collect();
+    let Some(first) = images.first() else {
+        return Ok(Some(d));
+    };
+    for e in &images {
+        d.partitions.push(cairn_manifest::PartitionSpec {
+            label: cairn_manifest::Located::new(e.label.clone(), e.span),
+            size: e.bytes.div_ceil(MIB).max(1) * MIB,
+            fs: cairn_manifest::PartitionFs::Erofs,
+            content: Some(cairn_manifest::Located::new(e.file.clone(), e.span)),
+        });
+    }
+    let needed = 2 * MIB + d.esp_size + d.partitions.iter().map(|p| p.size).sum::<u64>();
+    if d.size == own {
+        d.size = needed;
+    } else if d.size < needed {
+        return Err(m
+            .error_at(
+                first.span,
+                format!(
+                    "[disk] size is {} bytes, but its partitions and the container images' \
+                     erofs partitions need {needed} bytes; raise [disk] size or leave it out \
+                     (the disk then grows by the images)",
+                    d.size
+                ),
+            )
+            .into());
+    }
+    Ok(Some(d))
+}
+
+/// Whether the initramfs is too large for `memory` (the manifest's, else
+/// `cairn run`'s default 256 MiB), as a warning to print. The kernel
+/// unpacks the initramfs into its root filesystem, a tmpfs capped at half
+/// of the RAM (Debian's kernels; without tmpfs, ramfs, with no cap), while
+/// the compressed copy is still in memory; only then does it free that
+/// copy. So the files must fit in half the RAM, and the two together
+/// should leave the other half to the kernel and the services.
+pub fn ram_warning(memory: Option<u64>, unpacked: u64, compressed: u64) -> Option<String> {
+    use crate::report::human;
+    let (mem, whose) = match memory {
+        Some(n) => (n, "`memory`".to_string()),
+        None => (
+            DEFAULT_MEMORY,
+            "`cairn run`'s default (set `memory`)".to_string(),
+        ),
+    };
+    let hint = "move large container images to a partition (storage = \"erofs\") or raise `memory`";
+    if unpacked > mem / 2 {
+        Some(format!(
+            "the initramfs unpacks to {}, more than half of the appliance's {} of RAM \
+             ({whose}): the kernel unpacks it into a tmpfs capped at half the RAM, so the \
+             boot fails; {hint}",
+            human(unpacked),
+            human(mem)
+        ))
+    } else if unpacked + compressed > mem / 2 {
+        Some(format!(
+            "while it boots, the initramfs takes {} unpacked plus {} compressed, more than \
+             half of the appliance's {} of RAM ({whose}), leaving {} to the kernel and the \
+             services; {hint}",
+            human(unpacked),
+            human(compressed),
+            human(mem),
+            human(mem - unpacked - compressed.min(mem - unpacked))
+        ))
+    } else {
+        None
+    }
+}
+
+/// The guest memory `cairn run` gives a manifest without `memory`.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
 /// Reads each container service's image, puts its root filesystem under
 /// `/containers/NAME` and works out what the container runs: the
@@ -802,8 +960,11 @@ fn add_containers(
     m: &Manifest,
     archive: &mut cpio::Archive,
     inputs: &mut Vec<ReportLine>,
+    scratch: Option<&Path>,
+    mtime: u32,
 ) -> Result<Vec<Option<BuiltContainer>>, BuildError> {
     use cairn_image::oci;
+    use cairn_manifest::container::{erofs_partition_label, ImageStorage};
     let mut out = Vec::new();
     for s in &m.services {
         let Some(c) = &s.container else {
@@ -813,14 +974,55 @@ fn add_containers(
         let img = oci::read(&c.image.value)
             .map_err(|e| BuildError::from(m.error_at(c.image.span, e.to_string())))?;
         let root = format!("{}/{}", cairn_manifest::CONTAINER_ROOT_DIR, s.name.value);
-        img.tree.add_to_archive(archive, &root).map_err(|e| {
-            BuildError::from(m.error_at(c.image.span, format!("image {}: {e}", c.image.value)))
-        })?;
-        inputs.push(ReportLine {
-            what: root.clone(),
-            origin: format!("image {} ({})", c.image.value, img.config_digest),
-            bytes: img.tree.data_size(),
-        });
+        let image_err = |e: &dyn std::fmt::Display| {
+            m.error_at(c.image.span, format!("image {}: {e}", c.image.value))
+        };
+        let erofs = match (c.storage.value, scratch) {
+            (ImageStorage::Erofs, Some(dir)) => {
+                // Only the mount point is in the initramfs.
+                archive
+                    .add_dir(&root, 0o755)
+                    .map_err(|e| BuildError::from(image_err(&e)))?;
+                let label = erofs_partition_label(&s.name.value);
+                let tree_dir = dir.join(format!("{}.tree", s.name.value));
+                let file = dir.join(format!("{}.erofs", s.name.value));
+                std::fs::create_dir(&tree_dir).map_err(|e| BuildError::from(image_err(&e)))?;
+                let uuid = cairn_image::disk::uuid_string(&cairn_image::disk::derive_id(&[
+                    &m.name, &label, "erofs",
+                ]));
+                let bytes = cairn_image::erofs::build(&img.tree, &file, &tree_dir, &uuid, mtime)
+                    .map_err(|e| BuildError::from(image_err(&e)))?;
+                // The unpacked copy is not needed any more.
+                let _ = std::fs::remove_dir_all(&tree_dir);
+                inputs.push(ReportLine {
+                    what: format!("{root} (partition {label})"),
+                    origin: format!(
+                        "image {} ({}), erofs of {} of files",
+                        c.image.value,
+                        img.config_digest,
+                        crate::report::human(img.tree.data_size())
+                    ),
+                    bytes,
+                });
+                Some(ErofsImage {
+                    label,
+                    file,
+                    bytes,
+                    span: c.storage.span,
+                })
+            }
+            _ => {
+                img.tree
+                    .add_to_archive(archive, &root)
+                    .map_err(|e| BuildError::from(image_err(&e)))?;
+                inputs.push(ReportLine {
+                    what: root.clone(),
+                    origin: format!("image {} ({})", c.image.value, img.config_digest),
+                    bytes: img.tree.data_size(),
+                });
+                None
+            }
+        };
         let exec = if s.exec.value.is_empty() {
             let mut v = img.config.entrypoint.clone();
             v.extend(img.config.cmd.iter().cloned());
@@ -895,6 +1097,7 @@ fn add_containers(
             workdir,
             config,
             sbom,
+            erofs,
         }));
     }
     Ok(out)
@@ -903,6 +1106,35 @@ fn add_containers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The initramfs against the appliance's RAM: its files must fit in
+    /// half (the tmpfs cap), files and compressed copy together should.
+    #[test]
+    fn ram_warning_compares_the_unpacked_and_compressed_initramfs() {
+        const M: u64 = 1 << 20;
+        assert_eq!(ram_warning(Some(64 * M), 20 * M, 8 * M), None);
+        let w = ram_warning(Some(64 * M), 40 * M, 10 * M).unwrap();
+        assert!(w.contains("unpacks to 40.00 MiB, more than half of the appliance's 64.00 MiB of RAM (`memory`)"), "{w}");
+        assert!(
+            w.contains(
+                "boot fails; move large container images to a partition (storage = \"erofs\")"
+            ),
+            "{w}"
+        );
+        let w = ram_warning(Some(64 * M), 28 * M, 8 * M).unwrap();
+        assert!(
+            w.contains("28.00 MiB unpacked plus 8.00 MiB compressed, more than half of the appliance's 64.00 MiB"),
+            "{w}"
+        );
+        assert!(w.contains("leaving 28.00 MiB to the kernel"), "{w}");
+        // Without `memory`: cairn run's default, and the warning says so.
+        assert_eq!(ram_warning(None, 100 * M, 20 * M), None);
+        let w = ram_warning(None, 130 * M, 20 * M).unwrap();
+        assert!(
+            w.contains("256.00 MiB of RAM (`cairn run`'s default (set `memory`))"),
+            "{w}"
+        );
+    }
 
     #[test]
     fn executable_lookup_follows_symlinks() {

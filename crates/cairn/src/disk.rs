@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use cairn_image::{disk, iso, output};
 use cairn_manifest::{
-    Diagnostic, FormatPolicy, FsType, ImageFormat, Manifest, Span, MKFS_EXT4_PATH,
+    Diagnostic, FormatPolicy, FsType, ImageFormat, Manifest, PartitionFs, Span, MKFS_EXT4_PATH,
 };
 
 /// Everything writing `NAME.img` can run into (shown as `cairn build`
@@ -51,18 +51,18 @@ pub fn image_name(m: &Manifest) -> Option<String> {
         .map(|d| format!("{}.{}", m.name, d.format.extension()))
 }
 
-/// Writes the disk image into `out` when the manifest has a `[disk]`;
-/// returns its final path and size.
+/// Writes the disk image into `out`; returns its final path and size
+/// (`None` when an existing image was kept).
+/// `spec` is the manifest's `[disk]` with the container images'
+/// partitions added (see `build`).
 pub fn write(
     m: &Manifest,
+    spec: &cairn_manifest::DiskSpec,
     efi: &[u8],
     mtime: u32,
     keep: bool,
     out: &mut output::OutputSet,
 ) -> Result<Option<(PathBuf, u64)>, DiskError> {
-    let Some(spec) = &m.disk else {
-        return Ok(None);
-    };
     // Two slots, the fallback copy and an update's temporary file.
     let needed = 4 * efi.len() as u64 + 2 * cairn_manifest::disk::MIB;
     if spec.ab_slots && needed > spec.esp_size {
@@ -95,7 +95,12 @@ pub fn write(
             ),
         }
     }
-    for p in &spec.partitions {
+    // A container image's partition has an erofs file as its content.
+    for p in spec
+        .partitions
+        .iter()
+        .filter(|p| p.fs != PartitionFs::Erofs)
+    {
         if let Some(c) = &p.content {
             if !c.value.is_dir() {
                 return Err(DiskError::Content(Box::new(m.error_at(

@@ -89,9 +89,10 @@ struct MachineArgs {
     media: Option<cairn::run::MediaKind>,
     #[arg(long, value_enum, default_value = "tcg")]
     accel: Accel,
-    /// Guest memory, as QEMU takes it (64M, 1G).
-    #[arg(long, default_value = "256M")]
-    mem: String,
+    /// Guest memory, as QEMU takes it (64M, 1G); default: the manifest's
+    /// `memory` (`cairn run`), else 256M.
+    #[arg(long)]
+    mem: Option<String>,
     #[arg(long, value_enum, default_value = "user")]
     net: Net,
     /// Stop QEMU (and fail) after this many seconds.
@@ -111,7 +112,7 @@ impl MachineArgs {
             vars: self.firmware.vars,
             save_vars: self.firmware.save_vars,
             accel: self.accel,
-            mem: self.mem,
+            mem: self.mem.unwrap_or_else(|| "256M".into()),
             net: self.net,
             timeout: self.timeout.map(Duration::from_secs),
             extra: self.qemu_args,
@@ -509,6 +510,10 @@ fn main() -> ExitCode {
                 boot.media = Some(cairn::run::Media::from_file(path, kind));
             } else if machine.bios || machine.media.is_some() {
                 anyhow::bail!("--bios and --as go with --iso");
+            }
+            let mut machine = machine;
+            if let (None, Some(n)) = (&machine.mem, report.memory) {
+                machine.mem = Some(format!("{}M", n >> 20));
             }
             cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
             Ok(())

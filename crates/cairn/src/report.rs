@@ -21,6 +21,8 @@ pub struct BuildReport {
     pub initrd_uncompressed: u64,
     /// The kernel command line (for direct kernel boot).
     pub cmdline: String,
+    /// The manifest's `memory`, in bytes (`cairn run`'s default `--mem`).
+    pub memory: Option<u64>,
     /// The manifest's disk image, when it has a `[disk]`: its path in the
     /// output directory and its format.
     pub disk: Option<(PathBuf, cairn_manifest::ImageFormat)>,

@@ -94,6 +94,7 @@ impl Device {
         match &self.sig {
             Signature::Ext4 { label, uuid } => s += &format!(" ext4 label={label:?} uuid={uuid}"),
             Signature::Vfat { label, uuid } => s += &format!(" vfat label={label:?} uuid={uuid}"),
+            Signature::Erofs { label, uuid } => s += &format!(" erofs label={label:?} uuid={uuid}"),
             Signature::Unknown => s += " (unknown contents)",
             Signature::Empty => s += " (empty)",
         }
@@ -213,12 +214,20 @@ fn only<'a>(mut it: impl Iterator<Item = &'a Device>) -> Result<Option<&'a Devic
 /// The device `m` names, if any; an error when two do.
 pub fn find<'a>(m: &MountConfig, devices: &'a [Device]) -> Result<Option<&'a Device>, Ambiguous> {
     only(devices.iter().filter(|d| match (&m.source, &d.sig) {
-        (MountSource::Label(l), Signature::Ext4 { label, .. } | Signature::Vfat { label, .. }) => {
+        (
+            MountSource::Label(l),
+            Signature::Ext4 { label, .. }
+            | Signature::Vfat { label, .. }
+            | Signature::Erofs { label, .. },
+        ) => {
             label == l || (matches!(d.sig, Signature::Vfat { .. }) && label.eq_ignore_ascii_case(l))
         }
-        (MountSource::Uuid(u), Signature::Ext4 { uuid, .. } | Signature::Vfat { uuid, .. }) => {
-            uuid.eq_ignore_ascii_case(u)
-        }
+        (
+            MountSource::Uuid(u),
+            Signature::Ext4 { uuid, .. }
+            | Signature::Vfat { uuid, .. }
+            | Signature::Erofs { uuid, .. },
+        ) => uuid.eq_ignore_ascii_case(u),
         (MountSource::Partlabel(l), _) => d.partlabel.as_deref() == Some(l.as_str()),
         _ => false,
     }))
@@ -294,6 +303,7 @@ fn sig_name(s: &Signature) -> &'static str {
     match s {
         Signature::Ext4 { .. } => "ext4",
         Signature::Vfat { .. } => "vfat",
+        Signature::Erofs { .. } => "erofs",
         Signature::Unknown => "unknown data",
         Signature::Empty => "nothing (empty)",
     }

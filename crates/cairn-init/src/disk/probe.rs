@@ -13,6 +13,11 @@ pub enum Signature {
         label: String,
         uuid: String,
     },
+    /// Read-only: a container image's partition (`storage = "erofs"`).
+    Erofs {
+        label: String,
+        uuid: String,
+    },
     /// Some bytes are not zero but no filesystem cairn knows is there.
     Unknown,
     /// The probed area is all zeros.
@@ -48,19 +53,35 @@ pub fn ext4(b: &[u8]) -> Option<Signature> {
     if u16le(b, SB + 56)? != 0xef53 {
         return None;
     }
-    let uuid = b.get(SB + 104..SB + 120)?;
-    let h: Vec<String> = uuid.iter().map(|x| format!("{x:02x}")).collect();
-    let uuid = format!(
+    Some(Signature::Ext4 {
+        label: label(b.get(SB + 120..SB + 136)?),
+        uuid: uuid(b.get(SB + 104..SB + 120)?),
+    })
+}
+
+/// 16 bytes as `8-4-4-4-12` lower-case hex.
+fn uuid(b: &[u8]) -> String {
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
         "{}-{}-{}-{}-{}",
         h[0..4].concat(),
         h[4..6].concat(),
         h[6..8].concat(),
         h[8..10].concat(),
         h[10..16].concat()
-    );
-    Some(Signature::Ext4 {
-        label: label(b.get(SB + 120..SB + 136)?),
-        uuid,
+    )
+}
+
+/// erofs: magic 0xE0F5E1E2 at 1024, UUID at 1024+48, volume name at
+/// 1024+64 (16 bytes).
+pub fn erofs(b: &[u8]) -> Option<Signature> {
+    const SB: usize = 1024;
+    if u32le(b, SB)? != 0xe0f5_e1e2 {
+        return None;
+    }
+    Some(Signature::Erofs {
+        label: label(b.get(SB + 64..SB + 80)?),
+        uuid: uuid(b.get(SB + 48..SB + 64)?),
     })
 }
 
@@ -102,6 +123,9 @@ pub fn probe(b: &[u8]) -> Signature {
         return s;
     }
     if let Some(s) = vfat(b) {
+        return s;
+    }
+    if let Some(s) = erofs(b) {
         return s;
     }
     if b.iter().all(|&x| x == 0) {
@@ -254,6 +278,25 @@ mod tests {
                 uuid: "00010203-0405-0607-0809-0a0b0c0d0e0f".into()
             }
         );
+    }
+
+    #[test]
+    fn reads_erofs() {
+        let mut b = vec![0u8; 4096];
+        b[1024..1028].copy_from_slice(&0xe0f5_e1e2u32.to_le_bytes());
+        for (i, x) in b[1024 + 48..1024 + 64].iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        b[1024 + 64..1024 + 67].copy_from_slice(b"IMG");
+        assert_eq!(
+            probe(&b),
+            Signature::Erofs {
+                label: "IMG".into(),
+                uuid: "00010203-0405-0607-0809-0a0b0c0d0e0f".into()
+            }
+        );
+        // Cut short before the name: not erofs, just data.
+        assert_eq!(probe(&b[..1024 + 70]), Signature::Unknown);
     }
 
     #[test]

@@ -43,6 +43,9 @@ impl std::fmt::Display for MountSource {
 pub enum FsType {
     Ext4,
     Vfat,
+    /// Read-only: a container image's partition (`storage = "erofs"`), or
+    /// one the user made with mkfs.erofs.
+    Erofs,
 }
 
 impl FsType {
@@ -51,6 +54,7 @@ impl FsType {
         match self {
             FsType::Ext4 => "ext4",
             FsType::Vfat => "vfat",
+            FsType::Erofs => "erofs",
         }
     }
 }
