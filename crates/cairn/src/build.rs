@@ -685,6 +685,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     out.commit()?;
 
     Ok(BuildReport {
+        arch: m.arch.value,
         name: m.name.clone(),
         kernel_version: kern.version,
         inputs,

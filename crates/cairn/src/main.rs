@@ -96,8 +96,9 @@ struct MachineArgs {
 }
 
 impl MachineArgs {
-    fn run_options(self, uefi: bool) -> RunOptions {
+    fn run_options(self, uefi: bool, arch: cairn_manifest::Arch) -> RunOptions {
         RunOptions {
+            qemu: cairn::run::qemu_for(arch),
             uefi,
             bios: self.bios,
             secure_boot: self.firmware.secure_boot,
@@ -390,6 +391,7 @@ fn main() -> ExitCode {
             let report = build(&a.manifest, &bo)?;
             eprint!("{report}");
             let mut boot = Boot::in_dir(&a.out, &report.name, &report.cmdline);
+            boot.arch = report.arch;
             if disk {
                 if report.disk.is_none() {
                     anyhow::bail!("--disk needs a [disk] table in {}", a.manifest.display());
@@ -405,7 +407,7 @@ fn main() -> ExitCode {
             } else if machine.bios || machine.media.is_some() {
                 anyhow::bail!("--bios and --as go with --iso");
             }
-            cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
+            cairn::run::run(&boot, &machine.run_options(uefi || disk, report.arch))?;
             Ok(())
         })(),
         Cmd::New { dir, template } => cairn::new::new(&dir, &template)
@@ -489,8 +491,10 @@ fn main() -> ExitCode {
                 cmdline: String::new(),
                 disk: None,
                 media,
+                arch: cairn_manifest::Arch::X86_64,
             };
-            cairn::run::run(&boot, &machine.run_options(true)).map_err(anyhow::Error::from)
+            cairn::run::run(&boot, &machine.run_options(true, boot.arch))
+                .map_err(anyhow::Error::from)
         }
         Cmd::Inspect { file, cert } => cairn::inspect::inspect_with(&file, cert.as_deref())
             .map(|t| print!("{t}"))

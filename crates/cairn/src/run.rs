@@ -40,6 +40,8 @@ pub enum RunError {
     Failed(ExitStatus),
     #[error("the guest's kernel panicked: {0}")]
     GuestPanic(String),
+    #[error("an arm64 image boots only by direct kernel boot so far; {0} is for x86_64 images")]
+    NotForArm64(&'static str),
     #[error("--save-vars needs a UEFI boot (--uefi, --disk or --secure-boot)")]
     SaveVarsWithoutUefi,
     #[error("--bios boots an ISO or a disk image through SeaBIOS; it cannot be combined with {0}")]
@@ -211,6 +213,8 @@ pub struct Boot {
     /// or with `RunOptions::bios` by SeaBIOS; takes precedence over the
     /// rest.
     pub media: Option<Media>,
+    /// The machine: a q35 PC (x86_64) or QEMU's arm64 `virt` board.
+    pub arch: cairn_manifest::Arch,
 }
 
 impl Boot {
@@ -222,8 +226,17 @@ impl Boot {
             cmdline: cmdline.to_string(),
             disk: None,
             media: None,
+            arch: cairn_manifest::Arch::X86_64,
         }
     }
+}
+
+/// The QEMU program for a machine of `arch`.
+pub fn qemu_for(arch: cairn_manifest::Arch) -> PathBuf {
+    PathBuf::from(match arch {
+        cairn_manifest::Arch::X86_64 => "qemu-system-x86_64",
+        cairn_manifest::Arch::Arm64 => "qemu-system-aarch64",
+    })
 }
 
 fn kvm_usable() -> bool {
@@ -273,6 +286,18 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
         ]),
         Net::None => cmd.args(["-nic", "none"]),
     };
+    if boot.arch == cairn_manifest::Arch::Arm64 {
+        let other = [
+            (opts.bios, "--bios"),
+            (opts.uefi, "a UEFI boot"),
+            (opts.secure_boot, "--secure-boot"),
+            (boot.media.is_some(), "--iso"),
+            (boot.disk.is_some(), "--disk"),
+        ];
+        if let Some((_, what)) = other.iter().find(|(set, _)| *set) {
+            return Err(RunError::NotForArm64(what));
+        }
+    }
     if let (Some(media), true) = (&boot.media, opts.bios) {
         if opts.secure_boot {
             return Err(RunError::BiosConflict("--secure-boot"));
@@ -360,6 +385,13 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             )),
         };
     } else {
+        if boot.arch == cairn_manifest::Arch::Arm64 {
+            // The `virt` board: PL011 serial (console=ttyAMA0), virtio over
+            // PCIe, PSCI power off. `max` under TCG, with QEMU's cheaper
+            // pointer authentication (the architected one costs much
+            // translation time).
+            cmd.args(["-machine", "virt", "-cpu", "max,pauth-impdef=on"]);
+        }
         require(&boot.vmlinuz, "the kernel", "run `cairn build` first")?;
         require(&boot.initrd, "the initramfs", "run `cairn build` first")?;
         cmd.arg("-kernel").arg(&boot.vmlinuz);

@@ -1,0 +1,131 @@
+//! arm64 appliances: the kernel, the init and the programs all for arm64,
+//! built on an x86_64 host and booted on QEMU's arm64 `virt` board (TCG).
+//!
+//! The arm64 init comes from `cargo xtask build-init --arch arm64`
+//! (`CAIRN_INIT_ARM64`); without a working arm64 toolchain these tests
+//! fail, they do not skip.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cairn_e2e::{example, init_arm64_bin, run_with_timeout, Outcome};
+
+/// Under TCG an arm64 boot is translated instruction by instruction: give
+/// it plenty of time (no timing is asserted).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The ELF machine of the file at `path`.
+fn elf_machine(path: &Path) -> u16 {
+    let head = std::fs::read(path).unwrap();
+    assert_eq!(&head[..4], b"\x7fELF", "{} is not ELF", path.display());
+    u16::from_le_bytes([head[18], head[19]])
+}
+
+/// `cairn ARGS` with the arm64 init.
+fn cairn_arm64(args: &[&str], manifest: &Path, out: &Path, timeout: Duration) -> Outcome {
+    let mut c = cairn_e2e::cairn();
+    c.env("CAIRN_INIT_ARM64", init_arm64_bin())
+        .arg(args[0])
+        .arg(manifest)
+        .arg("-o")
+        .arg(out)
+        .args(&args[1..]);
+    run_with_timeout(c, timeout)
+}
+
+/// examples/arm64: Debian's arm64 cloud kernel, the static aarch64 init
+/// and Lua with its libraries from Debian's arm64 packages (the host is
+/// x86_64 and has no arm64 packages installed). The build writes the
+/// kernel and initramfs only; `cairn run` boots them by direct kernel boot
+/// on `virt`, the init reaches ready, runs Lua, and the machine powers off
+/// through PSCI with QEMU exiting cleanly.
+#[test]
+fn arm64_appliance_from_debian_packages_boots_on_virt() {
+    let init = init_arm64_bin();
+    assert_eq!(elf_machine(&init), 183, "the arm64 init is not AArch64");
+    let m = example("arm64");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let built = cairn_arm64(&["build"], &m, &out, Duration::from_secs(600));
+    built.assert_ok();
+    let table = &built.stdout;
+    let line = |path: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(path))
+            .unwrap_or_else(|| panic!("no {path} in the build table:\n{table}"))
+            .to_string()
+    };
+    assert!(line("kernel").contains("cloud-arm64"), "{table}");
+    assert!(
+        line("/usr/bin/lua5.4").contains("package lua5.4"),
+        "{table}"
+    );
+    for lib in [
+        "/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libreadline.so.8",
+    ] {
+        assert!(line(lib).contains(" package "), "{lib}:\n{table}");
+    }
+    assert!(!table.contains(" host "), "a host file went in:\n{table}");
+    assert!(out.join("arm64.vmlinuz").is_file() && out.join("arm64.initrd").is_file());
+    assert!(
+        !out.join("arm64.efi").exists(),
+        "no UKI is made for arm64 yet"
+    );
+
+    let run = cairn_arm64(
+        &["run", "--accel", "tcg", "--net", "none", "--timeout", "900"],
+        &m,
+        &out,
+        BOOT_TIMEOUT + Duration::from_secs(120),
+    );
+    run.assert_ok();
+    run.assert_in_order(&[
+        "cairn: ready",
+        "hello: Hello from Lua 5.4, taken from Debian's archive",
+        "cairn: powering off",
+        "reboot: Power down",
+    ]);
+}
+
+const ARM64_BASE: &str =
+    "name = \"hello\"\narch = \"arm64\"\n[kernel]\npackage = \"linux-image-cloud-arm64\"\n";
+
+/// A host (x86_64) program in an arm64 image is refused at its place, and
+/// so is an x86_64 init.
+#[test]
+fn x86_64_programs_are_refused_in_an_arm64_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{ARM64_BASE}[[binary]]\npath = \"/usr/bin/jq\"\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = cairn_arm64(&["build"], &bad, &out, Duration::from_secs(600));
+    assert!(!o.success, "accepted:\n{}", o.stdout);
+    for e in [
+        "bad.toml:6:8",
+        "/usr/bin/jq is a program for X86_64",
+        "this image is arm64",
+    ] {
+        assert!(o.stderr.contains(e), "expected {e:?} in:\n{}", o.stderr);
+    }
+    assert!(!out.join("hello.initrd").exists());
+
+    std::fs::write(&bad, ARM64_BASE).unwrap();
+    let mut c = cairn_e2e::cairn();
+    c.env("CAIRN_INIT_ARM64", cairn_e2e::init_bin())
+        .arg("build")
+        .arg(&bad)
+        .arg("-o")
+        .arg(&out);
+    let o = run_with_timeout(c, Duration::from_secs(600));
+    assert!(!o.success, "accepted:\n{}", o.stdout);
+    for e in ["bad.toml:2:8", "the init:", "is a program for X86_64"] {
+        assert!(o.stderr.contains(e), "expected {e:?} in:\n{}", o.stderr);
+    }
+}
