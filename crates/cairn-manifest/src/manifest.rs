@@ -1172,6 +1172,30 @@ mod tests {
     }
 
     #[test]
+    fn arch_defaults_to_x86_64_and_takes_arm64() {
+        let m = parse(&with_kernel("name = \"x\"\n", "")).unwrap();
+        assert_eq!(m.arch.value, Arch::X86_64);
+        let m = parse(&with_kernel("name = \"x\"\narch = \"arm64\"\n", "")).unwrap();
+        assert_eq!(
+            (m.arch.value, m.arch.value.debian()),
+            (Arch::Arm64, "arm64")
+        );
+        let (line, col, msg) = err(&with_kernel("name = \"x\"\narch = \"riscv64\"\n", ""));
+        assert_eq!((line, col), (2, 8), "{msg}");
+        assert!(msg.contains("x86_64") && msg.contains("arm64"), "{msg}");
+    }
+
+    #[test]
+    fn arm64_refuses_what_needs_its_uki_at_arch() {
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\narch = \"arm64\"\n",
+            "[sign]\nkey = \"k.pem\"\ncert = \"c.pem\"\n",
+        ));
+        assert_eq!((line, col), (2, 8), "{msg}");
+        assert!(msg.contains("[sign]") && msg.contains("arm64"), "{msg}");
+    }
+
+    #[test]
     fn unknown_top_level_key() {
         let (line, col, msg) = err(&with_kernel("name = \"x\"\nbogus = 1\n", ""));
         assert_eq!((line, col), (2, 1), "{msg}");

@@ -109,7 +109,6 @@ impl MachineArgs {
             net: self.net,
             timeout: self.timeout.map(Duration::from_secs),
             extra: self.qemu_args,
-            ..RunOptions::default()
         }
     }
 }
