@@ -36,9 +36,10 @@ fn cairn_arm64(args: &[&str], manifest: &Path, out: &Path, timeout: Duration) ->
 /// examples/arm64: Debian's arm64 cloud kernel, the static aarch64 init
 /// and Lua with its libraries from Debian's arm64 packages (the host is
 /// x86_64 and has no arm64 packages installed). The build writes the
-/// kernel and initramfs only; `cairn run` boots them by direct kernel boot
-/// on `virt`, the init reaches ready, runs Lua, and the machine powers off
-/// through PSCI with QEMU exiting cleanly.
+/// kernel, the initramfs and a UKI on systemd-stub's arm64 build (from
+/// Debian's arm64 systemd-boot-efi); `cairn run` boots the kernel and
+/// initramfs directly on `virt`, the init reaches ready, runs Lua, and the
+/// machine powers off through PSCI with QEMU exiting cleanly.
 #[test]
 fn arm64_appliance_from_debian_packages_boots_on_virt() {
     let init = init_arm64_bin();
@@ -69,11 +70,14 @@ fn arm64_appliance_from_debian_packages_boots_on_virt() {
         assert!(line(lib).contains(" package "), "{lib}:\n{table}");
     }
     assert!(!table.contains(" host "), "a host file went in:\n{table}");
-    assert!(out.join("arm64.vmlinuz").is_file() && out.join("arm64.initrd").is_file());
     assert!(
-        !out.join("arm64.efi").exists(),
-        "no UKI is made for arm64 yet"
+        line("UEFI stub").contains("package systemd-boot-efi")
+            && line("UEFI stub").contains("(arm64)"),
+        "{table}"
     );
+    for f in ["arm64.vmlinuz", "arm64.initrd", "arm64.efi"] {
+        assert!(out.join(f).is_file(), "no {f}");
+    }
 
     let run = cairn_arm64(
         &["run", "--accel", "tcg", "--net", "none", "--timeout", "900"],
@@ -87,6 +91,52 @@ fn arm64_appliance_from_debian_packages_boots_on_virt() {
         "hello: Hello from Lua 5.4, taken from Debian's archive",
         "cairn: powering off",
         "reboot: Power down",
+    ]);
+}
+
+/// The arm64 UKI: `cairn inspect` reads it as an arm64 PE32+ image with
+/// its sections, and it boots through AAVMF (UEFI on `virt`) from a FAT
+/// drive's EFI/BOOT/BOOTAA64.EFI, to ready and a clean power-off.
+#[test]
+fn arm64_uki_boots_through_aavmf() {
+    let m = example("arm64");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = cairn_arm64(
+        &[
+            "run",
+            "--uefi",
+            "--accel",
+            "tcg",
+            "--net",
+            "none",
+            "--timeout",
+            "900",
+        ],
+        &m,
+        &out,
+        BOOT_TIMEOUT + Duration::from_secs(120),
+    );
+    run.assert_ok();
+    run.assert_in_order(&[
+        "BdsDxe: starting",
+        "cairn: ready",
+        "hello: Hello from Lua 5.4, taken from Debian's archive",
+        "reboot: Power down",
+    ]);
+
+    let mut c = cairn_e2e::cairn();
+    c.arg("inspect").arg(out.join("arm64.efi"));
+    let o = run_with_timeout(c, Duration::from_secs(60));
+    o.assert_ok();
+    o.assert_in_order(&[
+        "PE32+ image for arm64",
+        ".osrel",
+        ".cmdline",
+        ".initrd",
+        ".linux",
+        "console=ttyAMA0",
+        "/usr/bin/lua5.4",
     ]);
 }
 

@@ -72,6 +72,8 @@ const APT_PACKAGES: &[&str] = &[
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
     "qemu-system-arm",
+    // AAVMF, UEFI for QEMU's arm64 `virt` board.
+    "qemu-efi-aarch64",
 ];
 
 /// The init is built for musl: a static musl binary is about 0.7 of the

@@ -238,6 +238,35 @@ fn check_arch(path: &Path, arch: Arch) -> Result<(), String> {
     ))
 }
 
+/// systemd-stub for arm64 (`linuxaa64.efi.stub`), from Debian's
+/// `systemd-boot-efi` package for arm64, fetched and cached like a
+/// `[[package]]` (the host's own systemd-boot-efi is for the host).
+fn arm64_stub(
+    m: &Manifest,
+    opts: &BuildOptions,
+    inputs: &mut Vec<ReportLine>,
+) -> Result<Vec<u8>, BuildError> {
+    const PACKAGE: &str = "systemd-boot-efi";
+    const STUB: &str = "usr/lib/systemd/boot/efi/linuxaa64.efi.stub";
+    let fetched = cairn_image::packages::resolve(&[PACKAGE], "arm64", &opts.cache_dir, &mut |l| {
+        eprintln!("cairn: {l}")
+    })
+    .map_err(|e| BuildError::from(m.error_at(m.arch.span, format!("the arm64 UEFI stub: {e}"))))?;
+    let stub = read(&fetched.root().join(STUB))?;
+    let version = fetched
+        .packages
+        .iter()
+        .find(|p| p.name == PACKAGE)
+        .map(|p| p.version.clone())
+        .unwrap_or_default();
+    inputs.push(ReportLine {
+        what: "UEFI stub".into(),
+        origin: format!("package {PACKAGE} {version} (arm64)"),
+        bytes: stub.len() as u64,
+    });
+    Ok(stub)
+}
+
 /// `[[package]]`: fetches the packages with their dependencies and adds
 /// each listed file, with the libraries it needs found among the
 /// packages' files. Returns each fetched package's name and extracted
@@ -621,24 +650,21 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     )?;
     step.done();
 
-    // The UKI: x86_64 only so far (an arm64 image is its kernel and
-    // initramfs; the manifest refuses what would need its UKI).
-    let efi = match m.arch.value {
-        Arch::X86_64 => {
-            let stub = read(&opts.stub)?;
-            let efi = uki::build(
-                &stub,
-                &uki::UkiParts {
-                    osrel: os_release(&m).as_bytes(),
-                    cmdline: m.kernel.cmdline.as_bytes(),
-                    linux: &vmlinuz,
-                    initrd: &initrd,
-                },
-            )?;
-            sign_uki(&m, opts, efi)?
-        }
-        Arch::Arm64 => Vec::new(),
+    let stub = match m.arch.value {
+        Arch::X86_64 => read(&opts.stub)?,
+        Arch::Arm64 if opts.stub != Path::new(uki::DEFAULT_STUB) => read(&opts.stub)?,
+        Arch::Arm64 => arm64_stub(&m, opts, &mut inputs)?,
     };
+    let efi = uki::build(
+        &stub,
+        &uki::UkiParts {
+            osrel: os_release(&m).as_bytes(),
+            cmdline: m.kernel.cmdline.as_bytes(),
+            linux: &vmlinuz,
+            initrd: &initrd,
+        },
+    )?;
+    let efi = sign_uki(&m, opts, efi)?;
 
     let mut outputs = Vec::new();
     for (suffix, bytes) in [
@@ -646,9 +672,6 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         ("initrd", &initrd[..]),
         ("efi", &efi[..]),
     ] {
-        if bytes.is_empty() {
-            continue;
-        }
         let p = out.add(&format!("{}.{suffix}", m.name), bytes)?;
         outputs.push((p, bytes.len() as u64));
     }
