@@ -96,7 +96,8 @@ fn arm64_appliance_from_debian_packages_boots_on_virt() {
 
 /// The arm64 UKI: `cairn inspect` reads it as an arm64 PE32+ image with
 /// its sections, and it boots through AAVMF (UEFI on `virt`) from a FAT
-/// drive's EFI/BOOT/BOOTAA64.EFI, to ready and a clean power-off.
+/// drive's EFI/BOOT/BOOTAA64.EFI, to ready and a clean power-off, from
+/// `cairn run --uefi` and from `cairn boot NAME.efi`.
 #[test]
 fn arm64_uki_boots_through_aavmf() {
     let m = example("arm64");
@@ -124,6 +125,16 @@ fn arm64_uki_boots_through_aavmf() {
         "hello: Hello from Lua 5.4, taken from Debian's archive",
         "reboot: Power down",
     ]);
+
+    // `cairn boot` of the UKI alone picks the arm64 machine from its PE
+    // header.
+    let mut c = cairn_e2e::cairn();
+    c.arg("boot")
+        .arg(out.join("arm64.efi"))
+        .args(["--net", "none", "--timeout", "900"]);
+    let booted = run_with_timeout(c, BOOT_TIMEOUT + Duration::from_secs(120));
+    booted.assert_ok();
+    booted.assert_in_order(&["BdsDxe: starting", "cairn: ready", "reboot: Power down"]);
 
     let mut c = cairn_e2e::cairn();
     c.arg("inspect").arg(out.join("arm64.efi"));

@@ -483,6 +483,16 @@ fn main() -> ExitCode {
                 eprintln!("cairn: --bios and --as are for ISO and disk images, not a UKI");
                 return ExitCode::FAILURE;
             }
+            // An arm64 UKI boots on the arm64 machine.
+            let arch = match std::fs::read(&efi)
+                .ok()
+                .and_then(|b| is_efi.then(|| cairn_image::pe::parse(&b).ok()).flatten())
+            {
+                Some(i) if i.machine == cairn_image::pe::MACHINE_ARM64 => {
+                    cairn_manifest::Arch::Arm64
+                }
+                _ => cairn_manifest::Arch::X86_64,
+            };
             let boot = Boot {
                 vmlinuz: PathBuf::new(),
                 initrd: PathBuf::new(),
@@ -490,7 +500,7 @@ fn main() -> ExitCode {
                 cmdline: String::new(),
                 disk: None,
                 media,
-                arch: cairn_manifest::Arch::X86_64,
+                arch,
             };
             cairn::run::run(&boot, &machine.run_options(true, boot.arch))
                 .map_err(anyhow::Error::from)
