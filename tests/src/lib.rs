@@ -88,6 +88,16 @@ pub fn test_load_bin() -> PathBuf {
         .clone()
 }
 
+/// The line of `cairn build`'s table that starts with `what` (an image
+/// path, `kernel`, ...); panics with the table when there is none.
+pub fn table_line(table: &str, what: &str) -> String {
+    table
+        .lines()
+        .find(|l| l.starts_with(what))
+        .unwrap_or_else(|| panic!("no {what} in the build table:\n{table}"))
+        .to_string()
+}
+
 /// A finished process: exit status and output.
 #[derive(Debug)]
 pub struct Outcome {

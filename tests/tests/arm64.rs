@@ -50,13 +50,7 @@ fn arm64_appliance_from_debian_packages_boots_on_virt() {
     let built = cairn_arm64(&["build"], &m, &out, Duration::from_secs(600));
     built.assert_ok();
     let table = &built.stdout;
-    let line = |path: &str| {
-        table
-            .lines()
-            .find(|l| l.starts_with(path))
-            .unwrap_or_else(|| panic!("no {path} in the build table:\n{table}"))
-            .to_string()
-    };
+    let line = |path: &str| cairn_e2e::table_line(table, path);
     assert!(line("kernel").contains("cloud-arm64"), "{table}");
     assert!(
         line("/usr/bin/lua5.4").contains("package lua5.4"),

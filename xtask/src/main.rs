@@ -573,29 +573,11 @@ fn build_init_arm64() -> Result<PathBuf> {
     // RUSTFLAGS reach the arm64 crates only (--target): build scripts and
     // proc-macros are built for the host by the same rustc, with its own
     // (amd64) standard library.
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .env("RUSTC", RUSTC_WEB)
-        .env(
-            "RUSTFLAGS",
-            format!(
-                "--sysroot {} -C target-feature=+crt-static -C linker=aarch64-linux-gnu-gcc",
-                sysroot.display()
-            ),
-        )
-        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
-        .args([
-            "build",
-            "--locked",
-            "--quiet",
-            "--release",
-            "-p",
-            "cairn-init",
-            "--target",
-            ARM64,
-            "--target-dir",
-        ])
-        .arg(&dir))?;
+    let flags = format!(
+        "--sysroot {} -C linker=aarch64-linux-gnu-gcc",
+        sysroot.display()
+    );
+    run(static_build("cairn-init", ARM64, &dir, true, &flags).env("RUSTC", RUSTC_WEB))?;
     Ok(dir.join(ARM64).join("release/cairn-init"))
 }
 
@@ -631,11 +613,23 @@ fn build_static(package: &str, triple: &str) -> Result<PathBuf> {
 /// [`build_static`] into another target directory, optionally keeping the
 /// symbols (same code, same addresses: only the symbol table differs).
 fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Result<PathBuf> {
+    run(&mut static_build(package, triple, dir, strip, ""))?;
+    Ok(dir.join(triple).join("release").join(package))
+}
+
+/// The cargo command of [`build_static_in`], with `rustflags` before the
+/// static-linking flag.
+fn static_build(package: &str, triple: &str, dir: &Path, strip: bool, rustflags: &str) -> Command {
     // --target keeps RUSTFLAGS away from proc-macros and build scripts, and
     // gives the static build its own directory.
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root())
+        .env(
+            "RUSTFLAGS",
+            format!("{rustflags} -C target-feature=+crt-static")
+                .trim()
+                .to_string(),
+        )
         .env(
             "CARGO_PROFILE_RELEASE_STRIP",
             if strip { "true" } else { "false" },
@@ -651,8 +645,8 @@ fn build_static_in(package: &str, triple: &str, dir: &Path, strip: bool) -> Resu
             triple,
             "--target-dir",
         ])
-        .arg(dir))?;
-    Ok(dir.join(triple).join("release").join(package))
+        .arg(dir);
+    c
 }
 
 fn build_cli(release: bool) -> Result<PathBuf> {
