@@ -626,9 +626,7 @@ fn static_build(package: &str, triple: &str, dir: &Path, strip: bool, rustflags:
     c.current_dir(root())
         .env(
             "RUSTFLAGS",
-            format!("{rustflags} -C target-feature=+crt-static")
-                .trim()
-                .to_string(),
+            format!("{rustflags} -C target-feature=+crt-static").trim(),
         )
         .env(
             "CARGO_PROFILE_RELEASE_STRIP",
