@@ -88,6 +88,43 @@ fn arm64_appliance_from_debian_packages_boots_on_virt() {
     ]);
 }
 
+/// Networking on `virt`: the arm64 kernel package's virtio_pci and
+/// virtio_net modules (loadable there, as on x86_64) are loaded, the NIC
+/// gets a DHCPv4 lease from QEMU's user network, and the service that
+/// waits for the network then runs.
+#[test]
+fn arm64_appliance_gets_a_dhcp_lease_on_virt() {
+    let (_dir, m) = cairn_e2e::copy_example("arm64");
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace(
+            "cmdline = \"console=ttyAMA0 quiet panic=-1\"",
+            "cmdline = \"console=ttyAMA0 quiet panic=-1\"\nmodules = [\"virtio_pci\", \"virtio_net\"]",
+        )
+        .replace(
+            "on_exit = \"poweroff\"",
+            "on_exit = \"poweroff\"\nafter = [\"network-online\"]",
+        );
+    assert!(text.contains("virtio_net") && text.contains("network-online"));
+    std::fs::write(&m, text).unwrap();
+    let out = m.parent().unwrap().join("out");
+    let run = cairn_arm64(
+        &["run", "--accel", "tcg", "--net", "user", "--timeout", "900"],
+        &m,
+        &out,
+        BOOT_TIMEOUT + Duration::from_secs(120),
+    );
+    run.assert_ok();
+    run.assert_in_order(&[
+        "eth0: DHCPv4 lease obtained: 10.0.2.15/24",
+        "cairn: network online",
+        "hello: Hello from Lua 5.4, taken from Debian's archive",
+        "reboot: Power down",
+    ]);
+    // The build table (on stderr) names the modules taken.
+    assert!(run.stderr.contains("module virtio_net"), "{}", run.stderr);
+}
+
 /// The arm64 UKI: `cairn inspect` reads it as an arm64 PE32+ image with
 /// its sections, and it boots through AAVMF (UEFI on `virt`) from a FAT
 /// drive's EFI/BOOT/BOOTAA64.EFI, to ready and a clean power-off, from
