@@ -47,46 +47,55 @@ pub fn cairn_bin() -> PathBuf {
 /// The static `cairn-init` binary.
 pub fn init_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CAIRN_INIT") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new(cargo())
-            .current_dir(root())
-            .args(["run", "--quiet", "-p", "xtask", "--", "build-init"])
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building cairn-init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
+    BIN.get_or_init(|| xtask_built("CAIRN_INIT", &["build-init"]))
+        .clone()
+}
+
+/// The static arm64 `cairn-init` (`CAIRN_INIT_ARM64`, as `cargo xtask
+/// test` sets it; else built with `cargo xtask build-init --arch arm64`,
+/// which fails loudly when the arm64 toolchain cannot be set up).
+pub fn init_arm64_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| xtask_built("CAIRN_INIT_ARM64", &["build-init", "--arch", "arm64"]))
+        .clone()
+}
+
+/// `$var`, else the path `cargo xtask ARGS` prints.
+fn xtask_built(var: &str, args: &[&str]) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    let out = Command::new(cargo())
+        .current_dir(root())
+        .args(["run", "--quiet", "-p", "xtask", "--"])
+        .args(args)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo xtask {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// The liveness tests' static guest program (tests/load: a ticker and
 /// hostile cairnctl clients), built like the init for the init's target.
 pub fn test_load_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("CAIRN_TEST_LOAD") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new(cargo())
-            .current_dir(root())
-            .args(["run", "--quiet", "-p", "xtask", "--", "build-test-load"])
-            .output()
-            .expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building cairn-test-load failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
+    BIN.get_or_init(|| xtask_built("CAIRN_TEST_LOAD", &["build-test-load"]))
+        .clone()
+}
+
+/// The line of `cairn build`'s table that starts with `what` (an image
+/// path, `kernel`, ...); panics with the table when there is none.
+pub fn table_line(table: &str, what: &str) -> String {
+    table
+        .lines()
+        .find(|l| l.starts_with(what))
+        .unwrap_or_else(|| panic!("no {what} in the build table:\n{table}"))
+        .to_string()
 }
 
 /// A finished process: exit status and output.

@@ -44,13 +44,7 @@ fn lua_from_debian_packages_builds_reproducibly_and_runs() {
     let first = cairn_e2e::run_with_timeout(c, Duration::from_secs(600));
     first.assert_ok();
     let table = &first.stdout;
-    let line = |path: &str| {
-        table
-            .lines()
-            .find(|l| l.starts_with(path))
-            .unwrap_or_else(|| panic!("no {path} in the build table:\n{table}"))
-            .to_string()
-    };
+    let line = |path: &str| cairn_e2e::table_line(table, path);
     assert!(
         line("/usr/bin/lua5.4").contains(&format!("package lua5.4 {version}")),
         "{table}"

@@ -69,6 +69,15 @@ const APT_PACKAGES: &[&str] = &[
     "bc",
     "libelf-dev",
     "libssl-dev",
+    // arm64 (tests/tests/arm64.rs): the init is built by Debian's rustc-web
+    // (its arm64 standard library is fetched beside it, see arm64_sysroot)
+    // and linked by the cross gcc against static glibc; QEMU's arm64 machine.
+    "rustc-web",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
+    "qemu-system-arm",
+    // AAVMF, UEFI for QEMU's arm64 `virt` board.
+    "qemu-efi-aarch64",
 ];
 
 /// The init is built for musl: a static musl binary is about 0.7 of the
@@ -505,6 +514,93 @@ fn build_init() -> Result<PathBuf> {
     build_static("cairn-init", static_target())
 }
 
+/// The arm64 init's target: rustup cannot add Rust targets on an offline
+/// machine, so the init is built by Debian's `rustc-web` (a newer rustc
+/// than bookworm's own, with per-architecture standard libraries) against
+/// its arm64 std, and linked statically against glibc by the cross gcc.
+const ARM64: &str = "aarch64-unknown-linux-gnu";
+const RUSTC_WEB: &str = "/usr/bin/rustc";
+
+/// A sysroot holding the arm64 standard library of the installed
+/// `rustc-web`: `libstd-rust-web-dev:arm64` of exactly its version, fetched
+/// with apt for arm64 (a private apt state in the cache, the host's apt
+/// left alone; see cairn_image::kernel::Apt::for_arch) and unpacked into
+/// target/arm64-sysroot/VERSION.
+fn arm64_sysroot() -> Result<PathBuf> {
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "rustc-web"])
+        .output()
+        .context("dpkg-query")?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || version.is_empty() {
+        bail!("rustc-web is not installed (cargo xtask deps installs it)");
+    }
+    let sysroot = root()
+        .join("target/arm64-sysroot")
+        .join(version.replace([':', '~', '+'], "_"));
+    let lib = sysroot.join("lib/rustlib").join(ARM64).join("lib");
+    if lib.is_dir() {
+        return Ok(sysroot);
+    }
+    let cache = cairn_image::kernel::cache_dir();
+    let apt = cairn_image::kernel::Apt::for_arch("arm64", &cache)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(root().join("target"))?;
+    let spec = format!("libstd-rust-web-dev:arm64={version}");
+    eprintln!("xtask: fetching {spec} (the arm64 Rust standard library)");
+    cairn_image::kernel::apt_download(&apt, &[&spec], tmp.path())?;
+    let deb = std::fs::read_dir(tmp.path())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let unpacked = tmp.path().join("x");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let from = unpacked.join("usr/lib/rustlib").join(ARM64);
+    if !from.join("lib").is_dir() {
+        bail!("{} has no usr/lib/rustlib/{ARM64}/lib", deb.display());
+    }
+    let staging = tmp.path().join("sysroot");
+    std::fs::create_dir_all(staging.join("lib/rustlib"))?;
+    std::fs::rename(&from, staging.join("lib/rustlib").join(ARM64))?;
+    std::fs::create_dir_all(sysroot.parent().context("sysroot parent")?)?;
+    std::fs::rename(&staging, &sysroot)?;
+    Ok(sysroot)
+}
+
+/// Build the static arm64 PID 1 (see [`ARM64`]) and return its path,
+/// target/aarch64-unknown-linux-gnu/release/cairn-init.
+fn build_init_arm64() -> Result<PathBuf> {
+    let sysroot = arm64_sysroot()?;
+    let dir = root().join("target");
+    // RUSTFLAGS reach the arm64 crates only (--target): build scripts and
+    // proc-macros are built for the host by the same rustc, with its own
+    // (amd64) standard library.
+    let flags = format!(
+        "--sysroot {} -C linker=aarch64-linux-gnu-gcc",
+        sysroot.display()
+    );
+    run(static_build("cairn-init", ARM64, &dir, true, &flags).env("RUSTC", RUSTC_WEB))?;
+    Ok(dir.join(ARM64).join("release/cairn-init"))
+}
+
+/// `build-init [--arch x86_64|arm64]`.
+fn build_init_cmd(args: &[String]) -> Result<PathBuf> {
+    match args {
+        [] => build_init(),
+        [a, arch] if a == "--arch" => match arch.as_str() {
+            "x86_64" => build_init(),
+            "arm64" => {
+                apt_deps()?;
+                build_init_arm64()
+            }
+            other => bail!("unknown architecture {other} (x86_64, arm64)"),
+        },
+        _ => bail!("usage: cargo xtask build-init [--arch x86_64|arm64]"),
+    }
+}
+
 /// Build the liveness tests' guest program (tests/load: a ticker and
 /// hostile cairnctl clients) static, for the same target as the init, and
 /// return its path.
@@ -532,11 +628,21 @@ fn build_static_with(
     strip: bool,
     extra: &[&str],
 ) -> Result<PathBuf> {
+    run(static_build(package, triple, dir, strip, "").args(extra))?;
+    Ok(dir.join(triple).join("release").join(package))
+}
+
+/// The cargo command of [`build_static_in`], with `rustflags` before the
+/// static-linking flag.
+fn static_build(package: &str, triple: &str, dir: &Path, strip: bool, rustflags: &str) -> Command {
     // --target keeps RUSTFLAGS away from proc-macros and build scripts, and
     // gives the static build its own directory.
-    run(Command::new(env!("CARGO"))
-        .current_dir(root())
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+    let mut c = Command::new(env!("CARGO"));
+    c.current_dir(root())
+        .env(
+            "RUSTFLAGS",
+            format!("{rustflags} -C target-feature=+crt-static").trim(),
+        )
         .env(
             "CARGO_PROFILE_RELEASE_STRIP",
             if strip { "true" } else { "false" },
@@ -552,9 +658,8 @@ fn build_static_with(
             triple,
             "--target-dir",
         ])
-        .arg(dir)
-        .args(extra))?;
-    Ok(dir.join(triple).join("release").join(package))
+        .arg(dir);
+    c
 }
 
 fn build_cli(release: bool) -> Result<PathBuf> {
@@ -586,6 +691,7 @@ fn demo(args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     deps()?;
     let init = build_init()?;
+    let init_arm64 = build_init_arm64()?;
     let load = build_test_load()?;
     let cairn = build_cli(false)?;
     run(Command::new(env!("CARGO"))
@@ -609,6 +715,7 @@ fn test(args: &[String]) -> Result<()> {
     let mut c = Command::new(env!("CARGO"));
     c.current_dir(root())
         .env("CAIRN_INIT", &init)
+        .env("CAIRN_INIT_ARM64", &init_arm64)
         .env("CAIRN_TEST_LOAD", &load)
         .env("CAIRN_BIN", &cairn)
         // The unit tests that need apt and Debian's real kernel run too.
@@ -637,7 +744,7 @@ fn real_main() -> Result<()> {
     match task {
         "deps" => deps(),
         "build-init" => {
-            let p = build_init()?;
+            let p = build_init_cmd(rest)?;
             println!("{}", p.display());
             Ok(())
         }
@@ -665,7 +772,7 @@ fn real_main() -> Result<()> {
                  profile      which code each init runs before its service starts (QEMU TCG translation log)\n  \
                  initcalls    the tiny kernel's slowest initcalls in icount time (initcall_debug + System.map)\n  \
                  deps         install the Debian packages and the PyPI tools cairn needs\n  \
-                 build-init   build the static cairn-init and print its path\n  \
+                 build-init   [--arch x86_64|arm64] build the static cairn-init and print its path\n  \
                  build-test-load  build the liveness tests' static guest program and print its path"
             );
             if task == "help" {

@@ -25,7 +25,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Library directories searched after the ld.so.conf ones, in order.
+/// Library directories searched after the ld.so.conf ones, in order, for
+/// an x86_64 program (Debian's ld.so has its multiarch directory built in).
 pub const DEFAULT_LIB_DIRS: [&str; 6] = [
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
@@ -34,6 +35,22 @@ pub const DEFAULT_LIB_DIRS: [&str; 6] = [
     "/lib",
     "/usr/lib",
 ];
+
+/// [`DEFAULT_LIB_DIRS`] for an arm64 (AArch64) program.
+pub const DEFAULT_LIB_DIRS_AARCH64: [&str; 4] = [
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib",
+    "/usr/lib",
+];
+
+/// The default library directories of ld.so for programs of ELF `machine`.
+fn default_lib_dirs(machine: u16) -> &'static [&'static str] {
+    match machine {
+        goblin::elf::header::EM_AARCH64 => &DEFAULT_LIB_DIRS_AARCH64,
+        _ => &DEFAULT_LIB_DIRS,
+    }
+}
 
 /// Symlinks followed for one lookup before giving up (as the kernel does).
 const MAX_SYMLINK_HOPS: u32 = 40;
@@ -446,6 +463,8 @@ struct Object {
     image_path: String,
     origin: SearchDir,
     kind: Kind,
+    /// ELF `e_machine`: which default library directories apply.
+    machine: u16,
     interpreter: Option<String>,
     soname: Option<String>,
     needed: Vec<String>,
@@ -514,6 +533,7 @@ fn parse_object(
         image_path,
         origin,
         kind,
+        machine: elf.header.e_machine,
         interpreter: elf.interpreter.map(str::to_string),
         soname: elf.soname.map(str::to_string),
         needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
@@ -677,7 +697,12 @@ pub fn closure(binary: &Path, image_path: &str, root: &Path) -> Result<Vec<HostF
     let mut conf = Vec::new();
     ld_so_conf_dirs(&fsroot, "/etc/ld.so.conf", 0, &mut conf)?;
     let mut system_dirs: Vec<SearchDir> = Vec::new();
-    for d in conf.iter().map(String::as_str).chain(DEFAULT_LIB_DIRS) {
+    let defaults = default_lib_dirs(objects[0].machine);
+    for d in conf
+        .iter()
+        .map(String::as_str)
+        .chain(defaults.iter().copied())
+    {
         let d = SearchDir::plain(d);
         if !system_dirs.contains(&d) {
             system_dirs.push(d);

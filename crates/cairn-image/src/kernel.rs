@@ -373,27 +373,105 @@ pub(crate) fn run(
         .map_err(|source| KernelError::Spawn { program, source })
 }
 
-/// The apt programs to run (replaceable in tests).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Apt {
-    pub get: &'static str,
-    pub cache: &'static str,
+/// The apt programs to run (replaceable in tests) and the options that
+/// point them at an architecture's own lists.
+#[derive(Debug, Clone)]
+pub struct Apt {
+    pub(crate) get: &'static str,
+    pub(crate) cache: &'static str,
+    /// `-o` options (empty: the host's apt as configured).
+    pub(crate) options: Vec<String>,
 }
 
 pub(crate) const APT: Apt = Apt {
     get: "apt-get",
     cache: "apt-cache",
+    options: Vec::new(),
 };
 
-/// `apt-get download` of `packages` (names, or `name=version`) into `dir`.
-pub(crate) fn apt_download(apt: Apt, packages: &[&str], dir: &Path) -> Result<(), KernelError> {
-    let mut cmd = Command::new(apt.get);
-    cmd.current_dir(dir).args(["-q", "download"]);
-    if is_root() {
-        // Root's apt drops to _apt, which cannot write our private temp dir
-        // and would warn; download as root instead.
-        cmd.args(["-o", "APT::Sandbox::User=root"]);
+/// The host's Debian architecture (`dpkg --print-architecture`).
+pub fn host_debian_arch() -> Option<String> {
+    let out = Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .ok()?;
+    let a = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !a.is_empty()).then_some(a)
+}
+
+impl Apt {
+    /// apt for Debian architecture `darch` (`amd64`, `arm64`): the host's
+    /// apt for the host's own architecture; for another one, a private apt
+    /// state under `CACHE/apt/DARCH` (its own package lists, fetched from
+    /// the host's configured sources and checked against the host's keys,
+    /// refreshed when older than [`RECHECK_AFTER`]), so the host's dpkg
+    /// and apt configuration are never changed.
+    pub fn for_arch(darch: &str, cache: &Path) -> Result<Apt, KernelError> {
+        if host_debian_arch().as_deref() == Some(darch) {
+            return Ok(APT);
+        }
+        validate_package_name(darch)?;
+        prepare_cache_dir(cache)?;
+        let state = cache.join("apt").join(darch);
+        let lists = state.join("lists");
+        for d in [lists.join("partial"), state.join("archives/partial")] {
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        let status = state.join("status");
+        if !status.exists() {
+            fs::write(&status, b"").map_err(io_err(&status))?;
+        }
+        let apt = Apt {
+            options: vec![
+                format!("APT::Architecture={darch}"),
+                format!("APT::Architectures={darch}"),
+                format!("Dir::State::Lists={}", lists.display()),
+                format!("Dir::State::status={}", status.display()),
+                format!("Dir::Cache={}", state.display()),
+                format!("Dir::Cache::archives={}", state.join("archives").display()),
+            ],
+            ..APT
+        };
+        let stamp = state.join("updated");
+        let fresh = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < RECHECK_AFTER);
+        if !fresh {
+            let mut cmd = apt.command(apt.get);
+            cmd.args(["-q", "update"]);
+            let out = run(&mut cmd, "apt-get")?;
+            if !out.status.success() {
+                return Err(KernelError::Apt {
+                    package: format!("(update of the {darch} package lists)"),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+            fs::write(&stamp, b"").map_err(io_err(&stamp))?;
+        }
+        Ok(apt)
     }
+
+    /// `program` (apt-get or apt-cache) with this apt's options.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        if is_root() {
+            // Root's apt drops to _apt, which cannot write our private temp dir
+            // and would warn; download as root instead.
+            cmd.args(["-o", "APT::Sandbox::User=root"]);
+        }
+        for o in &self.options {
+            cmd.args(["-o", o]);
+        }
+        cmd
+    }
+}
+
+/// `apt-get download` of `packages` (names, or `name=version`) into `dir`.
+pub fn apt_download(apt: &Apt, packages: &[&str], dir: &Path) -> Result<(), KernelError> {
+    let mut cmd = apt.command(apt.get);
+    cmd.current_dir(dir).args(["-q", "download"]);
     cmd.args(packages);
     let out = run(&mut cmd, "apt-get")?;
     if out.status.success() {
@@ -407,15 +485,16 @@ pub(crate) fn apt_download(apt: Apt, packages: &[&str], dir: &Path) -> Result<()
 }
 
 /// The candidate version of `package` in the local apt lists (no network).
-fn candidate_version(apt: Apt, package: &str) -> Option<String> {
+fn candidate_version(apt: &Apt, package: &str) -> Option<String> {
     control_field(&apt_show(apt, &[package])?, "Version")
 }
 
 /// The control stanzas of `packages`' candidate versions in the local apt
 /// lists (no network), blank-line separated; unknown and purely virtual
 /// packages have none. `None` when there is none at all.
-pub(crate) fn apt_show<S: AsRef<std::ffi::OsStr>>(apt: Apt, packages: &[S]) -> Option<String> {
-    let out = Command::new(apt.cache)
+pub(crate) fn apt_show<S: AsRef<std::ffi::OsStr>>(apt: &Apt, packages: &[S]) -> Option<String> {
+    let out = apt
+        .command(apt.cache)
         .env("LC_ALL", "C")
         .args(["show", "--no-all-versions"])
         .args(packages)
@@ -466,7 +545,7 @@ struct Downloaded {
 /// is extracted. Returns (directory name, origin, version of `package`,
 /// SHA-256 of the kernel `.deb`, [`tree_sha256`] of the directory).
 fn download_and_extract(
-    apt: Apt,
+    apt: &Apt,
     package: &str,
     kernels: &Path,
     chain: &mut Vec<String>,
@@ -595,7 +674,7 @@ fn read_record(kernels: &Path, package: &str) -> Option<Record> {
 
 /// Resolves a Debian kernel package into `cache` (see the module docs).
 pub fn resolve_package(package: &str, cache: &Path) -> Result<Kernel, KernelError> {
-    resolve_package_with(APT, package, cache)
+    resolve_package_with(&APT, package, cache)
 }
 
 /// The kernel recorded for `package` by an earlier [`resolve_package`],
@@ -613,11 +692,13 @@ pub fn resolve_package_cached(package: &str, cache: &Path) -> Result<Option<Kern
 /// (see [`resolve_package_recent`]).
 pub const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Like [`resolve_package`], but trusts a record written or re-checked less
+/// Like [`resolve_package`] for Debian architecture `darch` (through
+/// [`Apt::for_arch`]), but trusts a record written or re-checked less
 /// than [`RECHECK_AFTER`] ago without running apt (which takes about a
 /// second). `refresh` always re-checks.
 pub fn resolve_package_recent(
     package: &str,
+    darch: &str,
     cache: &Path,
     refresh: bool,
 ) -> Result<Kernel, KernelError> {
@@ -633,7 +714,7 @@ pub fn resolve_package_recent(
             return Ok(k);
         }
     }
-    let k = resolve_package(package, cache)?;
+    let k = resolve_package_with(&Apt::for_arch(darch, cache)?, package, cache)?;
     // The record was confirmed: restart its clock.
     if let Ok(f) = fs::File::options().append(true).open(&record_path) {
         let _ = f.set_modified(std::time::SystemTime::now());
@@ -641,7 +722,7 @@ pub fn resolve_package_recent(
     Ok(k)
 }
 
-fn resolve_package_with(apt: Apt, package: &str, cache: &Path) -> Result<Kernel, KernelError> {
+fn resolve_package_with(apt: &Apt, package: &str, cache: &Path) -> Result<Kernel, KernelError> {
     validate_package_name(package)?;
     prepare_cache_dir(cache)?;
     let kernels = cache.join("kernels");
@@ -1019,10 +1100,11 @@ mod tests {
         let failing = Apt {
             get: "false",
             cache: "false",
+            options: Vec::new(),
         };
         // No record yet: apt's failure is the error.
         assert!(matches!(
-            resolve_package_with(failing, "linux-image-x", cache.path()),
+            resolve_package_with(&failing, "linux-image-x", cache.path()),
             Err(KernelError::Apt { .. })
         ));
         assert_eq!(
@@ -1037,7 +1119,7 @@ mod tests {
             tree_sha256: tree_sha256(&dir).unwrap(),
         };
         write_record(&kernels.join("linux-image-x.resolved"), &rec).unwrap();
-        let k = resolve_package_with(failing, "linux-image-x", cache.path()).unwrap();
+        let k = resolve_package_with(&failing, "linux-image-x", cache.path()).unwrap();
         assert_eq!(k.version, "9.9.9-x");
         assert_eq!(k.image, dir.join("boot/vmlinuz-9.9.9-x"));
         assert_eq!(k.origin, rec.origin);
@@ -1047,7 +1129,7 @@ mod tests {
         );
         // A record pointing at a missing directory is ignored.
         fs::remove_dir_all(&dir).unwrap();
-        assert!(resolve_package_with(failing, "linux-image-x", cache.path()).is_err());
+        assert!(resolve_package_with(&failing, "linux-image-x", cache.path()).is_err());
     }
 
     /// A cached kernel tree changed after extraction (a replaced image, an
@@ -1097,9 +1179,10 @@ mod tests {
         let failing = Apt {
             get: "false",
             cache: "false",
+            options: Vec::new(),
         };
         assert!(matches!(
-            resolve_package_with(failing, "linux-image-x", cache.path()),
+            resolve_package_with(&failing, "linux-image-x", cache.path()),
             Err(KernelError::Apt { .. })
         ));
     }

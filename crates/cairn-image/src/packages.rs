@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::kernel::{self, control_field, parse_depends, KernelError, APT};
+use crate::kernel::{self, control_field, parse_depends, Apt, KernelError};
 
 /// The most packages one closure may hold (a typo in a dependency chain
 /// must not download the archive).
@@ -44,7 +44,7 @@ pub enum PackageError {
         version: String,
         arch: String,
     },
-    #[error("{0} is not a supported image architecture (x86_64)")]
+    #[error("{0} is not a supported image architecture (x86_64, arm64)")]
     Arch(String),
 }
 
@@ -106,12 +106,14 @@ impl Sysroot {
 pub fn debian_arch(arch: &str) -> Result<&'static str, PackageError> {
     match arch {
         "x86_64" => Ok("amd64"),
+        "arm64" => Ok("arm64"),
         other => Err(PackageError::Arch(other.to_string())),
     }
 }
 
 /// Resolves, fetches and lays out `names` with their dependencies for
-/// image architecture `arch` (`x86_64`), using `cache` (already checked by
+/// image architecture `arch` (`x86_64`, `arm64`: apt for that
+/// architecture, see [`Apt::for_arch`]), using `cache` (already checked by
 /// [`kernel::prepare_cache_dir`]). `progress` gets one line per download.
 pub fn resolve(
     names: &[&str],
@@ -120,7 +122,8 @@ pub fn resolve(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Sysroot, PackageError> {
     let darch = debian_arch(arch)?;
-    let wanted = closure(names, darch, &|n| apt_show_many(n, darch))?;
+    let apt = Apt::for_arch(darch, cache)?;
+    let wanted = closure(names, darch, &|n| apt_show_many(&apt, n, darch))?;
     let debs = cache.join("debs");
     fs::create_dir_all(&debs).map_err(kernel::io_err(&debs))?;
     let mut packages = Vec::new();
@@ -157,7 +160,7 @@ pub fn resolve(
             .tempdir_in(&debs)
             .map_err(kernel::io_err(&debs))?;
         let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
-        kernel::apt_download(APT, &refs, tmp.path())?;
+        kernel::apt_download(&apt, &refs, tmp.path())?;
         let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
         for p in kernel::sorted_entries(tmp.path()) {
             if p.extension().is_some_and(|e| e == "deb") {
@@ -288,10 +291,10 @@ fn closure(
 
 /// `apt-cache show` of `names` for Debian architecture `darch`, by
 /// package name (unknown and purely virtual names are left out).
-fn apt_show_many(names: &[String], darch: &str) -> BTreeMap<String, String> {
+fn apt_show_many(apt: &Apt, names: &[String], darch: &str) -> BTreeMap<String, String> {
     let specs: Vec<String> = names.iter().map(|n| format!("{n}:{darch}")).collect();
     let mut out = BTreeMap::new();
-    let Some(text) = kernel::apt_show(APT, &specs) else {
+    let Some(text) = kernel::apt_show(apt, &specs) else {
         return out;
     };
     for stanza in text.split("\n\n") {

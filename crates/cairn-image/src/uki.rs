@@ -80,6 +80,21 @@ fn put_u32(buf: &mut [u8], at: usize, v: u32) {
     buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
+/// The AArch64 NOP (`hint #0`), little-endian: Debian's arm64 stub (its
+/// linker script puts the headers in the text segment) pads its header
+/// space with it.
+const AARCH64_NOP: [u8; 4] = [0x1f, 0x20, 0x03, 0xd5];
+
+/// The first byte of header space `slack` (at file offset `at`) that holds
+/// something other than padding: zeros, or AArch64 NOPs on their 4-byte
+/// boundaries; `None` when it is all padding.
+fn header_slack_in_use(slack: &[u8], at: usize) -> Option<usize> {
+    slack
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b != 0 && b != AARCH64_NOP[(at + i) % 4])
+}
+
 /// Append the UKI sections to `stub` and return the new image. Deterministic:
 /// the output depends only on the inputs. The PE checksum is recomputed.
 pub fn build(stub: &[u8], parts: &UkiParts) -> Result<Vec<u8>, UkiError> {
@@ -154,7 +169,7 @@ pub fn build(stub: &[u8], parts: &UkiParts) -> Result<Vec<u8>, UkiError> {
             headers_end,
         });
     }
-    if let Some(pos) = stub[table_end..new_table_end].iter().position(|&b| b != 0) {
+    if let Some(pos) = header_slack_in_use(&stub[table_end..new_table_end], table_end) {
         return Err(UkiError::HeaderSlackInUse {
             offset: table_end + pos,
         });
@@ -281,6 +296,21 @@ pub fn build(stub: &[u8], parts: &UkiParts) -> Result<Vec<u8>, UkiError> {
     let sum = pe::checksum(&out, sum_at);
     put_u32(&mut out, sum_at, sum);
     Ok(out)
+}
+
+#[cfg(test)]
+mod slack_tests {
+    use super::*;
+
+    #[test]
+    fn header_padding_is_zeros_or_aarch64_nops() {
+        assert_eq!(header_slack_in_use(&[0; 8], 0x148), None);
+        let nops: Vec<u8> = AARCH64_NOP.repeat(4);
+        assert_eq!(header_slack_in_use(&nops, 0x148), None);
+        // Misaligned NOP bytes are not padding.
+        assert_eq!(header_slack_in_use(&nops, 0x149), Some(0));
+        assert_eq!(header_slack_in_use(&[0, 0, 7, 0], 0x148), Some(2));
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Time since power-on, from the CPU's time-stamp counter.
+//! Time since power-on, from the CPU's time-stamp counter (on arm64 the
+//! generic timer's virtual count, which QEMU's `virt` starts at reset).
 //!
 //! The kernel log's clock starts only once the kernel has decompressed
 //! itself and set up its clocks; the TSC starts at reset. Reading it at

@@ -34,8 +34,8 @@ pub use container::{ContainerSpec, ImageRef};
 pub use diagnostic::{Diagnostic, Located, Span};
 pub use disk::{DiskSpec, ImageFormat, IsoSpec, Mount, PartitionFs, PartitionSpec};
 pub use manifest::{
-    BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service, SignSpec,
-    SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE, GENERATED_DIRS, GENERATED_FILES,
+    Arch, BinaryEntry, FileEntry, KernelBase, KernelSource, KernelSpec, Manifest, Service,
+    SignSpec, SourceKernel, DEFAULT_CMDLINE, DEFAULT_FILE_MODE, GENERATED_DIRS, GENERATED_FILES,
     GENERATED_TREES,
 };
 pub use runtime::{

@@ -4,6 +4,7 @@
 //! name = "hello"                 # required; output file names
 //! hostname = "hello"             # optional
 //! on_panic = "continue"          # optional: continue | reboot
+//! arch = "x86_64"                # optional: x86_64 (default) | arm64
 //! memory = "256M"                # optional: the machine's RAM (`cairn run`'s default
 //!                                # --mem; the builder warns when the initramfs needs too much of it)
 //!
@@ -83,6 +84,34 @@ pub fn read_limited(path: &Path, max: u64) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// The machine an image is for (`arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum Arch {
+    #[default]
+    #[serde(rename = "x86_64")]
+    X86_64,
+    #[serde(rename = "arm64")]
+    Arm64,
+}
+
+impl Arch {
+    /// The manifest's name: `x86_64`, `arm64`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// Debian's name of the architecture: `amd64`, `arm64`.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
 /// A parsed and validated manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -102,6 +131,8 @@ pub struct Manifest {
     /// `on_panic`: what PID 1 does after catching a panic in its own code:
     /// `continue` (default) or `reboot`.
     pub on_panic: PanicAction,
+    /// `arch`: the machine the image is for, `x86_64` (default) or `arm64`.
+    pub arch: Located<Arch>,
     /// `test_hooks`: obey the init's test hooks on the kernel command line
     /// (`cairn.test_panic`) in this image (default `false`: they are
     /// ignored outside test mode).
@@ -517,6 +548,21 @@ impl Builder<'_> {
                 }
             }
         }
+        if let Some(a) = raw.arch.as_ref().filter(|a| *a.get_ref() == Arch::Arm64) {
+            let not_yet = [
+                (disk.disk.is_some(), "[disk] (a GPT disk image)"),
+                (iso.is_some(), "[iso]"),
+                (sign.is_some(), "[sign] (a signed UKI)"),
+                (raw.update.is_some(), "[update] (updates of the UKI)"),
+                (
+                    matches!(kernel.source.value, KernelSource::Source(_)),
+                    "a kernel built from `source`",
+                ),
+            ];
+            if let Some((_, what)) = not_yet.iter().find(|(set, _)| *set) {
+                return Err((span(a), Invalid::NotForArm64(what)));
+            }
+        }
         let names: Vec<&str> = services.iter().map(|s| s.name.value.as_str()).collect();
         let update = crate::update::build(raw.update, disk.disk.is_some(), &names, self.dir)
             .map_err(|(sp, e)| (sp, Invalid::from(e)))?;
@@ -529,6 +575,10 @@ impl Builder<'_> {
             name: raw.name.into_inner(),
             hostname: raw.hostname.map(Spanned::into_inner),
             on_panic: raw.on_panic.unwrap_or_default(),
+            arch: raw
+                .arch
+                .map(located)
+                .unwrap_or_else(|| Located::new(Arch::default(), Span::default())),
             test_hooks: raw.test_hooks.unwrap_or(false),
             memory,
             kernel,
@@ -1156,6 +1206,30 @@ mod tests {
 
     fn with_kernel(before: &str, after: &str) -> String {
         format!("{before}{KERNEL}{after}")
+    }
+
+    #[test]
+    fn arch_defaults_to_x86_64_and_takes_arm64() {
+        let m = parse(&with_kernel("name = \"x\"\n", "")).unwrap();
+        assert_eq!(m.arch.value, Arch::X86_64);
+        let m = parse(&with_kernel("name = \"x\"\narch = \"arm64\"\n", "")).unwrap();
+        assert_eq!(
+            (m.arch.value, m.arch.value.debian()),
+            (Arch::Arm64, "arm64")
+        );
+        let (line, col, msg) = err(&with_kernel("name = \"x\"\narch = \"riscv64\"\n", ""));
+        assert_eq!((line, col), (2, 8), "{msg}");
+        assert!(msg.contains("x86_64") && msg.contains("arm64"), "{msg}");
+    }
+
+    #[test]
+    fn arm64_refuses_what_needs_its_uki_at_arch() {
+        let (line, col, msg) = err(&with_kernel(
+            "name = \"x\"\narch = \"arm64\"\n",
+            "[sign]\nkey = \"k.pem\"\ncert = \"c.pem\"\n",
+        ));
+        assert_eq!((line, col), (2, 8), "{msg}");
+        assert!(msg.contains("[sign]") && msg.contains("arm64"), "{msg}");
     }
 
     #[test]

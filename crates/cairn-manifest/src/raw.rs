@@ -22,6 +22,8 @@ pub(crate) struct RawManifest {
     #[serde(default)]
     pub on_panic: Option<PanicAction>,
     #[serde(default)]
+    pub arch: Option<Spanned<crate::manifest::Arch>>,
+    #[serde(default)]
     pub test_hooks: Option<bool>,
     #[serde(default)]
     pub memory: Option<Spanned<toml::Value>>,

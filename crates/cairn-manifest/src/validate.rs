@@ -22,6 +22,8 @@ pub enum Invalid {
     Name(String),
     #[error("invalid hostname `{0}`: expected dot-separated labels of letters, digits and `-` (each 1-63 characters, not starting or ending with `-`), at most {HOSTNAME_MAX} characters in all")]
     Hostname(String),
+    #[error("arch = \"arm64\" images cannot have {0} yet: cairn builds arm64 images as a kernel and an initramfs (NAME.vmlinuz, NAME.initrd) only")]
+    NotForArm64(&'static str),
     #[error("[kernel] needs a kernel: set `package` (a Debian kernel package), `path` (a kernel image) or `source` (a kernel source tarball or tree to build)")]
     KernelMissing,
     #[error(

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cairn_image::{compress, cpio, elfdeps, kernel, kmod, output, uki};
-use cairn_manifest::{Diagnostic, KernelSource, Manifest, SYSTEM_CONFIG_PATH};
+use cairn_manifest::{Arch, Diagnostic, KernelSource, Manifest, SYSTEM_CONFIG_PATH};
 
 use crate::progress::Step;
 use crate::report::{BuildReport, ReportLine};
@@ -48,7 +48,8 @@ pub enum BuildError {
     },
     #[error(
         "cairn-init binary not found (looked in: {looked}); build it with `cargo xtask build-init` \
-         or pass --init PATH / set CAIRN_INIT"
+         (arm64: `cargo xtask build-init --arch arm64`) or pass --init PATH / set CAIRN_INIT \
+         (arm64: CAIRN_INIT_ARM64)"
     )]
     InitNotFound { looked: String },
     #[error("{path} is not a statically linked executable; cairn-init must be built with `cargo xtask build-init`")]
@@ -115,28 +116,39 @@ pub fn source_date_epoch() -> u32 {
         .unwrap_or(0)
 }
 
-/// Locate the cairn-init binary: explicit path, `CAIRN_INIT`, or beside
-/// this executable in the cargo target tree.
-pub fn find_init(explicit: Option<&Path>) -> Result<PathBuf, BuildError> {
+/// Locate the cairn-init binary for `arch`: explicit path, else
+/// `CAIRN_INIT` (x86_64) or `CAIRN_INIT_ARM64` (arm64), else the static
+/// build in the cargo target tree beside this executable.
+pub fn find_init(explicit: Option<&Path>, arch: Arch) -> Result<PathBuf, BuildError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
-    if let Some(p) = std::env::var_os("CAIRN_INIT") {
+    let (var, triples): (&str, &[&str]) = match arch {
+        // `cargo xtask build-init` makes the musl one; glibc is its fallback.
+        Arch::X86_64 => (
+            "CAIRN_INIT",
+            &["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"],
+        ),
+        // `cargo xtask build-init --arch arm64` (static glibc).
+        Arch::Arm64 => ("CAIRN_INIT_ARM64", &["aarch64-unknown-linux-gnu"]),
+    };
+    if let Some(p) = std::env::var_os(var) {
         return Ok(PathBuf::from(p));
     }
-    let mut looked = vec!["$CAIRN_INIT".to_string()];
+    let mut looked = vec![format!("${var}")];
     if let Ok(exe) = std::env::current_exe() {
         if let Some(dir) = exe.parent() {
             // target/{debug,release}/cairn -> target/TRIPLE/release/cairn-init
-            // Prefer the static build in the cargo target tree (musl first,
-            // as `cargo xtask build-init` makes it) over a host build that
-            // may sit beside us in target/debug.
+            // Prefer the static build in the cargo target tree over a host
+            // build that may sit beside us in target/debug.
             let mut candidates = Vec::new();
-            for triple in ["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"] {
+            for triple in triples {
                 candidates.push(dir.join("..").join(triple).join("release/cairn-init"));
                 candidates.push(dir.join("../..").join(triple).join("release/cairn-init"));
             }
-            candidates.push(dir.join("cairn-init"));
+            if arch == Arch::X86_64 {
+                candidates.push(dir.join("cairn-init"));
+            }
             for c in candidates {
                 if c.is_file() {
                     return Ok(c);
@@ -198,11 +210,16 @@ fn add_closure(
     Ok(())
 }
 
-/// The image's architecture, as an ELF machine number.
-const IMAGE_MACHINE: (u16, &str) = (goblin::elf::header::EM_X86_64, "x86_64");
+/// The ELF machine number of an image architecture's programs.
+fn elf_machine(arch: Arch) -> u16 {
+    match arch {
+        Arch::X86_64 => goblin::elf::header::EM_X86_64,
+        Arch::Arm64 => goblin::elf::header::EM_AARCH64,
+    }
+}
 
 /// A program for another architecture than the image's is refused.
-fn check_arch(path: &Path) -> Result<(), String> {
+fn check_arch(path: &Path, arch: Arch) -> Result<(), String> {
     let mut head = [0u8; 20];
     let n = std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
@@ -215,15 +232,44 @@ fn check_arch(path: &Path) -> Result<(), String> {
     } else {
         u16::from_le_bytes([head[18], head[19]])
     };
-    if machine == IMAGE_MACHINE.0 {
+    if machine == elf_machine(arch) {
         return Ok(());
     }
     Err(format!(
         "{} is a program for {} (ELF machine {machine}), but this image is {}",
         path.display(),
         goblin::elf::header::machine_to_str(machine),
-        IMAGE_MACHINE.1
+        arch.as_str()
     ))
+}
+
+/// systemd-stub for arm64 (`linuxaa64.efi.stub`), from Debian's
+/// `systemd-boot-efi` package for arm64, fetched and cached like a
+/// `[[package]]` (the host's own systemd-boot-efi is for the host).
+fn arm64_stub(
+    m: &Manifest,
+    opts: &BuildOptions,
+    inputs: &mut Vec<ReportLine>,
+) -> Result<Vec<u8>, BuildError> {
+    const PACKAGE: &str = "systemd-boot-efi";
+    const STUB: &str = "usr/lib/systemd/boot/efi/linuxaa64.efi.stub";
+    let fetched = cairn_image::packages::resolve(&[PACKAGE], "arm64", &opts.cache_dir, &mut |l| {
+        eprintln!("cairn: {l}")
+    })
+    .map_err(|e| BuildError::from(m.error_at(m.arch.span, format!("the arm64 UEFI stub: {e}"))))?;
+    let stub = read(&fetched.root().join(STUB))?;
+    let version = fetched
+        .packages
+        .iter()
+        .find(|p| p.name == PACKAGE)
+        .map(|p| p.version.clone())
+        .unwrap_or_default();
+    inputs.push(ReportLine {
+        what: "UEFI stub".into(),
+        origin: format!("package {PACKAGE} {version} (arm64)"),
+        bytes: stub.len() as u64,
+    });
+    Ok(stub)
 }
 
 /// `[[package]]`: fetches the packages with their dependencies and adds
@@ -240,9 +286,12 @@ fn add_packages(
     use cairn_image::packages;
     let names: Vec<&str> = m.packages.iter().map(|p| p.name.value.as_str()).collect();
     let step = Step::start(format!("Debian packages {}", names.join(" ")));
-    let root = packages::resolve(&names, "x86_64", &opts.cache_dir, &mut |line| {
-        eprintln!("cairn: {line}")
-    });
+    let root = packages::resolve(
+        &names,
+        m.arch.value.as_str(),
+        &opts.cache_dir,
+        &mut |line| eprintln!("cairn: {line}"),
+    );
     step.done();
     let root = root.map_err(|e| {
         // Point at the entry the error is about, else the first one.
@@ -353,7 +402,12 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         KernelSource::Package(pkg) => {
             // A download (first use, or a new version) takes a while.
             let step = Step::start(format!("kernel package {pkg}"));
-            let k = kernel::resolve_package_recent(pkg, &opts.cache_dir, opts.refresh);
+            let k = kernel::resolve_package_recent(
+                pkg,
+                m.arch.value.debian(),
+                &opts.cache_dir,
+                opts.refresh,
+            );
             step.done();
             k
         }
@@ -388,9 +442,11 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     archive.add_char_dev("/dev/kmsg", 0o644, 1, 11)?;
 
     // Init.
-    let init_path = find_init(opts.init.as_deref())?;
+    let init_path = find_init(opts.init.as_deref(), m.arch.value)?;
     let init = read(&init_path)?;
     check_static(&init_path, &init)?;
+    check_arch(&init_path, m.arch.value)
+        .map_err(|e| BuildError::from(m.error_at(m.arch.span, format!("the init: {e}"))))?;
     inputs.push(ReportLine {
         what: INIT_PATH.into(),
         origin: format!("cairn-init {}", init_path.display()),
@@ -471,7 +527,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         .collect();
     bins.extend(crate::disk::auto_binaries(&m));
     for (path, dst, span) in &bins {
-        check_arch(path).map_err(|e| BuildError::from(m.error_at(*span, e)))?;
+        check_arch(path, m.arch.value).map_err(|e| BuildError::from(m.error_at(*span, e)))?;
         let files = elfdeps::closure(path, dst, &opts.host_root)
             .map_err(|e| BuildError::from(m.error_at(*span, e.to_string())))?;
         add_closure(files, &mut seen, &mut inputs, &mut archive, &|host| {
@@ -640,7 +696,11 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
         eprintln!("cairn: warning: {w}");
     }
 
-    let stub = read(&opts.stub)?;
+    let stub = match m.arch.value {
+        Arch::X86_64 => read(&opts.stub)?,
+        Arch::Arm64 if opts.stub != Path::new(uki::DEFAULT_STUB) => read(&opts.stub)?,
+        Arch::Arm64 => arm64_stub(&m, opts, &mut inputs)?,
+    };
     let efi = uki::build(
         &stub,
         &uki::UkiParts {
@@ -696,6 +756,7 @@ pub fn build(manifest_path: &Path, opts: &BuildOptions) -> Result<BuildReport, B
     drop(scratch);
 
     Ok(BuildReport {
+        arch: m.arch.value,
         name: m.name.clone(),
         kernel_version: kern.version,
         inputs,

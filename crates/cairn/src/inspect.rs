@@ -95,8 +95,13 @@ fn inspect_pe(path: &Path, bytes: &[u8]) -> Result<String, InspectError> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: PE32+ image, {} bytes, {} sections, signed: {}",
+        "{}: PE32+ image for {}, {} bytes, {} sections, signed: {}",
         path.display(),
+        match info.machine {
+            pe::MACHINE_AMD64 => "x86_64".to_string(),
+            pe::MACHINE_ARM64 => "arm64".to_string(),
+            other => format!("machine {other:#06x}"),
+        },
         bytes.len(),
         info.sections.len(),
         if info.has_signature { "yes" } else { "no" }

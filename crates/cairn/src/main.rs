@@ -104,8 +104,9 @@ struct MachineArgs {
 }
 
 impl MachineArgs {
-    fn run_options(self, uefi: bool) -> RunOptions {
+    fn run_options(self, uefi: bool, arch: cairn_manifest::Arch) -> RunOptions {
         RunOptions {
+            qemu: cairn::run::qemu_for(arch),
             uefi,
             bios: self.bios,
             secure_boot: self.firmware.secure_boot,
@@ -116,7 +117,6 @@ impl MachineArgs {
             net: self.net,
             timeout: self.timeout.map(Duration::from_secs),
             extra: self.qemu_args,
-            ..RunOptions::default()
         }
     }
 }
@@ -496,6 +496,7 @@ fn main() -> ExitCode {
             let report = build(&a.manifest, &bo)?;
             eprint!("{report}");
             let mut boot = Boot::in_dir(&a.out, &report.name, &report.cmdline);
+            boot.arch = report.arch;
             if disk {
                 if report.disk.is_none() {
                     anyhow::bail!("--disk needs a [disk] table in {}", a.manifest.display());
@@ -515,7 +516,7 @@ fn main() -> ExitCode {
             if let (None, Some(n)) = (&machine.mem, report.memory) {
                 machine.mem = Some(format!("{}M", n >> 20));
             }
-            cairn::run::run(&boot, &machine.run_options(uefi || disk))?;
+            cairn::run::run(&boot, &machine.run_options(uefi || disk, report.arch))?;
             Ok(())
         })(),
         Cmd::New { dir, template } => cairn::new::new(&dir, &template)
@@ -593,6 +594,16 @@ fn main() -> ExitCode {
                 eprintln!("cairn: --bios and --as are for ISO and disk images, not a UKI");
                 return ExitCode::FAILURE;
             }
+            // An arm64 UKI boots on the arm64 machine.
+            let arch = match std::fs::read(&efi)
+                .ok()
+                .and_then(|b| is_efi.then(|| cairn_image::pe::parse(&b).ok()).flatten())
+            {
+                Some(i) if i.machine == cairn_image::pe::MACHINE_ARM64 => {
+                    cairn_manifest::Arch::Arm64
+                }
+                _ => cairn_manifest::Arch::X86_64,
+            };
             let boot = Boot {
                 vmlinuz: PathBuf::new(),
                 initrd: PathBuf::new(),
@@ -600,8 +611,10 @@ fn main() -> ExitCode {
                 cmdline: String::new(),
                 disk: None,
                 media,
+                arch,
             };
-            cairn::run::run(&boot, &machine.run_options(true)).map_err(anyhow::Error::from)
+            cairn::run::run(&boot, &machine.run_options(true, boot.arch))
+                .map_err(anyhow::Error::from)
         }
         Cmd::Inspect { file, cert } => cairn::inspect::inspect_with(&file, cert.as_deref())
             .map(|t| print!("{t}"))

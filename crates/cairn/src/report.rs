@@ -28,6 +28,8 @@ pub struct BuildReport {
     pub disk: Option<(PathBuf, cairn_manifest::ImageFormat)>,
     /// `NAME.iso`, when the manifest has an `[iso]`.
     pub iso: Option<PathBuf>,
+    /// The image's architecture (which machine boots it).
+    pub arch: cairn_manifest::Arch,
 }
 
 impl fmt::Display for BuildReport {

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// AAVMF: OVMF's arm64 build, for QEMU's `virt` board (qemu-efi-aarch64).
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 /// OVMF built with Secure Boot (needs SMM and a secure pflash).
 pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
 /// Debian's variable store with its snakeoil PK/KEK/db enrolled and Secure
@@ -40,6 +43,8 @@ pub enum RunError {
     Failed(ExitStatus),
     #[error("the guest's kernel panicked: {0}")]
     GuestPanic(String),
+    #[error("an arm64 image boots only by direct kernel boot so far; {0} is for x86_64 images")]
+    NotForArm64(&'static str),
     #[error("--save-vars needs a UEFI boot (--uefi, --disk or --secure-boot)")]
     SaveVarsWithoutUefi,
     #[error("--bios boots an ISO or a disk image through SeaBIOS; it cannot be combined with {0}")]
@@ -211,6 +216,8 @@ pub struct Boot {
     /// or with `RunOptions::bios` by SeaBIOS; takes precedence over the
     /// rest.
     pub media: Option<Media>,
+    /// The machine: a q35 PC (x86_64) or QEMU's arm64 `virt` board.
+    pub arch: cairn_manifest::Arch,
 }
 
 impl Boot {
@@ -222,8 +229,22 @@ impl Boot {
             cmdline: cmdline.to_string(),
             disk: None,
             media: None,
+            arch: cairn_manifest::Arch::X86_64,
         }
     }
+}
+
+/// The CPU of the arm64 `virt` board: `max` under TCG, with QEMU's cheaper
+/// pointer authentication (the architected one costs much translation
+/// time).
+const VIRT_CPU: &str = "max,pauth-impdef=on";
+
+/// The QEMU program for a machine of `arch`.
+pub fn qemu_for(arch: cairn_manifest::Arch) -> PathBuf {
+    PathBuf::from(match arch {
+        cairn_manifest::Arch::X86_64 => "qemu-system-x86_64",
+        cairn_manifest::Arch::Arm64 => "qemu-system-aarch64",
+    })
 }
 
 fn kvm_usable() -> bool {
@@ -273,6 +294,17 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
         ]),
         Net::None => cmd.args(["-nic", "none"]),
     };
+    if boot.arch == cairn_manifest::Arch::Arm64 {
+        let other = [
+            (opts.bios, "--bios"),
+            (opts.secure_boot, "--secure-boot"),
+            (boot.media.is_some(), "--iso"),
+            (boot.disk.is_some(), "--disk"),
+        ];
+        if let Some((_, what)) = other.iter().find(|(set, _)| *set) {
+            return Err(RunError::NotForArm64(what));
+        }
+    }
     if let (Some(media), true) = (&boot.media, opts.bios) {
         if opts.secure_boot {
             return Err(RunError::BiosConflict("--secure-boot"));
@@ -289,12 +321,20 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             "a boot without an ISO or disk image",
         ));
     } else if opts.uefi || opts.secure_boot || boot.media.is_some() {
+        let arm64 = boot.arch == cairn_manifest::Arch::Arm64;
         let (code, default_vars) = if opts.secure_boot {
             (OVMF_CODE_SECBOOT, OVMF_VARS_SNAKEOIL)
+        } else if arm64 {
+            (AAVMF_CODE, AAVMF_VARS)
         } else {
             (OVMF_CODE, OVMF_VARS)
         };
-        require(Path::new(code), "OVMF firmware", "package ovmf")?;
+        let (firmware, package) = if arm64 {
+            ("AAVMF firmware", "package qemu-efi-aarch64")
+        } else {
+            ("OVMF firmware", "package ovmf")
+        };
+        require(Path::new(code), firmware, package)?;
         let src_vars = opts
             .vars
             .clone()
@@ -313,7 +353,8 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             if disk.is_none() && boot.media.is_none() {
                 let efi_dir = work.join("esp/EFI/BOOT");
                 std::fs::create_dir_all(&efi_dir)?;
-                std::fs::copy(&boot.efi, efi_dir.join("BOOTX64.EFI"))?;
+                let name = if arm64 { "BOOTAA64.EFI" } else { "BOOTX64.EFI" };
+                std::fs::copy(&boot.efi, efi_dir.join(name))?;
             }
             std::fs::copy(&src_vars, &vars)?;
             Ok(())
@@ -337,6 +378,8 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             // Secure Boot OVMF keeps its variables in SMM-protected flash.
             cmd.args(["-machine", "q35,smm=on"]);
             cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+        } else if arm64 {
+            cmd.args(["-machine", "virt", "-cpu", VIRT_CPU]);
         } else {
             cmd.args(["-machine", "q35"]);
         }
@@ -360,6 +403,11 @@ pub fn qemu_command(boot: &Boot, opts: &RunOptions, work: &Path) -> Result<Comma
             )),
         };
     } else {
+        if boot.arch == cairn_manifest::Arch::Arm64 {
+            // The `virt` board: PL011 serial (console=ttyAMA0), virtio over
+            // PCIe, PSCI power off.
+            cmd.args(["-machine", "virt", "-cpu", VIRT_CPU]);
+        }
         require(&boot.vmlinuz, "the kernel", "run `cairn build` first")?;
         require(&boot.initrd, "the initramfs", "run `cairn build` first")?;
         cmd.arg("-kernel").arg(&boot.vmlinuz);
