@@ -572,6 +572,9 @@ fn bad_images_are_refused_at_build() {
 
 /// Two containers whose entrypoint orphans a child and then becomes a
 /// program that never waits (`sleep`): `r1` without `init`, `r2` with.
+/// The orphan (`sleep 1`) exits after the shell has become `sleep`: an
+/// orphan that ended while the shell still ran could be reaped by the
+/// shell itself (it did once, under load), and `r1` would show no zombie.
 fn reapers(layout: &Path) -> String {
     let mut out = String::new();
     for (n, init) in [("r1", false), ("r2", true)] {
@@ -581,7 +584,7 @@ fn reapers(layout: &Path) -> String {
 name = "{n}"
 image = "oci:{layout}:v1"
 init = {init}
-exec = ["/bin/busybox", "sh", "-c", "echo {n}: pid=$$; (/bin/busybox true &); (/bin/busybox sleep 2; echo {n}: zombies=$(/bin/busybox cat /proc/[0-9]*/stat | /bin/busybox grep -c ') Z ')) & exec /bin/busybox sleep 4"]
+exec = ["/bin/busybox", "sh", "-c", "echo {n}: pid=$$; (/bin/busybox sleep 1 &); (/bin/busybox sleep 3; echo {n}: zombies=$(/bin/busybox cat /proc/[0-9]*/stat | /bin/busybox grep -c ') Z ')) & exec /bin/busybox sleep 5"]
 "#,
             layout = layout.display()
         );
