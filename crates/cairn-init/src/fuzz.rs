@@ -678,7 +678,9 @@ pub fn sntp(data: &[u8]) {
 /// exactly `Content-Length` long when the server gave one. The body then
 /// goes through the metadata check with a fixed trusted key: a release
 /// is taken only with that key's signature over its exact bytes, for
-/// this appliance, newer than the running version and not expired.
+/// this appliance, newer than the running version and not expired; and
+/// through the per-node config check, which passes at most the text
+/// before the signature line.
 pub fn update(data: &[u8]) {
     use crate::update::http::read_response;
     use cairn_manifest::release::{self, Metadata};
@@ -732,6 +734,13 @@ pub fn update(data: &[u8]) {
     }
     let seed = [7u8; 32];
     let trusted = [release::hex(&release::public_key(&seed))];
+    // The body as a per-node config (`[netboot]`): what passes is the
+    // text before its signature line, within the size limit.
+    let node = cairn_manifest::netboot::verify(&body, &trusted, "fuzz", "52-54-00-12-34-56");
+    if let Ok(text) = node {
+        assert!(body.starts_with(text.as_bytes()) && text.len() < body.len());
+        assert!(body.len() <= cairn_manifest::netboot::NODE_CONFIG_MAX);
+    }
     let (running, now) = (5, 1_800_000_000);
     if let Ok(r) = release::verify(&body, &trusted, "fuzz", running, now) {
         assert!(r.name == "fuzz" && r.version > running && r.expires > now);
@@ -791,6 +800,22 @@ mod tests {
         let key = [release::hex(&release::public_key(&[7; 32]))];
         let r = release::verify(&body, &key, "fuzz", 5, 1_800_000_000).unwrap();
         assert_eq!(r.version, 6);
+    }
+
+    /// The update target's node-config seed passes the per-node check.
+    #[test]
+    fn update_seed_is_a_signed_node_config() {
+        use cairn_manifest::release;
+        let data = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/update/signed_node_config"),
+        )
+        .unwrap();
+        let mut body = Vec::new();
+        crate::update::http::read_response(&mut &data[1..], "t", "/m", 1 << 16, &mut body).unwrap();
+        let key = [release::hex(&release::public_key(&[7; 32]))];
+        let text =
+            cairn_manifest::netboot::verify(&body, &key, "fuzz", "52-54-00-12-34-56").unwrap();
+        assert!(text.starts_with("[service.web]"));
     }
 
     /// Every target here has its fuzz_targets/NAME.rs and its entry in the
