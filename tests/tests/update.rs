@@ -203,6 +203,23 @@ fn cleanup(ns: Netns, dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `cairn keys generate --update DIR`; returns the private key's path.
+fn update_keys(dir: &Path) -> PathBuf {
+    let mut c = cairn();
+    c.args(["keys", "generate", "--update"]).arg(dir);
+    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
+    dir.join("update.key")
+}
+
+/// The console line that starts at the first `marker` in `out`, from
+/// the marker on.
+fn line_from(out: &str, marker: &str) -> String {
+    let at = out
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in:\n{out}"));
+    out[at..].lines().next().unwrap_or_default().to_string()
+}
+
 fn count(hay: &str, needle: &str) -> usize {
     hay.matches(needle).count()
 }
@@ -219,10 +236,7 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
     // server's log, the disk.
     let dir = cairn_e2e::net::scratch("update");
     let d = dir.as_path();
-    let mut c = cairn();
-    c.args(["keys", "generate", "--update"]).arg(d.join("keys"));
-    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
-    let key = d.join("keys/update.key");
+    let key = update_keys(&d.join("keys"));
 
     // V1: the disk that is flashed.
     let m1 = manifest(d, 1, GOOD);
@@ -373,11 +387,7 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
         "{}",
         &out[boot..]
     );
-    let status = tail[tail.find("STATUS-JSON").unwrap()..]
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let status = line_from(tail, "STATUS-JSON");
     assert!(
         status.contains("\"rolled_back\":{\"version\":3,\"reason\":\"service app exited"),
         "{status}"
@@ -400,10 +410,7 @@ fn refuses_bad_metadata_takes_good_update_and_rolls_back_failing_one() {
 
     // V4, good, is taken into slot A (V3 was there). It is signed by the
     // current key and introduces the next one (key rotation).
-    let mut c = cairn();
-    c.args(["keys", "generate", "--update"])
-        .arg(d.join("keys2"));
-    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
+    update_keys(&d.join("keys2"));
     let m4 = manifest(d, 4, GOOD);
     set_keys(
         &m4,
@@ -501,13 +508,10 @@ fn set_keys(manifest: &Path, keys: &[PathBuf]) {
 fn secure_boot_refusal_and_watchdog_reset_roll_back() {
     let dir = cairn_e2e::net::scratch("update-sb");
     let d = dir.as_path();
-    let mut c = cairn();
-    c.args(["keys", "generate", "--update"]).arg(d.join("keys"));
-    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
+    let key = update_keys(&d.join("keys"));
     let mut c = cairn();
     c.args(["keys", "generate"]).arg(d.join("sb"));
     run_with_timeout(c, Duration::from_secs(120)).assert_ok();
-    let key = d.join("keys/update.key");
     let snakeoil = snakeoil_key(d);
     let signed = format!(
         "\n[sign]\nkey = \"{}\"\ncert = \"{SNAKEOIL_PEM}\"\n",
@@ -606,10 +610,7 @@ fn secure_boot_refusal_and_watchdog_reset_roll_back() {
 fn unreachable_repository_backoff_and_power_cut_during_download() {
     let dir = cairn_e2e::net::scratch("update-cut");
     let d = dir.as_path();
-    let mut c = cairn();
-    c.args(["keys", "generate", "--update"]).arg(d.join("keys"));
-    run_with_timeout(c, Duration::from_secs(30)).assert_ok();
-    let key = d.join("keys/update.key");
+    let key = update_keys(&d.join("keys"));
     let m1 = manifest(d, 1, GOOD);
     let text = std::fs::read_to_string(&m1).unwrap();
     std::fs::write(&m1, format!("test_hooks = true\n{text}")).unwrap();
@@ -634,11 +635,7 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
     );
     g.wait_for("UPDATE-STATUS", long);
     let out = g.output();
-    let status = out[out.find("UPDATE-STATUS").unwrap()..]
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let status = line_from(&out, "UPDATE-STATUS");
     assert!(
         status.contains("\"last_error\": \"GET /cairn-update.json: HTTP/1.0 404"),
         "{status}"
@@ -646,11 +643,7 @@ fn unreachable_repository_backoff_and_power_cut_during_download() {
     assert!(status.contains("\"version\": 1"), "{status}");
     g.wait_for("UPDATE-CHECK", long);
     let out = g.output();
-    let check = out[out.find("UPDATE-CHECK").unwrap()..]
-        .lines()
-        .next()
-        .unwrap()
-        .to_string();
+    let check = line_from(&out, "UPDATE-CHECK");
     assert!(
         check.contains("cairnctl: GET /cairn-update.json: HTTP/1.0 404"),
         "{check}"
