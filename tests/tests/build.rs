@@ -373,3 +373,30 @@ fn hash_password_makes_a_phc_string() {
     let h = String::from_utf8(out.stdout).unwrap();
     assert!(h.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{h}");
 }
+
+/// `memory` too small for the initramfs: the build still succeeds (one
+/// UKI may boot on larger machines) but warns with the sizes; the same
+/// manifest with room to spare builds without the warning.
+#[test]
+fn initramfs_too_large_for_memory_is_warned() {
+    let text = std::fs::read_to_string(example("hello")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (memory, warned) in [("4M", true), ("256M", false)] {
+        let m = dir.path().join(format!("hello-{memory}.toml"));
+        std::fs::write(&m, format!("memory = \"{memory}\"\n{text}")).unwrap();
+        let o = build(&m, &dir.path().join(memory));
+        o.assert_ok();
+        let said = o
+            .stderr
+            .contains("cairn: warning: the initramfs unpacks to");
+        assert_eq!(said, warned, "memory = {memory}:\n{}", o.stderr);
+        if warned {
+            assert!(
+                o.stderr
+                    .contains("more than half of the appliance's 4.00 MiB of RAM (`memory`)"),
+                "{}",
+                o.stderr
+            );
+        }
+    }
+}
